@@ -1,0 +1,52 @@
+"""vmascope: find, explain, predict and prevent Linux VMA exhaustion.
+
+Notebook API::
+
+    import vmascope
+    snap = vmascope.snapshot(1234)        # a live process
+    snap = vmascope.load("app.vmasnap")   # a pid, snapshot file, maps/smaps dump, or "-"
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AccessDenied,
+    ParseError,
+    ProcessNotFound,
+    VmascopeError,
+)
+from .model import Snapshot, SnapshotMeta, Vma
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+
+def snapshot(pid: int, *, smaps: bool = True, numa: bool = True) -> Snapshot:
+    """Read a live process into a Snapshot."""
+    from .procfs.live import read_process
+
+    return read_process(pid, smaps=smaps, numa=numa)
+
+
+def load(target: "str | int | PathLike[str]") -> Snapshot:
+    """A pid, a snapshot file, a raw maps or smaps text file, or '-' for stdin."""
+    from .procfs.load import load_target
+
+    return load_target(target)
+
+
+def simulate(text: str, kernel: str | None = None, **kwargs: Any) -> Any:
+    """Run an op script in the kernel simulator (see vmascope.kernel)."""
+    from .kernel.simulator import simulate as _simulate
+
+    return _simulate(text, kernel=kernel, **kwargs)
+
+
+__all__ = [
+    "AccessDenied", "ParseError", "ProcessNotFound", "Snapshot", "SnapshotMeta", "Vma",
+    "VmascopeError", "load", "simulate", "snapshot",
+]

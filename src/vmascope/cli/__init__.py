@@ -1,0 +1,72 @@
+"""Command-line interface: ``vmascope <verb>``; one small module per verb.
+
+Each verb module defines ``register(subparsers)``, which adds its parser and sets
+``run=<function(args) -> int>`` as a default. Errors that are the user's to fix are
+:class:`vmascope.errors.VmascopeError` and become one line on stderr and their exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from ..errors import UsageError, VmascopeError
+
+# Verb modules, in the order `vmascope --help` lists them. A module that is not there
+# yet (a verb still being built) is skipped.
+VERBS = ("snapshot", "analyze", "simulate", "lab", "kernels", "record", "replay", "top",
+         "watch", "exporter", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(
+        prog="vmascope",
+        description="Find, explain, predict and prevent Linux VMA (memory mapping) exhaustion.",
+    )
+    parser.add_argument("--version", action="version", version=f"vmascope {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for verb in VERBS:
+        try:
+            module = importlib.import_module(f".{verb}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{verb}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "run", None):
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.run(args) or 0)
+    except VmascopeError as exc:
+        print(f"vmascope: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vmascope: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (| head): exit quietly, as cat does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def entry() -> None:
+    sys.exit(main())
