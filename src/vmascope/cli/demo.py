@@ -1,0 +1,63 @@
+"""`vmascope demo`: start a small process that fragments its heap like a GC, then look at it.
+
+The child reserves a region PROT_NONE and commits it page by page in the order a GC that
+commits every other page first would; every committed page is written, so each gets its
+own anon_vma and the kernel cannot merge the pieces back. vmascope then snapshots the live
+child and, when the analyzer is present, explains what it sees. The child is always killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from ..errors import LabError
+
+CHILD = r"""
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+pages, page = int(sys.argv[1]), mmap.PAGESIZE
+base = libc.mmap(None, pages * page, 0, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000, -1, 0)
+if base in (None, ctypes.c_void_p(-1).value):
+    sys.exit("mmap failed")
+for first in (0, 1):                      # even pages first, then the odd ones between them
+    for i in range(first, pages, 2):
+        if libc.mprotect(base + i * page, page, mmap.PROT_READ | mmap.PROT_WRITE):
+            sys.exit("mprotect failed")
+        ctypes.c_char.from_address(base + i * page).value = b"a"
+print(hex(base), flush=True)
+sys.stdin.read()
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="fragment a child's heap like a GC, then snapshot and explain it")
+    p.add_argument("--pages", type=int, default=4000, help="pages the child commits (default 4000)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import build_parser, main
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(args.pages)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        line = child.stdout.readline() if child.stdout else ""
+        if not line:
+            raise LabError("demo child failed to build its heap")
+        print(f"demo: pid {child.pid} committed {args.pages} pages of a reservation at "
+              f"{line.strip()}, every other page first", flush=True)
+        verbs = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        rc = main(["snapshot", str(child.pid)])
+        if rc == 0 and "analyze" in verbs:
+            rc = main(["analyze", str(child.pid)])
+        return rc
+    finally:
+        child.kill()
+        child.wait(timeout=10)
