@@ -1,1 +1,88 @@
-"""analysis."""
+"""Analysis of a Snapshot: headroom, attribution, fragmentation, why not merged, advice.
+
+``analyze(snapshot, kernel=None)`` builds an :class:`Analysis`, a plain data result that
+the reporters (text, JSON, HTML) render. Everything works on the Snapshot's numpy columns;
+the only per-item Python loops are over *kinds* of pairs, reservations and runs listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..model import SCHEMA_VERSION, Snapshot
+from .advice import Advice, advise
+from .attribution import Attribution, Reservation, attribute, backing_classes
+from .explain import WhyNotMerged, why_not_merged
+from .fragmentation import Fragmentation, Run, fragmentation, lookalike_pairs
+from .headroom import Headroom, headroom
+
+ANALYSIS_SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass
+class Analysis:
+    snapshot: Snapshot = dataclasses.field(repr=False)
+    headroom: Headroom
+    attribution: Attribution
+    fragmentation: Fragmentation
+    why: WhyNotMerged
+    advice: list[Advice]
+
+    @property
+    def reservations(self) -> list[Reservation]:
+        return self.attribution.reservations
+
+    def to_json(self, run_limit: int | None = 200) -> dict[str, Any]:
+        meta = self.snapshot.meta
+        h = self.headroom
+        return {
+            "schema_version": ANALYSIS_SCHEMA_VERSION,
+            "snapshot_schema_version": SCHEMA_VERSION,
+            "process": {
+                "pid": meta.pid,
+                "comm": meta.comm,
+                "source": meta.source,
+                "kernel_release": meta.kernel_release,
+                "time": meta.time,
+            },
+            "kernel": self.why.kernel,
+            "kernel_source": self.why.kernel_source,
+            "map_count": h.map_count,
+            "max_map_count": h.max_map_count,
+            "headroom": h.to_json(),
+            "attribution": self.attribution.to_json(),
+            "reservations": [r.to_json() for r in self.attribution.reservations],
+            "fragmentation": self.fragmentation.to_json(run_limit),
+            "why_not_merged": self.why.to_json(),
+            "reasons": [r.to_json() for r in self.why.reasons],
+            "advice": [a.to_json() for a in self.advice],
+        }
+
+
+def analyze(
+    snap: Snapshot,
+    kernel: str | None = None,
+    *,
+    reservation_limit: int | None = 50,
+    run_limit: int | None = 200,
+) -> Analysis:
+    """Analyse a snapshot for the given kernel release (default: the snapshot's own)."""
+    classes = backing_classes(snap)
+    pairs = lookalike_pairs(snap, classes)
+    h = headroom(snap)
+    why = why_not_merged(snap, pairs, kernel)
+    return Analysis(
+        snapshot=snap,
+        headroom=h,
+        attribution=attribute(snap, classes, reservation_limit),
+        fragmentation=fragmentation(snap, classes, pairs, run_limit),
+        why=why,
+        advice=advise(why, h),
+    )
+
+
+__all__ = [
+    "Advice", "Analysis", "Attribution", "Fragmentation", "Headroom", "Reservation", "Run",
+    "WhyNotMerged", "analyze",
+]

@@ -1,0 +1,288 @@
+"""Why not merged: the kernel's reasons for every look-alike adjacent pair.
+
+The verdicts come from :func:`vmascope.kernel.rules.explain_pair`, the one rule module
+that the simulator also uses; nothing here decides mergeability on its own.
+
+Two million pairs are not explained one by one. Every pair gets a *signature* made of
+everything ``explain_pair`` can look at besides addresses: both sides' permissions,
+VmFlags, names, NUMA policies, device/inode, offset continuity, whether each side holds
+anonymous (or swapped) pages according to smaps, and the anon_vma identities when the
+snapshot knows them (simulated or lab snapshots). Pairs with equal signatures get equal
+verdicts, so ``explain_pair`` runs once per distinct signature (a *kind* of pair) and
+the counts are summed with numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ..model import Snapshot
+
+# Short labels for the summary lines ("34,880 of 35,106: distinct anon_vmas, inferred").
+REASON_LABELS: dict[str, str] = {
+    "vmflags": "different VmFlags",
+    "anon_name": "different anon names",
+    "mempolicy": "different NUMA memory policies",
+    "file": "not the same open file",
+    "pgoff": "discontinuous page offsets",
+    "anon_vma": "distinct anon_vmas",
+    "anon_vma_unfaulted": "faulted VMA next to an unfaulted one (before 6.16)",
+    "fork_child": "anon_vma inherited through fork",
+    "special": "special mapping (VM_IO/VM_PFNMAP/VM_MIXEDMAP/VM_DONTEXPAND)",
+    "uffd": "different userfaultfd contexts",
+    "perms": "different permissions",
+    "not_adjacent": "not adjacent",
+    "unexplained": "no rule refuses the merge on this kernel",
+}
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xBF58476D1CE4E5B9)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReasonCount:
+    reason: str
+    confidence: str
+    count: int
+    rule: str
+    citation: str
+    detail: str  # the detail of the commonest kind of pair with this reason
+    details: dict[str, int]  # detail sentence -> pairs (the commonest few)
+    example: int  # address of the boundary of one such pair (prev.end == next.start)
+
+    @property
+    def label(self) -> str:
+        return REASON_LABELS.get(self.reason, self.reason)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "reason": self.reason,
+            "label": self.label,
+            "confidence": self.confidence,
+            "count": self.count,
+            "rule": self.rule,
+            "citation": self.citation,
+            "detail": self.detail,
+            "details": self.details,
+            "example_boundary": hex(self.example),
+        }
+
+
+@dataclasses.dataclass
+class WhyNotMerged:
+    kernel: str
+    kernel_source: str  # option | snapshot | host
+    epoch: str
+    available: bool
+    note: str | None
+    pairs: int
+    kinds: int
+    reasons: list[ReasonCount]  # most pairs first
+    unexplained: int  # pairs explain_pair found no reason for (they would merge)
+    # Per pair: index of its first VMA, and its kind; per kind: the reasons.
+    pair_index: np.ndarray = dataclasses.field(repr=False)
+    pair_kind: np.ndarray = dataclasses.field(repr=False)
+    kind_reasons: list[tuple[Any, ...]] = dataclasses.field(repr=False)
+
+    @property
+    def dominant(self) -> ReasonCount | None:
+        return self.reasons[0] if self.reasons else None
+
+    def reasons_after(self, index: int) -> tuple[Any, ...]:
+        """The reasons for the pair (index, index + 1), () if it is not a look-alike pair."""
+        k = int(np.searchsorted(self.pair_index, index))
+        if k < len(self.pair_index) and self.pair_index[k] == index:
+            return self.kind_reasons[int(self.pair_kind[k])]
+        return ()
+
+    def summary_lines(self) -> list[str]:
+        out = []
+        for r in self.reasons:
+            out.append(f"{r.count:,} of {self.pairs:,}: {r.label}, {r.confidence}")
+        if self.unexplained:
+            out.append(f"{self.unexplained:,} of {self.pairs:,}: {REASON_LABELS['unexplained']}")
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kernel": self.kernel,
+            "kernel_source": self.kernel_source,
+            "epoch": self.epoch,
+            "available": self.available,
+            "note": self.note,
+            "pairs": self.pairs,
+            "kinds": self.kinds,
+            "unexplained": self.unexplained,
+            "summary": self.summary_lines(),
+        }
+
+
+def resolve_kernel(snap: Snapshot, kernel: str | None) -> tuple[str, str]:
+    """(release, where it came from): the option, else the snapshot's own, else this host."""
+    if kernel:
+        return kernel, "option"
+    if snap.meta.kernel_release:
+        return snap.meta.kernel_release, "snapshot"
+    return os.uname().release, "host"
+
+
+def _fill(col: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    """col[idx] as uint64 (negative ids wrap, which keeps them distinct); zeros if absent."""
+    if col is None:
+        return np.zeros(len(idx), dtype=np.uint64)
+    return col[idx].astype(np.int64).view(np.uint64)
+
+
+def _page_state(snap: Snapshot, field: str, idx: np.ndarray) -> np.ndarray:
+    """0: smaps field absent, 1: zero, 2: positive."""
+    col = snap.smaps.get(field)
+    if col is None:
+        return np.zeros(len(idx), dtype=np.uint64)
+    v = col[idx]
+    return np.where(v < 0, 0, np.where(v == 0, 1, 2)).astype(np.uint64)
+
+
+def signature_columns(snap: Snapshot, prev: np.ndarray) -> list[np.ndarray]:
+    """Everything explain_pair may use for the pairs (prev, prev + 1), as uint64 columns."""
+    nxt = prev + 1
+    size_prev = snap.end[prev] - snap.start[prev]
+    off_p, off_n = snap.offset[prev], snap.offset[nxt]
+    offsets = (
+        (off_n == off_p + size_prev).astype(np.uint64)
+        | ((off_p == 0) & (off_n == 0)).astype(np.uint64) << np.uint64(1)
+    )
+    cols = [
+        snap.perms[prev].astype(np.uint64),
+        snap.perms[nxt].astype(np.uint64),
+        _fill(snap.vmflags, prev),
+        _fill(snap.vmflags, nxt),
+        _fill(snap.name_id, prev),
+        _fill(snap.name_id, nxt),
+        _fill(snap.policy_id, prev),
+        _fill(snap.policy_id, nxt),
+        snap.dev[prev].astype(np.uint64),
+        snap.dev[nxt].astype(np.uint64),
+        snap.inode[prev],
+        snap.inode[nxt],
+        offsets,
+        (snap.end[prev] == snap.start[nxt]).astype(np.uint64),
+        _page_state(snap, "Anonymous", prev),
+        _page_state(snap, "Anonymous", nxt),
+        _page_state(snap, "Swap", prev),
+        _page_state(snap, "Swap", nxt),
+    ]
+    if snap.anon_vma is not None:
+        a, b = snap.anon_vma[prev], snap.anon_vma[nxt]
+        cols.append(
+            (a >= 0).astype(np.uint64)
+            | (b >= 0).astype(np.uint64) << np.uint64(1)
+            | (a == b).astype(np.uint64) << np.uint64(2)
+        )
+    return cols
+
+
+def group_kinds(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(representative row per kind, kind per row) for rows given as columns.
+
+    A 64-bit hash of each row is sorted once; the result is then checked column by
+    column, and on a (practically impossible) collision the exact row sort is used.
+    """
+    n = len(cols[0]) if cols else 0
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    h = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for c in cols:
+            h ^= c.astype(np.uint64, copy=False)
+            h *= _MIX
+            h ^= h >> np.uint64(29)
+            h *= _MIX2
+            h ^= h >> np.uint64(32)
+    _, rep, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rows_rep = rep[inverse]
+    if all(np.array_equal(c, c[rows_rep]) for c in cols):
+        return rep, inverse
+    matrix = np.stack(cols, axis=1)
+    _, rep, inverse = np.unique(matrix, axis=0, return_index=True, return_inverse=True)
+    return rep, inverse.reshape(-1)
+
+
+def _load_rules() -> tuple[Callable[..., list[Any]] | None, Callable[[str], Any] | None, str | None]:
+    try:
+        from ..kernel.epochs import epoch_for
+        from ..kernel.rules import explain_pair
+    except ImportError as exc:  # the rule module is part of the package; report, don't guess
+        return None, None, f"kernel rule module unavailable ({exc})"
+    return explain_pair, epoch_for, None
+
+
+def why_not_merged(
+    snap: Snapshot,
+    pairs: np.ndarray,
+    kernel: str | None = None,
+    max_details: int = 5,
+) -> WhyNotMerged:
+    """Explain every look-alike pair (``pairs`` is the bool mask from fragmentation)."""
+    release, source = resolve_kernel(snap, kernel)
+    prev = np.flatnonzero(pairs).astype(np.int64)
+    explain_pair, epoch_for, note = _load_rules()
+    if explain_pair is None or epoch_for is None:
+        return WhyNotMerged(release, source, "?", False, note, len(prev), 0, [], 0,
+                            prev, np.zeros(len(prev), dtype=np.int64), [])
+    try:
+        epoch = epoch_for(release)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"kernel release {release!r}: {exc}") from exc
+    epoch_label = str(getattr(epoch, "name", epoch))
+    if len(prev) == 0:
+        return WhyNotMerged(release, source, epoch_label, True, None, 0, 0, [], 0, prev,
+                            np.zeros(0, dtype=np.int64), [])
+    rep, kind = group_kinds(signature_columns(snap, prev))
+    kind_counts = np.bincount(kind, minlength=len(rep))
+    kind_reasons: list[tuple[Any, ...]] = []
+    for r in rep:
+        i = int(prev[r])
+        kind_reasons.append(tuple(explain_pair(snap.vma(i), snap.vma(i + 1), epoch)))
+    # Sum per (reason, confidence) over kinds.
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    unexplained = 0
+    for k, reasons in enumerate(kind_reasons):
+        c = int(kind_counts[k])
+        if not reasons:
+            unexplained += c
+            continue
+        seen: set[tuple[str, str]] = set()
+        for reason in reasons:
+            key = (reason.code, reason.confidence)
+            entry = acc.setdefault(
+                key, {"count": 0, "rule": reason.rule, "citation": reason.citation,
+                      "details": {}, "example": int(snap.end[prev[rep[k]]]), "best": -1}
+            )
+            if key not in seen:
+                entry["count"] += c
+                seen.add(key)
+            entry["details"][reason.detail] = entry["details"].get(reason.detail, 0) + c
+            if c > entry["best"]:
+                entry["best"] = c
+                entry["example"] = int(snap.end[prev[rep[k]]])
+                entry["rule"], entry["citation"] = reason.rule, reason.citation
+    rows = []
+    for (code, conf), e in acc.items():
+        details = dict(sorted(e["details"].items(), key=lambda kv: -kv[1])[:max_details])
+        rows.append(
+            ReasonCount(
+                reason=code, confidence=conf, count=e["count"], rule=e["rule"],
+                citation=e["citation"], detail=next(iter(details)), details=details,
+                example=e["example"],
+            )
+        )
+    rows.sort(key=lambda r: (-r.count, r.reason, r.confidence))
+    return WhyNotMerged(release, source, epoch_label, True, None, len(prev), len(rep), rows,
+                        unexplained, prev, kind, kind_reasons)

@@ -1,0 +1,55 @@
+"""``vmascope analyze TARGET``: headroom, attribution, fragmentation, why not merged."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import Any
+
+from .common import add_target
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="explain a process's mappings: headroom, reservations, fragmentation, why not merged",
+        description=(
+            "Analyse a process's VMAs: how close it is to vm.max_map_count, which backing "
+            "and reservations hold its mappings, which adjacent mappings look identical yet "
+            "are separate, and why the kernel did not merge them."
+        ),
+    )
+    add_target(p)
+    p.add_argument("--kernel", metavar="RELEASE",
+                   help="explain for this kernel release (default: the snapshot's own)")
+    p.add_argument("--format", choices=("text", "json", "html"), default="text")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the report to FILE (atomically) instead of stdout")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import vmascope
+
+    from ..analysis import analyze
+    from ..report import render
+    from ..util import atomic_write
+
+    snap = vmascope.load(args.target)
+    analysis = analyze(snap, kernel=args.kernel)
+    if args.output:
+        text = render(analysis, args.format, width=80)
+        with atomic_write(args.output, "w") as fh:
+            fh.write(text)
+        return 0
+    if args.format == "text" and sys.stdout.isatty():
+        from rich.console import Console
+
+        from ..report.text import TextReporter
+
+        width = min(shutil.get_terminal_size((80, 24)).columns, 120)
+        TextReporter(width=width).print(analysis, Console(width=width, highlight=False))
+        return 0
+    sys.stdout.write(render(analysis, args.format, width=80))
+    return 0

@@ -1,0 +1,228 @@
+"""HTML rendering: one self-contained file (inline CSS, inline SVG, no scripts, no network).
+
+Pictures:
+
+* an address-space strip per large reservation: each pixel column is coloured by the
+  protection that covers most of it, with a tick wherever VMA boundaries fall (red where
+  the two sides look identical in maps, i.e. an unmerged split; dark grey where the
+  protection changes);
+* the VMA size histogram (all VMAs, and those in look-alike runs);
+* splits per reason.
+
+The strip is drawn with numpy straight into SVG rectangles (tens of thousands of VMAs
+become at most a few hundred rectangles); the two charts come from matplotlib's SVG
+backend. jinja2 and matplotlib are the ``report`` extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ..model import PERM_EXEC, PERM_READ, PERM_WRITE
+from .fmt import human_bytes, kernel_title, pct, process_title, size_range
+
+if TYPE_CHECKING:
+    from ..analysis import Analysis, Reservation
+
+TEMPLATES = Path(__file__).parent / "templates"
+STRIP_WIDTH = 960
+STRIP_HEIGHT = 26
+STRIPS = 6
+
+# Protection classes of the strip: (label, colour).
+PROT_CLASSES: tuple[tuple[str, str], ...] = (
+    ("---p (reserved)", "#c9ced6"),
+    ("r--p", "#5b8def"),
+    ("rw-p (committed)", "#3aa35b"),
+    ("executable", "#e8912d"),
+)
+LOOKALIKE_TICK = "#d62828"
+CHANGE_TICK = "#2b2d42"
+
+
+def prot_class(perms: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(perms), dtype=np.int64)  # no access
+    out[(perms & PERM_READ) != 0] = 1
+    out[(perms & PERM_WRITE) != 0] = 2
+    out[(perms & PERM_EXEC) != 0] = 3
+    return out
+
+
+@dataclasses.dataclass
+class Strip:
+    title: str
+    svg: str
+
+
+def strip_svg(a: Analysis, r: Reservation, width: int = STRIP_WIDTH) -> str:
+    """An SVG strip of one reservation, as described in the module docstring."""
+    snap = a.snapshot
+    lo, hi = r.first_index, r.first_index + r.vma_count
+    starts = snap.start[lo:hi].astype(np.float64) - r.start
+    ends = snap.end[lo:hi].astype(np.float64) - r.start
+    span = float(r.span)
+    classes = prot_class(snap.perms[lo:hi])
+    edges = np.concatenate([[0.0], ends])  # contiguous VMAs: ends are the next starts
+    cols = np.linspace(0.0, span, width + 1)
+    cover = np.empty((len(PROT_CLASSES), width))
+    sizes = ends - starts
+    for c in range(len(PROT_CLASSES)):
+        cum = np.concatenate([[0.0], np.cumsum(np.where(classes == c, sizes, 0.0))])
+        at = np.interp(cols, edges, cum)
+        cover[c] = np.diff(at)
+    dominant = cover.argmax(axis=0)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {STRIP_HEIGHT}" '
+             f'width="{width}" height="{STRIP_HEIGHT}" role="img">']
+    change = np.flatnonzero(np.diff(dominant)) + 1
+    run_starts = np.concatenate([[0], change])
+    run_ends = np.concatenate([change, [width]])
+    for s, e in zip(run_starts, run_ends):
+        colour = PROT_CLASSES[int(dominant[s])][1]
+        parts.append(f'<rect x="{s}" y="0" width="{e - s}" height="{STRIP_HEIGHT}" '
+                     f'fill="{colour}"/>')
+    # Boundaries inside the reservation: between VMA k and k+1 for k in [lo, hi - 1).
+    inner = np.arange(lo, hi - 1)
+    if len(inner):
+        pos = np.minimum((ends[:-1] / span * width).astype(np.int64), width - 1)
+        lookalike = np.zeros(len(inner), dtype=bool)
+        pairs = a.why.pair_index
+        if len(pairs):
+            k = np.searchsorted(pairs, inner)
+            k = np.minimum(k, len(pairs) - 1)
+            lookalike = pairs[k] == inner
+        for mask, colour, y0, h in ((~lookalike, CHANGE_TICK, 0, STRIP_HEIGHT // 2),
+                                    (lookalike, LOOKALIKE_TICK, STRIP_HEIGHT // 2,
+                                     STRIP_HEIGHT - STRIP_HEIGHT // 2)):
+            counts = np.bincount(pos[mask], minlength=width)
+            for x in np.flatnonzero(counts):
+                op = min(1.0, 0.45 + 0.15 * np.log2(counts[x]))
+                parts.append(f'<rect x="{x}" y="{y0}" width="1" height="{h}" fill="{colour}" '
+                             f'fill-opacity="{op:.2f}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_SVG_START = re.compile(r"^.*?(<svg\b)", re.S)
+
+
+def _figure_svg(fig: Any) -> str:
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "vmascope"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buf.getvalue()
+    # Drop the XML prolog and DOCTYPE: the SVG is inlined in HTML.
+    return _SVG_START.sub(r"\1", text, count=1)
+
+
+def histogram_svg(a: Analysis) -> str | None:
+    hist = a.fragmentation.histogram
+    if not hist:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2))
+    ax = fig.subplots()
+    x = np.arange(len(hist))
+    ax.bar(x - 0.2, [b.all_vmas for b in hist], 0.4, label="all VMAs", color="#5b8def")
+    ax.bar(x + 0.2, [b.in_runs for b in hist], 0.4, label="in look-alike runs",
+           color=LOOKALIKE_TICK)
+    ax.set_xticks(x, [human_bytes(b.low) for b in hist], rotation=45, fontsize=8)
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylabel("VMAs")
+    ax.set_xlabel("VMA size (bucket start; each bucket doubles)")
+    ax.legend(frameon=False, fontsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return _figure_svg(fig)
+
+
+def reasons_svg(a: Analysis) -> str | None:
+    w = a.why
+    rows = [(f"{r.label} ({r.confidence})", r.count) for r in w.reasons]
+    if w.unexplained:
+        rows.append(("no rule refuses the merge", w.unexplained))
+    if not rows:
+        return None
+    from matplotlib.figure import Figure
+
+    rows = rows[::-1]
+    fig = Figure(figsize=(9, 0.45 * len(rows) + 0.9))
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    ax.barh(y, [c for _, c in rows], color="#d62828")
+    ax.set_yticks(y, [label for label, _ in rows], fontsize=8)
+    ax.set_xlabel(f"splits (of {w.pairs:,} look-alike adjacent pairs)")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    for yy, (_, c) in zip(y, rows):
+        ax.text(c, yy, f" {c:,}", va="center", fontsize=8)
+    return _figure_svg(fig)
+
+
+def gauge_svg(a: Analysis) -> str | None:
+    h = a.headroom
+    if h.percent_used is None:
+        return None
+    width, height = 400, 16
+    used = min(1.0, h.percent_used / 100.0)
+    colour = {"ok": "#3aa35b", "elevated": "#e0b000", "warning": "#e8912d",
+              "critical": "#d62828"}.get(h.level, "#888")
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}"><rect width="{width}" height="{height}" '
+            f'fill="#e6e8eb"/><rect width="{used * width:.1f}" height="{height}" '
+            f'fill="{colour}"/></svg>')
+
+
+class HtmlReporter:
+    def __init__(self, strips: int = STRIPS) -> None:
+        self.strips = strips
+
+    def context(self, a: Analysis) -> dict[str, Any]:
+        strips = []
+        for r in a.attribution.reservations[: self.strips]:
+            title = (f"{r.start:x}-{r.end:x}: {human_bytes(r.span)}, {r.vma_count:,} VMAs "
+                     f"({human_bytes(r.committed)} committed, {human_bytes(r.reserved)} "
+                     "reserved)")
+            strips.append(Strip(title, strip_svg(a, r)))
+        return {
+            "a": a,
+            "title": process_title(a),
+            "kernel": kernel_title(a.why),
+            "gauge": gauge_svg(a),
+            "strips": strips,
+            "legend": PROT_CLASSES,
+            "lookalike_tick": LOOKALIKE_TICK,
+            "change_tick": CHANGE_TICK,
+            "histogram": histogram_svg(a),
+            "reasons_chart": reasons_svg(a),
+            "human_bytes": human_bytes,
+            "size_range": size_range,
+            "pct": pct,
+        }
+
+    def render(self, a: Analysis) -> str:
+        try:
+            import jinja2
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise UsageError(
+                f"the HTML report needs jinja2 and matplotlib ({exc.name} is missing): "
+                "pip install 'vmascope[report]'"
+            ) from exc
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        return env.get_template("analyze.html.j2").render(**self.context(a))
