@@ -1,5 +1,905 @@
-/* Placeholder: replaced by the real parser. */
+/*
+ * Streaming parser for /proc/PID/maps, /proc/PID/smaps (and smaps_rollup) and
+ * /proc/PID/numa_maps text.
+ *
+ * A Parser object is fed chunks of text as they are read (chunks may split lines
+ * anywhere) and grows one column per maps field in malloc'd buffers.  finish() hands the
+ * buffers over as Column objects (buffer protocol) that numpy.frombuffer wraps without a
+ * copy.  The GIL is released while a chunk is parsed.
+ *
+ * Line formats follow fs/proc/task_mmu.c:
+ *   maps:   START-END PERMS OFFSET MAJOR:MINOR INODE [padding NAME]
+ *           (hex, hex, [r-][w-][x-][sp], hex, hex:hex, decimal)
+ *   smaps:  a maps line, then "Key:   N kB" / "Key:   N" lines and "VmFlags: xx yy "
+ *   numa:   START POLICY [key=value ...]
+ *
+ * Errors carry the 1-based line number and what was expected; the Python side turns
+ * them into vmascope.errors.ParseError.
+ */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_fastparse", NULL, -1, NULL};
-PyMODINIT_FUNC PyInit__fastparse(void) { return PyModule_Create(&mod); }
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LINE (1 << 16)
+#define MAX_FIELDS 128
+#define MAX_KEY 48
+#define MAX_FLAGS 64
+
+/* ------------------------------------------------------------------------------------ */
+/* Column: a malloc'd block exported through the buffer protocol.                        */
+
+typedef struct {
+    PyObject_HEAD
+    void *ptr;
+    Py_ssize_t nbytes;
+} Column;
+
+static int Column_getbuffer(PyObject *obj, Py_buffer *view, int flags) {
+    Column *self = (Column *)obj;
+    return PyBuffer_FillInfo(view, obj, self->ptr, self->nbytes, 0, flags);
+}
+
+static void Column_dealloc(PyObject *obj) {
+    Column *self = (Column *)obj;
+    free(self->ptr);
+    Py_TYPE(obj)->tp_free(obj);
+}
+
+static PyBufferProcs Column_as_buffer = {Column_getbuffer, NULL};
+
+static PyTypeObject ColumnType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vmascope.procfs._fastparse.Column",
+    .tp_basicsize = sizeof(Column),
+    .tp_dealloc = Column_dealloc,
+    .tp_as_buffer = &Column_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A column of parsed values (use numpy.frombuffer).",
+};
+
+/* Takes ownership of ptr (shrunk to nbytes). */
+static PyObject *make_column(void *ptr, size_t nbytes) {
+    Column *col;
+    if (ptr == NULL || nbytes == 0) {
+        free(ptr);
+        ptr = malloc(8);
+        if (ptr == NULL)
+            return PyErr_NoMemory();
+        nbytes = 0;
+    } else {
+        void *q = realloc(ptr, nbytes);
+        if (q != NULL)
+            ptr = q;
+    }
+    col = PyObject_New(Column, &ColumnType);
+    if (col == NULL) {
+        free(ptr);
+        return NULL;
+    }
+    col->ptr = ptr;
+    col->nbytes = (Py_ssize_t)nbytes;
+    return (PyObject *)col;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Parser state.                                                                          */
+
+typedef struct {
+    char key[MAX_KEY];
+    size_t keylen;
+    int64_t *col;
+} Field;
+
+typedef struct {
+    PyObject_HEAD
+    int numa;         /* 1: numa_maps lines */
+    int keep;         /* 1: keep columns; 0: only count (validation, per-name counts) */
+    int busy;
+
+    /* rows */
+    size_t n, cap;
+    uint64_t *start, *end, *offset, *inode, *vmflags;
+    uint8_t *perms;
+    uint32_t *dev;
+    int32_t *name_id;
+    int in_block;     /* a mapping line has been seen (smaps fields may follow) */
+
+    /* smaps fields */
+    Field fields[MAX_FIELDS];
+    int nfields;
+    int expect;
+    int64_t field_lines;
+    int64_t skipped_lines;
+
+    /* VmFlags mnemonics */
+    char flag_names[MAX_FLAGS][8];
+    int nflags;
+    uint8_t flag2[65536]; /* two-byte mnemonic -> index + 1 */
+    int have_vmflags;
+
+    /* interned names (or policies in numa mode) */
+    char **nptr;
+    size_t *nlen;
+    int64_t *ncount;
+    size_t nnames, ncap;
+    uint32_t *htab;
+    size_t hcap;
+    int64_t anon_count;
+    int64_t last_id;
+
+    /* partial line carried between chunks */
+    char *carry;
+    size_t carry_len, carry_cap;
+    int64_t line;
+
+    /* first error */
+    int64_t err_line;
+    char err_msg[200];
+    int oom;
+} Parser;
+
+static int set_err(Parser *p, const char *msg) {
+    if (p->err_line == 0) {
+        p->err_line = p->line;
+        snprintf(p->err_msg, sizeof p->err_msg, "%s", msg);
+    }
+    return -1;
+}
+
+static int set_oom(Parser *p) {
+    p->oom = 1;
+    return -1;
+}
+
+static const int8_t HEX[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7,
+    ['7'] = 8, ['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14,
+    ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15,
+    ['F'] = 16,
+};
+
+/* Hex number of 1..maxd digits; returns the position after it or NULL. */
+static const char *hexnum(const char *s, const char *e, uint64_t *out, int maxd) {
+    uint64_t v = 0;
+    int d = 0;
+    while (s < e && HEX[(unsigned char)*s]) {
+        if (++d > maxd)
+            return NULL;
+        v = (v << 4) | (uint64_t)(HEX[(unsigned char)*s] - 1);
+        s++;
+    }
+    if (d == 0)
+        return NULL;
+    *out = v;
+    return s;
+}
+
+/* Decimal number fitting in uint64 (and below limit); returns position after or NULL. */
+static const char *decnum(const char *s, const char *e, uint64_t *out, uint64_t limit) {
+    uint64_t v = 0;
+    const char *b = s;
+    while (s < e && *s >= '0' && *s <= '9') {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (limit - d) / 10)
+            return NULL;
+        v = v * 10 + d;
+        s++;
+    }
+    if (s == b)
+        return NULL;
+    *out = v;
+    return s;
+}
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static int htab_grow(Parser *p) {
+    size_t ncap = p->hcap ? p->hcap * 2 : 256;
+    uint32_t *t = calloc(ncap, sizeof(uint32_t));
+    if (t == NULL)
+        return -1;
+    for (size_t i = 0; i < p->nnames; i++) {
+        size_t h = (size_t)hash_bytes(p->nptr[i], p->nlen[i]) & (ncap - 1);
+        while (t[h])
+            h = (h + 1) & (ncap - 1);
+        t[h] = (uint32_t)(i + 1);
+    }
+    free(p->htab);
+    p->htab = t;
+    p->hcap = ncap;
+    return 0;
+}
+
+/* Interned id of the name s[0:n]; -1 on out of memory. */
+static int64_t intern(Parser *p, const char *s, size_t n) {
+    if (p->last_id >= 0 && p->nlen[p->last_id] == n && memcmp(p->nptr[p->last_id], s, n) == 0)
+        return p->last_id;
+    if ((p->nnames + 1) * 2 > p->hcap && htab_grow(p) < 0)
+        return -1;
+    size_t h = (size_t)hash_bytes(s, n) & (p->hcap - 1);
+    while (p->htab[h]) {
+        size_t id = p->htab[h] - 1;
+        if (p->nlen[id] == n && memcmp(p->nptr[id], s, n) == 0) {
+            p->last_id = (int64_t)id;
+            return (int64_t)id;
+        }
+        h = (h + 1) & (p->hcap - 1);
+    }
+    if (p->nnames == p->ncap) {
+        size_t nc = p->ncap ? p->ncap * 2 : 64;
+        char **np = realloc(p->nptr, nc * sizeof(char *));
+        if (np == NULL)
+            return -1;
+        p->nptr = np;
+        size_t *nl = realloc(p->nlen, nc * sizeof(size_t));
+        if (nl == NULL)
+            return -1;
+        p->nlen = nl;
+        int64_t *cnt = realloc(p->ncount, nc * sizeof(int64_t));
+        if (cnt == NULL)
+            return -1;
+        p->ncount = cnt;
+        p->ncap = nc;
+    }
+    char *copy = malloc(n ? n : 1);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, s, n);
+    p->nptr[p->nnames] = copy;
+    p->nlen[p->nnames] = n;
+    p->ncount[p->nnames] = 0;
+    p->htab[h] = (uint32_t)(p->nnames + 1);
+    p->last_id = (int64_t)p->nnames;
+    return (int64_t)p->nnames++;
+}
+
+/* Make room for one more row in every kept column. */
+static int reserve_row(Parser *p) {
+    if (!p->keep || p->n < p->cap)
+        return 0;
+    size_t nc = p->cap ? p->cap * 2 : 1024;
+#define GROW(ptr)                                                   \
+    do {                                                            \
+        void *q = realloc((ptr), nc * sizeof(*(ptr)));              \
+        if (q == NULL)                                              \
+            return -1;                                              \
+        (ptr) = q;                                                  \
+    } while (0)
+    GROW(p->start);
+    GROW(p->name_id);
+    if (!p->numa) {
+        GROW(p->end);
+        GROW(p->offset);
+        GROW(p->inode);
+        GROW(p->perms);
+        GROW(p->dev);
+        if (p->have_vmflags)
+            GROW(p->vmflags);
+        for (int i = 0; i < p->nfields; i++)
+            GROW(p->fields[i].col);
+    }
+#undef GROW
+    p->cap = nc;
+    return 0;
+}
+
+static int add_name(Parser *p, const char *s, size_t n, int32_t *out) {
+    int64_t id = intern(p, s, n);
+    if (id < 0)
+        return set_oom(p);
+    p->ncount[id]++;
+    *out = (int32_t)id;
+    return 0;
+}
+
+static int parse_numa_line(Parser *p, const char *s, const char *e) {
+    uint64_t addr;
+    const char *q = hexnum(s, e, &addr, 16);
+    if (q == NULL || q == e || *q != ' ')
+        return set_err(p, "expected a numa_maps line 'START POLICY [key=value ...]'");
+    q++;
+    const char *b = q;
+    while (q < e && *q != ' ')
+        q++;
+    /* Two policy names contain a space (mm/mempolicy.c policy_modes[]). */
+    if ((q - b == 8 && memcmp(b, "weighted", 8) == 0 && e - q >= 11 &&
+         memcmp(q, " interleave", 11) == 0) ||
+        (q - b >= 6 && memcmp(b, "prefer", 6) == 0 && e - q >= 7 &&
+         memcmp(q, " (many)", 7) == 0)) {
+        q++;
+        while (q < e && *q != ' ')
+            q++;
+    }
+    if (q == b)
+        return set_err(p, "expected a memory policy after the address");
+    int32_t pid;
+    if (add_name(p, b, (size_t)(q - b), &pid) < 0)
+        return -1;
+    if (reserve_row(p) < 0)
+        return set_oom(p);
+    if (p->keep) {
+        p->start[p->n] = addr;
+        p->name_id[p->n] = pid;
+    }
+    p->n++;
+    return 0;
+}
+
+static int parse_header(Parser *p, const char *s, const char *e) {
+    uint64_t start, end, off, major, minor, ino;
+    const char *q = hexnum(s, e, &start, 16);
+    if (q == NULL || q == e || *q != '-')
+        return set_err(p, "expected START-END with hexadecimal addresses");
+    q = hexnum(q + 1, e, &end, 16);
+    if (q == NULL || q == e || *q != ' ')
+        return set_err(p, "expected START-END with hexadecimal addresses");
+    if (end <= start)
+        return set_err(p, "expected END greater than START");
+    q++;
+    if (e - q < 5 || q[4] != ' ')
+        return set_err(p, "expected permissions like 'rw-p' after the addresses");
+    uint8_t perms = 0;
+    if (q[0] == 'r') perms |= 1; else if (q[0] != '-') goto badperms;
+    if (q[1] == 'w') perms |= 2; else if (q[1] != '-') goto badperms;
+    if (q[2] == 'x') perms |= 4; else if (q[2] != '-') goto badperms;
+    if (q[3] == 's') perms |= 8; else if (q[3] != 'p') goto badperms;
+    q += 5;
+    q = hexnum(q, e, &off, 16);
+    if (q == NULL || q == e || *q != ' ')
+        return set_err(p, "expected a hexadecimal file offset after the permissions");
+    q = hexnum(q + 1, e, &major, 3);
+    if (q == NULL || q == e || *q != ':')
+        return set_err(p, "expected a device MAJOR:MINOR in hexadecimal after the offset");
+    q = hexnum(q + 1, e, &minor, 5);
+    if (q == NULL || (q < e && *q != ' '))
+        return set_err(p, "expected a device MAJOR:MINOR in hexadecimal after the offset");
+    q = (q < e) ? q + 1 : q;
+    q = decnum(q, e, &ino, UINT64_MAX);
+    if (q == NULL || (q < e && *q != ' '))
+        return set_err(p, "expected a decimal inode number after the device");
+    while (q < e && *q == ' ')
+        q++;
+    int32_t nid = -1;
+    if (q < e) {
+        if (add_name(p, q, (size_t)(e - q), &nid) < 0)
+            return -1;
+    } else {
+        p->anon_count++;
+    }
+    if (reserve_row(p) < 0)
+        return set_oom(p);
+    if (p->keep) {
+        size_t i = p->n;
+        p->start[i] = start;
+        p->end[i] = end;
+        p->perms[i] = perms;
+        p->offset[i] = off;
+        p->dev[i] = (uint32_t)((major << 20) | minor);
+        p->inode[i] = ino;
+        p->name_id[i] = nid;
+        if (p->have_vmflags)
+            p->vmflags[i] = 0;
+        for (int f = 0; f < p->nfields; f++)
+            p->fields[f].col[i] = -1;
+    }
+    p->n++;
+    p->in_block = 1;
+    p->expect = 0;
+    return 0;
+badperms:
+    return set_err(p, "expected permissions like 'rw-p' after the addresses");
+}
+
+static int flag_index(Parser *p, const char *s, size_t n) {
+    if (n == 2) {
+        unsigned k = (unsigned char)s[0] | ((unsigned)(unsigned char)s[1] << 8);
+        if (p->flag2[k])
+            return p->flag2[k] - 1;
+    } else {
+        for (int i = 0; i < p->nflags; i++)
+            if (strlen(p->flag_names[i]) == n && memcmp(p->flag_names[i], s, n) == 0)
+                return i;
+    }
+    if (p->nflags >= MAX_FLAGS)
+        return set_err(p, "expected at most 64 distinct VmFlags mnemonics");
+    memcpy(p->flag_names[p->nflags], s, n);
+    p->flag_names[p->nflags][n] = 0;
+    if (n == 2)
+        p->flag2[(unsigned char)s[0] | ((unsigned)(unsigned char)s[1] << 8)] =
+            (uint8_t)(p->nflags + 1);
+    return p->nflags++;
+}
+
+static int parse_vmflags(Parser *p, const char *q, const char *e) {
+    uint64_t bits = 0;
+    while (q < e) {
+        while (q < e && *q == ' ')
+            q++;
+        const char *b = q;
+        while (q < e && *q != ' ')
+            q++;
+        if (q == b)
+            break;
+        if (q - b > 7)
+            return set_err(p, "expected VmFlags mnemonics of at most 7 characters");
+        int idx = flag_index(p, b, (size_t)(q - b));
+        if (idx < 0)
+            return -1;
+        bits |= (uint64_t)1 << idx;
+    }
+    if (p->keep) {
+        if (!p->have_vmflags) {
+            uint64_t *col = calloc(p->cap ? p->cap : 1, sizeof(uint64_t));
+            if (col == NULL)
+                return set_oom(p);
+            p->vmflags = col;
+            p->have_vmflags = 1;
+        }
+        p->vmflags[p->n - 1] = bits;
+    } else {
+        p->have_vmflags = 1;
+    }
+    return 0;
+}
+
+static int field_slot(Parser *p, const char *k, size_t kl) {
+    if (p->expect < p->nfields) {
+        Field *f = &p->fields[p->expect];
+        if (f->keylen == kl && memcmp(f->key, k, kl) == 0)
+            return p->expect++;
+    }
+    for (int i = 0; i < p->nfields; i++) {
+        Field *f = &p->fields[i];
+        if (f->keylen == kl && memcmp(f->key, k, kl) == 0) {
+            p->expect = i + 1;
+            return i;
+        }
+    }
+    if (p->nfields >= MAX_FIELDS)
+        return set_err(p, "expected at most 128 distinct smaps fields");
+    Field *f = &p->fields[p->nfields];
+    memcpy(f->key, k, kl);
+    f->key[kl] = 0;
+    f->keylen = kl;
+    f->col = NULL;
+    if (p->keep) {
+        f->col = malloc((p->cap ? p->cap : 1) * sizeof(int64_t));
+        if (f->col == NULL)
+            return set_oom(p);
+        for (size_t i = 0; i < p->n; i++)
+            f->col[i] = -1;
+    }
+    p->expect = p->nfields + 1;
+    return p->nfields++;
+}
+
+static int is_key_start(char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static int is_key_char(char c) {
+    return is_key_start(c) || (c >= '0' && c <= '9');
+}
+
+static int parse_field(Parser *p, const char *s, const char *e) {
+    const char *q = s;
+    while (q < e && is_key_char(*q))
+        q++;
+    size_t kl = (size_t)(q - s);
+    if (!p->in_block)
+        return set_err(p, "expected a mapping line 'START-END PERMS OFFSET DEV INODE [NAME]' "
+                          "before smaps fields");
+    if (kl >= MAX_KEY)
+        return set_err(p, "expected an smaps field name shorter than 48 characters");
+    q++; /* the ':' */
+    p->field_lines++;
+    if (kl == 7 && memcmp(s, "VmFlags", 7) == 0)
+        return parse_vmflags(p, q, e);
+    while (q < e && (*q == ' ' || *q == '\t'))
+        q++;
+    uint64_t v;
+    const char *r = decnum(q, e, &v, (uint64_t)INT64_MAX);
+    if (r == NULL || q == e) {
+        if (r == NULL && q < e && *q >= '0' && *q <= '9')
+            return set_err(p, "expected a value that fits in 63 bits");
+        p->skipped_lines++; /* a textual field of some other kernel: not a column */
+        return 0;
+    }
+    while (r < e && *r == ' ')
+        r++;
+    if (r == e) {
+        /* plain number (THPeligible, ProtectionKey, ...) */
+    } else if (e - r == 2 && r[0] == 'k' && r[1] == 'B') {
+        if (v > (uint64_t)INT64_MAX / 1024)
+            return set_err(p, "expected a kB value that fits in 63 bits as bytes");
+        v *= 1024;
+    } else {
+        p->skipped_lines++;
+        return 0;
+    }
+    int slot = field_slot(p, s, kl);
+    if (slot < 0)
+        return -1;
+    if (p->keep)
+        p->fields[slot].col[p->n - 1] = (int64_t)v;
+    return 0;
+}
+
+/* One line without its '\n'. */
+static int parse_line(Parser *p, const char *s, const char *e) {
+    p->line++;
+    if (e > s && e[-1] == '\r')
+        e--;
+    const char *q = s;
+    while (q < e && (*q == ' ' || *q == '\t'))
+        q++;
+    if (q == e)
+        return 0; /* blank line */
+    if (p->numa)
+        return parse_numa_line(p, s, e);
+    /* A mapping line starts with hex digits and '-'; a field with "Key:". */
+    const char *h = s;
+    while (h < e && HEX[(unsigned char)*h])
+        h++;
+    if (h > s && h < e && *h == '-')
+        return parse_header(p, s, e);
+    if (is_key_start(*s)) {
+        q = s;
+        while (q < e && is_key_char(*q))
+            q++;
+        if (q < e && *q == ':')
+            return parse_field(p, s, e);
+    }
+    if (h > s && (h == e || *h == ' '))
+        return set_err(p, "expected START-END with hexadecimal addresses");
+    return set_err(p, "expected a mapping line 'START-END PERMS OFFSET DEV INODE [NAME]' or "
+                      "an smaps field 'Name: value'");
+}
+
+/* Parse whole lines of buf[0:n]; a trailing partial line is kept in carry. */
+static int parse_chunk(Parser *p, const char *buf, size_t n) {
+    const char *s = buf, *e = buf + n;
+    if (p->carry_len) {
+        const char *nl = memchr(s, '\n', n);
+        size_t take = nl ? (size_t)(nl - s) : n;
+        if (p->carry_len + take > MAX_LINE) {
+            p->line++;
+            return set_err(p, "expected lines shorter than 65536 bytes");
+        }
+        if (p->carry_len + take > p->carry_cap) {
+            size_t nc = p->carry_len + take + 256;
+            char *c = realloc(p->carry, nc);
+            if (c == NULL)
+                return set_oom(p);
+            p->carry = c;
+            p->carry_cap = nc;
+        }
+        memcpy(p->carry + p->carry_len, s, take);
+        p->carry_len += take;
+        if (nl == NULL)
+            return 0;
+        if (parse_line(p, p->carry, p->carry + p->carry_len) < 0)
+            return -1;
+        p->carry_len = 0;
+        s = nl + 1;
+    }
+    while (s < e) {
+        const char *nl = memchr(s, '\n', (size_t)(e - s));
+        if (nl == NULL)
+            break;
+        if (parse_line(p, s, nl) < 0)
+            return -1;
+        s = nl + 1;
+    }
+    if (s < e) {
+        size_t rest = (size_t)(e - s);
+        if (rest > MAX_LINE) {
+            p->line++;
+            return set_err(p, "expected lines shorter than 65536 bytes");
+        }
+        if (rest > p->carry_cap) {
+            char *c = realloc(p->carry, rest + 256);
+            if (c == NULL)
+                return set_oom(p);
+            p->carry = c;
+            p->carry_cap = rest + 256;
+        }
+        memcpy(p->carry, s, rest);
+        p->carry_len = rest;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Python interface.                                                                      */
+
+static PyObject *ParseFailure; /* args: (line, expected) */
+
+static void free_state(Parser *p) {
+    free(p->start); free(p->end); free(p->offset); free(p->inode); free(p->vmflags);
+    free(p->perms); free(p->dev); free(p->name_id);
+    p->start = p->end = p->offset = p->inode = p->vmflags = NULL;
+    p->perms = NULL; p->dev = NULL; p->name_id = NULL;
+    for (int i = 0; i < p->nfields; i++) {
+        free(p->fields[i].col);
+        p->fields[i].col = NULL;
+    }
+    for (size_t i = 0; i < p->nnames; i++)
+        free(p->nptr[i]);
+    free(p->nptr); free(p->nlen); free(p->ncount); free(p->htab); free(p->carry);
+    p->nptr = NULL; p->nlen = NULL; p->ncount = NULL; p->htab = NULL; p->carry = NULL;
+    p->nnames = p->ncap = p->hcap = 0;
+    p->carry_len = p->carry_cap = 0;
+}
+
+/* Back to an empty parser; keeps numa/keep and the VmFlags table. */
+static void reset(Parser *p) {
+    int numa = p->numa, keep = p->keep, nflags = p->nflags;
+    char saved[MAX_FLAGS][8];
+    memcpy(saved, p->flag_names, sizeof saved);
+    free_state(p);
+    size_t off = offsetof(Parser, numa);
+    memset((char *)p + off, 0, sizeof(Parser) - off);
+    p->numa = numa;
+    p->keep = keep;
+    p->last_id = -1;
+    for (int i = 0; i < nflags; i++)
+        flag_index(p, saved[i], strlen(saved[i]));
+}
+
+static void Parser_dealloc(PyObject *obj) {
+    free_state((Parser *)obj);
+    Py_TYPE(obj)->tp_free(obj);
+}
+
+static int Parser_init(PyObject *obj, PyObject *args, PyObject *kw) {
+    Parser *p = (Parser *)obj;
+    static char *kwlist[] = {"flag_names", "numa", "keep", NULL};
+    PyObject *flags = NULL;
+    int numa = 0, keep = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Opp", kwlist, &flags, &numa, &keep))
+        return -1;
+    free_state(p);
+    Py_ssize_t off = offsetof(Parser, numa);
+    memset((char *)p + off, 0, sizeof(Parser) - (size_t)off);
+    p->numa = numa;
+    p->keep = keep;
+    p->last_id = -1;
+    if (flags != NULL && flags != Py_None) {
+        PyObject *seq = PySequence_Fast(flags, "flag_names must be a sequence of str");
+        if (seq == NULL)
+            return -1;
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+        for (Py_ssize_t i = 0; i < k; i++) {
+            Py_ssize_t len;
+            const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(seq, i), &len);
+            if (s == NULL || len < 1 || len > 7 || p->nflags >= MAX_FLAGS) {
+                Py_DECREF(seq);
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "bad flag_names");
+                return -1;
+            }
+            if (flag_index(p, s, (size_t)len) < 0) {
+                Py_DECREF(seq);
+                PyErr_SetString(PyExc_ValueError, "bad flag_names");
+                return -1;
+            }
+        }
+        Py_DECREF(seq);
+    }
+    return 0;
+}
+
+static PyObject *raise_failure(Parser *p) {
+    if (p->oom)
+        return PyErr_NoMemory();
+    PyObject *args = Py_BuildValue("(Ls)", (long long)p->err_line, p->err_msg);
+    if (args != NULL) {
+        PyErr_SetObject(ParseFailure, args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+static PyObject *Parser_feed(PyObject *obj, PyObject *arg) {
+    Parser *p = (Parser *)obj;
+    Py_buffer view;
+    if (p->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+        return NULL;
+    }
+    if (p->err_line || p->oom)
+        return raise_failure(p);
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rc;
+    p->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = parse_chunk(p, view.buf, (size_t)view.len);
+    Py_END_ALLOW_THREADS
+    p->busy = 0;
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return raise_failure(p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *names_list(Parser *p) {
+    PyObject *lst = PyList_New((Py_ssize_t)p->nnames);
+    if (lst == NULL)
+        return NULL;
+    for (size_t i = 0; i < p->nnames; i++) {
+        PyObject *s = PyUnicode_DecodeFSDefaultAndSize(p->nptr[i], (Py_ssize_t)p->nlen[i]);
+        if (s == NULL) {
+            Py_DECREF(lst);
+            return NULL;
+        }
+        PyList_SET_ITEM(lst, (Py_ssize_t)i, s);
+    }
+    return lst;
+}
+
+static int put(PyObject *d, const char *k, PyObject *v) {
+    if (v == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, k, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+#define TAKE(field, n) make_column((void *)(field), (n) * sizeof(*(field)))
+
+static PyObject *Parser_finish(PyObject *obj, PyObject *Py_UNUSED(ignored)) {
+    Parser *p = (Parser *)obj;
+    if (p->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+        return NULL;
+    }
+    if (p->err_line == 0 && !p->oom && p->carry_len) {
+        /* last line without a newline */
+        size_t len = p->carry_len;
+        p->carry_len = 0;
+        parse_line(p, p->carry, p->carry + len);
+    }
+    if (p->err_line || p->oom)
+        return raise_failure(p);
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    size_t n = p->n;
+    if (put(d, "n", PyLong_FromSize_t(n)) < 0) goto fail;
+    if (put(d, "lines", PyLong_FromLongLong(p->line)) < 0) goto fail;
+    if (put(d, "field_lines", PyLong_FromLongLong(p->field_lines)) < 0) goto fail;
+    if (put(d, "skipped_lines", PyLong_FromLongLong(p->skipped_lines)) < 0) goto fail;
+    if (put(d, "anon_count", PyLong_FromLongLong(p->anon_count)) < 0) goto fail;
+    if (put(d, "names", names_list(p)) < 0) goto fail;
+    {
+        PyObject *counts = PyList_New((Py_ssize_t)p->nnames);
+        if (counts == NULL) goto fail;
+        for (size_t i = 0; i < p->nnames; i++)
+            PyList_SET_ITEM(counts, (Py_ssize_t)i, PyLong_FromLongLong(p->ncount[i]));
+        if (put(d, "name_counts", counts) < 0) goto fail;
+    }
+    {
+        PyObject *fl = PyList_New(p->nflags);
+        if (fl == NULL) goto fail;
+        for (int i = 0; i < p->nflags; i++)
+            PyList_SET_ITEM(fl, i, PyUnicode_FromString(p->flag_names[i]));
+        if (put(d, "flag_names", fl) < 0) goto fail;
+    }
+    if (put(d, "has_vmflags", PyBool_FromLong(p->have_vmflags)) < 0) goto fail;
+    {
+        PyObject *keys = PyList_New(p->nfields);
+        if (keys == NULL) goto fail;
+        for (int i = 0; i < p->nfields; i++)
+            PyList_SET_ITEM(keys, i, PyUnicode_FromString(p->fields[i].key));
+        if (put(d, "field_names", keys) < 0) goto fail;
+    }
+    if (p->keep) {
+        if (put(d, "start", TAKE(p->start, n)) < 0) { p->start = NULL; goto fail; }
+        p->start = NULL;
+        if (put(d, "name_id", TAKE(p->name_id, n)) < 0) { p->name_id = NULL; goto fail; }
+        p->name_id = NULL;
+        if (!p->numa) {
+            if (put(d, "end", TAKE(p->end, n)) < 0) { p->end = NULL; goto fail; }
+            p->end = NULL;
+            if (put(d, "perms", TAKE(p->perms, n)) < 0) { p->perms = NULL; goto fail; }
+            p->perms = NULL;
+            if (put(d, "offset", TAKE(p->offset, n)) < 0) { p->offset = NULL; goto fail; }
+            p->offset = NULL;
+            if (put(d, "dev", TAKE(p->dev, n)) < 0) { p->dev = NULL; goto fail; }
+            p->dev = NULL;
+            if (put(d, "inode", TAKE(p->inode, n)) < 0) { p->inode = NULL; goto fail; }
+            p->inode = NULL;
+            if (p->have_vmflags) {
+                if (put(d, "vmflags", TAKE(p->vmflags, n)) < 0) { p->vmflags = NULL; goto fail; }
+                p->vmflags = NULL;
+            }
+            PyObject *cols = PyList_New(p->nfields);
+            if (cols == NULL) goto fail;
+            for (int i = 0; i < p->nfields; i++) {
+                PyObject *c = TAKE(p->fields[i].col, n);
+                p->fields[i].col = NULL;
+                if (c == NULL) { Py_DECREF(cols); goto fail; }
+                PyList_SET_ITEM(cols, i, c);
+            }
+            if (put(d, "fields", cols) < 0) goto fail;
+        }
+    }
+    reset(p);
+    return d;
+fail:
+    Py_DECREF(d);
+    reset(p);
+    return NULL;
+}
+
+static PyObject *Parser_get_count(PyObject *obj, void *Py_UNUSED(closure)) {
+    return PyLong_FromSize_t(((Parser *)obj)->n);
+}
+
+static PyObject *Parser_get_line(PyObject *obj, void *Py_UNUSED(closure)) {
+    return PyLong_FromLongLong(((Parser *)obj)->line);
+}
+
+static PyMethodDef Parser_methods[] = {
+    {"feed", Parser_feed, METH_O,
+     "feed(chunk): parse the complete lines of a bytes-like chunk (GIL released)."},
+    {"finish", Parser_finish, METH_NOARGS,
+     "finish() -> dict of columns (Column objects), names, counts; resets the parser."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Parser_getset[] = {
+    {"count", Parser_get_count, NULL, "rows parsed so far", NULL},
+    {"line", Parser_get_line, NULL, "lines parsed so far", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vmascope.procfs._fastparse.Parser",
+    .tp_basicsize = sizeof(Parser),
+    .tp_dealloc = Parser_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Parser(flag_names=(), numa=False, keep=True): streaming /proc text parser.",
+    .tp_methods = Parser_methods,
+    .tp_getset = Parser_getset,
+    .tp_init = Parser_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_fastparse",
+    "Streaming parser for /proc/PID/maps, smaps and numa_maps text.", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastparse(void) {
+    if (PyType_Ready(&ColumnType) < 0 || PyType_Ready(&ParserType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m == NULL)
+        return NULL;
+    ParseFailure = PyErr_NewException("vmascope.procfs._fastparse.ParseFailure", NULL, NULL);
+    Py_INCREF(&ParserType);
+    Py_INCREF(&ColumnType);
+    if (ParseFailure == NULL || PyModule_AddObject(m, "ParseFailure", ParseFailure) < 0 ||
+        PyModule_AddObject(m, "Parser", (PyObject *)&ParserType) < 0 ||
+        PyModule_AddObject(m, "Column", (PyObject *)&ColumnType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(ParseFailure);
+    return m;
+}

@@ -1,0 +1,83 @@
+"""Reading a live process into a Snapshot."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import VmascopeError
+from ..model import Snapshot, SnapshotMeta
+from .parse import TextParser, attach_numa, parse_rollup, parse_status, snapshot_from_result
+from .reader import as_pid, check_alive, proc_path, read_small, stream_proc
+
+
+def read_max_map_count() -> int | None:
+    try:
+        with open("/proc/sys/vm/max_map_count", "rb") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def page_size() -> int:
+    return int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def read_raw_meta(pid: int, *, rollup: bool = True) -> dict[str, bytes]:
+    """The small per-process files, raw: comm, cmdline, status and smaps_rollup."""
+    raw = {
+        "comm": read_small(pid, "comm"),
+        "cmdline": read_small(pid, "cmdline"),
+        "status": read_small(pid, "status"),
+    }
+    if rollup:
+        try:
+            raw["smaps_rollup"] = read_small(pid, "smaps_rollup")
+        except VmascopeError:
+            # smaps_rollup (4.14) needs the same access as smaps; a failure here shows
+            # up again, with the right message, when smaps itself is read.
+            raw["smaps_rollup"] = b""
+    return raw
+
+
+def meta_from_raw(pid: int | None, raw: dict[str, bytes], *, source: str) -> SnapshotMeta:
+    comm = os.fsdecode(raw.get("comm", b"")).rstrip("\n") or None
+    cmd = raw.get("cmdline", b"")
+    cmdline = [os.fsdecode(a) for a in cmd.split(b"\0")[:-1]] if cmd else []
+    return SnapshotMeta(
+        pid=pid,
+        comm=comm,
+        cmdline=cmdline,
+        source=source,
+        status=parse_status(os.fsdecode(raw.get("status", b""))),
+        smaps_rollup=parse_rollup(os.fsdecode(raw.get("smaps_rollup", b""))),
+    )
+
+
+def host_meta(meta: SnapshotMeta) -> SnapshotMeta:
+    meta.kernel_release = os.uname().release
+    meta.page_size = page_size()
+    meta.max_map_count = read_max_map_count()
+    return meta
+
+
+def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snapshot:
+    """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot."""
+    pid = as_pid(pid)
+    started = time.time()
+    raw = read_raw_meta(pid, rollup=smaps)
+    meta = host_meta(meta_from_raw(pid, raw, source="live"))
+    meta.time = started
+    name = "smaps" if smaps else "maps"
+    parser = TextParser(proc_path(pid, name))
+    stream_proc(pid, name, [parser.feed])
+    res = parser.finish()
+    check_alive(pid)
+    snap = snapshot_from_result(res, meta)
+    if numa and os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA
+        nparser = TextParser(proc_path(pid, "numa_maps"), kind="numa")
+        stream_proc(pid, "numa_maps", [nparser.feed])
+        unmatched = attach_numa(snap, nparser.finish())
+        if unmatched:
+            meta.extra["numa_unmatched"] = unmatched
+    return snap

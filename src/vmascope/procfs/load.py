@@ -1,0 +1,146 @@
+"""Loading any target into a Snapshot: a pid, a snapshot file, a raw maps or smaps text
+file (told apart by content), or "-" for stdin."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import ParseError, SnapshotFormatError, UsageError
+from ..model import Snapshot, SnapshotMeta
+from .live import meta_from_raw, read_process
+from .parse import TextParser, attach_numa, snapshot_from_result
+from .reader import CHUNK, as_pid
+from .snapfile import MAGIC, iter_sections
+
+_META_SECTIONS = ("comm", "cmdline", "status", "smaps_rollup")
+
+
+def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
+    meta_json: dict[str, Any] | None = None
+    raw: dict[str, bytes] = {}
+    main: dict[str, Any] | None = None
+    main_name = None
+    numa: dict[str, Any] | None = None
+    end: dict[str, Any] | None = None
+    for name, chunks in iter_sections(fh, source):
+        if name in ("meta.json", "end.json"):
+            try:
+                obj = json.loads(b"".join(chunks))
+            except ValueError:
+                raise SnapshotFormatError(source, None, f"corrupt snapshot file ({name})") from None
+            if name == "meta.json":
+                meta_json = obj
+            else:
+                end = obj
+        elif name in _META_SECTIONS:
+            raw[name] = b"".join(chunks)
+        elif name in ("maps", "smaps", "numa_maps"):
+            if name == "maps" and "smaps" in (meta_json or {}).get("sections", ()):
+                continue  # smaps follows and carries everything maps has
+            kind = "numa" if name == "numa_maps" else "maps"
+            parser = TextParser(f"{source}[{name}]", kind=kind)
+            for chunk in chunks:
+                parser.feed(chunk)
+            res = parser.finish()
+            if kind == "numa":
+                numa = res
+            else:
+                main, main_name = res, name
+    if meta_json is None or main is None or end is None:
+        raise SnapshotFormatError(source, None, "corrupt snapshot file (sections missing)")
+    meta = SnapshotMeta.from_json(meta_json.get("meta", {}))
+    if not meta.status and "status" in raw:
+        meta = meta_from_raw(meta.pid, raw, source="file")
+    meta.source = "file"
+    meta.extra["captured_from"] = main_name
+    snap = snapshot_from_result(main, meta)
+    if numa is not None:
+        unmatched = attach_numa(snap, numa)
+        if unmatched:
+            meta.extra["numa_unmatched"] = unmatched
+    return snap
+
+
+def _load_text(fh: IO[bytes], source: str, first: bytes) -> Snapshot:
+    parser = TextParser(source)
+    size = 0
+    chunk = first
+    while chunk:
+        parser.feed(chunk)
+        size += len(chunk)
+        chunk = fh.read(CHUNK)
+    if size == 0:
+        raise ParseError(source, None, "expected /proc/PID/maps or smaps text, found an empty file")
+    res = parser.finish()
+    if res["n"] == 0:
+        raise ParseError(source, None, "expected /proc/PID/maps or smaps text, found no mapping lines")
+    meta = SnapshotMeta(source="smaps-dump" if res["field_lines"] else "maps-dump")
+    meta.extra["path"] = source
+    return snapshot_from_result(res, meta)
+
+
+def load_stream(fh: IO[bytes], source: str) -> Snapshot:
+    """A snapshot file or maps/smaps text from an open binary stream."""
+    head = fh.read(len(MAGIC))
+    if head == MAGIC:
+        return _load_snapshot_file(_Prefixed(head, fh), source)
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        raise ParseError(source, None, "expected maps/smaps text or a vmascope snapshot, "
+                         "found a zstd-compressed file (decompress it first)")
+    return _load_text(fh, source, head)
+
+
+class _Prefixed:
+    """A read-only stream that first returns bytes already read."""
+
+    def __init__(self, head: bytes, fh: IO[bytes]) -> None:
+        self._head = head
+        self._fh = fh
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0:
+                out = self._head + self._fh.read()
+                self._head = b""
+                return out
+            out, self._head = self._head[:n], self._head[n:]
+            if len(out) < n:
+                out += self._fh.read(n - len(out))
+            return out
+        return self._fh.read(n)
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+def load_target(target: str | int | os.PathLike[str]) -> Snapshot:
+    """A pid (int or digits), a snapshot file, a raw maps/smaps text file, or '-'."""
+    if isinstance(target, int) and not isinstance(target, bool):
+        return read_process(as_pid(target))
+    if isinstance(target, str) and target == "-":
+        return load_stream(sys.stdin.buffer, "<stdin>")
+    if isinstance(target, str) and target.strip().isdigit() and not os.path.exists(target):
+        return read_process(as_pid(target))
+    if not isinstance(target, (str, os.PathLike)):
+        raise UsageError(f"not a target: {target!r} (expected a pid, a file or -)")
+    path = Path(target)
+    source = str(target)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such file (and not a pid)") from None
+    except IsADirectoryError:
+        raise UsageError(f"{source}: is a directory, expected a pid or a file") from None
+    except PermissionError:
+        raise UsageError(f"{source}: permission denied") from None
+    with fh:
+        return load_stream(fh, source)

@@ -1,0 +1,184 @@
+"""Parsing /proc text into Snapshot columns (the C extension does the line work).
+
+The line formats are those of fs/proc/task_mmu.c (show_map_vma, show_smap,
+show_smap_vma_flags) and mm/mempolicy.c (show_numa_map):
+
+* maps:  ``START-END PERMS OFFSET MAJOR:MINOR INODE`` then, for a named VMA, spaces up to
+  column 73 and the name (``seq_pad``); an unnamed VMA ends in one space.
+* smaps: a maps line followed by ``Key:   N kB`` lines (kept in bytes), plain numbers
+  (``THPeligible``, ``ProtectionKey``) and ``VmFlags: rd wr ...``.
+* numa_maps: ``START POLICY key=value ...``.
+
+Names are kept exactly as printed: the kernel escapes a newline in a path as ``\\012``
+(``seq_file_path(m, file, "\\n")``); :func:`unescape_name` undoes that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParseError
+from ..model import KNOWN_VMFLAGS, Snapshot, SnapshotMeta
+from . import _fastparse
+
+DELETED_SUFFIX = " (deleted)"
+
+
+class TextParser:
+    """Streaming parser of maps/smaps (``kind="maps"``) or numa_maps (``kind="numa"``) text.
+
+    ``feed`` takes chunks as they are read (a chunk may end mid-line); ``finish`` returns
+    the parse result. With ``keep=False`` only counts are kept (map count, VMAs per
+    name): memory stays flat however long the text is.
+    """
+
+    def __init__(self, source: str, *, kind: str = "maps", keep: bool = True) -> None:
+        if kind not in ("maps", "numa"):
+            raise ValueError(kind)
+        self.source = source
+        self.kind = kind
+        self._p = _fastparse.Parser(KNOWN_VMFLAGS, numa=(kind == "numa"), keep=keep)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        try:
+            self._p.feed(chunk)
+        except _fastparse.ParseFailure as exc:
+            line, expected = exc.args
+            raise ParseError(self.source, int(line), str(expected)) from None
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            return dict(self._p.finish())
+        except _fastparse.ParseFailure as exc:
+            line, expected = exc.args
+            raise ParseError(self.source, int(line), str(expected)) from None
+
+    @property
+    def count(self) -> int:
+        return int(self._p.count)
+
+
+def _col(res: Mapping[str, Any], key: str, dtype: Any) -> np.ndarray:
+    return np.frombuffer(res[key], dtype=dtype)
+
+
+def snapshot_from_result(res: Mapping[str, Any], meta: SnapshotMeta | None = None) -> Snapshot:
+    """A Snapshot whose columns are the parser's buffers (no copy)."""
+    smaps = {
+        name: np.frombuffer(col, dtype=np.int64)
+        for name, col in zip(res["field_names"], res["fields"])
+    }
+    meta = meta or SnapshotMeta()
+    if res.get("skipped_lines"):
+        meta.extra["skipped_smaps_lines"] = int(res["skipped_lines"])
+    return Snapshot(
+        start=_col(res, "start", np.uint64),
+        end=_col(res, "end", np.uint64),
+        perms=_col(res, "perms", np.uint8),
+        offset=_col(res, "offset", np.uint64),
+        dev=_col(res, "dev", np.uint32),
+        inode=_col(res, "inode", np.uint64),
+        name_id=_col(res, "name_id", np.int32),
+        names=res["names"],
+        meta=meta,
+        smaps=smaps,
+        vmflags=_col(res, "vmflags", np.uint64) if res["has_vmflags"] else None,
+        flag_names=res["flag_names"],
+    )
+
+
+def attach_numa(snap: Snapshot, res: Mapping[str, Any]) -> int:
+    """Set ``policy_id``/``policies`` from a numa_maps parse, matching VMAs by start.
+
+    Returns how many numa_maps lines matched no VMA (the process changed between the
+    reads, or a dump of another process).
+    """
+    starts = _col(res, "start", np.uint64)
+    pol = _col(res, "name_id", np.int32)
+    policy_id = np.full(len(snap), -1, dtype=np.int32)
+    if len(snap) and len(starts):
+        idx = np.searchsorted(snap.start, starts)
+        inside = idx < len(snap)
+        ok = np.zeros(len(starts), dtype=bool)
+        ok[inside] = snap.start[idx[inside]] == starts[inside]
+        policy_id[idx[ok]] = pol[ok]
+        unmatched = int(len(starts) - ok.sum())
+    else:
+        unmatched = len(starts)
+    snap.policy_id = policy_id
+    snap.policies = list(res["names"])
+    return unmatched
+
+
+def parse_text(
+    data: bytes | str, source: str = "<text>", meta: SnapshotMeta | None = None
+) -> Snapshot:
+    """Parse a whole maps or smaps text (which one is seen from the content)."""
+    if isinstance(data, str):
+        data = os.fsencode(data)
+    parser = TextParser(source)
+    parser.feed(data)
+    res = parser.finish()
+    meta = meta or SnapshotMeta()
+    if meta.source == "unknown":
+        meta.source = "smaps-dump" if res["field_lines"] else "maps-dump"
+    return snapshot_from_result(res, meta)
+
+
+def parse_numa_text(data: bytes | str, source: str = "<numa_maps>") -> dict[str, Any]:
+    if isinstance(data, str):
+        data = os.fsencode(data)
+    parser = TextParser(source, kind="numa")
+    parser.feed(data)
+    return parser.finish()
+
+
+_ESCAPE = re.compile(rb"\\([0-7]{3})")
+
+
+def unescape_name(name: str) -> str:
+    """Undo the kernel's octal escapes (``\\012`` for a newline in a path)."""
+    raw = os.fsencode(name)
+    if b"\\" not in raw:
+        return name
+    return os.fsdecode(_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), raw))
+
+
+def split_deleted(name: str) -> tuple[str, bool]:
+    """('/memfd:x (deleted)') -> ('/memfd:x', True): the file was unlinked."""
+    if name.endswith(DELETED_SUFFIX):
+        return name[: -len(DELETED_SUFFIX)], True
+    return name, False
+
+
+def parse_status(text: str) -> dict[str, str]:
+    """/proc/PID/status as {field: value} (values as printed, whitespace trimmed)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def parse_kb_fields(lines: Iterable[str]) -> dict[str, int]:
+    """``Key: N kB`` lines (smaps_rollup) -> {Key: bytes}; plain numbers kept as is."""
+    out: dict[str, int] = {}
+    for line in lines:
+        key, sep, value = line.partition(":")
+        parts = value.split()
+        if not sep or not parts or not parts[0].isdigit():
+            continue
+        n = int(parts[0])
+        out[key.strip()] = n * 1024 if parts[1:] == ["kB"] else n
+    return out
+
+
+def parse_rollup(text: str) -> dict[str, int]:
+    """/proc/PID/smaps_rollup (a header line, then kB fields) -> {field: bytes}."""
+    return parse_kb_fields(text.splitlines()[1:])

@@ -1,0 +1,154 @@
+"""Reading /proc/PID files: large reads, errors translated once.
+
+``OSError`` becomes :class:`ProcessNotFound` (ENOENT, ESRCH: no such pid, or it exited
+while being read) or :class:`AccessDenied` (EACCES, EPERM: root or ptrace access needed).
+Big files (maps, smaps, numa_maps) are read by a thread into a few reused buffers while
+the caller's sinks (parser, compressor) consume the previous buffer: the kernel's seq_file
+text generation runs on one core, parsing and compression on the other.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from ..errors import AccessDenied, ProcessNotFound, UsageError, VmascopeError
+
+CHUNK = 1 << 20
+Sink = Callable[[memoryview], object]
+
+
+def as_pid(value: object) -> int:
+    """A pid from an int or a string of digits; anything else is a usage error."""
+    if isinstance(value, bool):
+        raise UsageError(f"not a pid: {value!r}")
+    if isinstance(value, int):
+        pid = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        pid = int(value.strip())
+    else:
+        raise UsageError(f"not a pid: {value!r} (expected a positive process id)")
+    if pid <= 0:
+        raise UsageError(f"not a pid: {value!r} (expected a positive process id)")
+    return pid
+
+
+def proc_path(pid: int, name: str) -> str:
+    return f"/proc/{pid}/{name}"
+
+
+def translate(exc: OSError, pid: int, path: str) -> VmascopeError:
+    if exc.errno in (errno.ENOENT, errno.ESRCH):
+        return ProcessNotFound(pid, "exited while being read" if exc.errno == errno.ESRCH else "")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return AccessDenied(pid, path)
+    return VmascopeError(f"pid {pid}: cannot read {path}: {exc.strerror}")
+
+
+def _raise(exc: OSError, pid: int, path: str) -> NoReturn:
+    raise translate(exc, pid, path) from None
+
+
+def open_proc(pid: int, name: str) -> int:
+    path = proc_path(pid, name)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        _raise(exc, pid, path)
+
+
+def read_small(pid: int, name: str) -> bytes:
+    """A small /proc file read whole."""
+    path = proc_path(pid, name)
+    fd = open_proc(pid, name)
+    parts = []
+    try:
+        while True:
+            b = os.read(fd, 1 << 16)
+            if not b:
+                break
+            parts.append(b)
+    except OSError as exc:
+        _raise(exc, pid, path)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
+def stream_fd(fd: int, sinks: Sequence[Sink], chunk: int = CHUNK) -> int:
+    """Read ``fd`` to its end in a thread, handing each chunk to every sink in turn.
+
+    Returns the byte count. OSError from the read is re-raised in the caller's thread.
+    """
+    free: queue.Queue[bytearray | None] = queue.Queue()
+    full: queue.Queue[tuple[bytearray | None, int | BaseException]] = queue.Queue()
+    for _ in range(3):
+        free.put(bytearray(chunk))
+
+    def reader() -> None:
+        try:
+            while True:
+                buf = free.get()
+                if buf is None:
+                    return
+                n = os.readv(fd, [buf])
+                full.put((buf, n))
+                if n == 0:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            full.put((None, exc))
+
+    thread = threading.Thread(target=reader, name="vmascope-read", daemon=True)
+    thread.start()
+    total = 0
+    try:
+        while True:
+            buf, n = full.get()
+            if buf is None:
+                assert isinstance(n, BaseException)
+                raise n
+            assert isinstance(n, int)
+            if n == 0:
+                break
+            with memoryview(buf)[:n] as view:
+                for sink in sinks:
+                    sink(view)
+            total += n
+            free.put(buf)
+    finally:
+        free.put(None)
+        thread.join()
+    return total
+
+
+def stream_proc(pid: int, name: str, sinks: Sequence[Sink], chunk: int = CHUNK) -> int:
+    """Stream /proc/PID/NAME into ``sinks``; returns the byte count."""
+    path = proc_path(pid, name)
+    fd = open_proc(pid, name)
+    try:
+        return stream_fd(fd, sinks, chunk)
+    except OSError as exc:
+        _raise(exc, pid, path)
+    finally:
+        os.close(fd)
+
+
+def check_alive(pid: int) -> None:
+    """Raise ProcessNotFound if the process has gone (or is a zombie) after a read.
+
+    A process that exits during a read of maps makes the kernel end the text early
+    (m_start finds no mm) instead of failing, so a read is only trusted if the process
+    still exists afterwards.
+    """
+    try:
+        with open(proc_path(pid, "stat"), "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        raise ProcessNotFound(pid, "exited while being read") from None
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    if state in (b"Z", b"X"):
+        raise ProcessNotFound(pid, "exited (zombie) while being read")
