@@ -110,6 +110,7 @@ def strip_svg(a: Analysis, r: Reservation, width: int = STRIP_WIDTH) -> str:
 
 
 _SVG_START = re.compile(r"^.*?(<svg\b)", re.S)
+_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 
 
 def _figure_svg(fig: Any) -> str:
@@ -120,7 +121,8 @@ def _figure_svg(fig: Any) -> str:
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
     # Drop the XML prolog and DOCTYPE: the SVG is inlined in HTML.
-    return _SVG_START.sub(r"\1", text, count=1)
+    # and the RDF metadata block (it only names the generator).
+    return _METADATA.sub("", _SVG_START.sub(r"\1", text, count=1))
 
 
 def histogram_svg(a: Analysis) -> str | None:
@@ -136,8 +138,9 @@ def histogram_svg(a: Analysis) -> str | None:
     ax.bar(x + 0.2, [b.in_runs for b in hist], 0.4, label="in look-alike runs",
            color=LOOKALIKE_TICK)
     ax.set_xticks(x, [human_bytes(b.low) for b in hist], rotation=45, fontsize=8)
-    ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylabel("VMAs")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.7)
+    ax.set_ylabel("VMAs (log scale)")
     ax.set_xlabel("VMA size (bucket start; each bucket doubles)")
     ax.legend(frameon=False, fontsize=8)
     for side in ("top", "right"):
@@ -153,6 +156,7 @@ def reasons_svg(a: Analysis) -> str | None:
     if not rows:
         return None
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = rows[::-1]
     fig = Figure(figsize=(9, 0.45 * len(rows) + 0.9))
@@ -161,6 +165,7 @@ def reasons_svg(a: Analysis) -> str | None:
     ax.barh(y, [c for _, c in rows], color="#d62828")
     ax.set_yticks(y, [label for label, _ in rows], fontsize=8)
     ax.set_xlabel(f"splits (of {w.pairs:,} look-alike adjacent pairs)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     for yy, (_, c) in zip(y, rows):
