@@ -1,0 +1,236 @@
+"""The native executor: build it, feed it op scripts, read its results.
+
+The C source (``native/executor.c``) is compiled with the system C compiler as a static
+binary into ``cache_dir("executor", <hash of the source>)`` on first use, so the same binary
+runs on the host and as ``/init`` of a microVM. Scripts are sent in a numeric line format
+(see the comment at the top of executor.c); every script runs in a fresh child process
+with an empty, fenced arena at :data:`ARENA_BASE`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno as errno_mod
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabError
+from ..ops.language import MADV_NUMBERS, Op, format_op
+from ..util import cache_dir
+from . import procs
+
+SOURCE = Path(__file__).with_name("native") / "executor.c"
+
+# The arena: 64 GiB at 32 TiB, far from the binary, its heap, mmap_base and the stack.
+ARENA_BASE = 0x2000_0000_0000
+ARENA_SIZE = 0x10_0000_0000
+
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE = 0x0100, 0x4000, 0x8000
+_MAP_BITS = {"shared": MAP_SHARED, "private": MAP_PRIVATE, "fixed": MAP_FIXED,
+             "anonymous": MAP_ANONYMOUS, "growsdown": MAP_GROWSDOWN,
+             "noreserve": MAP_NORESERVE, "populate": MAP_POPULATE}
+_MREMAP_BITS = {"maymove": 1, "fixed": 2, "dontunmap": 4}
+_MPOL = {"default": 0, "preferred": 1, "bind": 2, "interleave": 3}
+SIGNALS = {int(s): s.name for s in signal.Signals}
+
+# Seconds one script may run before its process is killed (reported as a crash).
+SCRIPT_TIMEOUT = 30
+
+
+def executor_path() -> Path:
+    """The compiled executor, built on first use (atomic: compile to a temp name, rename)."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    target = cache_dir("executor", digest) / "executor"
+    if target.exists():
+        return target
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise LabError("no C compiler found (install build-essential, or set CC)")
+    fd, tmp = tempfile.mkstemp(prefix=".executor.", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, "-O2", "-static", "-o", tmp, str(SOURCE)],
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            first = (proc.stderr.strip().splitlines() or ["(no output)"])[0]
+            raise LabError(f"compiling {SOURCE.name} with {cc} -static failed: {first} "
+                           "(a static libc is needed: libc6-dev)")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def encode_op(op: Op) -> str:
+    """One op as an executor input line (arena-relative addresses)."""
+    k = op.kind
+    if k == "mmap":
+        flags = 0
+        for f in op.flags:
+            flags |= _MAP_BITS[f]
+        return f"M {op.addr} {op.length} {op.prot} {flags}"
+    if k == "munmap":
+        return f"U {op.addr} {op.length}"
+    if k == "mprotect":
+        return f"P {op.addr} {op.length} {op.prot}"
+    if k == "madvise":
+        assert op.advice is not None
+        return f"D {op.addr} {op.length} {MADV_NUMBERS[op.advice]}"
+    if k == "mremap":
+        flags = 0
+        for f in op.flags:
+            flags |= _MREMAP_BITS[f]
+        has_new = op.new_addr is not None
+        return f"R {op.addr} {op.length} {op.new_len} {op.new_addr or 0} {flags} {int(has_new)}"
+    if k == "touch":
+        return f"T {op.addr} {int(op.write)}"
+    if k == "fork":
+        return "F"
+    if k == "name":
+        return f"N {op.addr} {op.length}" + (f" {op.name}" if op.name is not None else "")
+    if k == "mbind":
+        mask = 0
+        for node in op.nodes:
+            mask |= 1 << node
+        return f"B {op.addr} {op.length} {_MPOL[op.mode or 'default']} {mask}"
+    if k == "heap":
+        return f"H {op.addr}"
+    if k == "brk":
+        return f"K {op.addr}"
+    raise LabError(f"the executor cannot run {format_op(op)!r}")
+
+
+def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None = None,
+                 timeout: int = SCRIPT_TIMEOUT) -> str:
+    lines = [f"A {ARENA_BASE} {ARENA_SIZE}"]
+    if max_map_count is not None:
+        lines.append(f"Y {max_map_count}")
+    for i, ops in enumerate(scripts):
+        lines.append(f"S {i} {timeout}")
+        lines.extend(encode_op(op) for op in ops)
+        lines.append("E")
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass
+class RealVma:
+    start: int
+    end: int
+    perms: str
+    offset: int  # bytes, as maps prints it
+    anonymous: int  # bytes (smaps Anonymous)
+    flags: tuple[str, ...]
+    name: str | None
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What one script did on a real kernel (addresses relative to the arena)."""
+
+    vmas: list[RealVma]
+    errors: list[tuple[int, int]]  # (op index, errno)
+    faults: list[tuple[int, int, int]]  # (op index, relative address, signal number)
+    process_map_count: int
+    crash: int | None = None  # wait status when the script's process died
+
+    def to_json(self, ops: Sequence[Op], *, script: str | None = None,
+                kernel: str | None = None, epoch: str | None = None) -> dict[str, Any]:
+        """The shape `vmascope simulate --json` prints, plus real-kernel extras."""
+        vmas = []
+        for v in self.vmas:
+            file_backed = v.perms.endswith("s") or (v.name is not None and v.name.startswith("/"))
+            vmas.append({
+                "start": hex(v.start), "end": hex(v.end), "perms": v.perms,
+                "flags": list(v.flags),
+                "pgoff": v.offset // 4096 if file_backed else None,
+                "anon_vma": None, "name": v.name, "anonymous": v.anonymous,
+            })
+
+        def line(i: int) -> int:
+            return ops[i].line if 0 <= i < len(ops) else 0
+
+        out: dict[str, Any] = {
+            "script": script, "kernel": kernel, "epoch": epoch,
+            "map_count": len(self.vmas), "process_map_count": self.process_map_count,
+            "vmas": vmas,
+            "errors": [{"op": i, "line": line(i), "errno": errno_mod.errorcode.get(e, str(e))}
+                       for i, e in self.errors],
+            "faults": [{"op": i, "line": line(i), "addr": hex(a),
+                        "signal": SIGNALS.get(s, str(s))} for i, a, s in self.faults],
+        }
+        if self.crash is not None:
+            out["crash"] = self.crash
+        return out
+
+
+def parse_output(text: str, count: int, where: str) -> list[RunResult]:
+    """Parse the executor's output for ``count`` scripts. LabError if it is incomplete."""
+    results: list[RunResult | None] = [None] * count
+    cur = RunResult([], [], [], -1)
+    for raw in text.splitlines():
+        line = raw.rstrip("\r")
+        if not line:
+            continue
+        tag = line[0]
+        try:
+            if tag == "V":
+                head, _, name = line.partition("\t")
+                parts = head.split()
+                cur.vmas.append(RealVma(
+                    start=int(parts[1], 16), end=int(parts[2], 16), perms=parts[3],
+                    offset=int(parts[4], 16), anonymous=max(int(parts[5]), 0) * 1024,
+                    flags=tuple(parts[6:]), name=name or None))
+            elif tag == "R":
+                cur.process_map_count = int(line.split()[2])
+            elif tag == "X":
+                _, i, e = line.split()
+                cur.errors.append((int(i), int(e)))
+            elif tag == "G":
+                _, i, a, s = line.split()
+                cur.faults.append((int(i), int(a, 16), int(s)))
+            elif tag == "C":
+                cur.crash = int(line.split()[2])
+            elif tag == "Z":
+                idx = int(line.split()[1])
+                if 0 <= idx < count:
+                    results[idx] = cur
+                cur = RunResult([], [], [], -1)
+        except (IndexError, ValueError):
+            raise LabError(f"{where}: unreadable executor output line {line!r}") from None
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        raise LabError(f"{where}: no result for script {missing[0]} of {count} "
+                       "(the executor stopped early)")
+    return [r for r in results if r is not None]
+
+
+def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None) -> list[RunResult]:
+    """Run scripts on the running kernel, each in a fresh child of the executor."""
+    exe = executor_path()
+    data = encode_input(scripts)
+    limit = timeout if timeout is not None else 30 + 0.5 * len(scripts)
+    with procs.managed([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE) as proc:
+        try:
+            out, err = proc.communicate(data.encode(), timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"host executor: no result within {limit:.0f} s") from None
+    if proc.returncode != 0:
+        msg = err.decode(errors="replace").strip().splitlines()
+        raise LabError(f"host executor failed: {msg[0] if msg else f'exit {proc.returncode}'}")
+    return parse_output(out.decode(errors="replace"), len(scripts), "host")
+
+
+def scripts_text(scripts: Iterable[Sequence[Op]]) -> str:
+    return "\n".join("".join(format_op(op) + "\n" for op in ops) for ops in scripts)

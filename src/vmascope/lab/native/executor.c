@@ -1,0 +1,619 @@
+/*
+ * vmascope lab executor: runs op scripts against the real kernel.
+ *
+ * Built by vmascope with the system C compiler (static) on first use. Each script runs in
+ * a fresh child process that reserves an arena at a fixed address, fenced on both sides by
+ * a shared anonymous PROT_NONE page (each shared anonymous mapping has its own shmem file,
+ * so nothing can ever merge with a fence). The child runs the ops, then reads its own
+ * /proc/self/smaps and reports the VMAs inside the arena.
+ *
+ * Input (stdin on the host; /scripts.txt when running as /init in a microVM), one record a
+ * line, numbers in decimal or 0x-hex, addresses relative to the arena:
+ *   A BASE SIZE                 arena (optional; before the first script)
+ *   Y N                         write N to /proc/sys/vm/max_map_count (microVM only)
+ *   S ID TIMEOUT                start of a script
+ *   M ADDR LEN PROT MAPFLAGS    mmap (a hint of BASE+ADDR without MAP_FIXED)
+ *   U ADDR LEN                  munmap
+ *   P ADDR LEN PROT             mprotect
+ *   D ADDR LEN ADVICE           madvise (the kernel's MADV_* number)
+ *   R ADDR OLDLEN NEWLEN NEWADDR FLAGS HASNEW   mremap
+ *   T ADDR WRITE                touch (1 write, 0 read)
+ *   F                           fork: a child that stays alive until the script ends
+ *   N ADDR LEN [NAME]           PR_SET_VMA_ANON_NAME (no NAME: clear)
+ *   B ADDR LEN MODE NODEMASK    mbind
+ *   H ADDR                      heap: start_brk = brk = BASE+ADDR (PR_SET_MM)
+ *   K ADDR                      brk(BASE+ADDR)
+ *   E                           end of the script
+ *
+ * Output per script (stdout on the host, /dev/ttyS1 in a microVM), in this order:
+ *   V START END PERMS PGOFF ANON_KB FLAG... <TAB> NAME      (START/END/PGOFF hex, relative)
+ *   R ID TOTAL_MAP_COUNT
+ *   X OPINDEX ERRNO
+ *   G OPINDEX ADDR SIGNO
+ *   C ID STATUS                 (the script's process died: wait status)
+ *   Z ID                        end of this script's record
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
+
+#define PAGE 4096UL
+
+struct op {
+    char kind;
+    uint64_t a, b, c, d, e, f;
+    long name; /* offset into the name pool, -1 for none */
+};
+
+static uint64_t arena_base = 0x200000000000ULL;
+static uint64_t arena_size = 0x1000000000ULL;
+
+static struct op *ops;
+static size_t nops, cap_ops;
+static char *names;
+static size_t names_len, names_cap;
+
+/* Results, written by the script's process only. Allocated by the parent before fork. */
+static int *err_op, *err_no;
+static uint64_t *flt_addr;
+static int *flt_op, *flt_sig;
+static size_t nerr, nflt;
+static pid_t kids[64];
+static int nkids;
+
+static sigjmp_buf touch_jmp;
+static volatile sig_atomic_t touching;
+
+static int out_fd = 1;
+static char obuf[1 << 16];
+static size_t olen;
+
+static void die(const char *msg)
+{
+    dprintf(2, "executor: %s\n", msg);
+    _exit(2);
+}
+
+static void flush_out(void)
+{
+    size_t off = 0;
+    while (off < olen) {
+        ssize_t n = write(out_fd, obuf + off, olen - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(3);
+        }
+        off += (size_t)n;
+    }
+    olen = 0;
+}
+
+static void out_str(const char *s, size_t n)
+{
+    while (n) {
+        size_t room = sizeof obuf - olen;
+        size_t k = n < room ? n : room;
+        memcpy(obuf + olen, s, k);
+        olen += k;
+        s += k;
+        n -= k;
+        if (olen == sizeof obuf)
+            flush_out();
+    }
+}
+
+static void out_s(const char *s) { out_str(s, strlen(s)); }
+
+static void out_u(uint64_t v, int base)
+{
+    char tmp[24];
+    int i = sizeof tmp;
+    const char *dig = "0123456789abcdef";
+    do {
+        tmp[--i] = dig[v % (unsigned)base];
+        v /= (unsigned)base;
+    } while (v);
+    out_str(tmp + i, sizeof tmp - (size_t)i);
+}
+
+static void out_i(long v)
+{
+    if (v < 0) {
+        out_s("-");
+        out_u((uint64_t)(-v), 10);
+    } else {
+        out_u((uint64_t)v, 10);
+    }
+}
+
+static void on_fault(int sig)
+{
+    if (touching)
+        siglongjmp(touch_jmp, sig);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void record_err(size_t i, int e)
+{
+    err_op[nerr] = (int)i;
+    err_no[nerr] = e;
+    nerr++;
+}
+
+static void run_op(size_t i)
+{
+    struct op *o = &ops[i];
+    uint64_t B = arena_base;
+    long r;
+    switch (o->kind) {
+    case 'M': {
+        void *p = mmap((void *)(B + o->a), o->b, (int)o->c, (int)o->d, -1, 0);
+        if (p == MAP_FAILED)
+            record_err(i, errno);
+        break;
+    }
+    case 'U':
+        if (munmap((void *)(B + o->a), o->b))
+            record_err(i, errno);
+        break;
+    case 'P':
+        if (mprotect((void *)(B + o->a), o->b, (int)o->c))
+            record_err(i, errno);
+        break;
+    case 'D':
+        if (madvise((void *)(B + o->a), o->b, (int)o->c))
+            record_err(i, errno);
+        break;
+    case 'R': {
+        uint64_t na = o->f ? B + o->d : 0;
+        r = syscall(SYS_mremap, B + o->a, o->b, o->c, (int)o->e, na);
+        if (r == -1)
+            record_err(i, errno);
+        break;
+    }
+    case 'T': {
+        volatile char *p = (volatile char *)(B + o->a);
+        int sig = sigsetjmp(touch_jmp, 1);
+        if (sig == 0) {
+            touching = 1;
+            if (o->b)
+                *p = 'a';
+            else
+                (void)*p;
+            touching = 0;
+        } else {
+            touching = 0;
+            flt_op[nflt] = (int)i;
+            flt_addr[nflt] = o->a;
+            flt_sig[nflt] = sig;
+            nflt++;
+        }
+        break;
+    }
+    case 'F': {
+        pid_t pid = fork();
+        if (pid < 0) {
+            record_err(i, errno);
+        } else if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            for (;;)
+                pause();
+        } else if (nkids < (int)(sizeof kids / sizeof kids[0])) {
+            kids[nkids++] = pid;
+        } else {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            record_err(i, EAGAIN);
+        }
+        break;
+    }
+    case 'N': {
+        const char *nm = o->name >= 0 ? names + o->name : NULL;
+        if (prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, B + o->a, o->b, nm))
+            record_err(i, errno);
+        break;
+    }
+    case 'B': {
+        unsigned long mask = (unsigned long)o->d;
+        r = syscall(SYS_mbind, B + o->a, o->b, (int)o->c, o->c ? &mask : NULL,
+                    o->c ? 64UL : 0UL, 0U);
+        if (r == -1)
+            record_err(i, errno);
+        break;
+    }
+    case 'H':
+        /* brk first: the kernel keeps start_brk <= brk at every step (EINVAL otherwise). */
+        if (prctl(PR_SET_MM, PR_SET_MM_BRK, B + o->a, 0, 0) ||
+            prctl(PR_SET_MM, PR_SET_MM_START_BRK, B + o->a, 0, 0))
+            record_err(i, errno);
+        break;
+    case 'K':
+        r = syscall(SYS_brk, B + o->a);
+        if ((uint64_t)r != B + o->a)
+            record_err(i, ENOMEM);
+        break;
+    default:
+        record_err(i, EINVAL);
+    }
+}
+
+/* Stream /proc/self/smaps and report the arena's VMAs. */
+static char sbuf[1 << 20];
+
+struct cur {
+    int in_arena;
+    uint64_t start, end, pgoff;
+    char perms[5];
+    char name[512];
+    long anon_kb;
+    char flags[256];
+};
+
+static void emit_vma(struct cur *c)
+{
+    out_s("V ");
+    out_u(c->start - arena_base, 16);
+    out_s(" ");
+    out_u(c->end - arena_base, 16);
+    out_s(" ");
+    out_s(c->perms);
+    out_s(" ");
+    out_u(c->pgoff, 16);
+    out_s(" ");
+    out_i(c->anon_kb);
+    if (c->flags[0]) {
+        out_s(" ");
+        out_s(c->flags);
+    }
+    out_s("\t");
+    out_s(c->name);
+    out_s("\n");
+}
+
+static void smaps_line(char *line, struct cur *c, long *total)
+{
+    /* A header line starts with a hex address and a '-'; field lines with a Name: */
+    char *p = line;
+    while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))
+        p++;
+    if (p != line && *p == '-') {
+        if (c->in_arena)
+            emit_vma(c);
+        (*total)++;
+        char *q;
+        uint64_t s = strtoull(line, &q, 16);
+        uint64_t e = strtoull(q + 1, &q, 16);
+        c->in_arena = s >= arena_base && e <= arena_base + arena_size;
+        if (!c->in_arena)
+            return;
+        c->start = s;
+        c->end = e;
+        q++;
+        memcpy(c->perms, q, 4);
+        c->perms[4] = 0;
+        q += 5;
+        c->pgoff = strtoull(q, &q, 16);
+        /* skip dev and inode */
+        while (*q == ' ')
+            q++;
+        while (*q && *q != ' ')
+            q++;
+        while (*q == ' ')
+            q++;
+        while (*q && *q != ' ')
+            q++;
+        while (*q == ' ')
+            q++;
+        snprintf(c->name, sizeof c->name, "%s", q);
+        c->anon_kb = -1;
+        c->flags[0] = 0;
+        return;
+    }
+    if (!c->in_arena)
+        return;
+    if (!strncmp(line, "Anonymous:", 10)) {
+        c->anon_kb = strtol(line + 10, NULL, 10);
+    } else if (!strncmp(line, "VmFlags:", 8)) {
+        char *q = line + 8;
+        while (*q == ' ')
+            q++;
+        size_t n = strlen(q);
+        while (n && q[n - 1] == ' ')
+            q[--n] = 0;
+        snprintf(c->flags, sizeof c->flags, "%s", q);
+    }
+}
+
+static long report_smaps(void)
+{
+    struct cur c;
+    long total = 0;
+    memset(&c, 0, sizeof c);
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = read(fd, sbuf + have, sizeof sbuf - have - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        size_t start = 0;
+        for (size_t k = 0; k < have; k++) {
+            if (sbuf[k] == '\n') {
+                sbuf[k] = 0;
+                smaps_line(sbuf + start, &c, &total);
+                start = k + 1;
+            }
+        }
+        memmove(sbuf, sbuf + start, have - start);
+        have -= start;
+        if (have == sizeof sbuf - 1)
+            have = 0; /* a line longer than the buffer: drop it */
+    }
+    close(fd);
+    if (c.in_arena)
+        emit_vma(&c);
+    return total;
+}
+
+static void run_script(long id)
+{
+    /* Fences: one shared anonymous PROT_NONE page on each side of the arena. */
+    void *lo = mmap((void *)(arena_base - PAGE), PAGE, PROT_NONE,
+                    MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    void *hi = mmap((void *)(arena_base + arena_size), PAGE, PROT_NONE,
+                    MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (lo != (void *)(arena_base - PAGE) || hi != (void *)(arena_base + arena_size))
+        die("cannot place the arena fences (address range in use)");
+    /* Check that the arena itself is empty. */
+    void *a = mmap((void *)arena_base, arena_size, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (a != (void *)arena_base)
+        die("the arena is not empty");
+    munmap(a, arena_size);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fault;
+    sa.sa_flags = SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+
+    for (size_t i = 0; i < nops; i++)
+        run_op(i);
+
+    /* The V lines come first, then R (its count is known only after the walk). */
+    long total = report_smaps();
+    char hdr[64];
+    int hn = snprintf(hdr, sizeof hdr, "R %ld %ld\n", id, total);
+    out_str(hdr, (size_t)hn);
+    for (size_t k = 0; k < nerr; k++) {
+        out_s("X ");
+        out_u((uint64_t)err_op[k], 10);
+        out_s(" ");
+        out_u((uint64_t)err_no[k], 10);
+        out_s("\n");
+    }
+    for (size_t k = 0; k < nflt; k++) {
+        out_s("G ");
+        out_u((uint64_t)flt_op[k], 10);
+        out_s(" ");
+        out_u(flt_addr[k], 16);
+        out_s(" ");
+        out_u((uint64_t)flt_sig[k], 10);
+        out_s("\n");
+    }
+    for (int k = 0; k < nkids; k++) {
+        kill(kids[k], SIGKILL);
+        waitpid(kids[k], NULL, 0);
+    }
+    flush_out();
+}
+
+static void start_script(long id, long timeout)
+{
+    free(err_op);
+    free(err_no);
+    free(flt_addr);
+    free(flt_op);
+    free(flt_sig);
+    size_t n = nops ? nops : 1;
+    err_op = calloc(n, sizeof *err_op);
+    err_no = calloc(n, sizeof *err_no);
+    flt_addr = calloc(n, sizeof *flt_addr);
+    flt_op = calloc(n, sizeof *flt_op);
+    flt_sig = calloc(n, sizeof *flt_sig);
+    if (!err_op || !err_no || !flt_addr || !flt_op || !flt_sig)
+        die("out of memory");
+    nerr = nflt = 0;
+    nkids = 0;
+    flush_out();
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork failed");
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        alarm((unsigned)(timeout > 0 ? timeout : 30));
+        run_script(id);
+        _exit(0);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        char line[64];
+        int k = snprintf(line, sizeof line, "C %ld %d\n", id, st);
+        out_str(line, (size_t)k);
+    }
+    char line[32];
+    int k = snprintf(line, sizeof line, "Z %ld\n", id);
+    out_str(line, (size_t)k);
+    flush_out();
+}
+
+static void add_op(struct op *o)
+{
+    if (nops == cap_ops) {
+        cap_ops = cap_ops ? cap_ops * 2 : 256;
+        ops = realloc(ops, cap_ops * sizeof *ops);
+        if (!ops)
+            die("out of memory");
+    }
+    ops[nops++] = *o;
+}
+
+static long add_name(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (names_len + n > names_cap) {
+        names_cap = (names_len + n) * 2 + 1024;
+        names = realloc(names, names_cap);
+        if (!names)
+            die("out of memory");
+    }
+    memcpy(names + names_len, s, n);
+    names_len += n;
+    return (long)(names_len - n);
+}
+
+static void set_max_map_count(const char *value)
+{
+    int fd = open("/proc/sys/vm/max_map_count", O_WRONLY);
+    if (fd < 0 || write(fd, value, strlen(value)) < 0)
+        die("cannot set vm.max_map_count");
+    close(fd);
+}
+
+static int run_input(FILE *in)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    long id = -1, timeout = 30;
+    long lineno = 0;
+    while (getline(&line, &cap, in) > 0) {
+        lineno++;
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = 0;
+        if (!n)
+            continue;
+        struct op o;
+        memset(&o, 0, sizeof o);
+        o.kind = line[0];
+        o.name = -1;
+        char *p = line + 1;
+        if (o.kind == 'N') {
+            o.a = strtoull(p, &p, 0);
+            o.b = strtoull(p, &p, 0);
+            if (*p == ' ' && p[1])
+                o.name = add_name(p + 1);
+            add_op(&o);
+            continue;
+        }
+        uint64_t v[6] = {0};
+        for (int k = 0; k < 6; k++) {
+            while (*p == ' ')
+                p++;
+            if (!*p)
+                break;
+            v[k] = strtoull(p, &p, 0);
+        }
+        switch (o.kind) {
+        case 'A':
+            arena_base = v[0];
+            arena_size = v[1];
+            break;
+        case 'Y': {
+            char tmp[32];
+            snprintf(tmp, sizeof tmp, "%llu\n", (unsigned long long)v[0]);
+            set_max_map_count(tmp);
+            break;
+        }
+        case 'S':
+            id = (long)v[0];
+            timeout = (long)v[1];
+            nops = 0;
+            names_len = 0;
+            break;
+        case 'E':
+            start_script(id, timeout);
+            nops = 0;
+            break;
+        case 'M': case 'U': case 'P': case 'D': case 'R': case 'T': case 'F': case 'B':
+        case 'H': case 'K':
+            o.a = v[0]; o.b = v[1]; o.c = v[2]; o.d = v[3]; o.e = v[4]; o.f = v[5];
+            add_op(&o);
+            break;
+        default: {
+            char msg[96];
+            snprintf(msg, sizeof msg, "input line %ld: unknown record '%c'", lineno, o.kind);
+            die(msg);
+        }
+        }
+    }
+    free(line);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (getpid() == 1) {
+        /* /init of a microVM: results go to the second serial port, then power off. */
+        mkdir("/proc", 0555);
+        mount("proc", "/proc", "proc", 0, NULL);
+        int fd = open("/dev/ttyS1", O_WRONLY | O_NOCTTY);
+        if (fd >= 0)
+            out_fd = fd;
+        FILE *in = fopen("/scripts.txt", "r");
+        out_s("@@VMASCOPE-BEGIN\n");
+        if (in) {
+            char rel[128];
+            int rfd = open("/proc/sys/kernel/osrelease", O_RDONLY);
+            ssize_t k = rfd >= 0 ? read(rfd, rel, sizeof rel - 1) : -1;
+            if (k > 0) {
+                rel[k] = 0;
+                out_s("K ");
+                out_s(rel); /* ends with a newline */
+            }
+            run_input(in);
+        }
+        out_s(in ? "@@VMASCOPE-END\n" : "@@VMASCOPE-END noinput\n");
+        flush_out();
+        sync();
+        reboot(RB_POWER_OFF);
+        for (;;)
+            pause();
+    }
+    FILE *in = stdin;
+    if (argc > 1 && !(in = fopen(argv[1], "r")))
+        die("cannot open the input file");
+    setvbuf(stdout, NULL, _IONBF, 0);
+    return run_input(in);
+}

@@ -1,0 +1,79 @@
+"""Child processes of the lab (qemu, executors): each in its own process group, and gone
+when the lab is done, times out, fails, or is interrupted (SIGINT/SIGTERM)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+from typing import Any
+
+_lock = threading.Lock()
+_live: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.kill()
+
+
+@contextlib.contextmanager
+def managed(argv: Sequence[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Popen in a new session (its own process group), killed with its group on exit."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    with _lock:
+        _live[proc.pid] = proc
+    try:
+        yield proc
+    finally:
+        _kill_group(proc)
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=5)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+        with _lock:
+            _live.pop(proc.pid, None)
+
+
+def kill_all() -> None:
+    """Kill every live lab process group (signal handlers and atexit call this)."""
+    with _lock:
+        victims = list(_live.values())
+    for proc in victims:
+        _kill_group(proc)
+
+
+def live_pids() -> list[int]:
+    with _lock:
+        return list(_live)
+
+
+@contextlib.contextmanager
+def signal_guard() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM first kill all lab processes, then interrupt
+    the main thread (KeyboardInterrupt, SystemExit(143)). Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        kill_all()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        kill_all()
+        for s, h in old.items():
+            signal.signal(s, h)
