@@ -1,0 +1,217 @@
+"""Named lab scenarios, written as op scripts (arena-relative addresses).
+
+* ``seed``, ``seed-hack``: the seed investigation's C program (6 pages reserved PROT_NONE,
+  the pre-step at page 5, then three workers that each make 2 pages read-write at
+  ``id * 2`` pages and write their first byte). Each worker sleeps
+  ``((3 - id) % 3 + 1) * 10`` seconds first, so they run in the order id 0 (10 s),
+  id 2 (20 s), id 1 (30 s). The hack maps the 6 pages read-write, writes the first byte
+  (an anon_vma for the whole range) and makes the first page PROT_NONE, exactly as in the
+  seed's code, before the same steps.
+* ``merge-*``: the anonymous-merge cases of the kernel's tools/testing/selftests/mm/merge.c
+  (a 30-page PROT_NONE carve-out mapped over with MAP_FIXED; "far away" moves go 1000 or
+  2000 pages up, inside the arena). The selftests that continue inside a forked child
+  cannot be written in the op language (its ``fork`` keeps the parent running the
+  script) and are not included.
+* ``exhaust``: a commit pattern driven to vm.max_map_count; see :func:`exhaust`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import UsageError
+from ..ops.language import Op, parse_script
+
+SEED = """\
+# the seed's reproducer: reserve 6 pages
+mmap 0 6p ---
+# pre-step: give page 5 an anon_vma, then make it PROT_NONE again
+mprotect 5p 1p rw-
+touch 5p
+mprotect 5p 1p ---
+# worker id 0 (sleeps 10 s)
+mprotect 0p 2p rw-
+touch 0p
+# worker id 2 (sleeps 20 s)
+mprotect 4p 2p rw-
+touch 4p
+# worker id 1 (sleeps 30 s)
+mprotect 2p 2p rw-
+touch 2p
+"""
+
+SEED_HACK = """\
+# the seed's pre-fault hack: map read-write and fault once, so one anon_vma covers all
+mmap 0 6p rw-
+touch 0p
+mprotect 0p 1p ---
+mprotect 5p 1p rw-
+touch 5p
+mprotect 5p 1p ---
+mprotect 0p 2p rw-
+touch 0p
+mprotect 4p 2p rw-
+touch 4p
+mprotect 2p 2p rw-
+touch 2p
+"""
+
+_CARVE = "mmap 0 30p ---\n"
+_RW_NR = "rw- private,fixed,noreserve"
+_RW = "rw- private,fixed"
+
+MERGE = {
+    "merge-mprotect-unfaulted-left": _CARVE + f"""\
+mmap 1p 10p {_RW_NR}
+mprotect 1p 5p r--
+touch 6p
+mprotect 6p 5p r--
+""",
+    "merge-mprotect-unfaulted-right": _CARVE + f"""\
+mmap 1p 10p {_RW_NR}
+mprotect 6p 5p r--
+touch 1p
+mprotect 1p 5p r--
+""",
+    "merge-mprotect-unfaulted-both": _CARVE + f"""\
+mmap 2p 9p {_RW_NR}
+mprotect 2p 3p r--
+mprotect 8p 3p r--
+touch 5p
+mprotect 5p 3p r--
+""",
+    "merge-mprotect-faulted-left-unfaulted-right": _CARVE + f"""\
+mmap 2p 9p {_RW_NR}
+mprotect 8p 3p r--
+touch 2p
+mprotect 2p 3p r--
+mprotect 5p 3p r--
+""",
+    "merge-mprotect-unfaulted-left-faulted-right": _CARVE + f"""\
+mmap 2p 9p {_RW_NR}
+mprotect 2p 3p r--
+touch 5p
+mprotect 8p 3p r--
+mprotect 5p 3p r--
+""",
+    "merge-mremap-unfaulted-to-faulted": _CARVE + f"""\
+mmap 1p 5p {_RW}
+mmap 7p 5p {_RW}
+mremap 7p 5p 5p 1007p maymove,fixed
+touch 1p
+mremap 1007p 5p 5p 6p maymove,fixed
+""",
+    "merge-mremap-unfaulted-behind-faulted": _CARVE + f"""\
+mmap 6p 5p {_RW}
+mmap 14p 5p {_RW}
+mremap 14p 5p 5p 1014p maymove,fixed
+touch 6p
+mremap 1014p 5p 5p 1p maymove,fixed
+""",
+    "merge-mremap-unfaulted-between-faulted": _CARVE + f"""\
+mmap 1p 5p {_RW}
+mmap 7p 5p {_RW}
+mmap 14p 5p {_RW}
+mremap 14p 5p 5p 2014p maymove,fixed
+mremap 7p 5p 5p 1007p maymove,fixed
+touch 1p
+touch 2014p
+mremap 2014p 5p 5p 11p maymove,fixed
+mremap 1007p 5p 5p 6p maymove,fixed
+""",
+    "merge-mremap-unfaulted-between-faulted-unfaulted": _CARVE + f"""\
+mmap 1p 5p {_RW}
+mmap 7p 5p {_RW}
+mmap 14p 5p {_RW}
+mremap 14p 5p 5p 2014p maymove,fixed
+mremap 7p 5p 5p 1007p maymove,fixed
+touch 1p
+mremap 2014p 5p 5p 11p maymove,fixed
+mremap 1007p 5p 5p 6p maymove,fixed
+""",
+    "merge-mremap-unfaulted-between-correctly-placed-faulted": _CARVE + f"""\
+mmap 1p 15p {_RW}
+touch 1p
+munmap 6p 5p
+mmap 20p 5p {_RW}
+mremap 20p 5p 5p 6p maymove,fixed
+""",
+    "merge-mremap-correct-placed-faulted": _CARVE + f"""\
+mmap 1p 15p {_RW}
+touch 1p
+mremap 11p 5p 5p 2011p maymove,fixed
+mremap 6p 5p 5p 1006p maymove,fixed
+mremap 1006p 5p 5p 6p maymove,fixed
+mremap 1p 5p 5p 1001p maymove,fixed
+mremap 1001p 5p 5p 1p maymove,fixed
+""",
+}
+
+# What the selftests assert (they are written for kernels with the 6.16 anonymous-merge
+# fix, 879bca0a2c4f): the VMA holding the given page spans [start, end) in pages.
+MERGE_EXPECT_616: dict[str, list[tuple[int, int]]] = {
+    "merge-mprotect-unfaulted-left": [(1, 11)],
+    "merge-mprotect-unfaulted-right": [(1, 11)],
+    "merge-mprotect-unfaulted-both": [(2, 11)],
+    "merge-mprotect-faulted-left-unfaulted-right": [(2, 11)],
+    "merge-mprotect-unfaulted-left-faulted-right": [(2, 11)],
+    "merge-mremap-unfaulted-to-faulted": [(1, 11)],
+    "merge-mremap-unfaulted-behind-faulted": [(1, 11)],
+    "merge-mremap-unfaulted-between-faulted": [(1, 11), (11, 16)],
+    "merge-mremap-unfaulted-between-faulted-unfaulted": [(1, 16)],
+    "merge-mremap-unfaulted-between-correctly-placed-faulted": [(1, 16)],
+    "merge-mremap-correct-placed-faulted": [(1, 11)],
+}
+
+
+def exhaust(max_map_count: int = 65530, blocks: int | None = None) -> list[Op]:
+    """A GC-like commit pattern driven past ``max_map_count``.
+
+    A large PROT_NONE reservation; in each 4-page block (the 4th page stays a PROT_NONE
+    guard) pages 0, 2 and then 1 are committed read-write and written, in the seed's
+    order. Kernels that cannot merge the middle page with both faulted neighbours keep
+    3 VMAs a block, kernels with the 6.16 fix 2, so ENOMEM arrives at a different op.
+    """
+    if blocks is None:
+        blocks = max_map_count // 3 + 16
+    text = [f"mmap 0 {4 * blocks + 1}p ---"]
+    for b in range(blocks):
+        base = 4 * b
+        for page in (0, 2, 1):
+            text.append(f"mprotect {base + page}p 1p rw-")
+            text.append(f"touch {base + page}p")
+    return parse_script("\n".join(text) + "\n", "exhaust")
+
+
+SCENARIOS: dict[str, Callable[[], list[Op]]] = {
+    "seed": lambda: parse_script(SEED, "seed"),
+    "seed-hack": lambda: parse_script(SEED_HACK, "seed-hack"),
+    **{name: (lambda text=text, name=name: parse_script(text, name))
+       for name, text in MERGE.items()},
+}
+
+
+def names() -> list[str]:
+    return [*SCENARIOS, "exhaust"]
+
+
+def get(name: str, *, max_map_count: int | None = None) -> list[Op]:
+    if name == "exhaust":
+        return exhaust(max_map_count or 65530)
+    if name == "merge":
+        raise UsageError("several merge scenarios exist: " + ", ".join(MERGE))
+    try:
+        return SCENARIOS[name]()
+    except KeyError:
+        raise UsageError(f"unknown scenario {name!r}; expected a script file or one of "
+                         + ", ".join(names())) from None
+
+
+def text(name: str) -> str:
+    if name == "seed":
+        return SEED
+    if name == "seed-hack":
+        return SEED_HACK
+    if name in MERGE:
+        return MERGE[name]
+    raise UsageError(f"no text for scenario {name!r}")
