@@ -226,6 +226,8 @@ def test_reason_vmflags_dontdump_certain() -> None:
     a = analyze(snap_of(vmas))
     assert _codes(a) == {"vmflags": (1, "certain")}
     assert "dd" in a.why.reasons[0].detail
+    assert a.why.reasons[0].flags == {"dd": 1}
+    assert "MADV_DONTDUMP" in a.advice[0].hypothesis
 
 
 def test_reason_soft_dirty_is_no_reason() -> None:

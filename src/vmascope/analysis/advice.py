@@ -53,12 +53,10 @@ _TEMPLATES: dict[str, tuple[str, str, str]] = {
         "protection back",
     ),
     "vmflags": (
-        "Part of a range received an madvise/mlock/userfaultfd flag that its neighbour "
-        "did not ({detail}).",
-        f"check the flags with `grep VmFlags /proc/PID/smaps` and replay the calls with "
-        f"`vmascope simulate {_SCRIPT} --kernel {{kernel}}`",
-        "apply the flag (e.g. MADV_DONTDUMP, MADV_HUGEPAGE) to whole reservations, not "
-        "to pieces of them",
+        "Neighbours differ in VmFlags that /proc shows ({detail}). {flag_hint}",
+        "check with `grep -B20 VmFlags /proc/PID/smaps` around the example address, and "
+        f"replay the calls with `vmascope simulate {_SCRIPT} --kernel {{kernel}}`",
+        "{flag_fix}",
     ),
     "anon_name": (
         "Neighbouring pieces carry different PR_SET_VMA_ANON_NAME names.",
@@ -102,6 +100,37 @@ _TEMPLATES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Per VmFlags mnemonic: (what usually sets it on part of a range, how to avoid the split).
+FLAG_HINTS: dict[str, tuple[str, str]] = {
+    "ac": ("VM_ACCOUNT differs: one side was mapped (or made) writable and charged to "
+           "the commit limit and the other was not, e.g. a RELRO segment made read-only "
+           "after relocation, or pieces of a reservation committed with mprotect.",
+           "reserve with MAP_NORESERVE (then no piece carries VM_ACCOUNT), or commit "
+           "whole reservations the same way; a few such splits per library are normal"),
+    "nr": ("MAP_NORESERVE was used for some mappings and not for their neighbours.",
+           "map all pieces of a reservation with the same MAP_NORESERVE choice"),
+    "dd": ("madvise(MADV_DONTDUMP) was applied to pieces of a range.",
+           "apply MADV_DONTDUMP to whole reservations"),
+    "hg": ("madvise(MADV_HUGEPAGE) was applied to pieces of a range.",
+           "apply MADV_HUGEPAGE to whole reservations"),
+    "nh": ("madvise(MADV_NOHUGEPAGE) (or prctl PR_SET_THP_DISABLE) was applied to pieces.",
+           "apply MADV_NOHUGEPAGE to whole reservations"),
+    "dc": ("madvise(MADV_DONTFORK) was applied to pieces of a range.",
+           "apply MADV_DONTFORK to whole reservations"),
+    "wf": ("madvise(MADV_WIPEONFORK) was applied to pieces of a range.",
+           "apply MADV_WIPEONFORK to whole reservations"),
+    "lo": ("mlock was applied to pieces of a range.", "lock whole ranges, or use mlockall"),
+    "lf": ("mlock2(MLOCK_ONFAULT) was applied to pieces of a range.", "lock whole ranges"),
+    "mg": ("KSM (MADV_MERGEABLE) was enabled on pieces of a range.",
+           "enable KSM on whole ranges (or per process with PR_SET_MEMORY_MERGE)"),
+    "sr": ("madvise(MADV_SEQUENTIAL) was applied to pieces of a range.",
+           "advise whole ranges"),
+    "rr": ("madvise(MADV_RANDOM) was applied to pieces of a range.", "advise whole ranges"),
+}
+_GENERIC_FLAG = ("Some call (madvise, mlock, userfaultfd) changed the flags of part of a "
+                 "range.", "apply the same call to whole ranges, not to pieces of them")
+
+
 def advise(why: WhyNotMerged, headroom: Headroom) -> list[Advice]:
     out: list[Advice] = []
     if why.pairs == 0:
@@ -112,7 +141,10 @@ def advise(why: WhyNotMerged, headroom: Headroom) -> list[Advice]:
             continue
         hyp, cmd, mit = tpl
         share = rc.count / why.pairs
-        text = hyp.format(detail=rc.detail)
+        top_flag = next(iter(rc.flags), "")
+        flag_hint, flag_fix = FLAG_HINTS.get(top_flag, _GENERIC_FLAG)
+        text = hyp.format(detail=rc.detail, flag_hint=flag_hint)
+        mit = mit.format(flag_fix=flag_fix)
         if rc.confidence == "inferred":
             text = "Hypothesis (inferred, not visible in /proc): " + text
         else:

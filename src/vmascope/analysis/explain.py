@@ -55,6 +55,8 @@ class ReasonCount:
     detail: str  # the detail of the commonest kind of pair with this reason
     details: dict[str, int]  # detail sentence -> pairs (the commonest few)
     example: int  # address of the boundary of one such pair (prev.end == next.start)
+    # For "vmflags": VmFlags mnemonic -> pairs in which that flag differs.
+    flags: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -71,6 +73,7 @@ class ReasonCount:
             "detail": self.detail,
             "details": self.details,
             "example_boundary": hex(self.example),
+            "flags": self.flags,
         }
 
 
@@ -214,6 +217,13 @@ def group_kinds(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return rep, inverse.reshape(-1)
 
 
+def _differing_flags(snap: Snapshot, i: int) -> list[str]:
+    """VmFlags mnemonics set on exactly one of VMAs i and i + 1 (soft-dirty left out)."""
+    assert snap.vmflags is not None
+    diff = int(snap.vmflags[i]) ^ int(snap.vmflags[i + 1])
+    return [m for b, m in enumerate(snap.flag_names) if diff >> b & 1 and m != "sd"]
+
+
 def _load_rules() -> tuple[Callable[..., list[Any]] | None, Callable[[str], Any] | None, str | None]:
     try:
         from ..kernel.epochs import epoch_for
@@ -269,6 +279,11 @@ def why_not_merged(
                 entry["count"] += c
                 seen.add(key)
             entry["details"][reason.detail] = entry["details"].get(reason.detail, 0) + c
+            if reason.code == "vmflags" and snap.vmflags is not None:
+                i = int(prev[rep[k]])
+                flags = entry.setdefault("flags", {})
+                for m in _differing_flags(snap, i):
+                    flags[m] = flags.get(m, 0) + c
             if c > entry["best"]:
                 entry["best"] = c
                 entry["example"] = int(snap.end[prev[rep[k]]])
@@ -281,6 +296,7 @@ def why_not_merged(
                 reason=code, confidence=conf, count=e["count"], rule=e["rule"],
                 citation=e["citation"], detail=next(iter(details)), details=details,
                 example=e["example"],
+                flags=dict(sorted(e.get("flags", {}).items(), key=lambda kv: -kv[1])),
             )
         )
     rows.sort(key=lambda r: (-r.count, r.reason, r.confidence))

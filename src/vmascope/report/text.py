@@ -21,9 +21,16 @@ MAX_ROWS = 8
 BAR = 20
 
 
+class _Table(Table):
+    """A rich Table whose cells are plain text: names like [heap] are not markup."""
+
+    def add_row(self, *cells: RenderableType | None, **kw: object) -> None:  # type: ignore[override]
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kw)  # type: ignore[arg-type]
+
+
 def _table(title: str, *columns: tuple[str, str]) -> Table:
-    t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-              pad_edge=False, show_edge=False)
+    t = _Table(title=Text(title) if title else None, title_justify="left", title_style="bold",
+               box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for name, justify in columns:
         t.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     return t
@@ -54,6 +61,9 @@ def backing_part(a: Analysis) -> RenderableType:
 def reservations_part(a: Analysis) -> RenderableType:
     at = a.attribution
     shown = at.reservations[:MAX_ROWS]
+    if not shown:
+        return Text("Reservations: none (no run of private anonymous VMAs holds PROT_NONE "
+                    "space or more than one VMA)")
     title = (f"Reservations (contiguous private anonymous VMAs): {at.reservation_count:,}, "
              f"the largest {len(shown)}")
     t = _table(title, ("start", "left"), ("span", "right"), ("VMAs", "right"),
