@@ -538,6 +538,8 @@ static int parse_field(Parser *p, const char *s, const char *e) {
 /* One line without its '\n'. */
 static int parse_line(Parser *p, const char *s, const char *e) {
     p->line++;
+    if (e - s > MAX_LINE)
+        return set_err(p, "expected lines shorter than 65536 bytes");
     if (e > s && e[-1] == '\r')
         e--;
     const char *q = s;
