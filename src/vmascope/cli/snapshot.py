@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_summary(snap: Any, top: list[tuple[str, int]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False, soft_wrap=False)
     m = snap.meta
@@ -83,7 +84,7 @@ def _print_summary(snap: Any, top: list[tuple[str, int]]) -> None:
     if m.kernel_release:
         bits.append(f"kernel {m.kernel_release}")
     bits.append(f"source {m.source}")
-    console.print("  ".join(bits))
+    console.print(Text("  ".join(bits)))
     if mmc:
         left = mmc - count
         style = "bold red" if pct is not None and pct >= 90 else (
@@ -101,7 +102,8 @@ def _print_summary(snap: Any, top: list[tuple[str, int]]) -> None:
         table.add_column("%", justify="right")
         table.add_column("backing", overflow="fold")
         for backing, c in top:
-            table.add_row(str(c), f"{100.0 * c / max(count, 1):.1f}", backing)
+            # Text, not markup: names such as [heap] or [anon:x] must print as they are
+            table.add_row(str(c), f"{100.0 * c / max(count, 1):.1f}", Text(backing))
         console.print(table)
 
 

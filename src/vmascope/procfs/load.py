@@ -88,6 +88,8 @@ def load_stream(fh: IO[bytes], source: str) -> Snapshot:
     head = fh.read(len(MAGIC))
     if head == MAGIC:
         return _load_snapshot_file(_Prefixed(head, fh), source)
+    if head and MAGIC.startswith(head):
+        raise SnapshotFormatError(source, None, "truncated snapshot file (ends inside its header)")
     if head[:4] == b"\x28\xb5\x2f\xfd":
         raise ParseError(source, None, "expected maps/smaps text or a vmascope snapshot, "
                          "found a zstd-compressed file (decompress it first)")

@@ -78,30 +78,61 @@ class SnapshotWriter:
         self._fh.write(self._z.flush())
 
 
-class _Exact:
-    """Reads exact byte counts from a zstd stream; short reads mean truncation."""
+class _Body:
+    """The decompressed body, read in exact byte counts.
 
-    def __init__(self, reader: Any, source: str) -> None:
-        self._r = reader
+    A short read means truncation; at the end record the zstd frame must be complete
+    (its content checksum verified), so a file cut anywhere is detected.
+    """
+
+    def __init__(self, fh: IO[bytes], source: str, read_size: int = 1 << 17) -> None:
+        self._fh = fh
         self._source = source
+        self._read_size = read_size
+        self._d = zstandard.ZstdDecompressor().decompressobj()
+        self._buf = bytearray()
+        self._pos = 0
+
+    def _corrupt(self, why: str) -> SnapshotFormatError:
+        return SnapshotFormatError(self._source, None, f"corrupt snapshot file ({why})")
+
+    def _truncated(self) -> SnapshotFormatError:
+        return SnapshotFormatError(
+            self._source, None, "truncated snapshot file (ends before its end record)"
+        )
+
+    def _fill(self) -> bool:
+        if self._d.eof:
+            return False
+        data = self._fh.read(self._read_size)
+        if not data:
+            return False
+        try:
+            out = self._d.decompress(data)
+        except zstandard.ZstdError as exc:
+            raise self._corrupt(f"zstd: {exc}") from None
+        if self._pos > (1 << 20):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += out
+        return True
 
     def read(self, n: int) -> bytes:
-        parts = []
-        left = n
-        while left:
-            try:
-                b = self._r.read(left)
-            except zstandard.ZstdError as exc:
-                raise SnapshotFormatError(
-                    self._source, None, f"corrupt snapshot file (zstd: {exc})"
-                ) from None
-            if not b:
-                raise SnapshotFormatError(
-                    self._source, None, "truncated snapshot file (ends before its end record)"
-                )
-            parts.append(b)
-            left -= len(b)
-        return b"".join(parts) if len(parts) != 1 else parts[0]
+        while len(self._buf) - self._pos < n:
+            if not self._fill():
+                raise self._truncated()
+        out = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
+        return out
+
+    def finish(self) -> None:
+        """After the end record: the frame must end here, complete."""
+        while self._fill():
+            pass
+        if len(self._buf) > self._pos:
+            raise self._corrupt("data after the end record")
+        if not self._d.eof:
+            raise self._truncated()
 
 
 def is_snapshot_file(head: bytes) -> bool:
@@ -125,9 +156,7 @@ def iter_sections(
         )
     if version < 1:
         raise SnapshotFormatError(source, None, f"bad snapshot format version {version}")
-    dctx = zstandard.ZstdDecompressor()
-    reader = dctx.stream_reader(fh, read_size=chunk, read_across_frames=False)
-    r = _Exact(reader, source)
+    r = _Body(fh, source)
     pending: list[int] = [0]  # data bytes of the current record not yet read
 
     def data_chunks() -> Iterator[bytes]:
@@ -151,13 +180,7 @@ def iter_sections(
         else:
             tag = r.read(1)
         if tag == b"E":
-            # The frame must end here; its checksum is verified when it is drained.
-            try:
-                rest = reader.read(1)
-            except zstandard.ZstdError as exc:
-                raise SnapshotFormatError(source, None, f"corrupt snapshot file (zstd: {exc})") from None
-            if rest:
-                raise SnapshotFormatError(source, None, "corrupt snapshot file (data after end)")
+            r.finish()
             return
         if tag != b"S":
             raise SnapshotFormatError(source, None, f"corrupt snapshot file (record {tag!r})")
