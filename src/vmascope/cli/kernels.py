@@ -1,0 +1,97 @@
+"""``vmascope kernels list|fetch|path``: the kernels the lab can boot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .common import print_json
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "kernels", help="list, fetch or locate the Debian kernels the lab boots",
+        description="Debian cloud kernels by suite (6.1 = bookworm, 6.12 = trixie, newest = "
+                    "sid), fetched with apt into the cache, plus the host's own kernel.")
+    sub = p.add_subparsers(dest="kernels_cmd", metavar="COMMAND", parser_class=type(p))
+    ls = sub.add_parser("list", help="the known kernels and whether they are fetched")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(run=run_list)
+    fe = sub.add_parser("fetch", help="fetch kernels (default: 6.1, 6.12 and newest)")
+    fe.add_argument("names", nargs="*", metavar="KERNEL", help="6.1, 6.12, newest or a suite")
+    fe.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fe.set_defaults(run=run_fetch)
+    pa = sub.add_parser("path", help="print the vmlinuz path of a kernel (fetching it if needed)")
+    pa.add_argument("name", metavar="KERNEL")
+    pa.add_argument("--no-fetch", action="store_true", help="fail instead of fetching")
+    pa.set_defaults(run=run_path)
+    p.set_defaults(run=lambda args: (p.print_help(sys.stderr), 2)[1])
+
+
+def _alias(name: str) -> str:
+    from ..errors import UsageError
+    from ..lab import kernels
+
+    if name in kernels.SUITES:
+        return name
+    if name in kernels.SUITE_ALIASES:
+        return kernels.SUITE_ALIASES[name]
+    raise UsageError(f"unknown kernel {name!r}: expected one of "
+                     + ", ".join([*kernels.SUITES, *kernels.SUITES.values()]))
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from ..lab import kernels
+    from ..util import cache_dir
+
+    host = kernels.host_kernel()
+    rows: list[dict[str, Any]] = [{"name": "host", "suite": None, "fetched": True,
+                                   "version": host.version, "release": host.release, "path": None}]
+    for alias, suite in kernels.SUITES.items():
+        info = kernels.cached(alias)
+        row: dict[str, Any] = {"name": alias, "suite": suite, "fetched": info is not None,
+                               "version": None, "release": None, "path": None}
+        if info:
+            path = cache_dir("kernels") / info["file"]
+            row.update(version=info["version"], path=str(path), package=info["package"])
+            if path.exists():
+                row["release"] = kernels.vmlinuz_version(path)[0]
+        rows.append(row)
+    if args.json:
+        print_json(rows)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lab kernels")
+    for col in ("name", "suite", "fetched", "version", "release", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["suite"] or "-", "yes" if r["fetched"] else "no",
+                      r["version"] or "-", r["release"] or "-", r["path"] or "-")
+    Console(highlight=False).print(table)
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from ..lab import kernels
+    from ..util import cache_dir
+
+    names = [_alias(n) for n in args.names] or list(kernels.SUITES)
+    for alias in names:
+        info = kernels.fetch(alias, force=args.force)
+        print(f"{alias}: {info['package']} {info['version']} -> "
+              f"{cache_dir('kernels') / info['file']}")
+    return 0
+
+
+def run_path(args: argparse.Namespace) -> int:
+    from ..lab import kernels
+
+    if args.name == "host":
+        from ..errors import UsageError
+
+        raise UsageError("the host kernel has no vmlinuz for the lab: it runs scripts directly")
+    print(kernels.kernel_path(_alias(args.name), fetch=not args.no_fetch))
+    return 0
