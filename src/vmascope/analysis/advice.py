@@ -11,9 +11,8 @@ import dataclasses
 from .explain import WhyNotMerged
 from .headroom import Headroom
 
-# Kernel releases the lab compares by default: before and after the 6.16 anon_vma change.
+# The kernel the lab compares the host with: before the 6.16 anon_vma change.
 OLD_KERNEL = "6.12"
-NEW_KERNEL = "6.18"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +28,7 @@ class Advice:
 
 
 _SCRIPT = "pattern.ops"
-_LAB = f"vmascope lab compare {_SCRIPT} --kernel {OLD_KERNEL} --kernel {NEW_KERNEL}"
+_LAB = f"vmascope lab run {_SCRIPT} --kernel {OLD_KERNEL},host"
 
 _TEMPLATES: dict[str, tuple[str, str, str]] = {
     "anon_vma": (
@@ -37,8 +36,9 @@ _TEMPLATES: dict[str, tuple[str, str, str]] = {
         "(for example committed one by one inside a PROT_NONE reservation), so each "
         "piece got its own anon_vma at its first write fault and the kernel can never "
         "merge them again.",
-        f"write the commit/decommit sequence as an op script ({_SCRIPT}) and run "
-        f"`vmascope simulate {_SCRIPT} --kernel {{kernel}}`, then `{_LAB}`",
+        "see the pattern in `vmascope lab run seed --kernel 6.1,6.12,host`; then write "
+        f"the runtime's commit/decommit sequence as an op script ({_SCRIPT}) and run "
+        f"`vmascope simulate {_SCRIPT} --kernel {{kernel}}` and `{_LAB}`",
         "make the pieces share one anon_vma: change protection before the first write "
         "(mprotect the whole range first, then fault), or fault one page of the "
         "reservation while it is accessible so that later splits inherit its anon_vma; "

@@ -38,7 +38,7 @@ REASON_LABELS: dict[str, str] = {
     "uffd": "different userfaultfd contexts",
     "perms": "different permissions",
     "not_adjacent": "not adjacent",
-    "unexplained": "no rule refuses the merge on this kernel",
+    "unexplained": "no reason visible now (split earlier, or a difference /proc does not show)",
 }
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..analysis.explain import REASON_LABELS
 from ..errors import UsageError
 from ..model import PERM_EXEC, PERM_READ, PERM_WRITE
 from .fmt import human_bytes, kernel_title, pct, process_title, size_range
@@ -152,7 +153,7 @@ def reasons_svg(a: Analysis) -> str | None:
     w = a.why
     rows = [(f"{r.label} ({r.confidence})", r.count) for r in w.reasons]
     if w.unexplained:
-        rows.append(("no rule refuses the merge", w.unexplained))
+        rows.append((REASON_LABELS["unexplained"], w.unexplained))
     if not rows:
         return None
     from matplotlib.figure import Figure
@@ -209,6 +210,7 @@ class HtmlReporter:
             "change_tick": CHANGE_TICK,
             "histogram": histogram_svg(a),
             "reasons_chart": reasons_svg(a),
+            "unexplained_label": REASON_LABELS["unexplained"],
             "human_bytes": human_bytes,
             "size_range": size_range,
             "pct": pct,
