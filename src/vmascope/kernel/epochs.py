@@ -81,8 +81,10 @@ class Epoch:
     # installing calls anon_vma_prepare on anonymous VMAs.
     guard_regions: bool
 
-    # Sticky VM_MAYBE_GUARD ("gu") set by MADV_GUARD_INSTALL, ignored for merging
-    # (VMA_IGNORE_MERGE_FLAGS, mm/vma.h, 6.19).
+    # Sticky VM_MAYBE_GUARD ("gu") set on the whole VMA by MADV_GUARD_INSTALL, ignored
+    # for merging and kept by the merged VMA (VMA_IGNORE_MERGE_FLAGS, mm/vma.h, 6.19).
+    # Also seen on the host's 6.18.44 (a 6.18.y stable backport; the first 6.18.y
+    # release that has it is not known here, so 6.18.0-6.18.43 are modelled without).
     sticky_guard_flag: bool
 
     # A mremap copy merged into an unfaulted neighbour duplicates the moved anon_vma
@@ -208,7 +210,7 @@ def epoch_for(
         mremap_expand_merges_next=at_least(6, 3),
         mremap_multi_vma=at_least(6, 17),
         guard_regions=at_least(6, 13),
-        sticky_guard_flag=at_least(6, 19),
+        sticky_guard_flag=at_least(6, 19) or (v[:2] == (6, 18) and v[2] >= 44),
         copied_from_dup=at_least(6, 19) or (v[:2] == (6, 18) and v[2] >= 8),
         clone_reuse="num_children" if at_least(6, 2) or stable_6_1_fix else "degree",
     )

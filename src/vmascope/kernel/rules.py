@@ -75,18 +75,24 @@ VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR
 _PERM_FLAGS = VM_ACCESS_FLAGS | VM_SHARED | VM_MAYSHARE
 
-# Order in which /proc/PID/smaps prints the mnemonics (show_smap_vma_flags).
-FLAG_ORDER: tuple[str, ...] = KNOWN_VMFLAGS
+# Order in which /proc/PID/smaps prints the mnemonics (show_smap_vma_flags prints by
+# VM_* bit number). VM_MAYBE_GUARD ("gu") took bit 11, the old VM_DENYWRITE slot, so it
+# prints between "pf" and "lo" (seen on 6.18.44: "rd wr mr mw me gu nr").
+FLAG_ORDER: tuple[str, ...] = tuple(
+    m for m in KNOWN_VMFLAGS[:KNOWN_VMFLAGS.index("dw") + 1]) + ("gu",) + tuple(
+    m for m in KNOWN_VMFLAGS[KNOWN_VMFLAGS.index("dw") + 1:] if m != "gu")
+_PRINT = tuple((_BIT[m], m) for m in FLAG_ORDER)
+_ALL_KNOWN = (1 << len(KNOWN_VMFLAGS)) - 1
 
 
 def flag_names(flags: int) -> list[str]:
     """VmFlags mnemonics of a flag word, in the kernel's printing order."""
-    out = []
-    i = 0
-    while flags:
-        if flags & 1:
-            out.append(KNOWN_VMFLAGS[i] if i < len(KNOWN_VMFLAGS) else f"bit{i}")
-        flags >>= 1
+    out = [m for bit, m in _PRINT if flags & bit]
+    rest = flags & ~_ALL_KNOWN
+    i = len(KNOWN_VMFLAGS)
+    while rest >> i:
+        if rest >> i & 1:
+            out.append(f"bit{i}")
         i += 1
     return out
 

@@ -417,7 +417,9 @@ class MM:
                         "(anon_vmas_compatible); prev wins")
         if not merge_left and not merge_right:
             return None
-        sticky = vmg.flags & self._sticky
+        # Sticky flags (6.19 VM_MAYBE_GUARD) of every VMA that takes part are kept.
+        sticky = (vmg.flags | mid.flags | (prev.flags if merge_left else 0)
+                  | (nxt.flags if merge_right else 0)) & self._sticky
         if merge_left and merge_right:
             assert prev is not None and nxt is not None
             self._dup_anon_vma(prev, nxt if nxt.anon_vma is not None else mid)
@@ -514,6 +516,8 @@ class MM:
         if not merge_left and not merge_right:
             return None
         copied = vmg.copied_from
+        sticky = (vmg.flags | (prev.flags if merge_left else 0)
+                  | (nxt.flags if merge_right else 0)) & self._sticky
         if merge_left:
             assert prev is not None
             if merge_right:
@@ -538,7 +542,7 @@ class MM:
             elif self.tracing and copied.anon_vma is not None and target.anon_vma is None:
                 self._t(f"  note: {target} keeps no anon_vma although pages of "
                         f"{copied.anon_vma!r} moved in (the 6.16-6.18.7 mremap merge bug)")
-        target.flags |= self._sd
+        target.flags |= sticky | self._sd
         if self.tracing:
             self._t(f"merged -> {target} anon_vma {self._av(target)}; map_count "
                     f"{self.map_count}")
