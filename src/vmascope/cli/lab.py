@@ -251,8 +251,10 @@ def _verdict_json(v: Any) -> dict[str, Any]:
         "percent": round(v.percent, 3), "seconds": round(v.seconds, 1),
         "scripts_per_minute": round(60 * v.cases / v.seconds) if v.seconds else None,
         "disagreements": len(v.disagreements),
+        "minimise_seconds": round(v.minimise_seconds, 1),
         "minimised": [{"script": script_lines(d.script), "differences": d.differences,
-                       "real": d.real, "simulator": d.sim} for d in v.minimised],
+                       "similar": d.similar, "real": d.real, "simulator": d.sim}
+                      for d in v.minimised],
     }
 
 
@@ -274,8 +276,9 @@ def _print_verdicts(verdicts: list[Any]) -> None:
     console.print(table)
     for v in verdicts:
         for i, d in enumerate(v.minimised, 1):
-            console.print(f"\n[bold]{v.kernel.name} disagreement {i}[/] (minimised from "
-                          f"{len(d.original)} to {len(d.script)} ops):")
+            console.print(f"\n[bold]{v.kernel.name} disagreement {i}[/] ({d.similar} "
+                          f"script(s) of this kind; minimised from {len(d.original)} to "
+                          f"{len(d.script)} ops):")
             for line in script_lines(d.script):
                 console.print(f"    {line}")
             for diff in d.differences or ["(no longer disagrees when re-run)"]:

@@ -12,7 +12,7 @@
   2000 pages up, inside the arena). The selftests that continue inside a forked child
   cannot be written in the op language (its ``fork`` keeps the parent running the
   script) and are not included.
-* ``exhaust``: a commit pattern driven to vm.max_map_count; see :func:`exhaust`.
+* ``exhaust``: the seed's pattern repeated up to vm.max_map_count; see :func:`exhaust`.
 """
 
 from __future__ import annotations
@@ -147,8 +147,9 @@ mremap 1001p 5p 5p 1p maymove,fixed
 """,
 }
 
-# What the selftests assert (they are written for kernels with the 6.16 anonymous-merge
-# fix, 879bca0a2c4f): the VMA holding the given page spans [start, end) in pages.
+# The non-PROT_NONE VMAs each selftest leaves, in pages, as its diagrams and asserts say
+# (they are written for kernels with the 6.16 anonymous-merge
+# fix, 879bca0a2c4f).
 MERGE_EXPECT_616: dict[str, list[tuple[int, int]]] = {
     "merge-mprotect-unfaulted-left": [(1, 11)],
     "merge-mprotect-unfaulted-right": [(1, 11)],
@@ -160,26 +161,27 @@ MERGE_EXPECT_616: dict[str, list[tuple[int, int]]] = {
     "merge-mremap-unfaulted-between-faulted": [(1, 11), (11, 16)],
     "merge-mremap-unfaulted-between-faulted-unfaulted": [(1, 16)],
     "merge-mremap-unfaulted-between-correctly-placed-faulted": [(1, 16)],
-    "merge-mremap-correct-placed-faulted": [(1, 11)],
+    "merge-mremap-correct-placed-faulted": [(1, 11), (2011, 2016)],  # ptr3 stays away
 }
 
 
 def exhaust(max_map_count: int = 65530, blocks: int | None = None) -> list[Op]:
-    """A GC-like commit pattern driven past ``max_map_count``.
+    """The seed's commit pattern repeated until vm.max_map_count is reached.
 
-    A large PROT_NONE reservation; in each 4-page block (the 4th page stays a PROT_NONE
-    guard) pages 0, 2 and then 1 are committed read-write and written, in the seed's
-    order. Kernels that cannot merge the middle page with both faulted neighbours keep
-    3 VMAs a block, kernels with the 6.16 fix 2, so ENOMEM arrives at a different op.
+    One large PROT_NONE reservation; every 7-page block runs the seed's program on its
+    first 6 pages (the 7th stays a PROT_NONE guard between blocks). Kernels before the
+    6.16 anonymous-merge fix keep 3 VMAs a block, later ones 2, so ENOMEM (a failed
+    mprotect to read-write: the seed's "Failed to create RW mapping") arrives at a
+    different op depending on the kernel.
     """
     if blocks is None:
         blocks = max_map_count // 3 + 16
-    text = [f"mmap 0 {4 * blocks + 1}p ---"]
+    text = [f"mmap 0 {7 * blocks + 1}p ---"]
     for b in range(blocks):
-        base = 4 * b
-        for page in (0, 2, 1):
-            text.append(f"mprotect {base + page}p 1p rw-")
-            text.append(f"touch {base + page}p")
+        p = 7 * b
+        text += [f"mprotect {p + 5}p 1p rw-", f"touch {p + 5}p", f"mprotect {p + 5}p 1p ---"]
+        for first in (0, 4, 2):
+            text += [f"mprotect {p + first}p 2p rw-", f"touch {p + first}p"]
     return parse_script("\n".join(text) + "\n", "exhaust")
 
 

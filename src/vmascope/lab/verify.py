@@ -177,6 +177,20 @@ class Disagreement:
     sim: dict[str, Any]
     differences: list[str]
     original: list[Op]
+    similar: int = 1  # how many of the random scripts disagreed the same way
+
+    def signature(self) -> tuple[Any, ...]:
+        """A coarse class: which aspects differ and the kinds of op whose errors or
+        faults differ (so that one example of each class gets minimised)."""
+        aspects = tuple(sorted({d.split()[0].rstrip(":") for d in self.differences}))
+        kinds: set[str] = set()
+        for key in ("errors", "faults"):
+            real = {(x["op"], str(x.get("errno") or x.get("signal"))) for x in self.real.get(key, [])}
+            sim = {(x["op"], str(x.get("errno") or x.get("signal"))) for x in self.sim.get(key, [])}
+            for i, _ in real ^ sim:
+                if 0 <= i < len(self.script):
+                    kinds.add(self.script[i].kind)
+        return aspects, tuple(sorted(kinds))
 
 
 @dataclasses.dataclass
@@ -187,7 +201,8 @@ class KernelVerdict:
     agreed: int
     disagreements: list[Disagreement]
     minimised: list[Disagreement]
-    seconds: float
+    seconds: float  # running and comparing the random scripts (not minimising)
+    minimise_seconds: float = 0.0
 
     @property
     def percent(self) -> float:
@@ -243,9 +258,21 @@ def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 5
                 agreed += 1
         if progress:
             progress(len(chunk))
-    minimised = minimise_all(checker, bad[:minimise])
+    seconds = time.monotonic() - t0
+    # One example of each class of disagreement, the shortest first.
+    classes: dict[tuple[Any, ...], list[Disagreement]] = {}
+    for d in bad:
+        classes.setdefault(d.signature(), []).append(d)
+    picked = []
+    for members in classes.values():
+        best = min(members, key=lambda d: len(d.script))
+        best.similar = len(members)
+        picked.append(best)
+    picked.sort(key=lambda d: -d.similar)
+    t1 = time.monotonic()
+    minimised = minimise_all(checker, picked[:minimise])
     return KernelVerdict(kernel, checker.release, len(scripts), agreed, bad, minimised,
-                         time.monotonic() - t0)
+                         seconds, time.monotonic() - t1)
 
 
 def minimise_all(checker: Checker, found: Sequence[Disagreement]) -> list[Disagreement]:
@@ -286,7 +313,7 @@ def minimise_all(checker: Checker, found: Sequence[Disagreement]) -> list[Disagr
     results = checker.run_real(scripts) if scripts else []
     for ops, res, d in zip(scripts, results, found):
         real, sim, diffs = checker.judge(ops, res)
-        out.append(Disagreement(ops, real, sim, diffs, d.original))
+        out.append(Disagreement(ops, real, sim, diffs, d.original, d.similar))
     return out
 
 
