@@ -388,3 +388,15 @@ def test_signature_ignores_addresses_only() -> None:
     prev = np.array([0, 2, 4])
     _, kind = group_kinds(signature_columns(s, prev))
     assert kind[0] == kind[1] != kind[2]
+
+
+def test_maps_only_snapshot_says_what_it_cannot_see() -> None:
+    # A maps dump has neither VmFlags nor smaps: pairs that look alike cannot be
+    # explained, and the analysis says why instead of inventing a reason.
+    vmas = [anon(BASE, 1), anon(BASE + P, 1)]
+    a = analyze(snap_of(vmas))
+    assert a.why.pairs == 1 and a.why.reasons == [] and a.why.unexplained == 1
+    assert a.why.note is not None and "VmFlags" in a.why.note and "Anonymous" in a.why.note
+    from vmascope.report import render
+
+    assert "capture smaps" in render(a, "text").replace("\n", " ")

@@ -224,6 +224,19 @@ def _differing_flags(snap: Snapshot, i: int) -> list[str]:
     return [m for b, m in enumerate(snap.flag_names) if diff >> b & 1 and m != "sd"]
 
 
+def _blind_spots(snap: Snapshot) -> str | None:
+    """What the snapshot lacks for a full explanation (None if nothing)."""
+    missing = []
+    if snap.vmflags is None:
+        missing.append("VmFlags (flag differences cannot be seen)")
+    if snap.anon_vma is None and "Anonymous" not in snap.smaps:
+        missing.append("smaps Anonymous (anon_vma reasons cannot be inferred)")
+    if not missing:
+        return None
+    return ("the snapshot has no " + " and no ".join(missing)
+            + "; capture smaps for a full explanation")
+
+
 def _load_rules() -> tuple[Callable[..., list[Any]] | None, Callable[[str], Any] | None, str | None]:
     try:
         from ..kernel.epochs import epoch_for
@@ -300,5 +313,5 @@ def why_not_merged(
             )
         )
     rows.sort(key=lambda r: (-r.count, r.reason, r.confidence))
-    return WhyNotMerged(release, source, epoch_label, True, None, len(prev), len(rep), rows,
+    return WhyNotMerged(release, source, epoch_label, True, _blind_spots(snap), len(prev), len(rep), rows,
                         unexplained, prev, kind, kind_reasons)

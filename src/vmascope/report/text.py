@@ -118,6 +118,8 @@ def why_part(a: Analysis) -> RenderableType:
     if not w.available:
         parts.append(Text(f"not explained: {w.note}", style="red"))
         return Group(*parts)
+    if w.note:
+        parts.append(Text(f"Note: {w.note}", style="yellow"))
     if w.pairs == 0:
         parts.append(Text("no adjacent look-alike pairs: nothing to explain"))
         return Group(*parts)
