@@ -241,6 +241,36 @@ def test_crafted_anon_names(reasons_exe: Path) -> None:
     assert [(r.code, r.confidence) for r in reasons] == [("anon_name", "certain")]
 
 
+def test_gc_like_reservation_reproduces_the_seed_table(reasons_exe: Path) -> None:
+    """The seed's "GC/Total mappings" figure on a real process: the largest reservation's
+    VMA count beside the total, both counted independently from /proc/PID/maps."""
+    n = 1000
+    with running([str(reasons_exe), "gc", str(n)], "RESERVED") as proc:
+        lo, hi = (int(x, 16) for x in proc.first_line.split()[1:3])
+        with stopped(proc.pid):
+            snap = vmascope.load(proc.pid)
+            with open(f"/proc/{proc.pid}/maps") as fh:
+                maps = fh.read().splitlines()
+    inside = [line for line in maps
+              if lo <= int(line.split("-", 1)[0], 16) < hi]
+    # n two-page rw-p VMAs (each odd page merged into its left neighbour, never into its
+    # right one: different anon_vmas) and the PROT_NONE tail.
+    assert len(inside) == n + 1
+    a = analyze(snap)
+    top = a.attribution.largest
+    assert top is not None
+    assert (top.start, top.end) == (lo, hi)
+    assert (top.vma_count, a.headroom.map_count) == (len(inside), len(maps))
+    assert top.committed == 2 * n * 4096 and top.reserved == 16 * 4096
+    # Every adjacent pair of committed pieces: distinct anon_vmas, inferred from smaps.
+    assert [(r.reason, r.confidence, r.count) for r in a.why.reasons
+            if r.reason == "anon_vma"] == [("anon_vma", "inferred", n - 1)]
+    from vmascope.report import render
+
+    assert f"{n + 1:,}/{len(maps):,}" in render(a, "text")
+    assert a.advice[0].reason == "anon_vma"
+
+
 def anon_names_supported() -> bool:
     """Does prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME) work here (CONFIG_ANON_VMA_NAME)?"""
     import ctypes

@@ -9,6 +9,12 @@
  *              anon_vma; then the flags were made equal again (distinct anon_vmas)
  *   unfaulted  only the right page written while the flags differed; then made equal.
  *              Kernels before 6.16 keep the two apart; 6.16+ merge them.
+ *   gc N       a GC-heap-like reservation: 2N+16 pages PROT_NONE; the even pages of the
+ *              first 2N are committed (mprotect RW) and written one by one, each getting
+ *              its own anon_vma (its neighbours have none); then the odd pages, each of
+ *              which merges into the VMA on its left but not into the one on its right
+ *              (different anon_vmas). Leaves N adjacent rw-p VMAs of 2 pages and the
+ *              PROT_NONE tail. Prints "RESERVED <start> <end>" instead of PAIR.
  *
  * The two pages sit inside a PROT_NONE fence so that they cannot merge with anything
  * else. All mappings use MAP_NORESERVE so that VM_ACCOUNT is the same everywhere.
@@ -49,6 +55,30 @@ int main(int argc, char **argv)
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     const char *mode = argc > 1 ? argv[1] : "";
     alarm(120);
+
+    if (strcmp(mode, "gc") == 0) {
+        long n = argc > 2 ? atol(argv[2]) : 1000;
+        size_t len = (size_t)(2 * n + 16) * page;
+        /* one unmapped page on each side keeps it apart from other anonymous memory */
+        char *g = mmap(NULL, len + 2 * page, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (g == MAP_FAILED)
+            die("mmap reservation");
+        char *r = g + page;
+        if (munmap(g, page) != 0 || munmap(r + len, page) != 0)
+            die("munmap guard");
+        for (int odd = 0; odd < 2; odd++) {
+            for (long i = odd; i < 2 * n; i += 2) {
+                if (mprotect(r + i * page, page, PROT_READ | PROT_WRITE) != 0)
+                    die("mprotect");
+                r[i * page] = 1;
+            }
+        }
+        printf("RESERVED %lx %lx\n", (unsigned long)r, (unsigned long)(r + len));
+        fflush(stdout);
+        for (;;)
+            pause();
+    }
 
     char *fence = mmap(NULL, 64 * page, PROT_NONE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
