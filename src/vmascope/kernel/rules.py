@@ -85,8 +85,14 @@ _PRINT = tuple((_BIT[m], m) for m in FLAG_ORDER)
 _ALL_KNOWN = (1 << len(KNOWN_VMFLAGS)) - 1
 
 
+_NAMES_CACHE: dict[int, list[str]] = {}
+
+
 def flag_names(flags: int) -> list[str]:
     """VmFlags mnemonics of a flag word, in the kernel's printing order."""
+    hit = _NAMES_CACHE.get(flags)
+    if hit is not None:
+        return list(hit)
     out = [m for bit, m in _PRINT if flags & bit]
     rest = flags & ~_ALL_KNOWN
     i = len(KNOWN_VMFLAGS)
@@ -94,7 +100,9 @@ def flag_names(flags: int) -> list[str]:
         if rest >> i & 1:
             out.append(f"bit{i}")
         i += 1
-    return out
+    if len(_NAMES_CACHE) < 4096:
+        _NAMES_CACHE[flags] = out
+    return list(out)
 
 
 def flags_from_names(names: Iterable[str], extra: dict[str, int] | None = None) -> int:

@@ -347,11 +347,13 @@ class MM:
                 self._t(f"split {v} at {addr:#x} refused: map_count {self.map_count} >= "
                         f"max_map_count {self.max_map_count} (split_vma)")
             raise OpFailed("ENOMEM")
-        new = v.copy()
-        new.anon_vma = v.anon_vma
-        new.chain = list(v.chain)
-        if v.anon_vma is not None:
-            v.anon_vma.num_active_vmas += 1
+        new = SVma(v.start, v.end, v.pgoff, v.flags, v.file, v.anon_name, v.policy)
+        new.uffd = v.uffd
+        av = v.anon_vma
+        if av is not None:
+            new.anon_vma = av
+            new.chain = list(v.chain)
+            av.num_active_vmas += 1
         if new_below:
             new.end = addr
             v.pgoff += (addr - v.start) >> PAGE_SHIFT

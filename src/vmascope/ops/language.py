@@ -117,6 +117,10 @@ def prot_text(prot: int) -> str:
 
 def parse_number(token: str) -> int:
     """'16p' -> 65536, '0x10' -> 16, '2M' -> 2097152. ValueError if malformed."""
+    if token.isdigit():
+        return int(token)
+    if token[-1:] in ("p", "P") and token[:-1].isdigit():
+        return int(token[:-1]) * PAGE_SIZE
     m = _NUM.match(token)
     if not m:
         raise ValueError(token)
@@ -178,6 +182,8 @@ def script_text(ops: Iterable[Op]) -> str:
 
 def _strip_comment(line: str) -> str:
     # '#' starts a comment at the start of a line or after white space.
+    if "#" not in line:
+        return line
     for i, ch in enumerate(line):
         if ch == "#" and (i == 0 or line[i - 1] in " \t"):
             return line[:i]

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Simulator speed and memory against the real kernel, on a GC-like op script.
+
+    .venv/bin/python bench/bench_simulate.py [--ops 1000000] [--seed 1] [--skip-real]
+
+A generated script reserves a heap with PROT_NONE and then, in random order, commits
+ranges (mprotect rw-), touches them, decommits them (mprotect ---) and gives pages back
+(madvise dontneed), ending with a few hundred thousand live VMAs. The same ops run
+
+  * in the simulator (kernel = the running one), timed without and with parsing,
+  * on the real kernel through the lab's native executor (vmascope.lab.executor), timed
+    end to end (process start, reading the script, running it, reporting smaps), and
+  * on the real kernel through bench/opsrun.c, a small C loop that times only the
+    system calls and page touches (the stricter reference).
+
+Memory: peak RSS of a fresh simulator process at two script sizes, per live VMA.
+vm.max_map_count is raised for the real runs if it is too low, and restored after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from vmascope.ops.language import Op, load_script, script_text  # noqa: E402
+
+PAGE = 4096
+REGIONS = 4
+REGION_PAGES = 1 << 18  # 1 GiB each
+BASE = 0x100000000  # arena-relative; the lab executor adds its arena base
+
+
+def generate(n_ops: int, seed: int) -> list[Op]:
+    """A GC-like script of exactly n_ops ops."""
+    rng = random.Random(seed)
+    ops: list[Op] = []
+    for r in range(REGIONS):
+        ops.append(Op("mmap", addr=BASE + r * REGION_PAGES * PAGE, length=REGION_PAGES * PAGE,
+                      prot=0, flags=frozenset({"private", "anonymous", "fixed", "noreserve"})))
+    committed: list[tuple[int, int]] = []  # (first page, pages) not yet decommitted
+    state = bytearray(REGIONS * REGION_PAGES)  # 1: page is rw- (touching it is legal)
+    rw = 1 | 2
+    while len(ops) < n_ops:
+        x = rng.random()
+        if x < 0.34 or not committed:
+            page = rng.randrange(REGIONS) * REGION_PAGES + (rng.randrange(REGION_PAGES - 8) & ~1)
+            pages = rng.choice((1, 1, 2, 2, 3, 4))
+            ops.append(Op("mprotect", addr=BASE + page * PAGE, length=pages * PAGE, prot=rw))
+            state[page:page + pages] = b"\x01" * pages
+            committed.append((page, pages))
+        elif x < 0.70:
+            page, pages = committed[rng.randrange(len(committed))]
+            target = page + rng.randrange(pages)
+            if state[target]:  # an overlapping decommit may have taken it back
+                ops.append(Op("touch", addr=BASE + target * PAGE))
+        elif x < 0.85:
+            i = rng.randrange(len(committed))
+            page, pages = committed[i]
+            committed[i] = committed[-1]
+            committed.pop()
+            ops.append(Op("mprotect", addr=BASE + page * PAGE, length=pages * PAGE, prot=0))
+            state[page:page + pages] = bytes(pages)
+        else:
+            page, pages = committed[rng.randrange(len(committed))]
+            ops.append(Op("madvise", addr=BASE + page * PAGE, length=pages * PAGE,
+                          advice="dontneed"))
+    return ops
+
+
+def _child_sim(path: str, kernel: str) -> None:
+    """Run in a fresh process: parse + simulate, print timings, live VMAs and peak RSS."""
+    from vmascope.kernel.simulator import simulate_ops
+
+    text = Path(path).read_text()
+    t0 = time.perf_counter()
+    ops = load_script(text, path)
+    t1 = time.perf_counter()
+    result = simulate_ops(ops, kernel, max_map_count=10_000_000)
+    t2 = time.perf_counter()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"{t1 - t0:.3f} {t2 - t1:.3f} {result.map_count} {rss} {len(result.errors)} "
+          f"{len(result.faults)}")
+
+
+def run_sim(path: Path, kernel: str) -> tuple[float, float, int, int, int, int]:
+    out = subprocess.run([sys.executable, __file__, "--child-sim", str(path), kernel],
+                         capture_output=True, text=True, check=True, timeout=1800).stdout
+    parse_s, sim_s, vmas, rss, errs, faults = out.split()
+    return float(parse_s), float(sim_s), int(vmas), int(rss), int(errs), int(faults)
+
+
+def baseline_rss() -> int:
+    """Peak RSS of a process that has imported the simulator and parsed nothing."""
+    code = ("import resource, vmascope.kernel.simulator, vmascope.ops.language;"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
+    return int(out.stdout)
+
+
+def run_lab_executor(ops: list[Op]) -> tuple[float, int, int]:
+    from vmascope.lab import executor
+
+    executor.executor_path()  # build outside the timing
+    t0 = time.perf_counter()
+    (res,) = executor.run_on_host([ops], timeout=600)
+    t1 = time.perf_counter()
+    return t1 - t0, len(res.vmas), len(res.errors)
+
+
+def run_opsrun(ops: list[Op], workdir: Path) -> tuple[float, int, int] | None:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    exe = workdir / "opsrun"
+    subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "opsrun.c")], check=True,
+                   timeout=120)
+    lines = []
+    for op in ops:
+        if op.kind == "mmap":
+            lines.append(f"M {op.addr} {op.length} {op.prot}")
+        elif op.kind == "mprotect":
+            lines.append(f"P {op.addr} {op.length} {op.prot}")
+        elif op.kind == "touch":
+            lines.append(f"T {op.addr} {int(op.write)}")
+        elif op.kind == "madvise":
+            lines.append(f"D {op.addr} {op.length}")
+        else:
+            raise ValueError(op.kind)
+    data = workdir / "ops.txt"
+    data.write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([str(exe), str(data)], capture_output=True, text=True, timeout=600,
+                          start_new_session=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip())
+    secs, vmas, errs = proc.stdout.split()
+    return float(secs), int(vmas), int(errs)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child-sim":
+        _child_sim(sys.argv[2], sys.argv[3])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ops", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-real", action="store_true", help="simulator only")
+    args = ap.parse_args()
+    kernel = os.uname().release
+
+    ops = generate(args.ops, args.seed)
+    small = generate(args.ops // 2, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="vmascope-bench-"))
+    try:
+        big_path, small_path = work / "gc.ops", work / "gc-half.ops"
+        big_path.write_text(script_text(ops))
+        small_path.write_text(script_text(small))
+        print(f"script: {len(ops)} ops (seed {args.seed}), kernel {kernel}")
+
+        parse_s, sim_s, vmas, rss, errs, faults = run_sim(big_path, kernel)
+        p2, s2, vmas2, rss2, _, _ = run_sim(small_path, kernel)
+        base = baseline_rss()
+        real_lab = real_c = None
+        if not args.skip_real:
+            need = vmas + 1000
+            path = Path("/proc/sys/vm/max_map_count")
+            old = int(path.read_text())
+            try:
+                if old < need:
+                    path.write_text(str(need))
+                real_lab = run_lab_executor(ops)
+                real_c = run_opsrun(ops, work)
+            finally:
+                if int(path.read_text()) != old:
+                    path.write_text(str(old))
+
+        print()
+        print(f"{'run':<44}{'seconds':>9}{'live VMAs':>11}{'errors':>8}{'x real(C)':>11}"
+              f"{'x real(lab)':>12}")
+
+        def row(name: str, secs: float, nv: int, ne: int | str) -> None:
+            rc = f"{secs / real_c[0]:.2f}" if real_c else "-"
+            rl = f"{secs / real_lab[0]:.2f}" if real_lab else "-"
+            print(f"{name:<44}{secs:>9.3f}{nv:>11}{ne!s:>8}{rc:>11}{rl:>12}")
+
+        if real_c:
+            row("real kernel, bench/opsrun.c (ops only)", real_c[0], real_c[1], real_c[2])
+        if real_lab:
+            row("real kernel, lab executor (end to end)", real_lab[0], real_lab[1],
+                real_lab[2])
+        row("simulator (ops already parsed)", sim_s, vmas, errs)
+        row("simulator (parse + simulate)", parse_s + sim_s, vmas, errs)
+        print()
+        print("memory (peak RSS of a fresh process):")
+        print(f"  baseline (imports only)     {base / 2**20:8.1f} MiB")
+        for label, n, v, r in (("half script", len(small), vmas2, rss2),
+                               ("full script", len(ops), vmas, rss)):
+            print(f"  {label:<12} {n:>8} ops {v:>8} live VMAs {r / 2**20:8.1f} MiB "
+                  f"({(r - base) / max(v, 1):.0f} B per live VMA above baseline)")
+        print("  (the parsed op list is part of the peak; per-VMA state is "
+              f"{(rss - rss2) / max(vmas - vmas2, 1):.0f} B per extra VMA between the sizes)")
+        if faults:
+            print(f"note: {faults} simulated faults")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
