@@ -993,8 +993,9 @@ class MM:
         """The brk syscall. It reports failure by returning the old break (ENOMEM here)."""
         ep = self.epoch
         if self.start_brk is None or self.brk is None:
-            # No heap declared: the break starts at 0 and nothing can be below it.
-            self.start_brk = self.brk = 0
+            # No `heap` op: the real break is far from the script's addresses, and moving
+            # it there fails (the kernel returns the old break).
+            raise OpFailed("ENOMEM")
         brk = op.addr
         if brk < self.start_brk:
             raise OpFailed("ENOMEM")
