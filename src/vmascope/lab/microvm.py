@@ -118,7 +118,7 @@ class BootOutput:
 
 
 def boot(vmlinuz: Path, scripts_input: str, *, kvm: bool | None = None,
-         timeout: float = 120.0, smp: int = 2, memory_mb: int = 512) -> BootOutput:
+         timeout: float = 120.0, smp: int = 1, memory_mb: int = 512) -> BootOutput:
     """Boot ``vmlinuz`` with the executor as /init, run ``scripts_input``, return the output."""
     if kvm is None:
         kvm = kvm_usable()

@@ -278,6 +278,7 @@ def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 5
 def minimise_all(checker: Checker, found: Sequence[Disagreement]) -> list[Disagreement]:
     """Minimise several disagreements together: one real-kernel batch per ddmin round."""
     gens = [ddmin(d.script) for d in found]
+    wanted = [d.signature() for d in found]
     current: list[list[list[Op]] | None] = []
     final: list[list[Op] | None] = [None] * len(gens)
     for k, g in enumerate(gens):
@@ -298,8 +299,11 @@ def minimise_all(checker: Checker, found: Sequence[Disagreement]) -> list[Disagr
         results = checker.run_real(flat)
         verdicts: dict[int, list[bool]] = {}
         for ops, res, k in zip(flat, results, owners):
-            _, _, diffs = checker.judge(ops, res)
-            verdicts.setdefault(k, []).append(bool(diffs))
+            real, sim, diffs = checker.judge(ops, res)
+            # Keep a candidate only if it still disagrees the same way, so that the
+            # minimisation cannot drift to another, unrelated disagreement.
+            same = bool(diffs) and Disagreement(ops, real, sim, diffs, ops).signature() == wanted[k]
+            verdicts.setdefault(k, []).append(same)
         for k, cands in enumerate(current):
             if cands is None:
                 continue
