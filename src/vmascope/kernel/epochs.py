@@ -74,6 +74,10 @@ class Epoch:
     # vma_merge() with prev = the VMA, mm/mremap.c, 6.3).
     mremap_expand_merges_next: bool
 
+    # mremap looks the VMA up before anything else: an unmapped ADDR is EFAULT even for
+    # a shrink (mm/mremap.c, hugetlb mremap support, 5.16).
+    mremap_lookup_first: bool
+
     # mremap(MREMAP_FIXED) of a range spanning several VMAs (mm/mremap.c, 6.17).
     mremap_multi_vma: bool
 
@@ -208,6 +212,7 @@ def epoch_for(
         soft_dirty=soft_dirty,
         brk_mode=brk_mode,
         mremap_expand_merges_next=at_least(6, 3),
+        mremap_lookup_first=at_least(5, 16),
         mremap_multi_vma=at_least(6, 17),
         guard_regions=at_least(6, 13),
         sticky_guard_flag=at_least(6, 19) or (v[:2] == (6, 18) and v[2] >= 44),

@@ -1061,6 +1061,11 @@ class MM:
             raise OpFailed("EINVAL")
         if dontunmap and old_len != new_len:
             raise OpFailed("EINVAL")
+        if fixed and ep.mremap_multi_vma:
+            # 6.17's mremap rewrite checks all parameters before looking anything up.
+            self._check_new_addr(addr, old_len, new_len, op.new_addr)
+        if ep.mremap_lookup_first and self.vma_lookup(addr) is None:
+            raise OpFailed("EFAULT")
         if fixed or dontunmap:
             self._mremap_to(addr, old_len, new_len, op.new_addr, fixed, dontunmap)
             return
@@ -1103,19 +1108,17 @@ class MM:
                    fixed: bool, dontunmap: bool) -> None:
         ep = self.epoch
         if fixed:
-            if new_addr is None or new_addr & ~PAGE_MASK:
-                raise OpFailed("EINVAL")
-            if new_addr + new_len > TASK_SIZE:
-                raise OpFailed("EINVAL")
-            if addr + old_len > new_addr and new_addr + new_len > addr:
-                raise OpFailed("EINVAL")
+            self._check_new_addr(addr, old_len, new_len, new_addr)
         # mm/mremap.c mremap_to: room for the worst case of splits.
         if self.map_count + 2 >= self.max_map_count - 3:
             if self.tracing:
                 self._t(f"mremap_to refused: map_count {self.map_count} + 2 >= "
                         f"max_map_count {self.max_map_count} - 3")
             raise OpFailed("ENOMEM")
-        if fixed:
+        first = self.vma_lookup(addr)
+        multi = (first is not None and old_len > first.end - addr and ep.mremap_multi_vma
+                 and fixed and old_len == new_len and not dontunmap)
+        if fixed and not multi:
             assert new_addr is not None
             self.do_munmap(new_addr, new_addr + new_len)
         if old_len > new_len:
@@ -1124,9 +1127,7 @@ class MM:
         v = self.vma_lookup(addr)
         if v is None:
             raise OpFailed("EFAULT")
-        multi = old_len > v.end - addr
-        if multi and not (ep.mremap_multi_vma and fixed and old_len == new_len
-                          and not dontunmap):
+        if old_len > v.end - addr and not multi:
             raise OpFailed("EFAULT")
         if not multi:
             v = self._vma_to_resize(addr, old_len, new_len)
@@ -1144,9 +1145,22 @@ class MM:
             pieces.append((max(w.start, addr), min(w.end, end)))
             w = w.next
         for s, e in pieces:
+            # Each piece replaces what is at its destination; the gaps between the
+            # pieces leave the destination alone (as 6.18.44 does).
+            dst = new_addr + (s - addr)
+            self.do_munmap(dst, dst + (e - s))
             piece = self.vma_lookup(s)
             assert piece is not None
-            self._move_vma(piece, s, e - s, e - s, new_addr + (s - addr), dontunmap=False)
+            self._move_vma(piece, s, e - s, e - s, dst, dontunmap=False)
+
+    @staticmethod
+    def _check_new_addr(addr: int, old_len: int, new_len: int, new_addr: int | None) -> None:
+        if new_addr is None or new_addr & ~PAGE_MASK:
+            raise OpFailed("EINVAL")
+        if new_addr + new_len > TASK_SIZE:
+            raise OpFailed("EINVAL")
+        if addr + old_len > new_addr and new_addr + new_len > addr:
+            raise OpFailed("EINVAL")
 
     def _move_vma(self, v: SVma, old_addr: int, old_len: int, new_len: int, new_addr: int,
                   dontunmap: bool) -> None:
