@@ -20,6 +20,7 @@ from vmascope.errors import SnapshotFormatError
 from vmascope.procfs import snapfile
 from vmascope.procfs.capture import capture
 from vmascope.procfs.live import read_process
+from vmascope.procfs.parse import maps_text_from_smaps
 
 # A child with a recognisable, fragmented address space: 40 pages alternating RW and
 # PROT_NONE (40 VMAs), then it stops itself so that two reads see the same mappings.
@@ -92,14 +93,21 @@ def test_capture_then_load_gives_the_same_columns(child, tmp_path):
     # the raw text is in the file: maps, smaps, numa_maps, status ...
     with open(path, "rb") as fh:
         sections = snapfile.read_all_sections(fh, str(path))
-    assert sections["maps"].count(b"\n") == len(live)
-    assert {"meta.json", "comm", "cmdline", "status", "smaps", "end.json"} <= set(sections)
+    assert {"meta.json", "comm", "cmdline", "status", "smaps", "smaps_rollup",
+            "end.json"} <= set(sections)
+    # maps is not read again when smaps is captured: its text is inside smaps
+    assert "maps" not in sections
+    with open(f"/proc/{pid}/maps", "rb") as fh:
+        assert maps_text_from_smaps(sections["smaps"]) == fh.read()
 
 
 def test_capture_without_smaps(child, tmp_path):
     pid, _ = child
     path = tmp_path / "m.vmasnap"
     capture(pid, path, smaps=False, numa=False)
+    with open(path, "rb") as fh:
+        names = list(snapfile.read_all_sections(fh, str(path)))
+    assert names == ["meta.json", "comm", "cmdline", "status", "maps", "end.json"]
     loaded = vmascope.load(str(path))
     live = read_process(pid, smaps=False, numa=False)
     assert loaded.smaps == {} and loaded.vmflags is None and loaded.policy_id is None
@@ -220,7 +228,7 @@ def test_ctrl_c_during_capture_leaves_nothing(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(capture_mod, "stream_proc", interrupted)
     assert main(["snapshot", str(os.getpid()), "-o", str(tmp_path / "i.vmasnap")]) == 130
-    assert calls == ["maps", "smaps"]
+    assert calls == ["smaps"]
     assert list(tmp_path.iterdir()) == []
     assert "interrupted" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ from ..model import SCHEMA_VERSION
 from ..util import atomic_write
 from .live import host_meta, meta_from_raw, read_raw_meta
 from .parse import TextParser
-from .reader import as_pid, check_alive, proc_path, stream_proc
+from .reader import Background, as_pid, check_alive, proc_path, stream_proc
 from .snapfile import FORMAT_VERSION, SnapshotWriter
 
 
@@ -57,15 +57,17 @@ def capture(
     pid = as_pid(pid)
     t0 = time.perf_counter()
     started = time.time()
-    raw = read_raw_meta(pid, rollup=smaps)
+    raw = read_raw_meta(pid)
     meta = host_meta(meta_from_raw(pid, raw, source="file"))
     meta.time = started
     path = Path(path)
     counted: dict = {}
+    # With smaps, the maps text is not read separately: every maps line is in smaps
+    # verbatim (both print show_map_vma()), and reading it again would cost kernel time.
+    names = ["smaps"] if smaps else ["maps"]
+    if numa and os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA
+        names.append("numa_maps")
     with atomic_write(path) as fh:
-        names = ["maps"] + (["smaps"] if smaps else [])
-        if numa and os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA
-            names.append("numa_maps")
         w = SnapshotWriter(fh, level=level)
         w.json_section("meta.json", {
             "schema_version": SCHEMA_VERSION,
@@ -73,17 +75,19 @@ def capture(
             "sections": names,
             "meta": meta.to_json(),
         })
-        for name in ("comm", "cmdline", "status", "smaps_rollup"):
-            if name in raw:
-                w.section(name, raw[name])
+        for name in ("comm", "cmdline", "status"):
+            w.section(name, raw[name])
+        rollup = Background(pid, "smaps_rollup") if smaps else None
         for name in names:
-            parser = TextParser(proc_path(pid, name), kind="numa" if name == "numa_maps" else "maps",
-                                keep=False)
+            parser = TextParser(proc_path(pid, name),
+                                kind="numa" if name == "numa_maps" else "maps", keep=False)
             w.begin(name)
             stream_proc(pid, name, [parser.feed, w.write])
             counted[name] = parser.finish()
+        if rollup is not None:
+            w.section("smaps_rollup", rollup.result())
         check_alive(pid)
-        main = counted["smaps" if smaps else "maps"]
+        main = counted[names[0]]
         w.json_section("end.json", {
             "time": time.time(),
             "map_count": int(main["n"]),

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from ..errors import VmascopeError
 from ..model import Snapshot, SnapshotMeta
 from .parse import TextParser, attach_numa, parse_rollup, parse_status, snapshot_from_result
-from .reader import as_pid, check_alive, proc_path, read_small, stream_proc
+from .reader import Background, as_pid, check_alive, proc_path, read_small, stream_proc
 
 
 def read_max_map_count() -> int | None:
@@ -23,21 +22,13 @@ def page_size() -> int:
     return int(os.sysconf("SC_PAGE_SIZE"))
 
 
-def read_raw_meta(pid: int, *, rollup: bool = True) -> dict[str, bytes]:
-    """The small per-process files, raw: comm, cmdline, status and smaps_rollup."""
-    raw = {
+def read_raw_meta(pid: int) -> dict[str, bytes]:
+    """The small per-process files, raw: comm, cmdline and status."""
+    return {
         "comm": read_small(pid, "comm"),
         "cmdline": read_small(pid, "cmdline"),
         "status": read_small(pid, "status"),
     }
-    if rollup:
-        try:
-            raw["smaps_rollup"] = read_small(pid, "smaps_rollup")
-        except VmascopeError:
-            # smaps_rollup (4.14) needs the same access as smaps; a failure here shows
-            # up again, with the right message, when smaps itself is read.
-            raw["smaps_rollup"] = b""
-    return raw
 
 
 def meta_from_raw(pid: int | None, raw: dict[str, bytes], *, source: str) -> SnapshotMeta:
@@ -65,13 +56,18 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
     """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot."""
     pid = as_pid(pid)
     started = time.time()
-    raw = read_raw_meta(pid, rollup=smaps)
+    raw = read_raw_meta(pid)
     meta = host_meta(meta_from_raw(pid, raw, source="live"))
     meta.time = started
     name = "smaps" if smaps else "maps"
+    # smaps_rollup (4.14) is read on the other core while smaps streams; it needs the
+    # same access as smaps, whose read reports any failure with the right message.
+    rollup = Background(pid, "smaps_rollup") if smaps else None
     parser = TextParser(proc_path(pid, name))
     stream_proc(pid, name, [parser.feed])
     res = parser.finish()
+    if rollup is not None:
+        meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
     check_alive(pid)
     snap = snapshot_from_result(res, meta)
     if numa and os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA

@@ -53,8 +53,12 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
     if meta_json is None or main is None or end is None:
         raise SnapshotFormatError(source, None, "corrupt snapshot file (sections missing)")
     meta = SnapshotMeta.from_json(meta_json.get("meta", {}))
-    if not meta.status and "status" in raw:
-        meta = meta_from_raw(meta.pid, raw, source="file")
+    # the raw sections are authoritative (smaps_rollup is read during the capture)
+    from_raw = meta_from_raw(meta.pid, raw, source="file")
+    if "status" in raw:
+        meta.status = from_raw.status
+    if "smaps_rollup" in raw:
+        meta.smaps_rollup = from_raw.smaps_rollup
     meta.source = "file"
     meta.extra["captured_from"] = main_name
     snap = snapshot_from_result(main, meta)

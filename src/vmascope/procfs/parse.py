@@ -138,6 +138,15 @@ def parse_numa_text(data: bytes | str, source: str = "<numa_maps>") -> dict[str,
     return parser.finish()
 
 
+_HEADER_LINE = re.compile(rb"^[0-9a-fA-F]+-.*\n?", re.M)
+
+
+def maps_text_from_smaps(smaps: bytes) -> bytes:
+    """The maps text inside smaps text: smaps prints each VMA's maps line (the same
+    show_map_vma() output) before its fields, so this is /proc/PID/maps byte for byte."""
+    return b"".join(m.group(0) for m in _HEADER_LINE.finditer(smaps))
+
+
 _ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 

@@ -89,15 +89,31 @@ def stream_fd(fd: int, sinks: Sequence[Sink], chunk: int = CHUNK) -> int:
     for _ in range(3):
         free.put(bytearray(chunk))
 
+    # seq_file hands out at most its internal buffer (a page or a few) per read(), so
+    # the thread fills a whole chunk with many reads before handing it over: one
+    # hand-off per megabyte, not one per page.
+    low = max(chunk - (1 << 16), chunk // 2)
+
     def reader() -> None:
         try:
             while True:
                 buf = free.get()
                 if buf is None:
                     return
-                n = os.readv(fd, [buf])
-                full.put((buf, n))
-                if n == 0:
+                view = memoryview(buf)
+                filled = 0
+                eof = False
+                while filled < low:
+                    n = os.readv(fd, [view[filled:]])
+                    if n == 0:
+                        eof = True
+                        break
+                    filled += n
+                view.release()
+                if filled:
+                    full.put((buf, filled))
+                if eof:
+                    full.put((None, 0))
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             full.put((None, exc))
@@ -109,11 +125,10 @@ def stream_fd(fd: int, sinks: Sequence[Sink], chunk: int = CHUNK) -> int:
         while True:
             buf, n = full.get()
             if buf is None:
-                assert isinstance(n, BaseException)
-                raise n
+                if isinstance(n, BaseException):
+                    raise n
+                break  # end of file
             assert isinstance(n, int)
-            if n == 0:
-                break
             with memoryview(buf)[:n] as view:
                 for sink in sinks:
                     sink(view)
@@ -152,3 +167,26 @@ def check_alive(pid: int) -> None:
     state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
     if state in (b"Z", b"X"):
         raise ProcessNotFound(pid, "exited (zombie) while being read")
+
+
+class Background:
+    """Read a small /proc file in a thread (e.g. smaps_rollup, whose page-table walk
+    costs as much kernel time as smaps without the text) while the caller streams."""
+
+    def __init__(self, pid: int, name: str) -> None:
+        self._result: bytes | VmascopeError = b""
+        self._thread = threading.Thread(target=self._run, args=(pid, name), daemon=True,
+                                        name=f"vmascope-{name}")
+        self._thread.start()
+
+    def _run(self, pid: int, name: str) -> None:
+        try:
+            self._result = read_small(pid, name)
+        except VmascopeError as exc:
+            self._result = exc
+
+    def result(self) -> bytes:
+        """The bytes read, or b"" if the read failed (the main read reports why)."""
+        self._thread.join()
+        return self._result if isinstance(self._result, bytes) else b""
+

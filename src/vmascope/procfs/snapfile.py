@@ -10,12 +10,13 @@
               b"E"                    the end: nothing follows
 
 Sections: ``meta.json`` first, then raw /proc text (``comm``, ``cmdline``, ``status``,
-``smaps_rollup``, ``maps``, ``smaps``, ``numa_maps``), then ``end.json``. Readers skip
+``smaps`` or ``maps``, ``numa_maps``, ``smaps_rollup``), then ``end.json``. Readers skip
 sections they do not know. A file without its ``E`` record is truncated.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import struct
 from collections.abc import Callable, Iterator
@@ -82,7 +83,8 @@ class _Body:
     """The decompressed body, read in exact byte counts.
 
     A short read means truncation; at the end record the zstd frame must be complete
-    (its content checksum verified), so a file cut anywhere is detected.
+    (its content checksum verified), so a file cut anywhere is detected. Reads of data
+    return views into the decompressed blocks (no copy).
     """
 
     def __init__(self, fh: IO[bytes], source: str, read_size: int = 1 << 17) -> None:
@@ -90,8 +92,8 @@ class _Body:
         self._source = source
         self._read_size = read_size
         self._d = zstandard.ZstdDecompressor().decompressobj()
-        self._buf = bytearray()
-        self._pos = 0
+        self._blocks: collections.deque[memoryview] = collections.deque()
+        self._avail = 0
 
     def _corrupt(self, why: str) -> SnapshotFormatError:
         return SnapshotFormatError(self._source, None, f"corrupt snapshot file ({why})")
@@ -111,25 +113,41 @@ class _Body:
             out = self._d.decompress(data)
         except zstandard.ZstdError as exc:
             raise self._corrupt(f"zstd: {exc}") from None
-        if self._pos > (1 << 20):
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += out
+        if out:
+            self._blocks.append(memoryview(out))
+            self._avail += len(out)
         return True
 
-    def read(self, n: int) -> bytes:
-        while len(self._buf) - self._pos < n:
+    def read(self, n: int) -> bytes | memoryview:
+        while self._avail < n:
             if not self._fill():
                 raise self._truncated()
-        out = bytes(self._buf[self._pos : self._pos + n])
-        self._pos += n
-        return out
+        self._avail -= n
+        first = self._blocks[0]
+        if len(first) >= n:
+            out = first[:n]
+            if len(first) == n:
+                self._blocks.popleft()
+            else:
+                self._blocks[0] = first[n:]
+            return out if n >= 4096 else bytes(out)
+        parts = []
+        while n:
+            block = self._blocks[0]
+            take = min(n, len(block))
+            parts.append(block[:take])
+            if take == len(block):
+                self._blocks.popleft()
+            else:
+                self._blocks[0] = block[take:]
+            n -= take
+        return b"".join(parts)
 
     def finish(self) -> None:
         """After the end record: the frame must end here, complete."""
         while self._fill():
             pass
-        if len(self._buf) > self._pos:
+        if self._avail:
             raise self._corrupt("data after the end record")
         if not self._d.eof:
             raise self._truncated()
@@ -141,7 +159,7 @@ def is_snapshot_file(head: bytes) -> bool:
 
 def iter_sections(
     fh: IO[bytes], source: str, chunk: int = 1 << 20
-) -> Iterator[tuple[str, Iterator[bytes]]]:
+) -> Iterator[tuple[str, Iterator[bytes | memoryview]]]:
     """Yield (section name, iterator of its data chunks). Consume each iterator in turn
     (unconsumed data is skipped). Raises SnapshotFormatError on a bad or truncated file."""
     head = fh.read(HEADER.size)
@@ -159,7 +177,7 @@ def iter_sections(
     r = _Body(fh, source)
     pending: list[int] = [0]  # data bytes of the current record not yet read
 
-    def data_chunks() -> Iterator[bytes]:
+    def data_chunks() -> Iterator[bytes | memoryview]:
         while True:
             if pending[0]:
                 n = min(pending[0], chunk)
