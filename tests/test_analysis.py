@@ -14,7 +14,7 @@ import pytest
 import vmascope.analysis.explain as explain_mod
 from vmascope.analysis import analyze
 from vmascope.analysis.attribution import backing_classes, find_reservations
-from vmascope.analysis.explain import group_kinds, signature_columns
+from vmascope.analysis.explain import group_kinds, pair_kinds
 from vmascope.analysis.fragmentation import lookalike_pairs
 from vmascope.analysis.headroom import level_for
 from vmascope.kernel.epochs import epoch_for
@@ -385,9 +385,10 @@ def test_signature_ignores_addresses_only() -> None:
             anon(BASE + 20 * P, 1, smaps={"Anonymous": P}),
             anon(BASE + 21 * P, 1, smaps={"Anonymous": 0})]
     s = snap_of(vmas)
-    prev = np.array([0, 2, 4])
-    _, kind = group_kinds(signature_columns(s, prev))
-    assert kind[0] == kind[1] != kind[2]
+    mask = np.array([True, False, True, False, True])  # pairs (0,1), (2,3), (4,5)
+    prev, rep, kind = pair_kinds(s, mask)
+    assert prev.tolist() == [0, 2, 4]
+    assert kind[0] == kind[1] != kind[2] and len(rep) == 2
 
 
 def test_maps_only_snapshot_says_what_it_cannot_see() -> None:

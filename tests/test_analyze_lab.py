@@ -56,10 +56,16 @@ def _count_in_pair(snap: Snapshot) -> int:
 
 
 def _simulate(name: str, kernel: str) -> Snapshot:
+    from vmascope.kernel.epochs import epoch_for
+
     base = 0x1000_0000
     ops = parse_script(FENCE + SCRIPTS[name])
     shifted = "".join(f"{vmascope.ops.language.format_op(op.shifted(base))}\n" for op in ops)
-    return vmascope.simulate(shifted, kernel=kernel).to_snapshot()
+    # A kernel built with CONFIG_ANON_VMA_NAME (the simulator's default follows Debian's
+    # kernels, which are built without it).
+    result = vmascope.simulate(shifted, kernel=epoch_for(kernel, anon_vma_name=True))
+    assert not result.errors, result.errors
+    return result.to_snapshot()
 
 
 @pytest.mark.parametrize("kernel", ["6.1", "6.12"])

@@ -135,59 +135,52 @@ def resolve_kernel(snap: Snapshot, kernel: str | None) -> tuple[str, str]:
     return os.uname().release, "host"
 
 
-def _fill(col: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
-    """col[idx] as uint64 (negative ids wrap, which keeps them distinct); zeros if absent."""
-    if col is None:
-        return np.zeros(len(idx), dtype=np.uint64)
-    return col[idx].astype(np.int64).view(np.uint64)
+def _page_state(col: np.ndarray) -> np.ndarray:
+    """Per VMA, from an smaps column: 0 field absent (-1), 1 zero, 2 positive."""
+    out = (col >= 0).astype(np.int8)
+    out += col > 0
+    return out
 
 
-def _page_state(snap: Snapshot, field: str, idx: np.ndarray) -> np.ndarray:
-    """0: smaps field absent, 1: zero, 2: positive."""
-    col = snap.smaps.get(field)
-    if col is None:
-        return np.zeros(len(idx), dtype=np.uint64)
-    v = col[idx]
-    return np.where(v < 0, 0, np.where(v == 0, 1, 2)).astype(np.uint64)
-
-
-def signature_columns(snap: Snapshot, prev: np.ndarray) -> list[np.ndarray]:
-    """Everything explain_pair may use for the pairs (prev, prev + 1), as uint64 columns."""
-    nxt = prev + 1
-    size_prev = snap.end[prev] - snap.start[prev]
-    off_p, off_n = snap.offset[prev], snap.offset[nxt]
-    offsets = (
-        (off_n == off_p + size_prev).astype(np.uint64)
-        | ((off_p == 0) & (off_n == 0)).astype(np.uint64) << np.uint64(1)
-    )
-    cols = [
-        snap.perms[prev].astype(np.uint64),
-        snap.perms[nxt].astype(np.uint64),
-        _fill(snap.vmflags, prev),
-        _fill(snap.vmflags, nxt),
-        _fill(snap.name_id, prev),
-        _fill(snap.name_id, nxt),
-        _fill(snap.policy_id, prev),
-        _fill(snap.policy_id, nxt),
-        snap.dev[prev].astype(np.uint64),
-        snap.dev[nxt].astype(np.uint64),
-        snap.inode[prev],
-        snap.inode[nxt],
-        offsets,
-        (snap.end[prev] == snap.start[nxt]).astype(np.uint64),
-        _page_state(snap, "Anonymous", prev),
-        _page_state(snap, "Anonymous", nxt),
-        _page_state(snap, "Swap", prev),
-        _page_state(snap, "Swap", nxt),
-    ]
+def vma_columns(snap: Snapshot) -> list[np.ndarray]:
+    """Per VMA, everything explain_pair may read besides addresses and offsets."""
+    cols: list[np.ndarray] = [snap.perms, snap.name_id, snap.dev, snap.inode]
+    if snap.vmflags is not None:
+        cols.append(snap.vmflags)
+    if snap.policy_id is not None:
+        cols.append(snap.policy_id)
+    for field in ("Anonymous", "Swap"):
+        col = snap.smaps.get(field)
+        if col is not None:
+            cols.append(_page_state(col))
     if snap.anon_vma is not None:
-        a, b = snap.anon_vma[prev], snap.anon_vma[nxt]
-        cols.append(
-            (a >= 0).astype(np.uint64)
-            | (b >= 0).astype(np.uint64) << np.uint64(1)
-            | (a == b).astype(np.uint64) << np.uint64(2)
-        )
+        cols.append(snap.anon_vma >= 0)
     return cols
+
+
+def pair_kinds(snap: Snapshot, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group the look-alike pairs (bool mask over pairs k, k+1) by what explain_pair sees.
+
+    Returns (prev, rep, kind): the left index of every pair, the position in ``prev`` of
+    one representative pair per kind, and the kind of every pair. VMAs are grouped first
+    (exactly, see group_kinds); a pair's kind is then the exact combination of its two
+    VMAs' groups, its offset continuity and, in simulated snapshots, whether both sides
+    hold the same anon_vma.
+    """
+    prev = np.flatnonzero(pairs).astype(np.int64)
+    if len(prev) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return prev, empty, empty
+    _, vkind = group_kinds(vma_columns(snap))
+    groups = int(vkind.max()) + 1
+    off, start, end = snap.offset, snap.start, snap.end
+    offcode = (off[1:] == off[:-1] + (end[:-1] - start[:-1]))[pairs].astype(np.int64)
+    offcode |= ((off[:-1] == 0) & (off[1:] == 0))[pairs].astype(np.int64) << 1
+    key = (vkind[prev] * groups + vkind[prev + 1]) * 4 + offcode
+    if snap.anon_vma is not None:
+        key = key * 2 + (snap.anon_vma[:-1] == snap.anon_vma[1:])[pairs]
+    _, rep, kind = np.unique(key, return_index=True, return_inverse=True)
+    return prev, rep, kind.reshape(-1)
 
 
 def group_kinds(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -199,10 +192,14 @@ def group_kinds(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     n = len(cols[0]) if cols else 0
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # Columns with one value everywhere cannot separate rows: leave them out.
+    cols = [c for c in cols if not (c == c[0]).all()]
+    if not cols:
+        return np.zeros(1, dtype=np.int64), np.zeros(n, dtype=np.int64)
     h = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for c in cols:
-            h ^= c.astype(np.uint64, copy=False)
+            h ^= c.astype(np.int64).view(np.uint64) if c.dtype.kind in "ib" else c
             h *= _MIX
             h ^= h >> np.uint64(29)
             h *= _MIX2
@@ -267,7 +264,7 @@ def why_not_merged(
     if len(prev) == 0:
         return WhyNotMerged(release, source, epoch_label, True, None, 0, 0, [], 0, prev,
                             np.zeros(0, dtype=np.int64), [])
-    rep, kind = group_kinds(signature_columns(snap, prev))
+    prev, rep, kind = pair_kinds(snap, pairs)
     kind_counts = np.bincount(kind, minlength=len(rep))
     kind_reasons: list[tuple[Any, ...]] = []
     for r in rep:
