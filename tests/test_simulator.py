@@ -97,10 +97,27 @@ def test_trace_reads_like_the_seed_printk() -> None:
     assert "anon_vma_unfaulted" not in log18
 
 
+NAMES = epoch_for("6.12.117", anon_vma_name=True)
+
+
+def test_anon_names_with_config_on() -> None:
+    text = open("tests/scripts/n01_anon_names.ops").read()
+    r = simulate(text, kernel=NAMES)
+    assert not r.errors
+    assert [(hex(v.start), hex(v.end), v.name) for v in r.vmas] == [
+        ("0x100000", "0x103000", "[anon:foo]"), ("0x110000", "0x111000", None),
+        ("0x111000", "0x112000", "[anon:bar]")]
+    # Name split at the limit: EAGAIN (madvise_vma_anon_name converts ENOMEM).
+    r = simulate("mmap 0x100000 4p rw- private,anonymous,fixed\n"
+                 "mmap 0x110000 1p rw- private,anonymous,fixed\nname 0x101000 1p x\n"
+                 "name 0x100000 1p bad$name\n", kernel=NAMES, max_map_count=2)
+    assert [(e["op"], e["errno"]) for e in r.errors] == [(2, "EAGAIN"), (3, "EINVAL")]
+
+
 def test_json_shape() -> None:
     result = simulate("mmap 0x100000 2p rw- private,anonymous,fixed\ntouch 0x100000\n"
                       "name 0x100000 1p gc\ntouch 0x900000\nmunmap 0x100001 1p\n",
-                      kernel="6.12.117", source="x.ops")
+                      kernel=NAMES, source="x.ops")
     data = json.loads(json.dumps(result.to_json()))
     assert data["script"] == "x.ops" and data["kernel"] == "6.12.117"
     assert data["epoch"] == "6.12-6.15" and data["map_count"] == 2

@@ -28,6 +28,9 @@ def register(subparsers: Any) -> None:
                    help="print the decision log: splits, merge attempts, anon_vmas")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per script per line")
+    p.add_argument("--anon-names", action="store_true",
+                   help="model a kernel built with CONFIG_ANON_VMA_NAME (Debian's cloud "
+                   "kernels are not: the name op fails with EINVAL)")
     p.add_argument("--thp", choices=("always", "madvise", "never"), default="madvise",
                    help="transparent_hugepage/enabled of the modelled machine (read faults "
                    "on the huge-page path create an anon_vma)")
@@ -53,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_map_count < 1:
         raise UsageError("--max-map-count must be at least 1")
-    epoch = epoch_for(args.kernel or default_release())
+    epoch = epoch_for(args.kernel or default_release(),
+                      anon_vma_name=True if args.anon_names else None)
     if args.scripts.count("-") > 1:
         raise UsageError("standard input (-) can be given only once")
     # Parse everything first: a bad script stops the run before any output.

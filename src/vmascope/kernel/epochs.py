@@ -6,8 +6,9 @@ function and the release in which the behaviour is found (docs/kernel-epochs.md 
 table). ``epoch_for(release)`` maps any release string ("6.1", "6.12.117",
 "6.18.44-fc-v595", "7.2.13") to its epoch. Supported: 5.15 onward.
 
-Build configuration matters too (CONFIG_ANON_VMA_NAME, CONFIG_MEM_SOFT_DIRTY). Debian's
-kernels enable both; when the release asked for is the running kernel, its
+Build configuration matters too (CONFIG_ANON_VMA_NAME, CONFIG_MEM_SOFT_DIRTY). The
+defaults are those of Debian's cloud kernels (checked on 6.1, 6.12 and 7.2: soft-dirty on,
+anon VMA names off); when the release asked for is the running kernel, its
 /proc/config.gz (if present) decides instead.
 """
 
@@ -59,7 +60,8 @@ class Epoch:
     # directly), EAGAIN once madvise_vma_behavior converted it (mm/madvise.c, 5.17).
     madvise_split_errno: str
 
-    # PR_SET_VMA_ANON_NAME exists: 9a10064f5625 (5.17), and CONFIG_ANON_VMA_NAME=y.
+    # PR_SET_VMA_ANON_NAME exists: 9a10064f5625 (5.17), and CONFIG_ANON_VMA_NAME=y
+    # (not set in Debian's cloud kernels 6.1, 6.12, 7.2 nor on the host: EINVAL there).
     anon_vma_name: bool
 
     # VM_SOFTDIRTY set on every VMA (CONFIG_MEM_SOFT_DIRTY=y); shows as "sd".
@@ -70,13 +72,21 @@ class Epoch:
     # also swallow next), "just_expand" (vmg->just_expand, mm/vma.c, 6.13).
     brk_mode: str
 
-    # mremap grow in place merges with the following VMA (vma_adjust() replaced by
-    # vma_merge() with prev = the VMA, mm/mremap.c, 6.3).
+    # mremap grow in place merges with the following VMA (vma_merge() with prev = the
+    # VMA instead of vma_adjust(), mm/mremap.c). Seen on Debian's 6.1.176; 5.15 is
+    # modelled with vma_adjust() (extend only), which is not verified.
     mremap_expand_merges_next: bool
 
     # mremap looks the VMA up before anything else: an unmapped ADDR is EFAULT even for
     # a shrink (mm/mremap.c, hugetlb mremap support, 5.16).
     mremap_lookup_first: bool
+
+    # mremap's map_count checks: "legacy" (mremap_to: map_count + 2 >= max - 3, then
+    # move_vma: map_count >= max - 3; Debian's 6.12.117 checked) or "6.17" (one check
+    # before anything is unmapped: map_count + (1 with MREMAP_DONTUNMAP) >= max - 3; seen
+    # on Debian's 7.2.13 and assumed to come with the 6.17 mremap rewrite; the host's
+    # 6.18.44 cannot be checked without lowering its vm.max_map_count).
+    mremap_limit: str
 
     # mremap(MREMAP_FIXED) of a range spanning several VMAs (mm/mremap.c, 6.17).
     mremap_multi_vma: bool
@@ -162,8 +172,9 @@ def epoch_for(
 ) -> Epoch:
     """The behaviour epoch of a kernel release string.
 
-    ``anon_vma_name`` / ``soft_dirty`` override the build-option defaults (Debian's: on;
-    the running kernel's /proc/config.gz when ``release`` is the running kernel).
+    ``anon_vma_name`` / ``soft_dirty`` override the build-option defaults (Debian's cloud
+    kernels: names off, soft-dirty on; the running kernel's /proc/config.gz when
+    ``release`` is the running kernel).
     """
     v = parse_release(release)
     if v[:2] < OLDEST_SUPPORTED:
@@ -178,7 +189,7 @@ def epoch_for(
         if soft_dirty is None:
             soft_dirty = config.get("CONFIG_MEM_SOFT_DIRTY", "n") == "y"
     if anon_vma_name is None:
-        anon_vma_name = True
+        anon_vma_name = False
     if soft_dirty is None:
         soft_dirty = True
 
@@ -211,8 +222,9 @@ def epoch_for(
         anon_vma_name=at_least(5, 17) and anon_vma_name,
         soft_dirty=soft_dirty,
         brk_mode=brk_mode,
-        mremap_expand_merges_next=at_least(6, 3),
+        mremap_expand_merges_next=at_least(6, 1),
         mremap_lookup_first=at_least(5, 16),
+        mremap_limit="6.17" if at_least(6, 17) else "legacy",
         mremap_multi_vma=at_least(6, 17),
         guard_regions=at_least(6, 13),
         sticky_guard_flag=at_least(6, 19) or (v[:2] == (6, 18) and v[2] >= 44),

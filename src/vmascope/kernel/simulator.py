@@ -1109,12 +1109,15 @@ class MM:
         ep = self.epoch
         if fixed:
             self._check_new_addr(addr, old_len, new_len, new_addr)
-        # mm/mremap.c mremap_to: room for the worst case of splits.
-        if self.map_count + 2 >= self.max_map_count - 3:
-            if self.tracing:
-                self._t(f"mremap_to refused: map_count {self.map_count} + 2 >= "
-                        f"max_map_count {self.max_map_count} - 3")
-            raise OpFailed("ENOMEM")
+        if ep.mremap_limit == "legacy":
+            # mm/mremap.c mremap_to: room for the worst case of splits.
+            if self.map_count + 2 >= self.max_map_count - 3:
+                if self.tracing:
+                    self._t(f"mremap_to refused: map_count {self.map_count} + 2 >= "
+                            f"max_map_count {self.max_map_count} - 3")
+                raise OpFailed("ENOMEM")
+        else:
+            self._mremap_count_check(1 if dontunmap else 0)
         first = self.vma_lookup(addr)
         multi = (first is not None and old_len > first.end - addr and ep.mremap_multi_vma
                  and fixed and old_len == new_len and not dontunmap)
@@ -1135,7 +1138,8 @@ class MM:
             new_addr = self.get_unmapped_area(new_addr or 0, new_len)
         assert new_addr is not None
         if not multi:
-            self._move_vma(v, addr, old_len, new_len, new_addr, dontunmap)
+            self._move_vma(v, addr, old_len, new_len, new_addr, dontunmap,
+                           check=ep.mremap_limit == "legacy")
             return
         # 6.17+: move each VMA of the range, keeping the gaps between them.
         pieces = []
@@ -1151,7 +1155,7 @@ class MM:
             self.do_munmap(dst, dst + (e - s))
             piece = self.vma_lookup(s)
             assert piece is not None
-            self._move_vma(piece, s, e - s, e - s, dst, dontunmap=False)
+            self._move_vma(piece, s, e - s, e - s, dst, dontunmap=False, check=False)
 
     @staticmethod
     def _check_new_addr(addr: int, old_len: int, new_len: int, new_addr: int | None) -> None:
@@ -1162,15 +1166,20 @@ class MM:
         if addr + old_len > new_addr and new_addr + new_len > addr:
             raise OpFailed("EINVAL")
 
+    def _mremap_count_check(self, extra: int) -> None:
+        """6.17+: map_count (+1 when the old mapping stays) >= max_map_count - 3 -> ENOMEM."""
+        if self.map_count + extra >= self.max_map_count - 3:
+            if self.tracing:
+                self._t(f"mremap refused: map_count {self.map_count} + {extra} >= "
+                        f"max_map_count {self.max_map_count} - 3")
+            raise OpFailed("ENOMEM")
+
     def _move_vma(self, v: SVma, old_addr: int, old_len: int, new_len: int, new_addr: int,
-                  dontunmap: bool) -> None:
+                  dontunmap: bool, check: bool = True) -> None:
         """mm/mremap.c move_vma + mm/vma.c copy_vma, then unmap the old range."""
         ep = self.epoch
-        if self.map_count >= self.max_map_count - 3:
-            if self.tracing:
-                self._t(f"move_vma refused: map_count {self.map_count} >= max_map_count "
-                        f"{self.max_map_count} - 3")
-            raise OpFailed("ENOMEM")
+        if check:
+            self._mremap_count_check(0)
         pgoff = v.pgoff + ((old_addr - v.start) >> PAGE_SHIFT)
         if v.file is None and v.anon_vma is None and not v.flags & R.VM_SHARED:
             # An unfaulted anonymous VMA is re-linearised at its new address.
