@@ -122,3 +122,13 @@ def test_unknown_pid(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["analyze", "4194305"])  # above the kernel's PID_MAX_LIMIT
     err = capsys.readouterr().err
     assert rc == 3 and "4194305" in err
+
+
+def test_stdin_target(named_dump: Path, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(named_dump.read_bytes())))
+    assert main(["analyze", "-", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["map_count"] == 6

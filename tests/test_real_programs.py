@@ -391,3 +391,24 @@ def test_python_many_threads() -> None:
     # least one PROT_NONE VMA inside some reservation.
     assert sum(r.none_vmas for r in att.reservations) >= threads
     assert att.vmas_in_reservations >= 2 * threads
+
+
+def test_snapshot_file_gives_the_same_answer(reasons_exe: Path, tmp_path: Path) -> None:
+    """Capture with `vmascope snapshot -o`, analyse the file later: same verdicts as on
+    the live process, and the kernel is the one recorded in the file."""
+    from vmascope.cli import main
+
+    out = tmp_path / "p.vmasnap"
+    with running([str(reasons_exe), "faulted"], "PAIR") as proc:
+        boundary = int(proc.first_line.split()[1], 16)
+        with stopped(proc.pid):
+            live = analyze(vmascope.load(proc.pid))
+            assert main(["snapshot", str(proc.pid), "-o", str(out)]) == 0
+    saved = analyze(vmascope.load(str(out)))
+    assert saved.why.kernel == os.uname().release and saved.why.kernel_source == "snapshot"
+    assert saved.headroom.map_count == live.headroom.map_count
+    i = _pair_at(saved, boundary)
+    assert [(r.code, r.confidence) for r in saved.why.reasons_after(i)] == [
+        ("anon_vma", "inferred")]
+    assert [(r.reason, r.count) for r in saved.why.reasons] == [
+        (r.reason, r.count) for r in live.why.reasons]

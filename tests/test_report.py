@@ -145,3 +145,21 @@ def test_html_screenshot_in_chromium(analysis, tmp_path: Path) -> None:  # type:
         return bool((np.abs(rgb.astype(int) - want).sum(axis=1) < 12).any())
 
     assert present("#3aa35b") and present("#c9ced6")
+
+
+@pytest.mark.parametrize("vmas", [[], [Vma(BASE, BASE + P, "---p")]])
+def test_every_format_renders_tiny_snapshots(vmas: list[Vma]) -> None:
+    a = analyze(Snapshot.from_vmas(vmas, SnapshotMeta(kernel_release="6.18.44")))
+    assert "0 adjacent look-alike pairs" in render(a, "text")
+    assert json.loads(render(a, "json"))["map_count"] == len(vmas)
+    assert render(a, "html").rstrip().endswith("</html>")
+
+
+def test_long_names_still_fit_80_columns() -> None:
+    path = "/opt/" + "very-long-directory-name/" * 8 + "libsomething.so.1"
+    vmas = [Vma(BASE + i * P, BASE + (i + 1) * P, "r--p", i * P, 0x801, 99, path)
+            for i in range(3)]
+    a = analyze(Snapshot.from_vmas(vmas, SnapshotMeta(kernel_release="6.18.44")))
+    text = render(a, "text", width=80)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "libsomething" in text.replace("\n", "").replace(" ", "")
