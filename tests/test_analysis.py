@@ -340,15 +340,13 @@ def test_grouped_verdicts_equal_pairwise_verdicts(kernel: str) -> None:
 
 def test_explain_pair_called_once_per_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    import vmascope.kernel.rules as rules
-
-    real = rules.explain_pair
+    real = explain_mod.explain_pair
 
     def counting(prev: Vma, nxt: Vma, epoch: object) -> list[object]:
         calls.append(prev.start)
         return real(prev, nxt, epoch)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rules, "explain_pair", counting)
+    monkeypatch.setattr(explain_mod, "explain_pair", counting)
     # 10,000 identical faulted rw-p pages in a row, then 1,000 pairs differing by dd.
     vmas = [anon(BASE + i * P, 1, flags=RW_FLAGS, smaps={"Anonymous": P}) for i in range(10_001)]
     start = BASE + 20_000 * P

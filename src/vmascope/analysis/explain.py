@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
+from ..kernel.epochs import epoch_for
+from ..kernel.rules import Reason, explain_pair
 from ..model import Snapshot
 
 # Short labels for the summary lines ("34,880 of 35,106: distinct anon_vmas, inferred").
@@ -82,8 +84,7 @@ class WhyNotMerged:
     kernel: str
     kernel_source: str  # option | snapshot | host
     epoch: str
-    available: bool
-    note: str | None
+    note: str | None  # what the snapshot lacks for a full explanation
     pairs: int
     kinds: int
     reasons: list[ReasonCount]  # most pairs first
@@ -91,13 +92,13 @@ class WhyNotMerged:
     # Per pair: index of its first VMA, and its kind; per kind: the reasons.
     pair_index: np.ndarray = dataclasses.field(repr=False)
     pair_kind: np.ndarray = dataclasses.field(repr=False)
-    kind_reasons: list[tuple[Any, ...]] = dataclasses.field(repr=False)
+    kind_reasons: list[tuple[Reason, ...]] = dataclasses.field(repr=False)
 
     @property
     def dominant(self) -> ReasonCount | None:
         return self.reasons[0] if self.reasons else None
 
-    def reasons_after(self, index: int) -> tuple[Any, ...]:
+    def reasons_after(self, index: int) -> tuple[Reason, ...]:
         """The reasons for the pair (index, index + 1), () if it is not a look-alike pair."""
         k = int(np.searchsorted(self.pair_index, index))
         if k < len(self.pair_index) and self.pair_index[k] == index:
@@ -117,7 +118,6 @@ class WhyNotMerged:
             "kernel": self.kernel,
             "kernel_source": self.kernel_source,
             "epoch": self.epoch,
-            "available": self.available,
             "note": self.note,
             "pairs": self.pairs,
             "kinds": self.kinds,
@@ -234,15 +234,6 @@ def _blind_spots(snap: Snapshot) -> str | None:
             + "; capture smaps for a full explanation")
 
 
-def _load_rules() -> tuple[Callable[..., list[Any]] | None, Callable[[str], Any] | None, str | None]:
-    try:
-        from ..kernel.epochs import epoch_for
-        from ..kernel.rules import explain_pair
-    except ImportError as exc:  # the rule module is part of the package; report, don't guess
-        return None, None, f"kernel rule module unavailable ({exc})"
-    return explain_pair, epoch_for, None
-
-
 def why_not_merged(
     snap: Snapshot,
     pairs: np.ndarray,
@@ -252,21 +243,17 @@ def why_not_merged(
     """Explain every look-alike pair (``pairs`` is the bool mask from fragmentation)."""
     release, source = resolve_kernel(snap, kernel)
     prev = np.flatnonzero(pairs).astype(np.int64)
-    explain_pair, epoch_for, note = _load_rules()
-    if explain_pair is None or epoch_for is None:
-        return WhyNotMerged(release, source, "?", False, note, len(prev), 0, [], 0,
-                            prev, np.zeros(len(prev), dtype=np.int64), [])
     try:
         epoch = epoch_for(release)
     except (ValueError, KeyError) as exc:
         raise UsageError(f"kernel release {release!r}: {exc}") from exc
     epoch_label = str(getattr(epoch, "name", epoch))
     if len(prev) == 0:
-        return WhyNotMerged(release, source, epoch_label, True, None, 0, 0, [], 0, prev,
+        return WhyNotMerged(release, source, epoch_label, None, 0, 0, [], 0, prev,
                             np.zeros(0, dtype=np.int64), [])
     prev, rep, kind = pair_kinds(snap, pairs)
     kind_counts = np.bincount(kind, minlength=len(rep))
-    kind_reasons: list[tuple[Any, ...]] = []
+    kind_reasons: list[tuple[Reason, ...]] = []
     for r in rep:
         i = int(prev[r])
         kind_reasons.append(tuple(explain_pair(snap.vma(i), snap.vma(i + 1), epoch)))
@@ -310,5 +297,5 @@ def why_not_merged(
             )
         )
     rows.sort(key=lambda r: (-r.count, r.reason, r.confidence))
-    return WhyNotMerged(release, source, epoch_label, True, _blind_spots(snap), len(prev), len(rep), rows,
+    return WhyNotMerged(release, source, epoch_label, _blind_spots(snap), len(prev), len(rep), rows,
                         unexplained, prev, kind, kind_reasons)

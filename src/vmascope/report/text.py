@@ -115,9 +115,6 @@ def why_part(a: Analysis) -> RenderableType:
     head.append("Why not merged: ", style="bold")
     head.append(kernel_title(w))
     parts: list[RenderableType] = [head]
-    if not w.available:
-        parts.append(Text(f"not explained: {w.note}", style="red"))
-        return Group(*parts)
     if w.note:
         parts.append(Text(f"Note: {w.note}", style="yellow"))
     if w.pairs == 0:
