@@ -21,7 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_LINE (1 << 16)
 #define MAX_FIELDS 128
@@ -491,11 +493,14 @@ static int is_key_char(char c) {
     return is_key_start(c) || (c >= '0' && c <= '9');
 }
 
-static int parse_field(Parser *p, const char *s, const char *e) {
-    const char *q = s;
-    while (q < e && is_key_char(*q))
-        q++;
-    size_t kl = (size_t)(q - s);
+/* A "Key: value" line; kl is the key's length when the caller already knows it. */
+static int parse_field(Parser *p, const char *s, const char *e, size_t kl) {
+    const char *q = s + kl;
+    if (kl == 0) {
+        while (q < e && is_key_char(*q))
+            q++;
+        kl = (size_t)(q - s);
+    }
     if (!p->in_block)
         return set_err(p, "expected a mapping line 'START-END PERMS OFFSET DEV INODE [NAME]' "
                           "before smaps fields");
@@ -542,6 +547,13 @@ static int parse_line(Parser *p, const char *s, const char *e) {
         return set_err(p, "expected lines shorter than 65536 bytes");
     if (e > s && e[-1] == '\r')
         e--;
+    /* Fast path: smaps prints its fields in the same order in every block. */
+    if (p->in_block && p->expect < p->nfields) {
+        const Field *f = &p->fields[p->expect];
+        if ((size_t)(e - s) > f->keylen && s[f->keylen] == ':' &&
+            memcmp(s, f->key, f->keylen) == 0)
+            return parse_field(p, s, e, f->keylen);
+    }
     const char *q = s;
     while (q < e && (*q == ' ' || *q == '\t'))
         q++;
@@ -560,7 +572,7 @@ static int parse_line(Parser *p, const char *s, const char *e) {
         while (q < e && is_key_char(*q))
             q++;
         if (q < e && *q == ':')
-            return parse_field(p, s, e);
+            return parse_field(p, s, e, 0);
     }
     if (h > s && (h == e || *h == ' '))
         return set_err(p, "expected START-END with hexadecimal addresses");
@@ -854,6 +866,50 @@ static PyObject *Parser_get_line(PyObject *obj, void *Py_UNUSED(closure)) {
     return PyLong_FromLongLong(((Parser *)obj)->line);
 }
 
+/*
+ * fill(fd, buffer, low) -> (n, eof): read() into buffer until at least `low` bytes are
+ * in it or the file ends, with the GIL released throughout.  A /proc seq_file returns
+ * at most one page or so per read(), so a loop in C saves a Python call per page.
+ */
+static PyObject *fp_fill(PyObject *Py_UNUSED(module), PyObject *args) {
+    int fd;
+    Py_buffer buf;
+    Py_ssize_t low;
+    if (!PyArg_ParseTuple(args, "iw*n", &fd, &buf, &low))
+        return NULL;
+    size_t filled = 0, cap = (size_t)buf.len;
+    size_t want = low < 0 ? 0 : ((size_t)low < cap ? (size_t)low : cap);
+    int eof = 0, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (filled < want || (filled == 0 && cap > 0)) {
+        ssize_t n = read(fd, (char *)buf.buf + filled, cap - filled);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            err = errno;
+            break;
+        }
+        if (n == 0) {
+            eof = 1;
+            break;
+        }
+        filled += (size_t)n;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(nO)", (Py_ssize_t)filled, eof ? Py_True : Py_False);
+}
+
+static PyMethodDef module_methods[] = {
+    {"fill", fp_fill, METH_VARARGS,
+     "fill(fd, buffer, low) -> (n, eof): read until low bytes or end of file (GIL released)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef Parser_methods[] = {
     {"feed", Parser_feed, METH_O,
      "feed(chunk): parse the complete lines of a bytes-like chunk (GIL released)."},
@@ -883,7 +939,7 @@ static PyTypeObject ParserType = {
 
 static struct PyModuleDef moduledef = {
     PyModuleDef_HEAD_INIT, "_fastparse",
-    "Streaming parser for /proc/PID/maps, smaps and numa_maps text.", -1, NULL,
+    "Streaming parser for /proc/PID/maps, smaps and numa_maps text.", -1, module_methods,
     NULL, NULL, NULL, NULL,
 };
 

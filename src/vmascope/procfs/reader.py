@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..errors import AccessDenied, ProcessNotFound, UsageError, VmascopeError
+from ._fastparse import fill
 
 CHUNK = 1 << 20
 Sink = Callable[[memoryview], object]
@@ -100,16 +101,7 @@ def stream_fd(fd: int, sinks: Sequence[Sink], chunk: int = CHUNK) -> int:
                 buf = free.get()
                 if buf is None:
                     return
-                view = memoryview(buf)
-                filled = 0
-                eof = False
-                while filled < low:
-                    n = os.readv(fd, [view[filled:]])
-                    if n == 0:
-                        eof = True
-                        break
-                    filled += n
-                view.release()
+                filled, eof = fill(fd, buf, low)
                 if filled:
                     full.put((buf, filled))
                 if eof:
