@@ -399,3 +399,15 @@ def test_maps_only_snapshot_says_what_it_cannot_see() -> None:
     from vmascope.report import render
 
     assert "capture smaps" in render(a, "text").replace("\n", " ")
+
+
+def test_run_reasons_and_json_runs() -> None:
+    # Run 1: three faulted rw-p pages (distinct anon_vmas); run 2: two pages, dd differs.
+    vmas = [anon(BASE + i * P, 1, flags=RW_FLAGS, smaps={"Anonymous": P}) for i in range(3)]
+    vmas += [anon(BASE + 10 * P, 1, flags=RW_FLAGS, smaps={"Anonymous": 0}),
+             anon(BASE + 11 * P, 1, flags=RW_FLAGS | {"dd"}, smaps={"Anonymous": 0})]
+    a = analyze(snap_of(vmas))
+    assert a.why.run_reasons(0, 3) == ["anon_vma"]
+    assert a.why.run_reasons(3, 2) == ["vmflags"]
+    runs = a.to_json()["fragmentation"]["runs"]
+    assert [(r["vma_count"], r["reasons"]) for r in runs] == [(3, ["anon_vma"]), (2, ["vmflags"])]

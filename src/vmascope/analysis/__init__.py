@@ -53,11 +53,20 @@ class Analysis:
             "headroom": h.to_json(),
             "attribution": self.attribution.to_json(),
             "reservations": [r.to_json() for r in self.attribution.reservations],
-            "fragmentation": self.fragmentation.to_json(run_limit),
+            "fragmentation": self._fragmentation_json(run_limit),
             "why_not_merged": self.why.to_json(),
             "reasons": [r.to_json() for r in self.why.reasons],
             "advice": [a.to_json() for a in self.advice],
         }
+
+
+    def _fragmentation_json(self, run_limit: int | None) -> dict[str, Any]:
+        out = self.fragmentation.to_json(run_limit)
+        runs = out["runs"]
+        assert isinstance(runs, list)
+        for run, entry in zip(self.fragmentation.runs, runs):
+            entry["reasons"] = self.why.run_reasons(run.first_index, run.vma_count)
+        return out
 
 
 def analyze(

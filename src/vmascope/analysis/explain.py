@@ -105,6 +105,16 @@ class WhyNotMerged:
             return self.kind_reasons[int(self.pair_kind[k])]
         return ()
 
+    def run_reasons(self, first: int, vma_count: int) -> list[str]:
+        """Reason codes of the commonest kind of pair inside a run of look-alike VMAs
+        (VMAs first .. first + vma_count - 1); [] if none is visible."""
+        k0 = int(np.searchsorted(self.pair_index, first))
+        k1 = int(np.searchsorted(self.pair_index, first + vma_count - 1))
+        if k1 <= k0 or not self.kind_reasons:
+            return []
+        top = int(np.bincount(self.pair_kind[k0:k1]).argmax())
+        return list(dict.fromkeys(r.code for r in self.kind_reasons[top]))
+
     def summary_lines(self) -> list[str]:
         out = []
         for r in self.reasons:
