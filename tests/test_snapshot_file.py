@@ -13,13 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vmascope
 from vmascope.cli import main
-from vmascope.errors import SnapshotFormatError
+from vmascope.errors import ParseError, SnapshotFormatError
 from vmascope.procfs import snapfile
 from vmascope.procfs.capture import capture
 from vmascope.procfs.live import read_process
+from vmascope.procfs.load import load_stream
 from vmascope.procfs.parse import maps_text_from_smaps
 
 # A child with a recognisable, fragmented address space: 40 pages alternating RW and
@@ -248,3 +251,30 @@ def test_console_script_in_a_subprocess(tmp_path):
     assert bad.returncode == 5
     assert bad.stderr.decode().startswith("vmascope: error: <stdin>:1: expected")
     assert b"Traceback" not in bad.stderr
+
+
+def _small_snapshot_bytes() -> bytes:
+    buf = io.BytesIO()
+    w = snapfile.SnapshotWriter(buf)
+    w.json_section("meta.json", {"meta": {"pid": 1}, "sections": ["smaps"]})
+    w.section("smaps", b"00400000-00401000 r--p 00000000 00:00 0 \nSize: 4 kB\n" * 3)
+    w.json_section("end.json", {})
+    w.close()
+    return buf.getvalue()
+
+
+SMALL = _small_snapshot_bytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(SMALL) - 1), st.integers(1, 255), st.booleans())
+def test_damaged_files_only_raise_vmascope_errors(pos, xor, cut):
+    data = SMALL[:pos] if cut else SMALL[:pos] + bytes([SMALL[pos] ^ xor]) + SMALL[pos + 1 :]
+    try:
+        snap = load_stream(io.BytesIO(data), "f.vmasnap")
+    except (SnapshotFormatError, ParseError) as exc:
+        assert str(exc).startswith("f.vmasnap")
+        return
+    # a file that still loads must be the intact one (only possible if a flip landed in
+    # bytes the format does not check, which the checksum and magic leave none of)
+    assert len(snap) == 3

@@ -1,0 +1,131 @@
+"""Reading /proc: chunked streaming, OSError translation, a process exiting mid-read."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from vmascope.errors import AccessDenied, ProcessNotFound, VmascopeError
+from vmascope.procfs import capture as capture_mod
+from vmascope.procfs import live
+from vmascope.procfs._fastparse import fill
+from vmascope.procfs.reader import stream_fd, translate
+
+
+def test_fill_reads_until_low_or_eof():
+    r, w = os.pipe()
+    os.write(w, b"abc")
+    os.write(w, b"defgh")
+    os.close(w)
+    buf = bytearray(16)
+    assert fill(r, buf, 16) == (8, True)
+    assert bytes(buf[:8]) == b"abcdefgh"
+    assert fill(r, buf, 16) == (0, True)
+    os.close(r)
+    with pytest.raises(OSError) as info:
+        fill(r, buf, 16)  # closed descriptor
+    assert info.value.errno == errno.EBADF
+
+
+def test_stream_fd_hands_every_byte_over_in_order():
+    data = os.urandom(3 * 65536 + 123)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the writer child
+        os.close(r)
+        for i in range(0, len(data), 1000):
+            os.write(w, data[i : i + 1000])
+        os._exit(0)
+    os.close(w)
+    got = bytearray()
+    sizes = []
+    total = stream_fd(r, [lambda v: got.extend(v), lambda v: sizes.append(len(v))],
+                      chunk=65536)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert total == len(data) and bytes(got) == data
+    assert max(sizes) <= 65536
+
+
+def test_stream_fd_passes_read_errors_to_the_caller():
+    fd = os.open("/", os.O_RDONLY)
+    try:
+        with pytest.raises(IsADirectoryError):
+            stream_fd(fd, [lambda v: None])
+    finally:
+        os.close(fd)
+
+
+def test_translate():
+    e = translate(OSError(errno.ESRCH, "x"), 5, "/proc/5/smaps")
+    assert isinstance(e, ProcessNotFound) and "exited while being read" in str(e)
+    assert isinstance(translate(OSError(errno.ENOENT, "x"), 5, "p"), ProcessNotFound)
+    for code in (errno.EACCES, errno.EPERM):
+        e = translate(OSError(code, "x"), 5, "/proc/5/maps")
+        assert isinstance(e, AccessDenied) and "/proc/5/maps" in str(e)
+    e = translate(OSError(errno.EIO, "Input/output error"), 5, "/proc/5/maps")
+    assert type(e) is VmascopeError and "Input/output error" in str(e)
+
+
+# A child with about 10,000 VMAs (alternating protections), so that its smaps text is
+# several megabytes: far more than the reader holds in its buffers at once.
+MANY = r"""
+import ctypes, os, signal
+signal.alarm(60)
+libc = ctypes.CDLL(None)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+P = os.sysconf("SC_PAGE_SIZE")
+a = libc.mmap(None, 10001 * P, 0, 0x22, -1, 0)
+for i in range(1, 10000, 2):
+    libc.mprotect(a + i * P, P, 3)
+print("ready", flush=True)
+os.read(0, 1)
+"""
+
+
+@pytest.fixture
+def many():
+    proc = subprocess.Popen([sys.executable, "-c", MANY], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _killing(real, proc):
+    """stream_proc that kills and reaps the process after the first chunk."""
+
+    def stream(pid, name, sinks, *a, **kw):
+        def kill_once(view):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+        return real(pid, name, [kill_once, *sinks], *a, **kw)
+
+    return stream
+
+
+def test_process_exiting_mid_read(many, monkeypatch):
+    monkeypatch.setattr(live, "stream_proc", _killing(live.stream_proc, many))
+    with pytest.raises(ProcessNotFound, match="exited"):
+        live.read_process(many.pid)
+
+
+def test_process_exiting_mid_capture_leaves_no_file(many, monkeypatch, tmp_path):
+    monkeypatch.setattr(capture_mod, "stream_proc", _killing(capture_mod.stream_proc, many))
+    with pytest.raises(ProcessNotFound):
+        capture_mod.capture(many.pid, tmp_path / "x.vmasnap")
+    assert list(tmp_path.iterdir()) == []
