@@ -493,8 +493,9 @@ static int is_key_char(char c) {
     return is_key_start(c) || (c >= '0' && c <= '9');
 }
 
-/* A "Key: value" line; kl is the key's length when the caller already knows it. */
-static int parse_field(Parser *p, const char *s, const char *e, size_t kl) {
+/* A "Key: value" line; kl is the key's length and slot its field (or -1) when the
+   caller already knows them. */
+static int parse_field(Parser *p, const char *s, const char *e, size_t kl, int slot) {
     const char *q = s + kl;
     if (kl == 0) {
         while (q < e && is_key_char(*q))
@@ -510,6 +511,8 @@ static int parse_field(Parser *p, const char *s, const char *e, size_t kl) {
     p->field_lines++;
     if (kl == 7 && memcmp(s, "VmFlags", 7) == 0)
         return parse_vmflags(p, q, e);
+    while (q + 8 <= e && memcmp(q, "        ", 8) == 0)
+        q += 8;
     while (q < e && (*q == ' ' || *q == '\t'))
         q++;
     uint64_t v;
@@ -532,8 +535,9 @@ static int parse_field(Parser *p, const char *s, const char *e, size_t kl) {
         p->skipped_lines++;
         return 0;
     }
-    int slot = field_slot(p, s, kl);
-    if (slot < 0)
+    if (slot >= 0)
+        p->expect = slot + 1;
+    else if ((slot = field_slot(p, s, kl)) < 0)
         return -1;
     if (p->keep)
         p->fields[slot].col[p->n - 1] = (int64_t)v;
@@ -552,7 +556,7 @@ static int parse_line(Parser *p, const char *s, const char *e) {
         const Field *f = &p->fields[p->expect];
         if ((size_t)(e - s) > f->keylen && s[f->keylen] == ':' &&
             memcmp(s, f->key, f->keylen) == 0)
-            return parse_field(p, s, e, f->keylen);
+            return parse_field(p, s, e, f->keylen, p->expect);
     }
     const char *q = s;
     while (q < e && (*q == ' ' || *q == '\t'))
@@ -572,7 +576,7 @@ static int parse_line(Parser *p, const char *s, const char *e) {
         while (q < e && is_key_char(*q))
             q++;
         if (q < e && *q == ':')
-            return parse_field(p, s, e, 0);
+            return parse_field(p, s, e, 0, -1);
     }
     if (h > s && (h == e || *h == ' '))
         return set_err(p, "expected START-END with hexadecimal addresses");
