@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -86,27 +85,31 @@ def _child_sim(path: str, kernel: str) -> None:
     t0 = time.perf_counter()
     ops = load_script(text, path)
     t1 = time.perf_counter()
+    del text
+    before = _status_kib("VmRSS")
     result = simulate_ops(ops, kernel, max_map_count=10_000_000)
     t2 = time.perf_counter()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"{t1 - t0:.3f} {t2 - t1:.3f} {result.map_count} {rss} {len(result.errors)} "
-          f"{len(result.faults)}")
+    peak = _status_kib("VmHWM")
+    # Simulator state = peak during the run minus what the parsed ops already held.
+    print(f"{t1 - t0:.3f} {t2 - t1:.3f} {result.map_count} {(peak - before) * 1024} "
+          f"{len(result.errors)} {len(result.faults)} {peak * 1024}")
 
 
-def run_sim(path: Path, kernel: str) -> tuple[float, float, int, int, int, int]:
+def _status_kib(field: str) -> int:
+    """VmRSS / VmHWM of this process (a fresh mm after exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def run_sim(path: Path, kernel: str) -> tuple[float, float, int, int, int, int, int]:
     out = subprocess.run([sys.executable, __file__, "--child-sim", str(path), kernel],
                          capture_output=True, text=True, check=True, timeout=1800).stdout
-    parse_s, sim_s, vmas, rss, errs, faults = out.split()
-    return float(parse_s), float(sim_s), int(vmas), int(rss), int(errs), int(faults)
-
-
-def baseline_rss() -> int:
-    """Peak RSS of a process that has imported the simulator and parsed nothing."""
-    code = ("import resource, vmascope.kernel.simulator, vmascope.ops.language;"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
-    return int(out.stdout)
+    parse_s, sim_s, vmas, state, errs, faults, peak = out.split()
+    return (float(parse_s), float(sim_s), int(vmas), int(state), int(errs), int(faults),
+            int(peak))
 
 
 def run_lab_executor(ops: list[Op]) -> tuple[float, int, int]:
@@ -168,9 +171,8 @@ def main() -> int:
         small_path.write_text(script_text(small))
         print(f"script: {len(ops)} ops (seed {args.seed}), kernel {kernel}")
 
-        parse_s, sim_s, vmas, rss, errs, faults = run_sim(big_path, kernel)
-        p2, s2, vmas2, rss2, _, _ = run_sim(small_path, kernel)
-        base = baseline_rss()
+        parse_s, sim_s, vmas, state, errs, faults, peak = run_sim(big_path, kernel)
+        p2, s2, vmas2, state2, _, _, peak2 = run_sim(small_path, kernel)
         real_lab = real_c = None
         if not args.skip_real:
             need = vmas + 1000
@@ -202,14 +204,13 @@ def main() -> int:
         row("simulator (ops already parsed)", sim_s, vmas, errs)
         row("simulator (parse + simulate)", parse_s + sim_s, vmas, errs)
         print()
-        print("memory (peak RSS of a fresh process):")
-        print(f"  baseline (imports only)     {base / 2**20:8.1f} MiB")
-        for label, n, v, r in (("half script", len(small), vmas2, rss2),
-                               ("full script", len(ops), vmas, rss)):
-            print(f"  {label:<12} {n:>8} ops {v:>8} live VMAs {r / 2**20:8.1f} MiB "
-                  f"({(r - base) / max(v, 1):.0f} B per live VMA above baseline)")
-        print("  (the parsed op list is part of the peak; per-VMA state is "
-              f"{(rss - rss2) / max(vmas - vmas2, 1):.0f} B per extra VMA between the sizes)")
+        print("memory of the simulator state (VmHWM during the run minus VmRSS with the "
+              "parsed ops loaded), fresh process per size:")
+        for label, n, v, st, pk in (("half script", len(small), vmas2, state2, peak2),
+                                    ("full script", len(ops), vmas, state, peak)):
+            print(f"  {label:<12} {n:>8} ops {v:>8} live VMAs  state {st / 2**20:7.1f} MiB "
+                  f"= {st / max(v, 1):.0f} B per live VMA   (process peak "
+                  f"{pk / 2**20:.0f} MiB)")
         if faults:
             print(f"note: {faults} simulated faults")
     finally:

@@ -187,6 +187,22 @@ class _StartIndex:
 # -- the address space -----------------------------------------------------------------------
 
 
+# madvise advice that changes VMA flags: (flags to set, flags to clear).
+_FLAG_CHANGE = {
+    "dontfork": (R.VM_DONTCOPY, 0), "dofork": (0, R.VM_DONTCOPY),
+    "wipeonfork": (R.VM_WIPEONFORK, 0), "keeponfork": (0, R.VM_WIPEONFORK),
+    "dontdump": (R.VM_DONTDUMP, 0), "dodump": (0, R.VM_DONTDUMP),
+    "hugepage": (R.VM_HUGEPAGE, R.VM_NOHUGEPAGE),
+    "nohugepage": (R.VM_NOHUGEPAGE, R.VM_HUGEPAGE),
+    "mergeable": (R.VM_MERGEABLE, 0), "unmergeable": (0, R.VM_MERGEABLE),
+    "normal": (0, R.VM_SEQ_READ | R.VM_RAND_READ),
+    "sequential": (R.VM_SEQ_READ, R.VM_RAND_READ),
+    "random": (R.VM_RAND_READ, R.VM_SEQ_READ),
+}
+# Advice that never changes a VMA (nor creates an anon_vma).
+_NO_VMA_CHANGE = frozenset({"dontneed", "free", "willneed", "cold", "pageout"})
+
+
 class OpFailed(Exception):
     """An operation failed with an errno (caught per op; the script goes on)."""
 
@@ -553,6 +569,17 @@ class MM:
     def vma_modify(self, v: SVma, start: int, end: int, *, flags: int | None = None,
                    anon_name: Any = _KEEP, policy: Any = _KEEP) -> SVma:
         """mm/vma.c vma_modify: try a merge; otherwise split off [start, end) and change it."""
+        if start > v.start and end < v.end and not self.tracing:
+            # Touches neither edge: vma_merge_existing_range never merges; split twice.
+            self.split_vma(v, start, True)
+            self.split_vma(v, end, False)
+            if flags is not None:
+                v.flags = flags
+            if anon_name is not _KEEP:
+                v.anon_name = anon_name
+            if policy is not _KEEP:
+                v.policy = policy
+            return v
         vmg = R.Vmg.from_vma(v, start, end)
         if flags is not None:
             vmg.flags = flags
@@ -787,19 +814,31 @@ class MM:
         end = start + length
         if length == 0:
             return
-        flag_change = {
-            "dontfork": (R.VM_DONTCOPY, 0), "dofork": (0, R.VM_DONTCOPY),
-            "wipeonfork": (R.VM_WIPEONFORK, 0), "keeponfork": (0, R.VM_WIPEONFORK),
-            "dontdump": (R.VM_DONTDUMP, 0), "dodump": (0, R.VM_DONTDUMP),
-            "hugepage": (R.VM_HUGEPAGE, R.VM_NOHUGEPAGE),
-            "nohugepage": (R.VM_NOHUGEPAGE, R.VM_HUGEPAGE),
-            "mergeable": (R.VM_MERGEABLE, 0), "unmergeable": (0, R.VM_MERGEABLE),
-            "normal": (0, R.VM_SEQ_READ | R.VM_RAND_READ),
-            "sequential": (R.VM_SEQ_READ, R.VM_RAND_READ),
-            "random": (R.VM_RAND_READ, R.VM_SEQ_READ),
-        }
-        if adv in flag_change:
-            add, clear = flag_change[adv]
+        if adv in _NO_VMA_CHANGE:
+            # Advice that never changes a VMA: only holes (ENOMEM) and refusals (EINVAL).
+            v = self.find_vma(start)
+            unmapped = False
+            while True:
+                if v is None:
+                    raise OpFailed("ENOMEM")
+                if start < v.start:
+                    unmapped = True
+                if v.start >= end:
+                    break
+                f = v.flags
+                if adv == "dontneed" and f & (R.VM_LOCKED | R.VM_PFNMAP | R.VM_HUGETLB):
+                    raise OpFailed("EINVAL")
+                if adv == "free" and (v.file is not None or f & R.VM_SHARED):
+                    raise OpFailed("EINVAL")
+                start = v.end
+                if start >= end:
+                    break
+                v = v.next
+            if unmapped:
+                raise OpFailed("ENOMEM")
+            return
+        if adv in _FLAG_CHANGE:
+            add, clear = _FLAG_CHANGE[adv]
 
             def visit(v: SVma, s: int, e: int) -> SVma:
                 if adv == "dofork" and v.flags & R.VM_IO:
