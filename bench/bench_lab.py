@@ -6,9 +6,9 @@ Run (kernels are fetched first if they are not cached; that is not timed):
 
 It measures, per run:
 
-* ``lab run seed`` and ``lab run seed-hack`` on all the kernels (the CLI, as a user runs
-  it: two commands, each booting the three Debian kernels in parallel microVMs beside
-  the host). Target: at most 20 s wall for the two together.
+* ``lab run seed seed-hack`` on all the kernels (the CLI, as a user runs it: one
+  command, one boot of each Debian kernel, in parallel microVMs beside the host), and
+  the same as two commands (two boots per kernel). Target: at most 20 s wall.
 * verify throughput per kernel: ``--cases`` random scripts run on the real kernel and in
   the simulator and compared (no minimisation), all kernels in parallel as
   ``lab verify`` does. Target: at least 1,000 scripts a minute per kernel. The
@@ -68,8 +68,10 @@ def main() -> int:
     time_cli("lab", "run", "seed", "--kernel", args.kernels)
 
     figures: dict[str, float] = {}
+    figures["lab run seed seed-hack (one command), wall s"] = time_cli(
+        "lab", "run", "seed", "seed-hack", "--kernel", args.kernels)
     runs = [time_cli("lab", "run", name, "--kernel", args.kernels) for name in ("seed", "seed-hack")]
-    figures["lab run seed + seed-hack, wall s"] = sum(runs)
+    figures["lab run seed; lab run seed-hack, wall s"] = sum(runs)
 
     if compare.simulator_available():
         with procs.signal_guard(), concurrent.futures.ThreadPoolExecutor(len(ks)) as pool:
@@ -93,7 +95,7 @@ def main() -> int:
         ratio = f"{value / r:6.2f}" if r else "     -"
         rtext = f"{r:10.1f}" if r is not None else "         -"
         print(f"{key:<{width}}  {value:10.1f}  {rtext}  {ratio}")
-    print(f"(targets: lab run seed + seed-hack <= 20 s; verify >= 1000 scripts/min per kernel; "
+    print(f"(targets: lab run seed seed-hack <= 20 s; verify >= 1000 scripts/min per kernel; "
           f"{os.cpu_count()} CPUs)")
     if args.save_reference:
         REFERENCE.write_text(json.dumps({"kernels": args.kernels, "cases": args.cases,

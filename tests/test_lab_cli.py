@@ -47,12 +47,16 @@ def test_run_a_script_file_and_stdin(tmp_path: Path) -> None:
         ("0x0", "0x1000", "rw-p"), ("0x1000", "0x2000", "r--p")]
     piped = cli("lab", "run", "-", "--json", stdin=f.read_text())
     assert json.loads(piped.stdout)["kernels"][0]["real"]["vmas"] == vmas
+    # several scripts: one JSON document each, in order
+    both = json.loads(cli("lab", "run", str(f), "seed", "--json").stdout)
+    assert [d["script"] for d in both] == ["two.ops", "seed"]
+    assert both[0]["kernels"][0]["real"]["vmas"] == vmas
 
 
 def test_run_table_marks_agreement() -> None:
-    out = cli("lab", "run", "seed-hack")
+    out = cli("lab", "run", "seed-hack", "seed")
     assert out.returncode == 0, out.stderr
-    assert "seed-hack: 12 ops" in out.stdout
+    assert "seed-hack: 12 ops" in out.stdout and "seed: 10 ops" in out.stdout
     if compare.simulator_available():
         assert "agree" in out.stdout and "DIFFER" not in out.stdout
 

@@ -115,3 +115,21 @@ def test_simulator_agrees_on_a_random_sample(booted, alias: str) -> None:  # typ
         if diffs:
             bad.append((verify.script_lines(ops), diffs))
     assert not bad, f"{len(bad)} of {SAMPLE} disagree; first: {bad[0]}"
+
+
+def test_kvm_probe_is_remembered(booted, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+
+    from vmascope.lab import microvm
+
+    monkeypatch.setenv("VMASCOPE_KVM", "0")
+    assert microvm.kvm_usable() is False
+    monkeypatch.delenv("VMASCOPE_KVM")
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        # the boots above probed KVM once and wrote down the answer
+        state = json.loads(microvm._kvm_state_file().read_text())
+        assert isinstance(state["ok"], bool)
+        assert microvm.kvm_usable() is state["ok"]
+    else:
+        assert microvm.kvm_usable() is False

@@ -18,9 +18,10 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="lab_cmd", metavar="COMMAND", parser_class=type(p))
 
     r = sub.add_parser("run", help="run a script or a scenario on one or more kernels")
-    r.add_argument("script", metavar="SCRIPT|SCENARIO",
+    r.add_argument("scripts", nargs="+", metavar="SCRIPT|SCENARIO",
                    help="an op script file (text or JSONL), - for stdin, or a scenario: "
-                        "seed, seed-hack, merge-..., exhaust (see `vmascope lab scenarios`)")
+                        "seed, seed-hack, merge-..., exhaust (see `vmascope lab scenarios`); "
+                        "several run in the same boot of each kernel")
     r.add_argument("--kernel", default="host",
                    help="comma list of host, 6.1, 6.12, newest, or paths to a vmlinuz "
                         "(default: host)")
@@ -87,37 +88,45 @@ def run_scenarios(args: argparse.Namespace) -> int:
 
 def run_run(args: argparse.Namespace) -> int:
     from ..lab import compare, kernels, procs, runner
-    from ..lab.verify import DEFAULT_MAX_MAP_COUNT, sim_kernel
 
-    name, ops = _load(args.script, args.max_map_count)
+    loaded = [_load(spec, args.max_map_count) for spec in args.scripts]
     ks = kernels.resolve_list(args.kernel)
     with procs.signal_guard():
-        runs = runner.run_many(ks, [ops], max_map_count=args.max_map_count,
+        runs = runner.run_many(ks, [ops for _, ops in loaded], max_map_count=args.max_map_count,
                                host_sysctl=args.host_sysctl)
     have_sim = compare.simulator_available()
-    out = []
-    for run in runs:
-        res = run.results[0]
-        real = res.to_json(ops, script=name, kernel=run.release)
-        entry: dict[str, Any] = {"kernel": run.kernel.name, "release": run.release,
-                                 "seconds": round(run.seconds, 2), "real": real,
-                                 "simulator": None, "agree": None, "differences": []}
-        if have_sim:
-            limit = args.max_map_count or (_host_limit() if run.kernel.is_host
-                                           else DEFAULT_MAX_MAP_COUNT)
-            others = max(res.process_map_count - len(res.vmas), 0)
-            sim = compare.simulate(ops, sim_kernel(run.kernel), max_map_count=limit - others,
-                                   script=name)
-            entry["simulator"] = sim
-            entry["differences"] = compare.differences(real, sim)
-            entry["agree"] = not entry["differences"]
-        entry["first_error"] = _first_error(ops, real)
-        out.append(entry)
+    docs = []
+    for index, (name, ops) in enumerate(loaded):
+        out = [_entry(run, index, name, ops, args.max_map_count, have_sim) for run in runs]
+        docs.append({"script": name, "ops": len(ops), "kernels": out})
+        if not args.json:
+            _print_run(name, ops, out, have_sim)
     if args.json:
-        print_json({"script": name, "ops": len(ops), "kernels": out})
-        return 0
-    _print_run(name, ops, out, have_sim)
+        print_json(docs[0] if len(docs) == 1 else docs)
     return 0
+
+
+def _entry(run: Any, index: int, name: str, ops: list[Any], max_map_count: int | None,
+           have_sim: bool) -> dict[str, Any]:
+    from ..lab import compare
+    from ..lab.verify import DEFAULT_MAX_MAP_COUNT, sim_kernel
+
+    res = run.results[index]
+    real = res.to_json(ops, script=name, kernel=run.release)
+    entry: dict[str, Any] = {"kernel": run.kernel.name, "release": run.release,
+                             "seconds": round(run.seconds, 2), "real": real,
+                             "simulator": None, "agree": None, "differences": []}
+    if have_sim:
+        limit = max_map_count or (_host_limit() if run.kernel.is_host else DEFAULT_MAX_MAP_COUNT)
+        others = max(res.process_map_count - len(res.vmas), 0)
+        sim = compare.simulate(ops, sim_kernel(run.kernel), max_map_count=limit - others,
+                               script=name)
+        entry["simulator"] = sim
+        real["epoch"] = sim.get("epoch")  # the behaviour epoch of this release
+        entry["differences"] = compare.differences(real, sim)
+        entry["agree"] = not entry["differences"]
+    entry["first_error"] = _first_error(ops, real)
+    return entry
 
 
 def _host_limit() -> int:

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,17 +69,24 @@ def _kvm_state_file() -> Path:
     return cache_dir("lab") / "kvm.json"
 
 
-def kvm_usable() -> bool:
-    """Whether KVM booted a microVM here before (probed once per machine, behind a short
-    timeout, because nested KVM has hung at boot on some hosts)."""
+_probe_lock = threading.Lock()
+
+
+def kvm_usable(vmlinuz: Path | None = None) -> bool:
+    """Whether KVM can boot a microVM here. Probed once per machine (behind a short
+    timeout, because nested KVM has hung at boot on some hosts) and remembered in the
+    cache; VMASCOPE_KVM=0|1 overrides."""
     if os.environ.get("VMASCOPE_KVM") in ("0", "1"):
         return os.environ["VMASCOPE_KVM"] == "1"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
-    try:
-        return bool(json.loads(_kvm_state_file().read_text())["ok"])
-    except (OSError, ValueError, KeyError):
-        return False
+    with _probe_lock:
+        try:
+            return bool(json.loads(_kvm_state_file().read_text())["ok"])
+        except (OSError, ValueError, KeyError):
+            if vmlinuz is None:
+                return False
+            return probe_kvm(vmlinuz)
 
 
 def probe_kvm(vmlinuz: Path) -> bool:
@@ -121,7 +129,7 @@ def boot(vmlinuz: Path, scripts_input: str, *, kvm: bool | None = None,
          timeout: float = 120.0, smp: int = 1, memory_mb: int = 512) -> BootOutput:
     """Boot ``vmlinuz`` with the executor as /init, run ``scripts_input``, return the output."""
     if kvm is None:
-        kvm = kvm_usable()
+        kvm = kvm_usable(vmlinuz)
     qemu = qemu_binary()
     with tempfile.TemporaryDirectory(prefix="vmascope-vm-") as tmp:
         t = Path(tmp)
@@ -131,6 +139,8 @@ def boot(vmlinuz: Path, scripts_input: str, *, kvm: bool | None = None,
                 "-kernel", str(vmlinuz), "-initrd", str(t / "initrd"),
                 "-append", "console=ttyS0 panic=-1 quiet",
                 "-nographic", "-no-reboot", "-monitor", "none",
+                # no NIC: loading its option ROM (iPXE) costs about a second of boot
+                "-net", "none",
                 "-serial", f"file:{console}", "-serial", f"file:{out}"]
         if kvm:
             argv.insert(1, "-enable-kvm")
