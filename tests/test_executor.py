@@ -172,6 +172,9 @@ def test_arena_is_fenced_and_empty() -> None:
 def test_exhaust_reaches_the_limit_with_a_failed_mprotect() -> None:
     with open("/proc/sys/vm/max_map_count") as fh:
         limit = int(fh.read())
+    if limit > 262144:
+        # the default is 65530 (about 3 s); someone raised it for a benchmark
+        pytest.skip(f"vm.max_map_count is {limit}: too far to reach in a quick test")
     ops = scenarios.exhaust(limit)
     res = executor.run_on_host([ops], timeout=600)[0]
     with open("/proc/sys/vm/max_map_count") as fh:
