@@ -41,6 +41,24 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
+def _starttime(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[19])
+
+
+def _orphans(since: int, want: str) -> list[int]:
+    """Processes matching ``want`` started at or after ``since`` whose parent is gone
+    (reparented to pid 1): what a lab run that died would leave behind."""
+    out = []
+    for pid, ppid in _ppids().items():
+        try:
+            if ppid == 1 and want in _exe(pid) and _starttime(pid) >= since and _alive(pid):
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -56,11 +74,13 @@ def _exe(pid: int) -> str:
         return ""
 
 
-def _kill_lab_while_running(kernel: str, sig: int, want: str) -> None:
+def _kill_lab_while_running(kernel: str, sig: int, want: str, *argv: str) -> None:
+    args = argv or ("lab", "run", "exhaust", "--kernel", kernel)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmascope", "lab", "run", "exhaust", "--kernel", kernel],
+        [sys.executable, "-m", "vmascope", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
+        since = _starttime(proc.pid)
         deadline = time.monotonic() + 120
         seen: set[int] = set()
         while time.monotonic() < deadline:
@@ -78,6 +98,8 @@ def _kill_lab_while_running(kernel: str, sig: int, want: str) -> None:
         time.sleep(0.5)
         survivors = [(p, _exe(p)) for p in seen if _alive(p)]
         assert not survivors, survivors
+        # nor anything started after the signal (a worker booting one more VM)
+        assert not _orphans(since, want)
         assert proc.returncode == 128 + sig
         err = proc.stderr.read().decode() if proc.stderr else ""
         assert "Traceback" not in err, err
@@ -101,3 +123,15 @@ def test_kill_microvm_run(sig: int) -> None:
         pytest.skip("needs qemu-system-x86_64")
     kernels.fetch("6.1")
     _kill_lab_while_running("6.1", sig, "qemu-system-x86_64")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_kill_verify_on_several_kernels(sig: int) -> None:
+    # lab verify runs kernels in worker threads; none of them may start a new VM
+    # after the signal, and none of the running ones may survive it
+    if not shutil.which("qemu-system-x86_64"):
+        pytest.skip("needs qemu-system-x86_64")
+    kernels.fetch("6.1")
+    kernels.fetch("newest")
+    _kill_lab_while_running("", sig, "qemu-system-x86_64", "lab", "verify", "--kernel",
+                            "host,6.1,newest", "--cases", "5000")

@@ -243,7 +243,7 @@ def run_verify(args: argparse.Namespace) -> int:
             try:
                 verdicts = [f.result() for f in futures]
             except BaseException:
-                procs.kill_all()
+                procs.stop()
                 raise
     if args.json:
         print_json([_verdict_json(v) for v in verdicts])

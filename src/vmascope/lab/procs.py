@@ -23,11 +23,21 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+_stopping = threading.Event()
+
+
 @contextlib.contextmanager
 def managed(argv: Sequence[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """Popen in a new session (its own process group), killed with its group on exit."""
-    proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    """Popen in a new session (its own process group), killed with its group on exit.
+
+    Once the lab is being stopped (a signal arrived), no new process is started: worker
+    threads get a LabError instead of booting another VM."""
+    from ..errors import LabError
+
     with _lock:
+        if _stopping.is_set():
+            raise LabError("interrupted")
+        proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kwargs)
         _live[proc.pid] = proc
     try:
         yield proc
@@ -51,6 +61,12 @@ def kill_all() -> None:
         _kill_group(proc)
 
 
+def stop() -> None:
+    """Stop the lab: no new processes from now on, and kill the live ones."""
+    _stopping.set()
+    kill_all()
+
+
 def live_pids() -> list[int]:
     with _lock:
         return list(_live)
@@ -65,6 +81,7 @@ def signal_guard() -> Iterator[None]:
         return
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        _stopping.set()
         kill_all()
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
@@ -73,7 +90,11 @@ def signal_guard() -> Iterator[None]:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except BaseException:
+        _stopping.set()  # an error or an interrupt: let no worker start anything new
+        raise
     finally:
         kill_all()
         for s, h in old.items():
             signal.signal(s, h)
+        _stopping.clear()
