@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from vmascope.errors import AccessDenied, ProcessNotFound, UsageError
-from vmascope.model import PERM_READ, PERM_SHARED, PERM_WRITE
 from vmascope.procfs.live import read_process
 from vmascope.procfs.parse import parse_text, unescape_name
 

@@ -308,7 +308,7 @@ class RefError(Exception):
 
 
 def ref_parse(data: bytes):
-    rows_, names, fields, flags = [], [], {}, list(KNOWN_VMFLAGS)
+    rows_, names, flags = [], [], list(KNOWN_VMFLAGS)
     field_order: list[str] = []
     lineno = 0
     lines = data.split(b"\n")
