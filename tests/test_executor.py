@@ -192,3 +192,25 @@ def test_bad_executor_input_is_one_line() -> None:
                           capture_output=True, timeout=10)
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "unknown record" in proc.stderr
+
+
+def test_incomplete_executor_output_is_a_lab_error() -> None:
+    from vmascope.errors import LabError
+
+    good = "V 0 1000 rw-p 0 4 rd wr\t\nR 0 12\nZ 0\n"
+    (res,) = executor.parse_output(good, 1, "host")
+    assert res.process_map_count == 12 and res.vmas[0].end == P and res.vmas[0].name is None
+    with pytest.raises(LabError, match="no result for script 1 of 2"):
+        executor.parse_output(good, 2, "6.1")
+    with pytest.raises(LabError, match="unreadable executor output"):
+        executor.parse_output("V zz\n", 1, "6.1")
+
+
+def test_ops_encode_as_the_kernel_numbers() -> None:
+    ops = parse_script("mmap 1p 2p rw- shared,fixed\nmremap 0 1p 2p 5p maymove,fixed\n"
+                       "madvise 0 1p dontdump\nmbind 0 1p bind:0-1\nname 0 1p a b\n")
+    # MAP_SHARED|MAP_FIXED|MAP_ANONYMOUS = 0x31; MREMAP_MAYMOVE|MREMAP_FIXED = 3;
+    # MADV_DONTDUMP = 16; MPOL_BIND = 2 with nodes 0 and 1 = mask 3
+    assert [executor.encode_op(o) for o in ops] == [
+        f"M {P} {2 * P} 3 49", f"R 0 {P} {2 * P} {5 * P} 3 1", f"D 0 {P} 16",
+        f"B 0 {P} 2 3", f"N 0 {P} a b"]
