@@ -94,6 +94,14 @@ s = libc.shmat(shmid, None, 0)
 check(s not in (None, 2**64 - 1), "shmat")
 libc.shmctl(shmid, 0, None)                  # IPC_RMID: gone when detached
 out["sysv"] = s
+m = region(1, RW, PRIV | ANON)
+out["mbind_ok"] = False
+if os.uname().machine == "x86_64":  # mbind is syscall 237 there
+    mask = ctypes.c_ulong(1)          # node 0
+    libc.syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int,
+                             ctypes.c_void_p, ctypes.c_ulong, ctypes.c_uint]
+    out["mbind_ok"] = libc.syscall(237, m, P, 2, ctypes.byref(mask), 64, 0) == 0  # MPOL_BIND
+out["mbind"] = m
 print(json.dumps(out), flush=True)
 os.kill(os.getpid(), signal.SIGSTOP)
 """
@@ -212,8 +220,12 @@ def test_live_parse_finds_the_mappings_exactly(stopped_child, tmp_path):
     assert sysv.name == "/SYSV00000000 (deleted)" and sysv.perms == "rw-s"
 
     assert snap.name(len(snap) - 1) in ("[vsyscall]", "[vdso]", "[stack]", "[vvar]")
-    if os.path.exists("/proc/self/numa_maps"):
+    if os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA
         assert v1.policy == "default"
+        # mm/mempolicy.c mpol_to_str(): mode name, ':' and the node list
+        if os.uname().machine == "x86_64":
+            assert info["mbind_ok"]
+            assert find(snap, info["mbind"]).policy == "bind:0"
 
 
 def test_count_equals_wc_l_and_text_round_trips(stopped_child):
