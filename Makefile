@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Debian packages the tests use (installed through apt-get when run as root).
 APT_PACKAGES := build-essential procps qemu-system-x86 cpio zstd binutils \
-                chromium default-jdk-headless nodejs
+                chromium default-jdk-headless nodejs gpg
 
 .PHONY: demo test venv apt bench clean
 

@@ -150,3 +150,28 @@ def test_kernels_cli(fetched: dict[str, dict[str, str]]) -> None:
     assert Path(out.stdout.strip()) == kernels.kernel_path("6.12", fetch=False)
     bad = _cli("kernels", "path", "5.4")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown kernel" in bad.stderr
+
+
+def test_keyring_chain_for_a_suite_the_local_keys_cannot_verify(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine whose keyring verifies trixie but not sid: the newer Debian keyring is
+    taken from trixie's debian-archive-keyring package (hash-checked through trixie's
+    signed index) and then verifies sid."""
+    if not shutil.which("gpg") or not shutil.which("apt-get"):
+        pytest.skip("needs gpg and apt-get")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    only = tmp_path / "only-trixie-release-key.gpg"
+    # "Debian Stable Release Key (13/trixie)" signs trixie's Release, not sid's
+    key = "41587F7DB8C774BCCF131416762F67A0B2C39DE4"
+    with open(only, "wb") as fh:
+        subprocess.run(["gpg", "--homedir", str(home), "--no-default-keyring", "--keyring",
+                        str(kernels.SYSTEM_KEYRING), "--export", key], stdout=fh, check=True,
+                       stderr=subprocess.DEVNULL, timeout=30)
+    if only.stat().st_size == 0:
+        pytest.skip("this machine's keyring has no trixie release key")
+    monkeypatch.setenv("VMASCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(kernels, "SYSTEM_KEYRING", only)
+    info = kernels.fetch("newest")
+    assert info["keyring"].endswith("debian-archive-keyring-trixie.gpg")
+    assert kernels.kernel_path("newest", fetch=False).exists()
