@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -82,17 +83,17 @@ def _child_sim(path: str, kernel: str) -> None:
     from vmascope.kernel.simulator import simulate_ops
 
     text = Path(path).read_text()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     ops = load_script(text, path)
-    t1 = time.perf_counter()
+    c1, t1 = time.process_time(), time.perf_counter()
     del text
     before = _status_kib("VmRSS")
     result = simulate_ops(ops, kernel, max_map_count=10_000_000)
-    t2 = time.perf_counter()
+    c2, t2 = time.process_time(), time.perf_counter()
     peak = _status_kib("VmHWM")
     # Simulator state = peak during the run minus what the parsed ops already held.
     print(f"{t1 - t0:.3f} {t2 - t1:.3f} {result.map_count} {(peak - before) * 1024} "
-          f"{len(result.errors)} {len(result.faults)} {peak * 1024}")
+          f"{len(result.errors)} {len(result.faults)} {peak * 1024} {c1 - c0:.3f} {c2 - c1:.3f}")
 
 
 def _status_kib(field: str) -> int:
@@ -104,25 +105,28 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(field)
 
 
-def run_sim(path: Path, kernel: str) -> tuple[float, float, int, int, int, int, int]:
+def run_sim(path: Path, kernel: str) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--child-sim", str(path), kernel],
                          capture_output=True, text=True, check=True, timeout=1800).stdout
-    parse_s, sim_s, vmas, state, errs, faults, peak = out.split()
-    return (float(parse_s), float(sim_s), int(vmas), int(state), int(errs), int(faults),
-            int(peak))
+    keys = ("parse", "sim", "vmas", "state", "errors", "faults", "peak", "parse_cpu",
+            "sim_cpu")
+    return dict(zip(keys, (float(x) for x in out.split())))
 
 
-def run_lab_executor(ops: list[Op]) -> tuple[float, int, int]:
+def run_lab_executor(ops: list[Op]) -> tuple[float, float, int, int]:
     from vmascope.lab import executor
 
     executor.executor_path()  # build outside the timing
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     (res,) = executor.run_on_host([ops], timeout=600)
     t1 = time.perf_counter()
-    return t1 - t0, len(res.vmas), len(res.errors)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return t1 - t0, cpu, len(res.vmas), len(res.errors)
 
 
-def run_opsrun(ops: list[Op], workdir: Path) -> tuple[float, int, int] | None:
+def run_opsrun(ops: list[Op], workdir: Path) -> tuple[float, float, int, int] | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
@@ -147,8 +151,8 @@ def run_opsrun(ops: list[Op], workdir: Path) -> tuple[float, int, int] | None:
                           start_new_session=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip())
-    secs, vmas, errs = proc.stdout.split()
-    return float(secs), int(vmas), int(errs)
+    secs, cpu, vmas, errs = proc.stdout.split()
+    return float(secs), float(cpu), int(vmas), int(errs)
 
 
 def main() -> int:
@@ -171,11 +175,11 @@ def main() -> int:
         small_path.write_text(script_text(small))
         print(f"script: {len(ops)} ops (seed {args.seed}), kernel {kernel}")
 
-        parse_s, sim_s, vmas, state, errs, faults, peak = run_sim(big_path, kernel)
-        p2, s2, vmas2, state2, _, _, peak2 = run_sim(small_path, kernel)
+        big = run_sim(big_path, kernel)
+        half = run_sim(small_path, kernel)
         real_lab = real_c = None
         if not args.skip_real:
-            need = vmas + 1000
+            need = int(big["vmas"]) + 1000
             path = Path("/proc/sys/vm/max_map_count")
             old = int(path.read_text())
             try:
@@ -188,31 +192,37 @@ def main() -> int:
                     path.write_text(str(old))
 
         print()
-        print(f"{'run':<44}{'seconds':>9}{'live VMAs':>11}{'errors':>8}{'x real(C)':>11}"
-              f"{'x real(lab)':>12}")
+        print("wall = elapsed seconds; cpu = CPU seconds of the process(es) (user + system),")
+        print("the steadier measure on a shared machine. Ratios: against the C op loop (C)")
+        print("and against the lab executor run end to end (lab), wall and cpu.")
+        print(f"{'run':<40}{'wall':>8}{'cpu':>8}{'live VMAs':>11}{'errors':>8}"
+              f"{'C wall':>8}{'C cpu':>8}{'lab wall':>9}{'lab cpu':>9}")
 
-        def row(name: str, secs: float, nv: int, ne: int | str) -> None:
-            rc = f"{secs / real_c[0]:.2f}" if real_c else "-"
-            rl = f"{secs / real_lab[0]:.2f}" if real_lab else "-"
-            print(f"{name:<44}{secs:>9.3f}{nv:>11}{ne!s:>8}{rc:>11}{rl:>12}")
+        def ratio(x: float, ref: tuple[float, float, int, int] | None, i: int) -> str:
+            return f"{x / ref[i]:.2f}" if ref else "-"
+
+        def row(name: str, wall: float, cpu: float, nv: float, ne: float) -> None:
+            print(f"{name:<40}{wall:>8.2f}{cpu:>8.2f}{int(nv):>11}{int(ne):>8}"
+                  f"{ratio(wall, real_c, 0):>8}{ratio(cpu, real_c, 1):>8}"
+                  f"{ratio(wall, real_lab, 0):>9}{ratio(cpu, real_lab, 1):>9}")
 
         if real_c:
-            row("real kernel, bench/opsrun.c (ops only)", real_c[0], real_c[1], real_c[2])
+            row("real kernel: bench/opsrun.c op loop", *real_c)
         if real_lab:
-            row("real kernel, lab executor (end to end)", real_lab[0], real_lab[1],
-                real_lab[2])
-        row("simulator (ops already parsed)", sim_s, vmas, errs)
-        row("simulator (parse + simulate)", parse_s + sim_s, vmas, errs)
+            row("real kernel: lab executor, end to end", *real_lab)
+        row("simulator, ops already parsed", big["sim"], big["sim_cpu"], big["vmas"],
+            big["errors"])
+        row("simulator, parse + simulate", big["parse"] + big["sim"],
+            big["parse_cpu"] + big["sim_cpu"], big["vmas"], big["errors"])
         print()
         print("memory of the simulator state (VmHWM during the run minus VmRSS with the "
               "parsed ops loaded), fresh process per size:")
-        for label, n, v, st, pk in (("half script", len(small), vmas2, state2, peak2),
-                                    ("full script", len(ops), vmas, state, peak)):
-            print(f"  {label:<12} {n:>8} ops {v:>8} live VMAs  state {st / 2**20:7.1f} MiB "
-                  f"= {st / max(v, 1):.0f} B per live VMA   (process peak "
-                  f"{pk / 2**20:.0f} MiB)")
-        if faults:
-            print(f"note: {faults} simulated faults")
+        for label, n, r in (("half script", len(small), half), ("full script", len(ops), big)):
+            print(f"  {label:<12} {n:>8} ops {int(r['vmas']):>8} live VMAs  state "
+                  f"{r['state'] / 2**20:7.1f} MiB = {r['state'] / max(r['vmas'], 1):.0f} B per "
+                  f"live VMA   (process peak {r['peak'] / 2**20:.0f} MiB)")
+        if big["faults"]:
+            print(f"note: {int(big['faults'])} simulated faults")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

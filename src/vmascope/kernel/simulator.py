@@ -356,33 +356,30 @@ class MM:
 
     # -- split ----------------------------------------------------------------------------
 
-    def split_vma(self, v: SVma, addr: int, new_below: bool, check: bool = True) -> SVma:
-        """mm/vma.c split_vma (check=True: map_count >= max -> ENOMEM) / __split_vma."""
+    def split_vma(self, v: SVma, addr: int, check: bool = True) -> SVma:
+        """mm/vma.c split_vma (check=True: map_count >= max -> ENOMEM) / __split_vma.
+
+        ``v`` keeps [start, addr); the returned VMA is [addr, end). (Which of the two is
+        the kernel's new object is not visible anywhere, so the lower part keeps its
+        place in the index.) Both halves share the anon_vma and copy the chain.
+        """
         if check and self.map_count >= self.max_map_count:
             if self.tracing:
                 self._t(f"split {v} at {addr:#x} refused: map_count {self.map_count} >= "
                         f"max_map_count {self.max_map_count} (split_vma)")
             raise OpFailed("ENOMEM")
-        new = SVma(v.start, v.end, v.pgoff, v.flags, v.file, v.anon_name, v.policy)
+        new = SVma(addr, v.end, v.pgoff + ((addr - v.start) >> PAGE_SHIFT), v.flags, v.file,
+                   v.anon_name, v.policy)
         new.uffd = v.uffd
         av = v.anon_vma
         if av is not None:
             new.anon_vma = av
             new.chain = list(v.chain)
             av.num_active_vmas += 1
-        if new_below:
-            new.end = addr
-            v.pgoff += (addr - v.start) >> PAGE_SHIFT
-            self._set_start(v, addr)
-            self._insert(new, v.prev)
-        else:
-            new.start = addr
-            new.pgoff += (addr - v.start) >> PAGE_SHIFT
-            v.end = addr
-            self._insert(new, v)
+        v.end = addr
+        self._insert(new, v)
         if self.tracing:
-            lo, hi = (new, v) if new_below else (v, new)
-            self._t(f"split at {addr:#x}: {lo} {hi} (anon_vma {self._av(v)} shared) -> "
+            self._t(f"split at {addr:#x}: {v} {new} (anon_vma {self._av(v)} shared) -> "
                     f"map_count {self.map_count}")
         return new
 
@@ -571,8 +568,8 @@ class MM:
         """mm/vma.c vma_modify: try a merge; otherwise split off [start, end) and change it."""
         if start > v.start and end < v.end and not self.tracing:
             # Touches neither edge: vma_merge_existing_range never merges; split twice.
-            self.split_vma(v, start, True)
-            self.split_vma(v, end, False)
+            v = self.split_vma(v, start)
+            self.split_vma(v, end)
             if flags is not None:
                 v.flags = flags
             if anon_name is not _KEEP:
@@ -591,9 +588,9 @@ class MM:
         if merged is not None:
             return merged
         if v.start < start:
-            self.split_vma(v, start, True)
+            v = self.split_vma(v, start)
         if v.end > end:
-            self.split_vma(v, end, False)
+            self.split_vma(v, end)
         if flags is not None:
             v.flags = flags
         if anon_name is not _KEEP:
@@ -615,13 +612,12 @@ class MM:
                     self._t(f"munmap {start:#x}-{end:#x} inside {v} refused: map_count "
                             f"{self.map_count} >= max_map_count {self.max_map_count}")
                 raise OpFailed("ENOMEM")
-            self.split_vma(v, start, True, check=False)
+            v = self.split_vma(v, start, check=False)
         doomed = []
         while v is not None and v.start < end:
             if v.end > end:
-                self.split_vma(v, end, True, check=False)
-                # v is now [end, ...); the lower part is its prev.
-                doomed.append(v.prev)
+                self.split_vma(v, end, check=False)
+                doomed.append(v)
                 break
             doomed.append(v)
             v = v.next
