@@ -214,3 +214,14 @@ def test_ops_encode_as_the_kernel_numbers() -> None:
     assert [executor.encode_op(o) for o in ops] == [
         f"M {P} {2 * P} 3 49", f"R 0 {P} {2 * P} {5 * P} 3 1", f"D 0 {P} 16",
         f"B 0 {P} 2 3", f"N 0 {P} a b"]
+
+
+def test_a_failing_compiler_is_one_lab_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from vmascope.errors import LabError
+
+    monkeypatch.setenv("VMASCOPE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "/bin/false")
+    with pytest.raises(LabError, match="compiling executor.c with /bin/false -static failed"):
+        executor.executor_path()
+    # nothing half-built is left in the cache
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

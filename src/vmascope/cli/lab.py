@@ -161,17 +161,19 @@ def _print_run(name: str, ops: list[Any], out: list[dict[str, Any]], have_sim: b
     from rich.table import Table
 
     console = Console(highlight=False)
-    summary = Table(title=f"{name}: {len(ops)} ops")
-    for col in ("kernel", "release", "VMAs real", "VMAs sim", "errors real", "errors sim",
-                "faults", "verdict"):
+    summary = Table(title=f"{name}: {len(ops)} ops (real / simulator)")
+    for col in ("kernel", "release", "VMAs", "errors", "faults", "verdict"):
         summary.add_column(col)
     for e in out:
         real, sim = e["real"], e["simulator"]
+
+        def pair(key: str, count: int) -> str:
+            return f"{count}" if sim is None else f"{count} / {len(sim[key])}"
+
         verdict = "-" if sim is None else ("[green]agree[/]" if e["agree"] else "[bold red]DIFFER[/]")
-        summary.add_row(e["kernel"], e["release"], str(real["map_count"]),
-                        "-" if sim is None else str(len(sim["vmas"])),
-                        str(len(real["errors"])), "-" if sim is None else str(len(sim["errors"])),
-                        str(len(real["faults"])), verdict)
+        summary.add_row(e["kernel"], e["release"], pair("vmas", real["map_count"]),
+                        pair("errors", len(real["errors"])), pair("faults", len(real["faults"])),
+                        verdict)
     console.print(summary)
     if not have_sim:
         console.print("[yellow]the simulator (vmascope.kernel.simulator) is not installed: "
