@@ -1299,7 +1299,7 @@ class SimVma:
     start: int
     end: int
     perms: str
-    flags: list[str]
+    flags: tuple[str, ...]
     pgoff: int
     anon_vma: int | None
     name: str | None
@@ -1308,7 +1308,7 @@ class SimVma:
 
     def to_json(self) -> dict[str, Any]:
         return {"start": hex(self.start), "end": hex(self.end), "perms": self.perms,
-                "flags": self.flags, "pgoff": self.pgoff, "anon_vma": self.anon_vma,
+                "flags": list(self.flags), "pgoff": self.pgoff, "anon_vma": self.anon_vma,
                 "name": self.name}
 
 
@@ -1370,13 +1370,17 @@ class SimResult:
 
 def _sim_vmas(mm: MM, lo: int = 0, hi: int | None = None) -> list[SimVma]:
     out = []
+    names: dict[int, tuple[tuple[str, ...], str]] = {}  # shared per flag word
     for v in mm:
         if v.end <= lo or (hi is not None and v.start >= hi):
             continue
         f = v.flags
-        perms = (("r" if f & R.VM_READ else "-") + ("w" if f & R.VM_WRITE else "-")
-                 + ("x" if f & R.VM_EXEC else "-") + ("s" if f & R.VM_MAYSHARE else "p"))
-        out.append(SimVma(v.start, v.end, perms, R.flag_names(f), v.pgoff,
+        hit = names.get(f)
+        if hit is None:
+            perms = (("r" if f & R.VM_READ else "-") + ("w" if f & R.VM_WRITE else "-")
+                     + ("x" if f & R.VM_EXEC else "-") + ("s" if f & R.VM_MAYSHARE else "p"))
+            hit = names[f] = (tuple(R.flag_names(f)), perms)
+        out.append(SimVma(v.start, v.end, hit[1], hit[0], v.pgoff,
                           None if v.anon_vma is None else v.anon_vma.id, mm.vma_name(v),
                           policy_text(v.policy),
                           v.file.inode if isinstance(v.file, ShmemFile) else 0))
