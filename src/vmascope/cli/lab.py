@@ -180,7 +180,7 @@ def _print_run(name: str, ops: list[Any], out: list[dict[str, Any]], have_sim: b
                       "real results only[/]")
     small = all(len(e["real"]["vmas"]) <= 40 for e in out)
     if small:
-        vmas = Table(title="VMAs in the arena (pages; real | simulator, ≠ where they differ)")
+        vmas = Table(title="VMAs in the arena (pages): real, and the simulator's = or ≠")
         for e in out:
             vmas.add_column(f"{e['kernel']} real")
             if have_sim:
@@ -198,7 +198,9 @@ def _print_run(name: str, ops: list[Any], out: list[dict[str, Any]], have_sim: b
                     s = _vma_text(sv[i]) if i < len(sv) else ""
                     if s != r:
                         cells[-1] = f"[red]{r}[/]"
-                        s = f"[bold red]≠ {s}[/]"
+                        s = f"[bold red]≠ {s or '(none)'}[/]"
+                    elif s:
+                        s = "[green]=[/]"
                     cells.append(s)
             vmas.add_row(*cells)
         console.print(vmas)
