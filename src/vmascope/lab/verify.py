@@ -73,8 +73,8 @@ class Generator_:
         for _ in range(r.randint(2, 12)):
             kind = r.choices(
                 ("commit", "touch", "decommit", "madvise", "mmap", "munmap", "mremap",
-                 "fork", "name", "heap", "protect"),
-                weights=(24, 22, 8, 10, 8, 5, 7, 3, 4, 4, 5))[0]
+                 "fork", "name", "heap", "protect", "mbind"),
+                weights=(24, 22, 8, 10, 8, 5, 7, 3, 4, 4, 5, 2))[0]
             s, n = self._range()
             if kind == "commit":
                 lines.append(f"mprotect {s}p {n}p rw-")
@@ -114,6 +114,10 @@ class Generator_:
                 if forks < 2:
                     lines.append("fork")
                     forks += 1
+            elif kind == "mbind":
+                # node 0 exists everywhere; a policy different from its neighbours' keeps
+                # a range apart (vma_policy is compared when merging)
+                lines.append(f"mbind {s}p {n}p {r.choice(('bind:0', 'preferred:0', 'default'))}")
             elif kind == "name":
                 lines.append(f"name {s}p {n}p {r.choice(('gc', 'gc', 'jit', '-'))}")
             elif kind == "heap" and self.heap:
