@@ -81,7 +81,7 @@ def test_wipeonfork_child_is_unfaulted() -> None:
     run_on(mm, "mmap 0x100000 2p rw- private,anonymous,fixed\ntouch 0x100000\n"
                "madvise 0x100000 2p wipeonfork\nfork\n")
     (c,) = list(mm.children[0])
-    assert c.anon_vma is None and c.chain == [] and "wf" in R.flag_names(c.flags)
+    assert c.anon_vma is None and len(c.chain) == 0 and "wf" in R.flag_names(c.flags)
 
 
 def test_trace_reads_like_the_seed_printk() -> None:

@@ -84,7 +84,9 @@ class SVma:
         self.flags = flags
         self.file = file
         self.anon_vma: AnonVma | None = None
-        self.chain: list[AnonVma] = []
+        # The anon_vma_chain, as an immutable tuple: splits and dup_anon_vma copy it,
+        # which for a tuple is sharing it.
+        self.chain: tuple[AnonVma, ...] = ()
         self.anon_name = anon_name
         self.policy = policy
         self.uffd: Any = None
@@ -343,7 +345,7 @@ class MM:
             self._t(f"anon_vma_prepare {v}: reuse {av!r} from {src} "
                     "(anon_vma_compatible, singular chain)")
         v.anon_vma = av
-        v.chain = [av]
+        v.chain = (av,)
         av.num_active_vmas += 1
 
     @staticmethod
@@ -351,7 +353,7 @@ class MM:
         """mm/vma.c dup_anon_vma: dst takes src's anon_vma and chain if it has none."""
         if src.anon_vma is not None and dst.anon_vma is None:
             dst.anon_vma = src.anon_vma
-            dst.chain = list(src.chain)
+            dst.chain = src.chain
             src.anon_vma.num_active_vmas += 1
 
     # -- split ----------------------------------------------------------------------------
@@ -374,7 +376,7 @@ class MM:
         av = v.anon_vma
         if av is not None:
             new.anon_vma = av
-            new.chain = list(v.chain)
+            new.chain = v.chain
             av.num_active_vmas += 1
         v.end = addr
         self._insert(new, v)
@@ -924,10 +926,11 @@ class MM:
         if length == 0:
             return
         # queue_pages_range: an unmapped hole anywhere in the range -> EFAULT, before
-        # anything changes.
+        # anything changes. MPOL_DEFAULT skips the check and resets the mapped parts
+        # (6.1.176, 6.12.117, 7.2.13 and 6.18.44 all do so).
         addr = start
         v = self.find_vma(start)
-        while addr < end:
+        while policy is not None and addr < end:
             if v is None or v.start > addr:
                 raise OpFailed("EFAULT")
             addr = v.end
@@ -1001,18 +1004,20 @@ class MM:
     def _anon_vma_fork(self, c: SVma, p: SVma, child: MM) -> None:
         assert p.anon_vma is not None
         c.anon_vma = None
-        c.chain = []
+        chain: list[AnonVma] = []
         for av in reversed(p.chain):  # anon_vma_clone with reuse
-            c.chain.append(av)
+            chain.append(av)
             if c.anon_vma is None and self._clone_reusable(av, p):
                 c.anon_vma = av
         if c.anon_vma is not None:
             c.anon_vma.num_active_vmas += 1
+            c.chain = tuple(chain)
             return
         av = child._new_anon_vma(p.anon_vma)
         av.num_active_vmas = 1
         p.anon_vma.num_children += 1
-        c.chain.append(av)
+        chain.append(av)
+        c.chain = tuple(chain)
         c.anon_vma = av
 
     def _clone_reusable(self, av: AnonVma, src: SVma) -> bool:
@@ -1234,7 +1239,7 @@ class MM:
             new = v.copy()
             new.start, new.end, new.pgoff = new_addr, new_end, pgoff
             new.anon_vma = v.anon_vma
-            new.chain = list(v.chain)
+            new.chain = v.chain
             if v.anon_vma is not None:
                 v.anon_vma.num_active_vmas += 1
             new.flags |= self._sd
@@ -1249,7 +1254,7 @@ class MM:
                 if src_whole and old.start == old_addr and old.anon_vma is not None:
                     old.anon_vma.num_active_vmas -= 1
                     old.anon_vma = None
-                    old.chain = []
+                    old.chain = ()
                     if self.tracing:
                         self._t(f"MREMAP_DONTUNMAP: {old} unlinked from its anon_vmas")
             return
@@ -1294,7 +1299,7 @@ def _node_list(nodes: Sequence[int]) -> str:
 # -- results ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class SimVma:
     start: int
     end: int
