@@ -35,6 +35,8 @@ MMAP_MIN_ADDR = 0x10000
 MMAP_BASE = 0x7F0000000000  # top-down placement starts below this
 TASK_SIZE = 0x7FFFFFFFF000
 PMD_SIZE = 2 << 20
+STACK_GUARD_GAP = 256 << PAGE_SHIFT  # stack_guard_gap default
+STACK_RLIMIT = 8 << 20  # RLIMIT_STACK default (ulimit -s 8192)
 ANON_NAME_LEN_MAX = 80
 
 _NAME_FORBIDDEN = set("\\`$[]")
@@ -951,7 +953,9 @@ class MM:
         addr = op.addr
         v = self.vma_lookup(addr)
         if v is None:
-            return "SIGSEGV"
+            v = self._expand_stack(addr)
+            if v is None:
+                return "SIGSEGV"
         flags = v.flags
         if op.write:
             if not flags & R.VM_WRITE:
@@ -965,6 +969,34 @@ class MM:
         if op.write or self._thp_read_fault(v, addr):
             self.anon_vma_prepare(v)
         return None
+
+    def _expand_stack(self, addr: int) -> SVma | None:
+        """mm/mmap.c expand_downwards: a fault just below a VM_GROWSDOWN VMA grows it.
+
+        Refused (SIGSEGV) below mmap_min_addr, beyond RLIMIT_STACK (8 MiB), or when an
+        accessible VMA that does not grow down ends less than stack_guard_gap (256 pages)
+        below the new start. The grown VMA gets an anon_vma first (anon_vma_prepare).
+        """
+        v = self.find_vma(addr)
+        if v is None or not v.flags & R.VM_GROWSDOWN or addr >= v.start:
+            return None
+        address = addr & PAGE_MASK
+        if address < MMAP_MIN_ADDR or v.end - address > STACK_RLIMIT:
+            return None
+        prev = v.prev
+        if (prev is not None and not prev.flags & R.VM_GROWSDOWN
+                and prev.flags & (R.VM_READ | R.VM_WRITE | R.VM_EXEC)
+                and address - prev.end < STACK_GUARD_GAP):
+            return None
+        if prev is not None and prev.end > address:
+            return None
+        self.anon_vma_prepare(v)
+        grow = (v.start - address) >> PAGE_SHIFT
+        v.pgoff -= grow
+        self._set_start(v, address)
+        if self.tracing:
+            self._t(f"expand_downwards: {v} grew by {grow} page(s)")
+        return v
 
     def _thp_read_fault(self, v: SVma, addr: int) -> bool:
         """A read fault that takes the huge-page path prepares an anon_vma too."""
