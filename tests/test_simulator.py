@@ -211,3 +211,22 @@ def test_simulate_ops_api() -> None:
     assert r.max_map_count == 10 and r.map_count == 1
     with pytest.raises(ParseError):
         simulate("bogus 1 2 3")
+
+
+def test_special_vmas_never_merge_in_the_simulator() -> None:
+    # test_vma_merge_special_flags: VM_IO/VM_DONTEXPAND/VM_PFNMAP/VM_MIXEDMAP on both
+    # sides: neither a new range nor a modified one merges. The op language cannot make
+    # such VMAs (drivers do), so the flag is set on the model directly.
+    for flag in (R.VM_IO, R.VM_DONTEXPAND, R.VM_PFNMAP, R.VM_MIXEDMAP):
+        mm = MM(epoch_for("6.18"))
+        run_on(mm, "mmap 0x100000 3p rw- private,anonymous,fixed,noreserve\n")
+        (v,) = list(mm)
+        v.flags |= flag
+        # Split it, then make the pieces alike again: a normal VMA would merge back.
+        mm.split_vma(v, 0x101000)
+        vmg = R.Vmg.from_vma(list(mm)[1])
+        assert mm.merge_existing(vmg) is None
+        assert R.special_reason(mm.epoch, vmg.flags) is not None
+        new = R.Vmg(0x103000, 0x104000, 0x103, v.flags)
+        assert mm.merge_new(new, list(mm)[1], None, "merge_new_range") is None
+        assert len(list(mm)) == 2
