@@ -361,3 +361,10 @@ def test_explain_name_policy_special() -> None:
     io = Vma(0x2000, 0x3000, "rw-s", flags=frozenset({"rd", "wr", "sh", "io", "pf"}),
              dev=5, inode=9, name="/dev/mem")
     assert "special" in codes(R.explain_pair(a, io, NEW))
+
+
+def test_explain_names_unknown_mnemonics() -> None:
+    a = Vma(0x1000, 0x2000, "rw-p", flags=RW | {"zz"})
+    b = Vma(0x2000, 0x3000, "rw-p", flags=RW)
+    (r,) = R.explain_pair(a, b, NEW)
+    assert r.code == "vmflags" and "zz" in r.detail and "only on the left" in r.detail

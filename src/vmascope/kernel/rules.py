@@ -559,6 +559,16 @@ def explain_pair(prev: Vma, next: Vma, epoch: Epoch) -> list[Reason]:  # noqa: A
                                         "most likely)")
         codes.add(r.code)
         reasons.append(r)
+    if extra:
+        # Mnemonics this module does not know were given bits above the known ones.
+        names = {f"bit{(bit.bit_length() - 1)}": m for m, bit in extra.items()}
+        fixed = []
+        for r in reasons:
+            detail = r.detail
+            for token, m in names.items():
+                detail = detail.replace(f"{token} = unknown flag", f"{m} = unknown flag")
+            fixed.append(dataclasses.replace(r, detail=detail))
+        reasons = fixed
     return reasons
 
 
