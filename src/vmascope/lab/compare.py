@@ -14,6 +14,7 @@ the process-wide map count and the smaps byte counts are not compared.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Sequence
 from typing import Any
@@ -109,6 +110,15 @@ def simulator_available() -> bool:
     return hasattr(mod, "simulate_ops")
 
 
+@functools.lru_cache(maxsize=16)
+def _epoch(version: str) -> Any:
+    """The simulator's epoch for a release, worked out once (for the running kernel this
+    reads /proc/config.gz, which would otherwise cost more than the simulation)."""
+    from ..kernel.epochs import epoch_for
+
+    return epoch_for(version)
+
+
 def simulate(ops: Sequence[Op], version: str, *, max_map_count: int | None = None,
              script: str | None = None) -> dict[str, Any]:
     """The simulator's prediction for ``ops`` on kernel ``version`` (its JSON shape).
@@ -122,7 +132,7 @@ def simulate(ops: Sequence[Op], version: str, *, max_map_count: int | None = Non
     kwargs: dict[str, Any] = {}
     if max_map_count is not None:
         kwargs["max_map_count"] = max_map_count
-    result = mod.simulate_ops([op.shifted(ARENA_BASE) for op in ops], version, **kwargs)
+    result = mod.simulate_ops([op.shifted(ARENA_BASE) for op in ops], _epoch(version), **kwargs)
     data: dict[str, Any] = result.to_json()
     vmas = []
     for v in data["vmas"]:
