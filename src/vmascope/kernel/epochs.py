@@ -88,6 +88,12 @@ class Epoch:
     # 6.18.44 cannot be checked without lowering its vm.max_map_count).
     mremap_limit: str
 
+    # MADV_POPULATE_(READ|WRITE) runs inside madvise_walk_vmas (a hole is ENOMEM only
+    # after the rest was tried, a bad VMA EINVAL at once); later it walks on its own and
+    # stops with ENOMEM at the first hole (mm/madvise.c). Seen: walk on 6.1.176, own
+    # walk on 6.12.117; taken to change in 6.10, not verified in between.
+    populate_in_walk: bool
+
     # mremap(MREMAP_FIXED) of a range spanning several VMAs (mm/mremap.c, 6.17).
     mremap_multi_vma: bool
 
@@ -225,6 +231,7 @@ def epoch_for(
         mremap_expand_merges_next=at_least(6, 1),
         mremap_lookup_first=at_least(5, 16),
         mremap_limit="6.17" if at_least(6, 17) else "legacy",
+        populate_in_walk=not at_least(6, 10),
         mremap_multi_vma=at_least(6, 17),
         guard_regions=at_least(6, 13),
         sticky_guard_flag=at_least(6, 19) or (v[:2] == (6, 18) and v[2] >= 44),

@@ -858,6 +858,22 @@ class MM:
             return
         if adv == "populate_write" or adv == "populate_read":
             write = adv == "populate_write"
+
+            def populate(v: SVma, s: int, e: int) -> SVma:
+                if v.flags & (R.VM_IO | R.VM_PFNMAP):
+                    raise OpFailed("EINVAL")
+                if write and not v.flags & R.VM_WRITE or not v.flags & (
+                        R.VM_READ | R.VM_WRITE | R.VM_EXEC):
+                    raise OpFailed("EINVAL")
+                if write and v.file is None and not v.flags & R.VM_SHARED:
+                    self.anon_vma_prepare(v)
+                return v
+
+            if ep.populate_in_walk:
+                # Inside madvise_walk_vmas: holes give ENOMEM only at the end, a bad VMA
+                # gives EINVAL at once.
+                self._walk(start, end, populate)
+                return
             addr = start
             while addr < end:
                 v = self.vma_lookup(addr)
@@ -932,6 +948,8 @@ class MM:
         # (6.1.176, 6.12.117, 7.2.13 and 6.18.44 all do so).
         addr = start
         v = self.find_vma(start)
+        if v is None or v.start >= end:
+            raise OpFailed("EFAULT")  # no VMA in the range at all, whatever the mode
         while policy is not None and addr < end:
             if v is None or v.start > addr:
                 raise OpFailed("EFAULT")
