@@ -31,9 +31,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--anon-names", action="store_true",
                    help="model a kernel built with CONFIG_ANON_VMA_NAME (Debian's cloud "
                    "kernels are not: the name op fails with EINVAL)")
-    p.add_argument("--thp", choices=("always", "madvise", "never"), default="madvise",
+    p.add_argument("--thp", choices=("always", "madvise", "never"), default=None,
                    help="transparent_hugepage/enabled of the modelled machine (read faults "
-                   "on the huge-page path create an anon_vma)")
+                   "on the huge-page path create an anon_vma); default: this machine's "
+                   "setting for the running kernel, never otherwise")
     p.set_defaults(run=run)
 
 

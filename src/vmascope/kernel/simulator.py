@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -1487,15 +1488,40 @@ def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[dict[str, Any]], list[dict[
     return errors, faults
 
 
+def machine_thp(release: str) -> str:
+    """transparent_hugepage/enabled of the machine the release runs on.
+
+    The running kernel's sysfs setting when ``release`` is the running kernel; otherwise
+    "never", which is what the lab's microVMs have: the kernel switches THP off on
+    machines with less than 512 MiB of RAM (hugepage_init), and they have 512 MiB.
+    """
+    try:
+        if os.uname().release == release.strip():
+            with open("/sys/kernel/mm/transparent_hugepage/enabled") as fh:
+                text = fh.read()
+            chosen = text[text.index("[") + 1:text.index("]")]
+            if chosen in ("always", "madvise", "never"):
+                return chosen
+    except (OSError, ValueError):
+        pass
+    return "never"
+
+
 def simulate_ops(ops: Sequence[Op], kernel: str | Epoch | None = None, *,
                  max_map_count: int = DEFAULT_MAX_MAP_COUNT, trace: bool = False,
-                 thp: str = "madvise", numa_nodes: int = 1,
+                 thp: str | None = None, numa_nodes: int = 1,
                  script: str | None = None) -> SimResult:
-    """Run parsed ops on a fresh simulated address space of ``kernel`` (default: running)."""
+    """Run parsed ops on a fresh simulated address space of ``kernel`` (default: running).
+
+    ``thp`` is the machine's transparent_hugepage/enabled (``machine_thp`` by default):
+    read faults on the huge-page path create an anon_vma.
+    """
     if isinstance(kernel, Epoch):
         epoch = kernel
     else:
         epoch = epoch_for(kernel or default_release())
+    if thp is None:
+        thp = machine_thp(epoch.release)
     mm = MM(epoch, max_map_count=max_map_count, trace=trace, thp=thp, numa_nodes=numa_nodes)
     errors, faults = run_ops(mm, ops)
     return SimResult(
