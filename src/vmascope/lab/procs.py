@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -25,6 +26,18 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 _stopping = threading.Event()
 
+# util-linux setpriv sets PR_SET_PDEATHSIG and then execs the program, so the kernel
+# kills qemu or the executor even when vmascope itself dies by SIGKILL (no handler runs
+# then). The signal follows the thread that started the process; lab threads outlive
+# the processes they start, which managed() kills on the way out.
+_SETPRIV = shutil.which("setpriv")
+
+
+def _with_death_signal(argv: Sequence[str]) -> list[str]:
+    if _SETPRIV is None:
+        return list(argv)
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+
 
 @contextlib.contextmanager
 def managed(argv: Sequence[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
@@ -37,7 +50,8 @@ def managed(argv: Sequence[str], **kwargs: Any) -> Iterator[subprocess.Popen[byt
     with _lock:
         if _stopping.is_set():
             raise LabError("interrupted")
-        proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        proc: subprocess.Popen[bytes] = subprocess.Popen(
+            _with_death_signal(argv), start_new_session=True, **kwargs)
         _live[proc.pid] = proc
     try:
         yield proc
