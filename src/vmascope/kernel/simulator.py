@@ -390,6 +390,21 @@ class MM:
 
     # -- merging --------------------------------------------------------------------------
 
+    def _trace_merge(self, how: str, vmg: Any, prev: SVma | None, nxt: SVma | None,
+                     merge_left: bool, merge_right: bool, rl: Sequence[R.Reason],
+                     rr: Sequence[R.Reason], cross: bool, note: str = "") -> None:
+        """The decision log of one merge attempt, like the seed's printk."""
+        self._t(f"{how} {vmg.start:#x}-{vmg.end:#x} (anon_vma {vmg.anon_vma or 0}): "
+                f"merge_prev={int(merge_left)} merge_next={int(merge_right)} "
+                f"prev->anon_vma={self._av(prev)} next->anon_vma={self._av(nxt)}{note}")
+        if rl:
+            self._t(f"  prev {prev} refused: {self._refusal(rl)}")
+        if rr:
+            self._t(f"  next {nxt} refused: {self._refusal(rr)}")
+        if cross:
+            self._t(f"  next {nxt} dropped: prev and next have different anon_vmas "
+                    "(anon_vmas_compatible); prev wins")
+
     def _refusal(self, reasons: Sequence[R.Reason]) -> str:
         return "; ".join(f"{r.code} ({r.rule}): {r.detail}" for r in reasons)
 
@@ -425,16 +440,7 @@ class MM:
         if cross:
             merge_right = False  # prev (left) wins
         if self.tracing:
-            self._t(f"merge {vmg.start:#x}-{vmg.end:#x} (anon_vma {vmg.anon_vma or 0}): "
-                    f"merge_prev={int(merge_left)} merge_next={int(merge_right)} "
-                    f"prev->anon_vma={self._av(prev)} next->anon_vma={self._av(nxt)}")
-            if rl:
-                self._t(f"  prev {prev} refused: {self._refusal(rl)}")
-            if rr:
-                self._t(f"  next {nxt} refused: {self._refusal(rr)}")
-            if cross:
-                self._t(f"  next {nxt} dropped: prev and next have different anon_vmas "
-                        "(anon_vmas_compatible); prev wins")
+            self._trace_merge("merge", vmg, prev, nxt, merge_left, merge_right, rl, rr, cross)
         if not merge_left and not merge_right:
             return None
         # Sticky flags (6.19 VM_MAYBE_GUARD) of every VMA that takes part are kept.
@@ -522,17 +528,8 @@ class MM:
         if self.tracing:
             how = {"vma_merge": "vma_merge", "next_first": "mmap_region (next first)",
                    "merge_new_range": "vma_merge_new_range"}[mode]
-            self._t(f"{how} {vmg.start:#x}-{vmg.end:#x} (anon_vma {vmg.anon_vma or 0}): "
-                    f"merge_prev={int(merge_left)} merge_next={int(merge_right)} "
-                    f"prev->anon_vma={self._av(prev)} next->anon_vma={self._av(nxt)}"
-                    + (" (just_expand: next not considered)" if just_expand and nxt else ""))
-            if rl:
-                self._t(f"  prev {prev} refused: {self._refusal(rl)}")
-            if rr:
-                self._t(f"  next {nxt} refused: {self._refusal(rr)}")
-            if cross:
-                self._t(f"  next {nxt} dropped: prev and next have different anon_vmas; "
-                        "prev wins")
+            self._trace_merge(how, vmg, prev, nxt, merge_left, merge_right, rl, rr, cross,
+                              " (just_expand: next not considered)" if just_expand and nxt else "")
         if not merge_left and not merge_right:
             return None
         copied = vmg.copied_from
