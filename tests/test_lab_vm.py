@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from vmascope.lab import compare, kernels, runner, scenarios, verify
+from vmascope.lab import kernels, runner, scenarios, verify
 from vmascope.lab.runner import KernelRun
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
