@@ -45,6 +45,17 @@ _NAME_FORBIDDEN = set("\\`$[]")
 _KEEP: Any = object()
 
 
+def _set_attrs(v: Any, flags: int | None, anon_name: Any, policy: Any) -> Any:
+    """Give a VMA (or a merge proposal) the attributes a vma_modify_* caller changes."""
+    if flags is not None:
+        v.flags = flags
+    if anon_name is not _KEEP:
+        v.anon_name = anon_name
+    if policy is not _KEEP:
+        v.policy = policy
+    return v
+
+
 def page_align(x: int) -> int:
     return (x + PAGE_SIZE - 1) & PAGE_MASK
 
@@ -572,20 +583,8 @@ class MM:
             # Touches neither edge: vma_merge_existing_range never merges; split twice.
             v = self.split_vma(v, start)
             self.split_vma(v, end)
-            if flags is not None:
-                v.flags = flags
-            if anon_name is not _KEEP:
-                v.anon_name = anon_name
-            if policy is not _KEEP:
-                v.policy = policy
-            return v
-        vmg = R.Vmg.from_vma(v, start, end)
-        if flags is not None:
-            vmg.flags = flags
-        if anon_name is not _KEEP:
-            vmg.anon_name = anon_name
-        if policy is not _KEEP:
-            vmg.policy = policy
+            return _set_attrs(v, flags, anon_name, policy)
+        vmg = _set_attrs(R.Vmg.from_vma(v, start, end), flags, anon_name, policy)
         merged = self.merge_existing(vmg)
         if merged is not None:
             return merged
@@ -593,13 +592,7 @@ class MM:
             v = self.split_vma(v, start)
         if v.end > end:
             self.split_vma(v, end)
-        if flags is not None:
-            v.flags = flags
-        if anon_name is not _KEEP:
-            v.anon_name = anon_name
-        if policy is not _KEEP:
-            v.policy = policy
-        return v
+        return _set_attrs(v, flags, anon_name, policy)
 
     # -- unmapping ------------------------------------------------------------------------
 
