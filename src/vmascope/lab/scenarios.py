@@ -22,9 +22,9 @@ from collections.abc import Callable
 from ..errors import UsageError
 from ..ops.language import Op, parse_script
 
-SEED = """\
-# the seed's reproducer: reserve 6 pages
-mmap 0 6p ---
+# The seed's pre-step and its three workers, in the order their sleeps give:
+# second = (3 - id) % 3 + 1, so id 0 sleeps 10 s, id 2 20 s and id 1 30 s.
+_SEED_STEPS = """\
 # pre-step: give page 5 an anon_vma, then make it PROT_NONE again
 mprotect 5p 1p rw-
 touch 5p
@@ -40,21 +40,17 @@ mprotect 2p 2p rw-
 touch 2p
 """
 
+SEED = """\
+# the seed's reproducer: reserve 6 pages
+mmap 0 6p ---
+""" + _SEED_STEPS
+
 SEED_HACK = """\
 # the seed's pre-fault hack: map read-write and fault once, so one anon_vma covers all
 mmap 0 6p rw-
 touch 0p
 mprotect 0p 1p ---
-mprotect 5p 1p rw-
-touch 5p
-mprotect 5p 1p ---
-mprotect 0p 2p rw-
-touch 0p
-mprotect 4p 2p rw-
-touch 4p
-mprotect 2p 2p rw-
-touch 2p
-"""
+""" + _SEED_STEPS
 
 _CARVE = "mmap 0 30p ---\n"
 _RW_NR = "rw- private,fixed,noreserve"
