@@ -96,6 +96,38 @@ def test_epoch_switches_per_release() -> None:
     assert epoch_for("6.17").mremap_multi_vma and not epoch_for("6.16").mremap_multi_vma
 
 
+def test_running_debian_kernel_takes_its_patch_level_from_proc_version(monkeypatch) -> None:
+    # Debian's uname hides the stable patch level; /proc/version names the package
+    # version. 6.1.0 would mean the pre-6.1.7 anon_vma_clone reuse test ("degree").
+    import builtins
+    import io
+    import os
+
+    from vmascope.kernel import epochs
+
+    release = "6.1.0-50-cloud-amd64"
+    assert epoch_for(release).clone_reuse == "degree"  # not the running kernel: x.y.0
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if path == "/proc/version":
+            return io.StringIO(f"Linux version {release} (debian-kernel@lists.debian.org) "
+                               "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-10-01)\n")
+        return real_open(path, *args, **kwargs)
+
+    uname = os.uname()
+    fake_uname = os.uname_result((uname.sysname, uname.nodename, release, uname.version,
+                                  uname.machine))
+    monkeypatch.setattr(epochs.os, "uname", lambda: fake_uname)
+    monkeypatch.setattr(builtins, "open", fake_open)
+    e = epoch_for(release)
+    assert e.version == (6, 1, 176) and e.clone_reuse == "num_children"
+    # a /proc/version of another series is not taken for this release
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: io.StringIO(
+        "Linux version x #1 SMP Debian 6.12.117-1\n") if p == "/proc/version" else real_open(p, *a, **k))
+    assert epoch_for(release).version == (6, 1, 0)
+
+
 def test_build_options_override() -> None:
     e = epoch_for("6.12", anon_vma_name=True, soft_dirty=False)
     assert e.anon_vma_name and not e.soft_dirty

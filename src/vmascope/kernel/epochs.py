@@ -170,6 +170,23 @@ def _running_config(release: str) -> dict[str, str] | None:
     return config
 
 
+_DEBIAN_VERSION = re.compile(r" Debian (\d+)\.(\d+)\.(\d+)")
+
+
+def _running_debian_version(release: str) -> tuple[int, int, int] | None:
+    """The upstream version of the running kernel when ``release`` is the running kernel
+    and Debian built it: its uname (6.1.0-50-cloud-amd64) hides the stable patch level,
+    which /proc/version names ("... Debian 6.1.176-1 ...")."""
+    try:
+        if os.uname().release != release.strip():
+            return None
+        with open("/proc/version") as fh:
+            m = _DEBIAN_VERSION.search(fh.read())
+    except OSError:
+        return None
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
 def epoch_for(
     release: str,
     *,
@@ -183,6 +200,9 @@ def epoch_for(
     ``release`` is the running kernel).
     """
     v = parse_release(release)
+    debian = _running_debian_version(release)
+    if debian is not None and debian[:2] == v[:2]:
+        v = debian
     if v[:2] < OLDEST_SUPPORTED:
         raise UsageError(
             f"kernel release {release!r}: vmascope models kernels 5.15 and newer "
