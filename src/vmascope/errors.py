@@ -78,3 +78,9 @@ class LabError(VmascopeError):
     """The lab could not run a script (compiler missing, executor crashed, timeout)."""
 
     exit_code = 7
+
+
+class OutputError(VmascopeError):
+    """An output file could not be written (no such directory, no space, no permission)."""
+
+    exit_code = 8
