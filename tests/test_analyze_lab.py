@@ -95,13 +95,6 @@ def test_simulated_reasons(name: str, code: str) -> None:
 # -- real Debian kernels in a microVM -----------------------------------------------------
 
 
-def _real_snapshot(run_vmas: list, release: str) -> Snapshot:
-    """The lab executor's report of its arena as a Snapshot (addresses arena-relative)."""
-    recs = [Vma(v.start, v.end, v.perms, v.offset, name=v.name, flags=frozenset(v.flags),
-                smaps={"Anonymous": v.anonymous}) for v in run_vmas]
-    return Snapshot.from_vmas(recs, SnapshotMeta(kernel_release=release, source="lab"))
-
-
 @pytest.fixture(scope="module")
 def kernel_612():  # type: ignore[no-untyped-def]
     if shutil.which("qemu-system-x86_64") is None:
@@ -122,7 +115,7 @@ def test_real_612_kernel_reasons(kernel_612) -> None:  # type: ignore[no-untyped
     got = {}
     for name, result in zip(names, run.results):
         assert not result.errors and not result.faults, (name, result.errors, result.faults)
-        snap = _real_snapshot(result.vmas, run.release)
+        snap = result.snapshot
         # 6.12 keeps all three pairs apart.
         assert _count_in_pair(snap) == 2, (name, snap.maps_text())
         got[name] = _reasons_at(analyze(snap), BOUNDARY)
@@ -145,7 +138,7 @@ def test_real_host_kernel_merges_unfaulted_from_616() -> None:
     m = re.match(r"(\d+)\.(\d+)", kernel.release)
     assert m
     (result,) = run_scripts(kernel, [parse_script(SCRIPTS["unfaulted"])]).results
-    snap = _real_snapshot(result.vmas, kernel.release)
+    snap = result.snapshot
     if (int(m.group(1)), int(m.group(2))) >= (6, 16):
         assert _count_in_pair(snap) == 1, snap.maps_text()
     else:

@@ -16,8 +16,9 @@ import subprocess
 import pytest
 
 from vmascope.lab import executor, scenarios
-from vmascope.lab.verify import host_can_set_brk
+from vmascope.host import can_set_brk as host_can_set_brk
 from vmascope.ops.language import parse_script
+from vmascope.outcome import Outcome
 
 P = 4096
 
@@ -28,11 +29,11 @@ def _host_version() -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def run(text: str) -> executor.RunResult:
+def run(text: str) -> Outcome:
     return executor.run_on_host([parse_script(text)])[0]
 
 
-def spans(res: executor.RunResult) -> list[tuple[int, int, str]]:
+def spans(res: Outcome) -> list[tuple[int, int, str]]:
     return [(v.start // P, v.end // P, v.perms) for v in res.vmas]
 
 
@@ -63,8 +64,8 @@ def test_seed_counts_on_the_host() -> None:
     assert plain.vmas[0].start == 0 and plain.vmas[-1].end == 6 * P
     assert not plain.errors and not plain.faults
     # pages 5, 0, 4 and 2 are written (page 0 twice in the hack): 4 anonymous pages
-    assert sum(v.anonymous for v in plain.vmas) == 4 * P
-    assert sum(v.anonymous for v in hack.vmas) == 4 * P
+    assert sum(v.smaps["Anonymous"] for v in plain.vmas) == 4 * P
+    assert sum(v.smaps["Anonymous"] for v in hack.vmas) == 4 * P
 
 
 def test_merge_selftests_on_the_host() -> None:
@@ -91,7 +92,7 @@ madvise 0 1p dontneed
 """)
     # munmap: EINVAL for an unaligned start; mprotect/madvise over a hole: ENOMEM;
     # mremap of an unmapped address: EFAULT; MAP_FIXED at an unaligned address: EINVAL.
-    assert [(i, executor.errno_mod.errorcode[e]) for i, e in res.errors] == [
+    assert [(e.op, e.errno) for e in res.errors] == [
         (0, "EINVAL"), (1, "ENOMEM"), (2, "EFAULT"), (3, "ENOMEM"), (4, "EINVAL")]
     # MAP_FIXED over an existing mapping replaces it: still one VMA
     assert spans(res) == [(0, 1, "rw-p")]
@@ -108,10 +109,11 @@ touch 4p read
 mprotect 1p 1p rw-
 touch 1p write
 """)
-    assert res.faults == [(0, 3 * P, 11), (3, P, 11), (5, 4 * P, 11)]  # SIGSEGV = 11
+    assert [(f.op, f.addr, f.signal) for f in res.faults] == [
+        (0, 3 * P, "SIGSEGV"), (3, P, "SIGSEGV"), (5, 4 * P, "SIGSEGV")]
     assert not res.errors
     assert spans(res) == [(0, 1, "r--p"), (1, 2, "rw-p"), (4, 5, "---p")]
-    data = res.to_json(parse_script("touch 3p\n"))
+    data = res.to_json()
     assert data["faults"][0]["signal"] == "SIGSEGV" and data["faults"][0]["addr"] == hex(3 * P)
 
 
@@ -166,9 +168,9 @@ def test_heap_sets_the_program_break_in_the_arena() -> None:
     else:
         # prctl(PR_SET_MM) needs CAP_SYS_RESOURCE: EPERM (kernel/sys.c prctl_set_mm), then
         # brk() leaves the break where it was (reported as ENOMEM) and the touch faults
-        assert [(i, executor.errno_mod.errorcode[e]) for i, e in res.errors] == [
+        assert [(e.op, e.errno) for e in res.errors] == [
             (0, "EPERM"), (1, "ENOMEM")]
-        assert res.faults == [(2, 101 * P, 11)]
+        assert [(f.op, f.addr, f.signal) for f in res.faults] == [(2, 101 * P, "SIGSEGV")]
 
 
 def test_arena_is_fenced_and_empty() -> None:
@@ -193,8 +195,8 @@ def test_exhaust_reaches_the_limit_with_a_failed_mprotect() -> None:
         if int(fh.read()) != limit:
             pytest.skip("vm.max_map_count was changed by someone else during the test")
     assert res.errors, "the workload never hit vm.max_map_count"
-    first, err = res.errors[0]
-    assert ops[first].kind == "mprotect" and executor.errno_mod.errorcode[err] == "ENOMEM"
+    first = res.errors[0]
+    assert ops[first.op].kind == "mprotect" and first.errno == "ENOMEM"
     # split_vma refuses once map_count >= max (mm/vma.c), so the process ends at max
     assert res.process_map_count == limit
 
@@ -210,12 +212,13 @@ def test_incomplete_executor_output_is_a_lab_error() -> None:
     from vmascope.errors import LabError
 
     good = "V 0 1000 rw-p 0 4 rd wr\t\nR 0 12\nZ 0\n"
-    (res,) = executor.parse_output(good, 1, "host")
+    one, two = [parse_script("touch 0\n")], [parse_script("touch 0\n")] * 2
+    (res,) = executor.parse_output(good, one, "host")
     assert res.process_map_count == 12 and res.vmas[0].end == P and res.vmas[0].name is None
     with pytest.raises(LabError, match="no result for script 1 of 2"):
-        executor.parse_output(good, 2, "6.1")
+        executor.parse_output(good, two, "6.1")
     with pytest.raises(LabError, match="unreadable executor output"):
-        executor.parse_output("V zz\n", 1, "6.1")
+        executor.parse_output("V zz\n", one, "6.1")
 
 
 def test_ops_encode_as_the_kernel_numbers() -> None:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from vmascope.lab import compare, scenarios, verify
+from vmascope.model import Snapshot, Vma
 from vmascope.ops.language import parse_script, script_text
+from vmascope.outcome import Fault, OpError, Outcome
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,8 +35,7 @@ def test_run_seed_on_the_host_json() -> None:
     assert v["start"] == "0x0" and v["perms"] == "rw-p" and v["pgoff"] is None
     assert v["anon_vma"] is None and "rd" in v["flags"] and v["name"] is None
     assert real["map_count"] == len(real["vmas"]) < real["process_map_count"]
-    if compare.simulator_available():
-        assert entry["agree"] is True, entry["differences"]
+    assert entry["agree"] is True, entry["differences"]
 
 
 def test_run_a_script_file_and_stdin(tmp_path: Path) -> None:
@@ -57,8 +58,7 @@ def test_run_table_marks_agreement() -> None:
     out = cli("lab", "run", "seed-hack", "seed")
     assert out.returncode == 0, out.stderr
     assert "seed-hack: 12 ops" in out.stdout and "seed: 10 ops" in out.stdout
-    if compare.simulator_available():
-        assert "agree" in out.stdout and "DIFFER" not in out.stdout
+    assert "agree" in out.stdout and "DIFFER" not in out.stdout
 
 
 def test_bad_script_is_one_line_naming_the_line(tmp_path: Path) -> None:
@@ -129,25 +129,29 @@ def dataclasses_key(op):  # type: ignore[no-untyped-def]
             op.new_addr, op.write, op.name)
 
 
+def _outcome(flags: list[str], errors: list[OpError], *, anon: int | None = None,
+             offset: int = 0) -> Outcome:
+    vma = Vma(0, 0x2000, "rw-p", offset=offset, flags=frozenset(flags), anon_vma=anon)
+    return Outcome(Snapshot.from_vmas([vma]), errors=errors)
+
+
 def test_compare_rules() -> None:
-    real = {"vmas": [{"start": "0x0", "end": "0x2000", "perms": "rw-p",
-                      "flags": ["rd", "wr", "mr", "mw", "me", "ac", "sd"], "name": None}],
-            "errors": [{"op": 1, "errno": "ENOMEM"}], "faults": []}
-    sim = {"vmas": [{"start": "0x0", "end": "0x2000", "perms": "rw-p",
-                     "flags": ["ac", "me", "mr", "mw", "rd", "wr"], "name": None,
-                     "anon_vma": 3, "pgoff": 17}],
-           "errors": [{"op": 1, "errno": "ENOMEM"}], "faults": []}
+    real = _outcome(["rd", "wr", "mr", "mw", "me", "ac", "sd"], [OpError(1, 2, "ENOMEM")])
+    sim = _outcome(["ac", "me", "mr", "mw", "rd", "wr"], [OpError(1, 2, "ENOMEM")], anon=3,
+                   offset=17 << 12)
     # sd is ignored, flag order is not significant, anon_vma and pgoff are not compared
     assert compare.agree(real, sim)
-    sim["errors"] = [{"op": 1, "errno": "EAGAIN"}]
+    sim.errors = [OpError(1, 2, "EAGAIN")]
     assert compare.differences(real, sim) == [
         "errors: real op 1 ENOMEM, simulator op 1 EAGAIN"]
-    sim["errors"] = real["errors"]
-    sim["vmas"][0]["flags"] = ["me", "mr", "mw", "rd", "wr"]
+    sim = _outcome(["me", "mr", "mw", "rd", "wr"], real.errors)
     assert not compare.agree(real, sim)
+    sim = _outcome(["ac", "me", "mr", "mw", "rd", "wr"], real.errors)
+    sim.faults = [Fault(3, 4, 0x1000, "SIGSEGV")]
+    assert compare.differences(real, sim) == [
+        "faults: real none, simulator op 3 SIGSEGV at 1p"]
 
 
-@pytest.mark.skipif(not compare.simulator_available(), reason="needs the simulator")
 def test_verify_on_the_host_agrees() -> None:
     out = cli("lab", "verify", "--kernel", "host", "--cases", "300", "--seed", "5", "--json")
     data = json.loads(out.stdout)

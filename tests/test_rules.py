@@ -96,36 +96,43 @@ def test_epoch_switches_per_release() -> None:
     assert epoch_for("6.17").mremap_multi_vma and not epoch_for("6.16").mremap_multi_vma
 
 
-def test_running_debian_kernel_takes_its_patch_level_from_proc_version(monkeypatch) -> None:
+def _fake_proc(root, release: str, version: str, config: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    import gzip
+
+    (root / "sys" / "kernel").mkdir(parents=True)
+    (root / "sys" / "kernel" / "osrelease").write_text(release + "\n")
+    (root / "version").write_text(f"Linux version {release} (debian-kernel@lists.debian.org) "
+                                  f"#1 SMP PREEMPT_DYNAMIC {version} (2026-10-01)\n")
+    if config is not None:
+        with gzip.open(root / "config.gz", "wt") as fh:
+            fh.write(config)
+
+
+def test_running_debian_kernel_takes_its_patch_level_from_proc_version(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Debian's uname hides the stable patch level; /proc/version names the package
-    # version. 6.1.0 would mean the pre-6.1.7 anon_vma_clone reuse test ("degree").
-    import builtins
-    import io
-    import os
+    # version. 6.18.0 would mean no VM_MAYBE_GUARD (6.18.37 stable) and no copied_from
+    # anon_vma duplication (6.18.8 stable).
+    from vmascope import host
 
-    from vmascope.kernel import epochs
-
-    release = "6.1.0-50-cloud-amd64"
-    assert epoch_for(release).clone_reuse == "degree"  # not the running kernel: x.y.0
-    real_open = builtins.open
-
-    def fake_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if path == "/proc/version":
-            return io.StringIO(f"Linux version {release} (debian-kernel@lists.debian.org) "
-                               "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-10-01)\n")
-        return real_open(path, *args, **kwargs)
-
-    uname = os.uname()
-    fake_uname = os.uname_result((uname.sysname, uname.nodename, release, uname.version,
-                                  uname.machine))
-    monkeypatch.setattr(epochs.os, "uname", lambda: fake_uname)
-    monkeypatch.setattr(builtins, "open", fake_open)
-    e = epoch_for(release)
-    assert e.version == (6, 1, 176) and e.clone_reuse == "num_children"
-    # a /proc/version of another series is not taken for this release
-    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: io.StringIO(
-        "Linux version x #1 SMP Debian 6.12.117-1\n") if p == "/proc/version" else real_open(p, *a, **k))
-    assert epoch_for(release).version == (6, 1, 0)
+    release = "6.18.0-9-cloud-amd64"
+    e = epoch_for(release)  # not the running kernel: x.y.0
+    assert not e.sticky_guard_flag and not e.copied_from_dup
+    _fake_proc(tmp_path, release, "Debian 6.18.44-1",
+               "CONFIG_MEM_SOFT_DIRTY=y\n# CONFIG_ANON_VMA_NAME is not set\n")
+    try:
+        host.set_roots(proc=tmp_path)
+        assert host.release() == release
+        e = host.epoch_for()
+        assert e.version == (6, 18, 44) and e.sticky_guard_flag and e.copied_from_dup
+        assert e.soft_dirty and not e.anon_vma_name
+        # a /proc/version of another series is not taken for this release
+        (tmp_path / "version").write_text("Linux version x #1 SMP Debian 6.12.117-1\n")
+        host.set_roots(proc=tmp_path)
+        assert host.epoch_for(release).version == (6, 18, 0)
+        # another release than the running one gets no facts at all
+        assert host.epoch_for("6.12.117").version == (6, 12, 117)
+    finally:
+        host.set_roots(proc="/proc")
 
 
 def test_build_options_override() -> None:

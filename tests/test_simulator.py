@@ -12,14 +12,15 @@ from vmascope.cli import main
 from vmascope.errors import ParseError
 from vmascope.kernel import rules as R
 from vmascope.kernel.epochs import epoch_for
-from vmascope.kernel.simulator import MM, simulate, simulate_ops
+from vmascope.kernel.sim import MM, simulate, simulate_ops
+from vmascope.kernel.sim.vma import split_vma, vma_merge_existing_range, vma_merge_new_range
 from vmascope.ops.language import parse_script
 
 SEED = "tests/scripts/seed.ops"
 
 
 def run_on(mm: MM, text: str) -> None:
-    from vmascope.kernel.simulator import run_ops
+    from vmascope.kernel.sim import run_ops
 
     errors, faults = run_ops(mm, parse_script(text))
     assert not errors and not faults
@@ -111,7 +112,7 @@ def test_anon_names_with_config_on() -> None:
     r = simulate("mmap 0x100000 4p rw- private,anonymous,fixed\n"
                  "mmap 0x110000 1p rw- private,anonymous,fixed\nname 0x101000 1p x\n"
                  "name 0x100000 1p bad$name\n", kernel=NAMES, max_map_count=2)
-    assert [(e["op"], e["errno"]) for e in r.errors] == [(2, "EAGAIN"), (3, "EINVAL")]
+    assert [(e.op, e.errno) for e in r.errors] == [(2, "EAGAIN"), (3, "EINVAL")]
 
 
 def test_json_shape() -> None:
@@ -210,7 +211,7 @@ def test_simulate_ops_api() -> None:
     r = simulate_ops(ops, kernel="6.18", max_map_count=10)
     assert r.max_map_count == 10 and r.map_count == 1
     with pytest.raises(ParseError):
-        simulate("bogus 1 2 3")
+        simulate("bogus 1 2 3", "6.18")
 
 
 def test_special_vmas_never_merge_in_the_simulator() -> None:
@@ -223,10 +224,10 @@ def test_special_vmas_never_merge_in_the_simulator() -> None:
         (v,) = list(mm)
         v.flags |= flag
         # Split it, then make the pieces alike again: a normal VMA would merge back.
-        mm.split_vma(v, 0x101000)
+        split_vma(mm, v, 0x101000)
         vmg = R.Vmg.from_vma(list(mm)[1])
-        assert mm.merge_existing(vmg) is None
+        assert vma_merge_existing_range(mm, vmg) is None
         assert R.special_reason(mm.epoch, vmg.flags) is not None
         new = R.Vmg(0x103000, 0x104000, 0x103, v.flags)
-        assert mm.merge_new(new, list(mm)[1], None, "merge_new_range") is None
+        assert vma_merge_new_range(mm, new, list(mm)[1], None, "merge_new_range") is None
         assert len(list(mm)) == 2

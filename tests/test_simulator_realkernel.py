@@ -16,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from vmascope import host
 from vmascope.ops.language import load_script
+from vmascope.outcome import Outcome
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
 def _runnable() -> list[Path]:
-    from vmascope.lab.verify import host_can_set_brk
+    from vmascope.host import can_set_brk as host_can_set_brk
 
     out = []
     for p in sorted(SCRIPTS.glob("*.ops")):
@@ -36,19 +38,17 @@ def _runnable() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def host_results() -> dict[str, tuple[dict, dict]]:
+def host_results() -> dict[str, tuple[Outcome, Outcome]]:
     if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler for the lab executor")
-    from vmascope.lab import compare, executor
+    from vmascope.lab import executor
+    from vmascope.lab.backends import SimulatorBackend
 
     paths = _runnable()
     scripts = [load_script(p.read_text(), p.name) for p in paths]
     real = executor.run_on_host(scripts, timeout=120)
-    release = os.uname().release
-    out = {}
-    for p, ops, r in zip(paths, scripts, real):
-        out[p.name] = (r.to_json(ops, script=p.name), compare.simulate(ops, release))
-    return out
+    sim = SimulatorBackend(host.release()).run(scripts, like=real)
+    return {p.name: (r, s) for p, r, s in zip(paths, real, sim)}
 
 
 def test_enough_scripts_run_on_the_host() -> None:
@@ -57,9 +57,10 @@ def test_enough_scripts_run_on_the_host() -> None:
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("name", [p.name for p in _runnable()])
-def test_script_on_running_kernel(name: str, host_results: dict[str, tuple[dict, dict]]) -> None:
+def test_script_on_running_kernel(name: str,
+                                  host_results: dict[str, tuple[Outcome, Outcome]]) -> None:
     from vmascope.lab import compare
 
     real, sim = host_results[name]
-    assert "crash" not in real, f"the script's process died: {real.get('crash')}"
+    assert real.crash is None, f"the script's process died: {real.crash}"
     assert compare.differences(real, sim) == []

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from vmascope.kernel.epochs import parse_release
-from vmascope.kernel.simulator import simulate
+from vmascope.kernel.sim import simulate
 
 SCRIPTS = Path(__file__).parent / "scripts"
 KERNELS = ("5.15", "6.1", "6.6", "6.8", "6.12.117", "6.13", "6.16", "6.17", "6.18",
@@ -96,10 +96,10 @@ def test_script(script: str, kernel: str) -> None:
     result = simulate(text, kernel=kernel, max_map_count=max_map_count, source=script)
 
     want_errors = _pick(d["errors"], kernel, "errors", script) or ""
-    got_errors = " ".join(f"{e['op']}={e['errno']}" for e in result.errors)
+    got_errors = " ".join(f"{e.op}={e.errno}" for e in result.errors)
     assert got_errors == want_errors, f"errors on {kernel}"
     want_faults = _pick(d["faults"], kernel, "faults", script) or ""
-    got_faults = " ".join(f"{f['op']}={f['signal']}" for f in result.faults)
+    got_faults = " ".join(f"{f.op}={f.signal}" for f in result.faults)
     assert got_faults == want_faults, f"faults on {kernel}"
 
     tokens = expect.split()

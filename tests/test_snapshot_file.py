@@ -85,7 +85,12 @@ def test_capture_then_load_gives_the_same_columns(child, tmp_path):
     assert loaded.meta.comm == live.meta.comm
     assert loaded.meta.max_map_count == live.meta.max_map_count
     assert loaded.meta.status["Pid"] == str(pid)
-    assert loaded.meta.smaps_rollup == live.meta.smaps_rollup
+    # Pss divides shared pages by their mappers: another process starting or ending
+    # between the two reads changes it, so only the fields of this process alone compare.
+    def own(rollup: dict[str, int]) -> dict[str, int]:
+        return {k: v for k, v in rollup.items() if not k.startswith("Pss")}
+
+    assert own(loaded.meta.smaps_rollup) == own(live.meta.smaps_rollup)
     # the 40 alternating pages are 40 VMAs between two PROT_NONE ends
     P = os.sysconf("SC_PAGE_SIZE")
     i = int(np.searchsorted(loaded.start, base + P))

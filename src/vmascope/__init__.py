@@ -39,11 +39,23 @@ def load(target: "str | int | PathLike[str]") -> Snapshot:
     return load_target(target)
 
 
-def simulate(text: str, kernel: str | None = None, **kwargs: Any) -> Any:
-    """Run an op script in the kernel simulator (see vmascope.kernel)."""
-    from .kernel.simulator import simulate as _simulate
+def simulate(text: str, kernel: Any = None, **kwargs: Any) -> Any:
+    """Run an op script in the kernel simulator; returns an :class:`Outcome`.
 
-    return _simulate(text, kernel=kernel, **kwargs)
+    ``kernel``: a release string or an Epoch (default: the running kernel, with this
+    machine's patch level, build options and THP setting)."""
+    from . import host
+    from .kernel.epochs import Epoch
+    from .ops.language import load_script
+
+    source = kwargs.pop("source", "<script>")
+    ops = load_script(text, source)  # a bad script is a ParseError before anything else
+    epoch = kernel if isinstance(kernel, Epoch) else host.epoch_for(kernel)
+    kwargs.setdefault("thp", host.machine_thp(epoch.release))
+    kwargs.setdefault("script", source)
+    from .kernel.sim import simulate_ops
+
+    return simulate_ops(ops, epoch, **kwargs)
 
 
 __all__ = [

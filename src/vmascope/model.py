@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .kconst import PAGE_SHIFT
+
 SCHEMA_VERSION = 1
 
 PERM_READ = 1
@@ -131,6 +133,11 @@ class Vma:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    @property
+    def pgoff(self) -> int:
+        """The offset in pages (vm_pgoff)."""
+        return self.offset >> PAGE_SHIFT
 
     def maps_line(self) -> str:
         major, minor = decode_dev(self.dev)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..kernel.epochs import Epoch
 from ..model import SCHEMA_VERSION, Snapshot
 from .advice import Advice, advise
 from .attribution import Attribution, Reservation, attribute, backing_classes
@@ -75,12 +76,16 @@ def analyze(
     *,
     reservation_limit: int | None = 50,
     run_limit: int | None = 200,
+    epoch: Epoch | None = None,
 ) -> Analysis:
-    """Analyse a snapshot for the given kernel release (default: the snapshot's own)."""
+    """Analyse a snapshot for the given kernel release (default: the snapshot's own).
+
+    Reads nothing from the host: ``epoch`` carries the running kernel's facts when the
+    caller has them (``vmascope.host.epoch_for``)."""
     classes = backing_classes(snap)
     pairs = lookalike_pairs(snap, classes)
     h = headroom(snap)
-    why = why_not_merged(snap, pairs, kernel)
+    why = why_not_merged(snap, pairs, kernel, epoch=epoch)
     return Analysis(
         snapshot=snap,
         headroom=h,

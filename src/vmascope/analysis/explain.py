@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..kernel.epochs import epoch_for
+from ..kernel.epochs import Epoch, epoch_for
 from ..kernel.rules import Reason, explain_pair
 from ..model import Snapshot
 
@@ -249,14 +249,20 @@ def why_not_merged(
     pairs: np.ndarray,
     kernel: str | None = None,
     max_details: int = 5,
+    epoch: Epoch | None = None,
 ) -> WhyNotMerged:
-    """Explain every look-alike pair (``pairs`` is the bool mask from fragmentation)."""
+    """Explain every look-alike pair (``pairs`` is the bool mask from fragmentation).
+
+    ``epoch``: the rules to use, already worked out (the CLI passes the running kernel's
+    with its facts from vmascope.host); default: ``epoch_for`` of the resolved release.
+    """
     release, source = resolve_kernel(snap, kernel)
     prev = np.flatnonzero(pairs).astype(np.int64)
-    try:
-        epoch = epoch_for(release)
-    except (ValueError, KeyError) as exc:
-        raise UsageError(f"kernel release {release!r}: {exc}") from exc
+    if epoch is None:
+        try:
+            epoch = epoch_for(release)
+        except (ValueError, KeyError) as exc:
+            raise UsageError(f"kernel release {release!r}: {exc}") from exc
     epoch_label = str(getattr(epoch, "name", epoch))
     if len(prev) == 0:
         return WhyNotMerged(release, source, epoch_label, None, 0, 0, [], 0, prev,

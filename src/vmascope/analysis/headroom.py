@@ -8,7 +8,6 @@ when ``map_count >= max_map_count`` (split_vma), so "left" counts the splits sti
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from ..model import Snapshot
 
@@ -50,21 +49,10 @@ def level_for(percent: float | None) -> str:
     return "ok"
 
 
-def _host_max_map_count() -> int | None:
-    try:
-        return int(Path("/proc/sys/vm/max_map_count").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def headroom(snap: Snapshot) -> Headroom:
     count = snap.map_count
     mmc = snap.meta.max_map_count
     source = "snapshot"
-    if not mmc and snap.meta.source == "live":
-        # A live snapshot is of this host: its sysctl is the limit that applies.
-        mmc = _host_max_map_count()
-        source = "host"
     if not mmc:
         return Headroom(count, None, None, None, "unknown", "unknown")
     pct = 100.0 * count / mmc

@@ -1,8 +1,11 @@
 """Command-line interface: ``vmascope <verb>``; one small module per verb.
 
-Each verb module defines ``register(subparsers)``, which adds its parser and sets
-``run=<function(args) -> int>`` as a default. Errors that are the user's to fix are
-:class:`vmascope.errors.VmascopeError` and become one line on stderr and their exit code.
+``COMMANDS`` is the registry: every verb there is, in the order ``vmascope --help`` lists
+them, each with the module that holds it. A verb module defines ``register(subparsers)``,
+which adds its parser and sets ``run=<function(args) -> int>`` as a default; it parses
+options and calls the library, and renders through ``vmascope.report``. Errors that are
+the user's to fix are :class:`vmascope.errors.VmascopeError` and become one line on
+stderr and their exit code.
 """
 
 from __future__ import annotations
@@ -16,10 +19,15 @@ from collections.abc import Sequence
 
 from ..errors import UsageError, VmascopeError
 
-# Verb modules, in the order `vmascope --help` lists them. A module that is not there
-# yet (a verb still being built) is skipped.
-VERBS = ("snapshot", "analyze", "simulate", "lab", "kernels", "record", "replay", "top",
-         "watch", "exporter", "demo")
+# The registry: (verb, module under vmascope.cli), in the order --help lists them.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("snapshot", "snapshot"),
+    ("analyze", "analyze"),
+    ("simulate", "simulate"),
+    ("lab", "lab"),
+    ("kernels", "kernels"),
+    ("demo", "demo"),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,14 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vmascope {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for verb in VERBS:
-        try:
-            module = importlib.import_module(f".{verb}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{verb}":
-                continue
-            raise
-        module.register(sub)
+    for _verb, module in COMMANDS:
+        importlib.import_module(f".{module}", __name__).register(sub)
     return parser
 
 

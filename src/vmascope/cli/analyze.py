@@ -36,8 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from ..report import render
     from ..util import atomic_write
 
+    from .. import host
+    from ..analysis.explain import resolve_kernel
+
     snap = vmascope.load(args.target)
-    analysis = analyze(snap, kernel=args.kernel)
+    release, _ = resolve_kernel(snap, args.kernel)
+    analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
     if args.output:
         text = render(analysis, args.format, width=80)
         with atomic_write(args.output, "w") as fh:

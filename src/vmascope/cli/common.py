@@ -19,11 +19,3 @@ def add_target(parser: Any, help_text: str | None = None) -> None:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=None, separators=(",", ":"))
     sys.stdout.write("\n")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

@@ -62,15 +62,10 @@ def run_list(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="lab kernels")
-    for col in ("name", "suite", "fetched", "version", "release", "path"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], r["suite"] or "-", "yes" if r["fetched"] else "no",
-                      r["version"] or "-", r["release"] or "-", r["path"] or "-")
-    Console(highlight=False).print(table)
+    from ..report.lab import print_kernels
+
+    print_kernels(rows, Console(highlight=False))
     return 0
 
 

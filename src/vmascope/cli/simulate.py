@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..kconst import DEFAULT_MAX_MAP_COUNT
+
 from ..errors import ParseError, UsageError
 from .common import print_json
 
@@ -22,7 +24,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kernel", metavar="RELEASE",
                    help="kernel release to model, e.g. 6.1, 6.12.117, 6.18, 7.2.13 "
                    "(default: the running kernel)")
-    p.add_argument("--max-map-count", type=int, default=65530, metavar="N",
+    p.add_argument("--max-map-count", type=int, default=DEFAULT_MAX_MAP_COUNT, metavar="N",
                    help="vm.max_map_count of the simulated process (default 65530)")
     p.add_argument("--trace", action="store_true",
                    help="print the decision log: splits, merge attempts, anon_vmas")
@@ -51,14 +53,15 @@ def _read(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..kernel.epochs import default_release, epoch_for
-    from ..kernel.simulator import simulate_ops
+    from .. import host
+    from ..kernel.sim import simulate_ops
     from ..ops.language import load_script
+    from ..report.simulate import outcome_json, outcome_text
 
     if args.max_map_count < 1:
         raise UsageError("--max-map-count must be at least 1")
-    epoch = epoch_for(args.kernel or default_release(),
-                      anon_vma_name=True if args.anon_names else None)
+    epoch = host.epoch_for(args.kernel, anon_vma_name=True if args.anon_names else None)
+    thp = args.thp or host.machine_thp(epoch.release)
     if args.scripts.count("-") > 1:
         raise UsageError("standard input (-) can be given only once")
     # Parse everything first: a bad script stops the run before any output.
@@ -68,30 +71,9 @@ def run(args: argparse.Namespace) -> int:
         parsed.append((name, load_script(_read(path), name)))
     for name, ops in parsed:
         result = simulate_ops(ops, epoch, max_map_count=args.max_map_count,
-                              trace=args.trace, thp=args.thp, script=name)
+                              trace=args.trace, thp=thp, script=name)
         if args.json:
-            data = result.to_json()
-            if args.trace:
-                data["trace"] = result.trace
-            print_json(data)
-            continue
-        _print_text(result, args.trace)
+            print_json(outcome_json(result, trace=args.trace))
+        else:
+            sys.stdout.write(outcome_text(result, trace=args.trace))
     return 0
-
-
-def _print_text(result: Any, trace: bool) -> None:
-    out = sys.stdout
-    out.write(f"== {result.script}: kernel {result.kernel} (epoch {result.epoch.name}), "
-              f"map_count {result.map_count}\n")
-    if trace:
-        for line in result.trace:
-            out.write(line + "\n")
-        out.write("-- final VMAs\n")
-    for v in result.vmas:
-        anon = "-" if v.anon_vma is None else f"av{v.anon_vma}"
-        out.write(f"{v.start:012x}-{v.end:012x} {v.perms} pgoff {v.pgoff:#x} anon_vma {anon:<5} "
-                  f"{' '.join(v.flags)}" + (f"  {v.name}" if v.name else "") + "\n")
-    for e in result.errors:
-        out.write(f"error: op {e['op']} (line {e['line']}) failed with {e['errno']}\n")
-    for f in result.faults:
-        out.write(f"fault: op {f['op']} (line {f['line']}) {f['signal']} at {f['addr']}\n")

@@ -9,7 +9,6 @@ with an empty, fenced arena at :data:`ARENA_BASE`.
 
 from __future__ import annotations
 
-import dataclasses
 import errno as errno_mod
 import hashlib
 import os
@@ -19,10 +18,11 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..errors import LabError
+from ..model import Snapshot, SnapshotMeta, Vma
 from ..ops.language import MADV_NUMBERS, Op, format_op
+from ..outcome import Fault, OpError, Outcome
 from ..util import cache_dir
 from . import procs
 
@@ -123,61 +123,29 @@ def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None =
     return "\n".join(lines) + "\n"
 
 
-@dataclasses.dataclass
-class RealVma:
-    start: int
-    end: int
-    perms: str
-    offset: int  # bytes, as maps prints it
-    anonymous: int  # bytes (smaps Anonymous)
-    flags: tuple[str, ...]
-    name: str | None
+def _outcome(vmas: list[Vma], errors: list[OpError], faults: list[Fault], total: int,
+             crash: int | None, meta: SnapshotMeta) -> Outcome:
+    return Outcome(snapshot=Snapshot.from_vmas(vmas, meta=meta), errors=errors,
+                   faults=faults, process_map_count=total, crash=crash)
 
 
-@dataclasses.dataclass
-class RunResult:
-    """What one script did on a real kernel (addresses relative to the arena)."""
+def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
+                 release: str | None = None, max_map_count: int | None = None,
+                 names: Sequence[str | None] | None = None) -> list[Outcome]:
+    """Parse the executor's output for ``scripts`` into Outcomes (arena-relative).
 
-    vmas: list[RealVma]
-    errors: list[tuple[int, int]]  # (op index, errno)
-    faults: list[tuple[int, int, int]]  # (op index, relative address, signal number)
-    process_map_count: int
-    crash: int | None = None  # wait status when the script's process died
+    LabError if it is incomplete or unreadable."""
+    count = len(scripts)
+    results: list[Outcome | None] = [None] * count
 
-    def to_json(self, ops: Sequence[Op], *, script: str | None = None,
-                kernel: str | None = None, epoch: str | None = None) -> dict[str, Any]:
-        """The shape `vmascope simulate --json` prints, plus real-kernel extras."""
-        vmas = []
-        for v in self.vmas:
-            file_backed = v.perms.endswith("s") or (v.name is not None and v.name.startswith("/"))
-            vmas.append({
-                "start": hex(v.start), "end": hex(v.end), "perms": v.perms,
-                "flags": list(v.flags),
-                "pgoff": v.offset // 4096 if file_backed else None,
-                "anon_vma": None, "name": v.name, "anonymous": v.anonymous,
-            })
+    def line_of(index: int, i: int) -> int:
+        ops = scripts[index] if 0 <= index < count else ()
+        return ops[i].line if 0 <= i < len(ops) else 0
 
-        def line(i: int) -> int:
-            return ops[i].line if 0 <= i < len(ops) else 0
-
-        out: dict[str, Any] = {
-            "script": script, "kernel": kernel, "epoch": epoch,
-            "map_count": len(self.vmas), "process_map_count": self.process_map_count,
-            "vmas": vmas,
-            "errors": [{"op": i, "line": line(i), "errno": errno_mod.errorcode.get(e, str(e))}
-                       for i, e in self.errors],
-            "faults": [{"op": i, "line": line(i), "addr": hex(a),
-                        "signal": SIGNALS.get(s, str(s))} for i, a, s in self.faults],
-        }
-        if self.crash is not None:
-            out["crash"] = self.crash
-        return out
-
-
-def parse_output(text: str, count: int, where: str) -> list[RunResult]:
-    """Parse the executor's output for ``count`` scripts. LabError if it is incomplete."""
-    results: list[RunResult | None] = [None] * count
-    cur = RunResult([], [], [], -1)
+    vmas: list[Vma] = []
+    raw_errors: list[tuple[int, int]] = []
+    raw_faults: list[tuple[int, int, int]] = []
+    total, crash = -1, None
     for raw in text.splitlines():
         line = raw.rstrip("\r")
         if not line:
@@ -187,25 +155,32 @@ def parse_output(text: str, count: int, where: str) -> list[RunResult]:
             if tag == "V":
                 head, _, name = line.partition("\t")
                 parts = head.split()
-                cur.vmas.append(RealVma(
+                vmas.append(Vma(
                     start=int(parts[1], 16), end=int(parts[2], 16), perms=parts[3],
-                    offset=int(parts[4], 16), anonymous=max(int(parts[5]), 0) * 1024,
-                    flags=tuple(parts[6:]), name=name or None))
+                    offset=int(parts[4], 16), name=name or None, flags=frozenset(parts[6:]),
+                    smaps={"Anonymous": max(int(parts[5]), 0) * 1024}))
             elif tag == "R":
-                cur.process_map_count = int(line.split()[2])
+                total = int(line.split()[2])
             elif tag == "X":
                 _, i, e = line.split()
-                cur.errors.append((int(i), int(e)))
+                raw_errors.append((int(i), int(e)))
             elif tag == "G":
                 _, i, a, s = line.split()
-                cur.faults.append((int(i), int(a, 16), int(s)))
+                raw_faults.append((int(i), int(a, 16), int(s)))
             elif tag == "C":
-                cur.crash = int(line.split()[2])
+                crash = int(line.split()[2])
             elif tag == "Z":
                 idx = int(line.split()[1])
                 if 0 <= idx < count:
-                    results[idx] = cur
-                cur = RunResult([], [], [], -1)
+                    meta = SnapshotMeta(kernel_release=release, max_map_count=max_map_count,
+                                        source="lab",
+                                        comm=names[idx] if names is not None else None)
+                    errors = [OpError(i, line_of(idx, i), errno_mod.errorcode.get(e, str(e)))
+                              for i, e in raw_errors]
+                    faults = [Fault(i, line_of(idx, i), a, SIGNALS.get(s, str(s)))
+                              for i, a, s in raw_faults]
+                    results[idx] = _outcome(vmas, errors, faults, total, crash, meta)
+                vmas, raw_errors, raw_faults, total, crash = [], [], [], -1, None
         except (IndexError, ValueError):
             raise LabError(f"{where}: unreadable executor output line {line!r}") from None
     missing = [i for i, r in enumerate(results) if r is None]
@@ -215,7 +190,9 @@ def parse_output(text: str, count: int, where: str) -> list[RunResult]:
     return [r for r in results if r is not None]
 
 
-def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None) -> list[RunResult]:
+def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None,
+                release: str | None = None, max_map_count: int | None = None,
+                names: Sequence[str | None] | None = None) -> list[Outcome]:
     """Run scripts on the running kernel, each in a fresh child of the executor."""
     exe = executor_path()
     data = encode_input(scripts)
@@ -229,7 +206,8 @@ def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None
     if proc.returncode != 0:
         msg = err.decode(errors="replace").strip().splitlines()
         raise LabError(f"host executor failed: {msg[0] if msg else f'exit {proc.returncode}'}")
-    return parse_output(out.decode(errors="replace"), len(scripts), "host")
+    return parse_output(out.decode(errors="replace"), scripts, "host", release=release,
+                        max_map_count=max_map_count, names=names)
 
 
 def scripts_text(scripts: Iterable[Sequence[Op]]) -> str:

@@ -10,36 +10,15 @@ one round in a single batch.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from ..ops.language import Op, format_op, parse_line
-from . import compare, runner
-from .executor import RunResult
+from ..outcome import Outcome
+from . import compare
+from .backends import Backend, SimulatorBackend, real_backend, sim_release
 from .kernels import Kernel
-
-DEFAULT_MAX_MAP_COUNT = 65530  # the kernel's DEFAULT_MAX_MAP_COUNT (include/linux/mm.h)
-
-
-def host_can_set_brk() -> bool:
-    """PR_SET_MM (the ``heap`` op) needs CAP_SYS_RESOURCE; containers often drop it."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> 24 & 1)
-    except OSError:
-        pass
-    return os.geteuid() == 0
-
-
-def sim_kernel(kernel: Kernel) -> str:
-    """What the simulator is asked for: the host's full release (its config is read), or
-    the upstream version of a Debian kernel (its package version carries the point
-    release that uname's 6.1.0-N does not)."""
-    return kernel.release if kernel.is_host else kernel.version
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,8 +156,8 @@ def renumber(ops: Sequence[Op]) -> list[Op]:
 @dataclasses.dataclass
 class Disagreement:
     script: list[Op]
-    real: dict[str, Any]
-    sim: dict[str, Any]
+    real: Outcome
+    sim: Outcome | None  # None when the simulator raised
     differences: list[str]
     original: list[Op]
     similar: int = 1  # how many of the random scripts disagreed the same way
@@ -188,10 +167,13 @@ class Disagreement:
         faults differ (so that one example of each class gets minimised)."""
         aspects = tuple(sorted({d.split()[0].rstrip(":") for d in self.differences}))
         kinds: set[str] = set()
-        for key in ("errors", "faults"):
-            real = {(x["op"], str(x.get("errno") or x.get("signal"))) for x in self.real.get(key, [])}
-            sim = {(x["op"], str(x.get("errno") or x.get("signal"))) for x in self.sim.get(key, [])}
-            for i, _ in real ^ sim:
+        sim = self.sim
+        pairs = [({(e.op, e.errno) for e in self.real.errors},
+                  {(e.op, e.errno) for e in sim.errors} if sim else set()),
+                 ({(f.op, f.signal) for f in self.real.faults},
+                  {(f.op, f.signal) for f in sim.faults} if sim else set())]
+        for real, simulated in pairs:
+            for i, _ in real ^ simulated:
                 if 0 <= i < len(self.script):
                     kinds.add(self.script[i].kind)
         return aspects, tuple(sorted(kinds))
@@ -214,33 +196,31 @@ class KernelVerdict:
 
 
 class Checker:
-    """Runs scripts on one kernel and in the simulator and compares the two."""
+    """Runs scripts on one real kernel and in the simulator and compares the Outcomes."""
 
     def __init__(self, kernel: Kernel, *, max_map_count: int | None = None) -> None:
         self.kernel = kernel
-        self.max_map_count = max_map_count
+        self.real: Backend = real_backend(kernel, max_map_count=max_map_count)
+        self.sim = SimulatorBackend(sim_release(kernel), max_map_count=max_map_count)
         self.release = kernel.release
-        self.version = sim_kernel(kernel)
 
-    def run_real(self, scripts: Sequence[Sequence[Op]]) -> list[RunResult]:
-        run = runner.run_scripts(self.kernel, scripts, max_map_count=self.max_map_count)
-        self.release = run.release
-        return run.results
-
-    def judge(self, ops: Sequence[Op], res: RunResult) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-        real = res.to_json(ops, kernel=self.release)
-        limit = self.max_map_count or DEFAULT_MAX_MAP_COUNT
-        # The rest of the executor's address space (its binary, stack, the two fences)
-        # counts against the same limit.
-        others = max(res.process_map_count - len(res.vmas), 0)
+    def judge(self, ops: Sequence[Op], real: Outcome) -> Disagreement | None:
+        """Predict one script the real kernel ran and compare: None when they agree."""
+        sim: Outcome | None
         try:
-            sim = compare.simulate(ops, self.version, max_map_count=limit - others)
+            (sim,) = self.sim.run([ops], like=[real])
+            diffs = compare.differences(real, sim)
         except Exception as exc:  # a simulator crash is a disagreement to report
-            sim = {"vmas": [], "errors": [], "faults": [], "crash": f"{type(exc).__name__}: {exc}"}
-            return real, sim, [f"simulator raised {type(exc).__name__}: {exc}"]
-        if res.crash is not None:
-            return real, sim, [f"the real script's process died (wait status {res.crash})"]
-        return real, sim, compare.differences(real, sim)
+            sim, diffs = None, [f"simulator raised {type(exc).__name__}: {exc}"]
+        if real.crash is not None:
+            diffs = [f"the real script's process died (wait status {real.crash})"]
+        return Disagreement(list(ops), real, sim, diffs, list(ops)) if diffs else None
+
+    def check(self, scripts: Sequence[Sequence[Op]]) -> list[Disagreement | None]:
+        """Run scripts on the real kernel; per script, None or the Disagreement."""
+        real = self.real.run(scripts)
+        self.release = getattr(self.real, "release", self.release)
+        return [self.judge(ops, r) for ops, r in zip(scripts, real)]
 
 
 def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 500,
@@ -254,12 +234,11 @@ def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 5
     bad: list[Disagreement] = []
     for i in range(0, len(scripts), batch):
         chunk = scripts[i:i + batch]
-        for ops, res in zip(chunk, checker.run_real(chunk)):
-            real, sim, diffs = checker.judge(ops, res)
-            if diffs:
-                bad.append(Disagreement(list(ops), real, sim, diffs, list(ops)))
-            else:
+        for d in checker.check(chunk):
+            if d is None:
                 agreed += 1
+            else:
+                bad.append(d)
         if progress:
             progress(len(chunk))
     seconds = time.monotonic() - t0
@@ -300,14 +279,11 @@ def minimise_all(checker: Checker, found: Sequence[Disagreement]) -> list[Disagr
             for c in cands:
                 flat.append(renumber(c))
                 owners.append(k)
-        results = checker.run_real(flat)
         verdicts: dict[int, list[bool]] = {}
-        for ops, res, k in zip(flat, results, owners):
-            real, sim, diffs = checker.judge(ops, res)
+        for d, k in zip(checker.check(flat), owners):
             # Keep a candidate only if it still disagrees the same way, so that the
             # minimisation cannot drift to another, unrelated disagreement.
-            same = bool(diffs) and Disagreement(ops, real, sim, diffs, ops).signature() == wanted[k]
-            verdicts.setdefault(k, []).append(same)
+            verdicts.setdefault(k, []).append(d is not None and d.signature() == wanted[k])
         for k, cands in enumerate(current):
             if cands is None:
                 continue
@@ -318,10 +294,13 @@ def minimise_all(checker: Checker, found: Sequence[Disagreement]) -> list[Disagr
                 current[k] = None
     out = []
     scripts = [renumber(f if f is not None else d.script) for f, d in zip(final, found)]
-    results = checker.run_real(scripts) if scripts else []
-    for ops, res, d in zip(scripts, results, found):
-        real, sim, diffs = checker.judge(ops, res)
-        out.append(Disagreement(ops, real, sim, diffs, d.original, d.similar))
+    checked = checker.check(scripts) if scripts else []
+    for ops, again, d in zip(scripts, checked, found):
+        if again is None:  # no longer disagrees when re-run
+            out.append(Disagreement(ops, d.real, d.sim, [], d.original, d.similar))
+        else:
+            again.original, again.similar = d.original, d.similar
+            out.append(again)
     return out
 
 

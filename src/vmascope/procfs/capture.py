@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from .. import host
 from ..model import SCHEMA_VERSION
 from ..util import atomic_write
 from .live import host_meta, meta_from_raw, read_raw_meta
@@ -65,7 +66,7 @@ def capture(
     # With smaps, the maps text is not read separately: every maps line is in smaps
     # verbatim (both print show_map_vma()), and reading it again would cost kernel time.
     names = ["smaps"] if smaps else ["maps"]
-    if numa and os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA
+    if numa and host.has_numa_maps():
         names.append("numa_maps")
     with atomic_write(path) as fh:
         w = SnapshotWriter(fh, level=level)

@@ -5,21 +5,10 @@ from __future__ import annotations
 import os
 import time
 
+from .. import host
 from ..model import Snapshot, SnapshotMeta
 from .parse import TextParser, attach_numa, parse_rollup, parse_status, snapshot_from_result
 from .reader import Background, as_pid, check_alive, proc_path, read_small, stream_proc
-
-
-def read_max_map_count() -> int | None:
-    try:
-        with open("/proc/sys/vm/max_map_count", "rb") as fh:
-            return int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def page_size() -> int:
-    return int(os.sysconf("SC_PAGE_SIZE"))
 
 
 def read_raw_meta(pid: int) -> dict[str, bytes]:
@@ -46,9 +35,10 @@ def meta_from_raw(pid: int | None, raw: dict[str, bytes], *, source: str) -> Sna
 
 
 def host_meta(meta: SnapshotMeta) -> SnapshotMeta:
-    meta.kernel_release = os.uname().release
-    meta.page_size = page_size()
-    meta.max_map_count = read_max_map_count()
+    """What the host adds to a live process's metadata: kernel, page size, the limit."""
+    meta.kernel_release = host.release()
+    meta.page_size = host.page_size()
+    meta.max_map_count = host.max_map_count()
     return meta
 
 
@@ -70,7 +60,7 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
         meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
     check_alive(pid)
     snap = snapshot_from_result(res, meta)
-    if numa and os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA
+    if numa and host.has_numa_maps():
         nparser = TextParser(proc_path(pid, "numa_maps"), kind="numa")
         stream_proc(pid, "numa_maps", [nparser.feed])
         unmatched = attach_numa(snap, nparser.finish())

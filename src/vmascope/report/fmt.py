@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..kconst import PAGE_SIZE
+
 if TYPE_CHECKING:
     from ..analysis import Analysis, WhyNotMerged
 
 
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5K', 4096 -> '4K', 3 * 2**30 -> '3G' (binary units, short)."""
+def human_bytes(n: float, *, spaced: bool = False) -> str:
+    """1536 -> '1.5K', 4096 -> '4K', 3 * 2**30 -> '3G' (binary units, short).
+
+    ``spaced``: the summary lines' style, '1.5 KiB', '4.0 KiB', '3 B'."""
+    if spaced:
+        for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+            if abs(n) < 1024 or unit == "PiB":
+                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            n /= 1024
     for unit in ("", "K", "M", "G", "T", "P"):
         if abs(n) < 1024 or unit == "P":
             if unit == "":
@@ -21,6 +30,11 @@ def human_bytes(n: float) -> str:
 
 def size_range(low: int, high: int | None) -> str:
     return f"{human_bytes(low)}+" if high is None else f"{human_bytes(low)}-{human_bytes(high)}"
+
+
+def pages(x: int) -> str:
+    """An address in pages ("3p") when it is page-aligned, else in hex."""
+    return f"{x // PAGE_SIZE}p" if x % PAGE_SIZE == 0 else hex(x)
 
 
 def pct(part: float, whole: float) -> str:

@@ -1,0 +1,204 @@
+"""Probes of the machine vmascope runs on: the one module that reads host-wide state.
+
+The kernel model (``vmascope.kernel``) and the analysis (``vmascope.analysis``) never read
+the host: what they need of it (the running kernel's patch level and build options, THP,
+``vm.max_map_count``) is read here and handed to them. Per-process files
+(/proc/PID/maps and the like) are the business of ``vmascope.procfs``.
+
+The roots can be moved (``set_roots``, or the VMASCOPE_PROC_ROOT and VMASCOPE_SYS_ROOT
+environment variables), so that tests can point every probe at a fake tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import os
+import re
+from pathlib import Path
+
+_roots = {"proc": os.environ.get("VMASCOPE_PROC_ROOT", "/proc"),
+          "sys": os.environ.get("VMASCOPE_SYS_ROOT", "/sys")}
+
+
+def set_roots(*, proc: str | os.PathLike[str] | None = None,
+              sys: str | os.PathLike[str] | None = None) -> None:
+    """Read host files under other roots than /proc and /sys (tests use a fake tree)."""
+    if proc is not None:
+        _roots["proc"] = os.fspath(proc)
+    if sys is not None:
+        _roots["sys"] = os.fspath(sys)
+    kernel_facts.cache_clear()
+
+
+def proc_path(*parts: str) -> Path:
+    return Path(_roots["proc"], *parts)
+
+
+def sys_path(*parts: str) -> Path:
+    return Path(_roots["sys"], *parts)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+# -- the kernel --------------------------------------------------------------------------
+
+
+def release() -> str:
+    """The running kernel's release (uname -r)."""
+    text = _read(proc_path("sys", "kernel", "osrelease"))
+    return text.strip() if text and text.strip() else os.uname().release
+
+
+_DEBIAN_VERSION = re.compile(r" Debian (\d+)\.(\d+)\.(\d+)")
+
+
+def debian_version() -> tuple[int, int, int] | None:
+    """The upstream version of the running kernel when Debian built it: its uname
+    (6.1.0-50-cloud-amd64) hides the stable patch level, which /proc/version names
+    ("... Debian 6.1.176-1 ...")."""
+    m = _DEBIAN_VERSION.search(_read(proc_path("version")) or "")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def kernel_config() -> dict[str, str] | None:
+    """The running kernel's build options from /proc/config.gz (None if absent)."""
+    try:
+        with gzip.open(proc_path("config.gz"), "rt") as fh:
+            text = fh.read()
+    except (OSError, EOFError):
+        return None
+    config: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_"):
+            key, _, val = line.partition("=")
+            config[key] = val
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            config[line[2:].split()[0]] = "n"
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelFacts:
+    """What the host knows of the running kernel beyond its release string."""
+
+    release: str
+    debian_version: tuple[int, int, int] | None
+    config: dict[str, str] | None = dataclasses.field(hash=False, compare=False)
+
+
+@functools.lru_cache(maxsize=8)
+def kernel_facts(release_: str) -> KernelFacts | None:
+    """Facts of ``release_`` when it is the running kernel, else None."""
+    if release_.strip() != release():
+        return None
+    return KernelFacts(release_.strip(), debian_version(), kernel_config())
+
+
+def epoch_for(release_: str | None = None, **overrides: bool | None):  # type: ignore[no-untyped-def]
+    """The behaviour epoch of a release (default: the running kernel), with the running
+    kernel's patch level and build options when it is the one asked for."""
+    from .kernel.epochs import epoch_for as pure_epoch_for
+
+    rel = release_ or release()
+    return pure_epoch_for(rel, facts=kernel_facts(rel), **overrides)
+
+
+# -- vm sysctls and THP ------------------------------------------------------------------
+
+
+def max_map_count() -> int | None:
+    """vm.max_map_count (None if it cannot be read)."""
+    text = _read(proc_path("sys", "vm", "max_map_count"))
+    try:
+        return int(text.strip()) if text else None
+    except ValueError:
+        return None
+
+
+def set_max_map_count(value: int) -> None:
+    """Write vm.max_map_count (OSError if not allowed)."""
+    proc_path("sys", "vm", "max_map_count").write_text(f"{value}\n")
+
+
+def thp_enabled() -> str:
+    """transparent_hugepage/enabled: always, madvise or never ("never" if unknown)."""
+    text = _read(sys_path("kernel", "mm", "transparent_hugepage", "enabled")) or ""
+    if "[" in text and "]" in text:
+        chosen = text[text.index("[") + 1:text.index("]")]
+        if chosen in ("always", "madvise", "never"):
+            return chosen
+    return "never"
+
+
+def machine_thp(release_: str) -> str:
+    """transparent_hugepage/enabled of the machine ``release_`` runs on: this host's
+    setting when it is the running kernel; otherwise "never", which is what the lab's
+    microVMs have (hugepage_init switches THP off below 512 MiB of RAM, and they have
+    512 MiB)."""
+    if release_.strip() == release():
+        return thp_enabled()
+    return "never"
+
+
+def page_size() -> int:
+    return int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def has_numa_maps() -> bool:
+    """CONFIG_NUMA: /proc/self/numa_maps exists."""
+    return proc_path("self", "numa_maps").exists()
+
+
+# -- what this process may do ------------------------------------------------------------
+
+CAP_SYS_ADMIN = 21
+CAP_SYS_RESOURCE = 24
+CAP_BPF = 39
+
+
+def effective_caps() -> int | None:
+    """CapEff of this process (None if it cannot be read)."""
+    for line in (_read(proc_path("self", "status")) or "").splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return int(line.split()[1], 16)
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def _has_cap(bit: int) -> bool:
+    caps = effective_caps()
+    return bool(caps >> bit & 1) if caps is not None else os.geteuid() == 0
+
+
+def can_set_brk() -> bool:
+    """prctl(PR_SET_MM) (the op language's ``heap``) needs CAP_SYS_RESOURCE; containers
+    often drop it."""
+    return _has_cap(CAP_SYS_RESOURCE)
+
+
+def can_use_bpf() -> bool:
+    """Loading BPF programs needs CAP_BPF (or CAP_SYS_ADMIN) and a kernel with BTF."""
+    return (_has_cap(CAP_BPF) or _has_cap(CAP_SYS_ADMIN)) and sys_path(
+        "kernel", "btf", "vmlinux").exists()
+
+
+def can_use_tracefs() -> bool:
+    """tracefs needs root (CAP_SYS_ADMIN to mount it) and the kernel's tracing support."""
+    return _has_cap(CAP_SYS_ADMIN) and sys_path("kernel", "tracing").exists()
+
+
+__all__ = [
+    "KernelFacts", "can_set_brk", "can_use_bpf", "can_use_tracefs", "debian_version",
+    "effective_caps", "epoch_for", "has_numa_maps", "kernel_config", "kernel_facts",
+    "machine_thp", "max_map_count", "page_size", "proc_path", "release", "set_max_map_count",
+    "set_roots", "sys_path", "thp_enabled",
+]

@@ -1,0 +1,224 @@
+"""The kernel changes the model knows, as data: one table drives the epochs, the docs and
+the citations.
+
+Each :class:`Change` says that from release ``since`` (and from the stable releases in
+``stable``) the behaviour switch ``switch`` has ``value``, names the upstream commit that
+made it so, and says on which real kernels the lab has checked it. A switch whose commit
+is not known says so (``commit=None``) and why in ``note``: such a release boundary is
+assumed. ``BASE`` gives each switch's value in the oldest supported release.
+
+``python -m vmascope.kernel.changes`` prints the Markdown table of docs/kernel-epochs.md
+(a test checks that the page holds exactly that table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+Version = tuple[int, ...]
+
+# The lab's real kernels, by the release strings the checks ran on.
+LAB = ("6.1.176", "6.12.117", "6.18.44", "7.2.13")
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    switch: str
+    value: Any
+    since: Version  # first mainline release (major, minor)
+    commit: str | None  # upstream commit id, None when not known (then: assumed)
+    title: str  # the commit's subject, or what changed
+    summary: str  # what the change does to VMAs, for the docs
+    verified: tuple[str, ...] = ()  # lab kernels on which the behaviour was checked
+    stable: tuple[Version, ...] = ()  # stable releases that got it earlier: (6, 18, 8)
+    note: str = ""  # why a boundary is assumed, or what is not known
+
+    @property
+    def citation(self) -> str:
+        """'879bca0a2c4f (6.16)', or the title and release when the commit is unknown."""
+        rel = ".".join(map(str, self.since))
+        if self.commit:
+            return f"{self.commit[:12]} ({rel})"
+        return f"{self.title} ({rel}, assumed)"
+
+    def applies(self, v: Version) -> bool:
+        if v[:2] >= self.since[:2]:
+            return True
+        return any(v[:2] == s[:2] and v >= s for s in self.stable)
+
+
+# Values in the oldest supported release (5.15).
+BASE: dict[str, Any] = {
+    "anon_rule": "legacy",
+    "new_range": "vma_merge",
+    "copy_vma_new_range": False,
+    "mprotect_unaccount": False,
+    "madvise_split_errno": "ENOMEM",
+    "anon_vma_name": False,
+    "brk_mode": "vma_merge",
+    "mremap_expand_merges_next": False,
+    "mremap_lookup_first": False,
+    "mremap_limit": "legacy",
+    "populate_in_walk": True,
+    "mremap_multi_vma": False,
+    "guard_regions": False,
+    "sticky_guard_flag": False,
+    "copied_from_dup": False,
+    "clone_reuse": "degree",
+}
+
+CHANGES: tuple[Change, ...] = (
+    Change("clone_reuse", "num_children", (6, 0), "2555283eb40d",
+           "mm/rmap: Fix anon_vma->degree ambiguity leading to double-reuse",
+           "anon_vma_clone reuses an anon_vma with `num_children < 2 && num_active_vmas == "
+           "0` instead of `degree < 2`; only matters for forks of forks",
+           note="also taken by older stable trees (4.14.292 has it); the 5.15.y release "
+                "that did is not known here, so 5.15 is modelled without it"),
+    Change("new_range", "next_first", (6, 1), "4dd1b84140c1",
+           "mm/mmap: use advanced maple tree API for mmap_region()",
+           "a new mapping tries to merge with next first and then with prev against next's "
+           "anon_vma: between anon_vma X and anon_vma Y it joins Y; between an unfaulted "
+           "prev and a faulted next it joins only next",
+           verified=("6.1.176",)),
+    Change("brk_mode", "expand", (6, 1), "2e7ce7d354f2",
+           "mm/mmap: change do_brk_flags() to expand existing VMA and add do_brk_munmap()",
+           "brk only expands the brk VMA in place",
+           verified=("6.1.176",)),
+    Change("mremap_expand_merges_next", True, (6, 1), "ca3d76b0aa80",
+           "mm: add merging after mremap resize",
+           "growing a VMA in place with mremap merges the following VMA when it becomes "
+           "adjacent and compatible", verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13")),
+    Change("mprotect_unaccount", True, (6, 7), "9b9143298585",
+           "mm/mprotect: allow unfaulted VMAs to be unaccounted on mprotect()",
+           "making an unfaulted anonymous VMA non-writable drops VM_ACCOUNT, so it can "
+           "merge with a never-writable neighbour again",
+           verified=("6.12.117", "6.18.44", "7.2.13")),
+    Change("populate_in_walk", False, (6, 9), "631426ba1d45",
+           "mm/madvise: make MADV_POPULATE_(READ|WRITE) handle VM_FAULT_RETRY properly",
+           "MADV_POPULATE_READ/WRITE walks the range on its own and stops with ENOMEM at "
+           "the first hole (before: inside madvise_walk_vmas, where a hole is ENOMEM only "
+           "after the rest was tried, so a bad VMA's EINVAL wins)",
+           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13"), stable=((6, 6, 30),)),
+    Change("new_range", "merge_new_range", (6, 12), "cacded5e42b9",
+           "mm: avoid using vma_merge() for new VMAs",
+           "vma_merge_new_range() in mm/vma.c: a new mapping tries prev first again",
+           verified=("6.12.117", "6.18.44", "7.2.13")),
+    Change("copy_vma_new_range", True, (6, 12), "cacded5e42b9",
+           "mm: avoid using vma_merge() for new VMAs",
+           "mremap's copy_vma merges through vma_merge_new_range (before: vma_merge, prev "
+           "first)", verified=("6.12.117", "6.18.44", "7.2.13")),
+    Change("brk_mode", "merge_new_range", (6, 12), "cacded5e42b9",
+           "mm: avoid using vma_merge() for new VMAs",
+           "brk grows through vma_merge_new_range, which may also swallow the next VMA",
+           verified=("6.12.117",)),
+    Change("brk_mode", "just_expand", (6, 13), "c4d91e225ff3",
+           "mm/vma: add expand-only VMA merge mode and optimise do_brk_flags()",
+           "brk never looks at the VMA after the heap (vmg->just_expand)",
+           verified=("6.18.44", "7.2.13"),
+           note="the commit came through the 6.12-rc hotfixes by its history; the model "
+                "keeps 6.12 on merge_new_range, which agrees with 6.12.117 on every brk "
+                "script the lab has run: no script yet tells the two apart there"),
+    Change("guard_regions", True, (6, 13), "662df3e5c376",
+           "mm: madvise: implement lightweight guard page mechanism",
+           "MADV_GUARD_INSTALL / MADV_GUARD_REMOVE; installing prepares an anon_vma on "
+           "anonymous VMAs; touching a guard page is SIGSEGV; earlier kernels: EINVAL",
+           verified=("6.18.44", "7.2.13")),
+    Change("anon_rule", "tgt_src", (6, 16), "879bca0a2c4f",
+           "mm/vma: fix incorrectly disallowed anonymous VMA merges",
+           "is_mergeable_anon_vma looks at the target and the source: a faulted VMA may "
+           "merge into an unfaulted neighbour (before, the neighbour's empty "
+           "anon_vma_chain was not 'singular'), unless the source is a fork child",
+           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13")),
+    Change("mremap_multi_vma", True, (6, 17), "d23cb648e365",
+           "mm/mremap: permit mremap() move of multiple VMAs",
+           "mremap(MREMAP_FIXED) with old_len == new_len may move a range that spans "
+           "several VMAs, keeping the gaps; before: EFAULT",
+           verified=("6.18.44", "7.2.13")),
+    Change("mremap_limit", "6.17", (6, 17), None,
+           "mremap checks map_count once, before unmapping anything",
+           "`map_count + 1 >= max - 3` with MREMAP_DONTUNMAP (the old mapping stays), "
+           "`map_count >= max - 3` otherwise; before: `map_count + 2 >= max - 3` in "
+           "mremap_to, then `map_count >= max - 3` in move_vma",
+           verified=("6.1.176", "6.12.117", "7.2.13"),
+           note="seen on 7.2.13; the series that changed the check came after the 6.17 "
+                "mremap rewrite and its mainline commit was not found, so 6.17 is "
+                "assumed; the host's 6.18.44 cannot be checked without lowering its "
+                "vm.max_map_count"),
+    Change("sticky_guard_flag", True, (6, 19), "5dba5cc2e0ff",
+           "mm: introduce VM_MAYBE_GUARD and make visible in /proc/$pid/smaps",
+           "VM_MAYBE_GUARD (`gu`) is set on the whole VMA by guard installation, ignored "
+           "for merging (VMA_IGNORE_MERGE_FLAGS) and kept by the merged VMA",
+           verified=("6.18.44",), stable=((6, 18, 37),)),
+    Change("copied_from_dup", True, (6, 19), "61f67c230a5e",
+           "mm/vma: fix anon_vma UAF on mremap() faulted, unfaulted merge",
+           "an mremap'd faulted VMA merged into an unfaulted neighbour gives the merged VMA "
+           "its anon_vma (vmg->copied_from); 6.16.0-6.18.7 merged without it",
+           verified=("6.18.44",), stable=((6, 18, 8),)),
+    Change("madvise_split_errno", "EAGAIN", (5, 17), "ac1e9acc5acf",
+           "mm: rearrange madvise code to allow for reuse",
+           "a split that fails at vm.max_map_count in madvise (or PR_SET_VMA_ANON_NAME) is "
+           "EAGAIN: the map_count check moved into the path whose ENOMEM "
+           "madvise_vma_behavior turns into EAGAIN",
+           verified=("6.1.176", "6.12.117", "7.2.13"),
+           note="read from the code on both sides of the change, not from its diff"),
+    Change("anon_vma_name", True, (5, 17), "9a10064f5625",
+           "mm: add a field to store names for private anonymous memory",
+           "PR_SET_VMA_ANON_NAME; also needs CONFIG_ANON_VMA_NAME, which Debian's cloud "
+           "kernels and the host do not set (EINVAL there; checked)"),
+    Change("mremap_lookup_first", True, (5, 16), "550a7d60bd5e",
+           "mm, hugepages: add mremap() support for hugepage backed vma",
+           "mremap looks the VMA up before anything else: an unmapped address is EFAULT "
+           "even for a shrink", verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13")),
+)
+
+# Rules the same in every supported release, and where they come from.
+VM_SOFTDIRTY_IGNORED = Change(
+    "soft_dirty", True, (3, 14), "34228d473efe", "mm: ignore VM_SOFTDIRTY on VMA merging",
+    "VM_SOFTDIRTY never prevents a merge")
+
+
+def values_for(v: Version) -> dict[str, Any]:
+    """Every switch's value in release v (the latest change that applies wins)."""
+    out = dict(BASE)
+    for c in sorted(CHANGES, key=lambda c: c.since):
+        if c.applies(v):
+            out[c.switch] = c.value
+    return out
+
+
+def change_for(switch: str, v: Version) -> Change | None:
+    """The change that gave ``switch`` its value in release v (None: the base value)."""
+    found = None
+    for c in sorted(CHANGES, key=lambda c: c.since):
+        if c.switch == switch and c.applies(v):
+            found = c
+    return found
+
+
+def first_change(switch: str) -> Change:
+    """The (first) change of a switch: what a rule that depends on it cites."""
+    return next(c for c in CHANGES if c.switch == switch)
+
+
+def markdown_table() -> str:
+    """The switches table of docs/kernel-epochs.md."""
+    lines = ["| switch | value | from | commit | what changes | checked on |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for c in sorted(CHANGES, key=lambda c: (c.since, c.switch)):
+        since = ".".join(map(str, c.since))
+        if c.stable:
+            since += " (stable " + ", ".join(".".join(map(str, s)) for s in c.stable) + ")"
+        commit = f"`{c.commit}` {c.title}" if c.commit else f"assumed: {c.note}"
+        what = c.summary + (f". Note: {c.note}" if c.note and c.commit else "")
+        checked = ", ".join(c.verified) or "sources only"
+        lines.append(f"| `{c.switch}` | `{c.value}` | {since} | {commit} | {what} | "
+                     f"{checked} |")
+    base = ", ".join(f"`{k}` = `{v}`" for k, v in BASE.items())
+    lines.append("")
+    lines.append(f"Before these changes (5.15): {base}.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

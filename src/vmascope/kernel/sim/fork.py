@@ -1,0 +1,35 @@
+"""kernel/fork.c: dup_mmap, the address space of a fork child."""
+
+from __future__ import annotations
+
+from ...ops.language import Op
+from .. import rules as R
+from .mm import MM, SVma
+from .rmap import anon_vma_fork
+
+
+def dup_mmap(mm: MM, op: Op) -> None:
+    """kernel/fork.c dup_mmap + mm/rmap.c anon_vma_fork: a child that keeps the anon_vmas shared."""
+    child = MM(mm.epoch, max_map_count=mm.max_map_count, thp=mm.thp,
+               numa_nodes=mm.numa_nodes)
+    child.next_anon_id = mm.next_anon_id
+    prev: SVma | None = None
+    for p in mm:
+        if p.flags & R.VM_DONTCOPY:
+            continue
+        c = p.copy()
+        c.flags &= ~(R.VM_LOCKED | R.VM_LOCKONFAULT)
+        if p.flags & R.VM_WIPEONFORK or p.anon_vma is None:
+            pass
+        else:
+            anon_vma_fork(mm, c, p, child)
+        child.insert(c, prev)
+        prev = c
+    mm.next_anon_id = child.next_anon_id
+    child.start_brk, child.brk = mm.start_brk, mm.brk
+    mm.children.append(child)
+    if mm.tracing:
+        made = sum(1 for c in child if c.anon_vma is not None)
+        mm.note(f"fork: child {len(mm.children)} has {child.map_count} VMAs, {made} "
+                "linked to new child anon_vmas (fork children: their chains are not "
+                "singular)")

@@ -1,0 +1,203 @@
+"""mm/madvise.c: madvise (flag changes, populate, guard regions) and anon VMA names.
+
+Advice that changes VmFlags goes through ``madvise_update_vma`` and so through
+vma_modify: a split that fails at the map count limit is EAGAIN from 5.17 (the epoch's
+``madvise_split_errno``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...kconst import PAGE_MASK, PAGE_SHIFT, page_align
+from ...ops.language import Op
+from .. import rules as R
+from .mm import MM, OpFailed, ShmemFile, SVma
+from .rmap import anon_vma_prepare
+from .vma import KEEP, vma_modify
+
+ANON_NAME_LEN_MAX = 80
+_NAME_FORBIDDEN = set("\\`$[]")
+
+# madvise advice that changes VMA flags: (flags to set, flags to clear).
+_FLAG_CHANGE = {
+    "dontfork": (R.VM_DONTCOPY, 0), "dofork": (0, R.VM_DONTCOPY),
+    "wipeonfork": (R.VM_WIPEONFORK, 0), "keeponfork": (0, R.VM_WIPEONFORK),
+    "dontdump": (R.VM_DONTDUMP, 0), "dodump": (0, R.VM_DONTDUMP),
+    "hugepage": (R.VM_HUGEPAGE, R.VM_NOHUGEPAGE),
+    "nohugepage": (R.VM_NOHUGEPAGE, R.VM_HUGEPAGE),
+    "mergeable": (R.VM_MERGEABLE, 0), "unmergeable": (0, R.VM_MERGEABLE),
+    "normal": (0, R.VM_SEQ_READ | R.VM_RAND_READ),
+    "sequential": (R.VM_SEQ_READ, R.VM_RAND_READ),
+    "random": (R.VM_RAND_READ, R.VM_SEQ_READ),
+}
+# Advice that never changes a VMA (nor creates an anon_vma).
+_NO_VMA_CHANGE = frozenset({"dontneed", "free", "willneed", "cold", "pageout"})
+
+
+def madvise_walk_vmas(mm: MM, start: int, end: int, visit: Any) -> None:
+    """ madvise_walk_vmas: visit each VMA piece; holes give ENOMEM at the end."""
+    v = mm.find_vma(start)
+    unmapped = False
+    while True:
+        if v is None:
+            raise OpFailed("ENOMEM")
+        if start < v.start:
+            unmapped = True
+            start = v.start
+            if start >= end:
+                break
+        tmp = min(v.end, end)
+        v = visit(v, start, tmp)
+        start = tmp
+        if start < v.end:
+            start = v.end
+        if start >= end:
+            break
+        v = v.next
+    if unmapped:
+        raise OpFailed("ENOMEM")
+
+
+def madvise_update_vma(mm: MM, v: SVma, start: int, end: int, newflags: int, name: Any = KEEP) -> SVma:
+    """madvise_update_vma: nothing to do if unchanged; split failure -> EAGAIN (5.17+)."""
+    if newflags == v.flags and (name is KEEP or name == v.anon_name):
+        return v
+    try:
+        return vma_modify(mm, v, start, end, flags=newflags, anon_name=name)
+    except OpFailed as exc:
+        if exc.errno == "ENOMEM":
+            raise OpFailed(mm.epoch.madvise_split_errno) from None
+        raise
+
+
+def do_madvise(mm: MM, op: Op) -> None:
+    ep = mm.epoch
+    start = op.addr
+    adv = op.advice or ""
+    if start & ~PAGE_MASK:
+        raise OpFailed("EINVAL")
+    if adv in ("guard_install", "guard_remove") and not ep.guard_regions:
+        raise OpFailed("EINVAL")
+    length = page_align(op.length)
+    end = start + length
+    if length == 0:
+        return
+    if adv in _NO_VMA_CHANGE:
+        # Advice that never changes a VMA: only holes (ENOMEM) and refusals (EINVAL).
+        v = mm.find_vma(start)
+        unmapped = False
+        while True:
+            if v is None:
+                raise OpFailed("ENOMEM")
+            if start < v.start:
+                unmapped = True
+            if v.start >= end:
+                break
+            f = v.flags
+            if adv == "dontneed" and f & (R.VM_LOCKED | R.VM_PFNMAP | R.VM_HUGETLB):
+                raise OpFailed("EINVAL")
+            if adv == "free" and (v.file is not None or f & R.VM_SHARED):
+                raise OpFailed("EINVAL")
+            start = v.end
+            if start >= end:
+                break
+            v = v.next
+        if unmapped:
+            raise OpFailed("ENOMEM")
+        return
+    if adv in _FLAG_CHANGE:
+        add, clear = _FLAG_CHANGE[adv]
+
+        def visit(v: SVma, s: int, e: int) -> SVma:
+            if adv == "dofork" and v.flags & R.VM_IO:
+                raise OpFailed("EINVAL")
+            if adv == "wipeonfork" and (v.file is not None or v.flags & R.VM_SHARED):
+                raise OpFailed("EINVAL")
+            if adv == "keeponfork" and v.flags & R.VM_DROPPABLE:
+                raise OpFailed("EINVAL")
+            if adv == "dodump" and v.flags & R.VM_SPECIAL:
+                raise OpFailed("EINVAL")
+            if adv == "mergeable" and v.flags & (R.VM_SHARED | R.VM_MAYSHARE | R.VM_SPECIAL
+                                                 | R.VM_HUGETLB | R.VM_DROPPABLE):
+                return v  # ksm_madvise leaves these alone
+            return madvise_update_vma(mm, v, s, e, (v.flags | add) & ~clear)
+
+        madvise_walk_vmas(mm, start, end, visit)
+        return
+    if adv == "populate_write" or adv == "populate_read":
+        write = adv == "populate_write"
+
+        def populate(v: SVma, s: int, e: int) -> SVma:
+            if v.flags & (R.VM_IO | R.VM_PFNMAP):
+                raise OpFailed("EINVAL")
+            if write and not v.flags & R.VM_WRITE or not v.flags & (
+                    R.VM_READ | R.VM_WRITE | R.VM_EXEC):
+                raise OpFailed("EINVAL")
+            if write and v.file is None and not v.flags & R.VM_SHARED:
+                anon_vma_prepare(mm, v)
+            return v
+
+        if ep.populate_in_walk:
+            # Inside madvise_walk_vmas: holes give ENOMEM only at the end, a bad VMA
+            # gives EINVAL at once.
+            madvise_walk_vmas(mm, start, end, populate)
+            return
+        addr = start
+        while addr < end:
+            v = mm.vma_lookup(addr)
+            if v is None:
+                raise OpFailed("ENOMEM")
+            if v.flags & (R.VM_IO | R.VM_PFNMAP):
+                raise OpFailed("EINVAL")
+            if write and not v.flags & R.VM_WRITE or not v.flags & (
+                    R.VM_READ | R.VM_WRITE | R.VM_EXEC):
+                raise OpFailed("EINVAL")
+            if write and v.file is None and not v.flags & R.VM_SHARED:
+                anon_vma_prepare(mm, v)
+            addr = v.end
+        return
+
+    def check(v: SVma, s: int, e: int) -> SVma:
+        if adv == "dontneed" and v.flags & (R.VM_LOCKED | R.VM_PFNMAP | R.VM_HUGETLB):
+            raise OpFailed("EINVAL")
+        if adv == "free" and (v.file is not None or v.flags & R.VM_SHARED):
+            raise OpFailed("EINVAL")
+        if adv == "guard_install":
+            if v.flags & (R.VM_SPECIAL | R.VM_HUGETLB | R.VM_LOCKED):
+                raise OpFailed("EINVAL")
+            if v.file is None and not v.flags & R.VM_SHARED:
+                # mm/madvise.c madvise_guard_install (6.13): anon_vma_prepare first.
+                anon_vma_prepare(mm, v)
+            if mm.sticky:
+                v.flags |= mm.sticky
+            mm.guards.update(range(s >> PAGE_SHIFT, e >> PAGE_SHIFT))
+        elif adv == "guard_remove":
+            mm.guards.difference_update(range(s >> PAGE_SHIFT, e >> PAGE_SHIFT))
+        return v
+
+    madvise_walk_vmas(mm, start, end, check)
+
+
+def madvise_set_anon_name(mm: MM, op: Op) -> None:
+    """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, start, len, name)."""
+    if not mm.epoch.anon_vma_name:
+        raise OpFailed("EINVAL")
+    start = op.addr
+    if start & ~PAGE_MASK:
+        raise OpFailed("EINVAL")
+    name = op.name
+    if name is not None:
+        if len(name) >= ANON_NAME_LEN_MAX or any(
+                c in _NAME_FORBIDDEN or not c.isprintable() for c in name):
+            raise OpFailed("EINVAL")
+    length = page_align(op.length)
+    if length == 0:
+        return
+
+    def visit(v: SVma, s: int, e: int) -> SVma:
+        if v.file is not None and not isinstance(v.file, ShmemFile):
+            raise OpFailed("EBADF")
+        return madvise_update_vma(mm, v, s, e, v.flags, name)
+
+    madvise_walk_vmas(mm, start, start + length, visit)

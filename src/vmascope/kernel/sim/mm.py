@@ -1,0 +1,310 @@
+"""mm_struct: one simulated address space, its VMA tree and the kernel objects it holds.
+
+The VMAs are kept sorted by address twice over: a blocked sorted index of start addresses
+(O(log n) lookup, like the maple tree) and a doubly linked list for the neighbours. Every
+handler elsewhere in this package takes the :class:`MM` as its first argument, as the
+kernel's functions take ``struct mm_struct *`` or a VMA of it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterator
+from typing import Any
+
+from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_MASK, PAGE_SHIFT, TASK_SIZE
+from ...ops.language import PROT_EXEC, PROT_READ, PROT_WRITE
+from .. import rules as R
+from ..epochs import Epoch
+
+MMAP_MIN_ADDR = 0x10000
+MMAP_BASE = 0x7F0000000000  # top-down placement starts below this
+PMD_SIZE = 2 << 20
+
+
+class OpFailed(Exception):
+    """An operation failed with an errno (caught per op; the script goes on)."""
+
+    def __init__(self, errno: str) -> None:
+        super().__init__(errno)
+        self.errno = errno
+
+
+def prot_bits(prot: int) -> int:
+    """PROT_* bits -> VM_READ|VM_WRITE|VM_EXEC."""
+    return ((R.VM_READ if prot & PROT_READ else 0) | (R.VM_WRITE if prot & PROT_WRITE else 0)
+            | (R.VM_EXEC if prot & PROT_EXEC else 0))
+
+
+# -- kernel objects ---------------------------------------------------------------------------
+
+
+class AnonVma:
+    """struct anon_vma: the counters the reuse rules look at."""
+
+    __slots__ = ("id", "root", "parent", "num_children", "num_active_vmas")
+
+    def __init__(self, ident: int, parent: AnonVma | None = None) -> None:
+        self.id = ident
+        self.parent: AnonVma = parent if parent is not None else self
+        self.root: AnonVma = self.parent.root if parent is not None else self
+        self.num_children = 0
+        self.num_active_vmas = 0
+
+    def __repr__(self) -> str:
+        return f"av{self.id}"
+
+
+class SVma:
+    """struct vm_area_struct (the fields that matter for merging)."""
+
+    __slots__ = ("start", "end", "pgoff", "flags", "file", "anon_vma", "chain", "anon_name",
+                 "policy", "uffd", "prev", "next")
+
+    def __init__(self, start: int, end: int, pgoff: int, flags: int, file: Any = None,
+                 anon_name: str | None = None, policy: Any = None) -> None:
+        self.start = start
+        self.end = end
+        self.pgoff = pgoff
+        self.flags = flags
+        self.file = file
+        self.anon_vma: AnonVma | None = None
+        # The anon_vma_chain, as an immutable tuple: splits and dup_anon_vma copy it,
+        # which for a tuple is sharing it.
+        self.chain: tuple[AnonVma, ...] = ()
+        self.anon_name = anon_name
+        self.policy = policy
+        self.uffd: Any = None
+        self.prev: SVma | None = None
+        self.next: SVma | None = None
+
+    def copy(self) -> SVma:
+        c = SVma(self.start, self.end, self.pgoff, self.flags, self.file, self.anon_name,
+                 self.policy)
+        c.uffd = self.uffd
+        return c
+
+    def __repr__(self) -> str:
+        return f"[{self.start:#x},{self.end:#x})"
+
+
+class ShmemFile:
+    """The shmem file behind a MAP_SHARED|MAP_ANONYMOUS mapping ("/dev/zero (deleted)")."""
+
+    __slots__ = ("inode",)
+
+    def __init__(self, inode: int) -> None:
+        self.inode = inode
+
+    def __repr__(self) -> str:
+        return f"/dev/zero (deleted) inode {self.inode}"
+
+
+class _StartIndex:
+    """Sorted VMA start addresses in blocks: O(log n) search, cheap insert and remove."""
+
+    LOAD = 256
+
+    __slots__ = ("_lists", "_maxes")
+
+    def __init__(self) -> None:
+        self._lists: list[list[int]] = []
+        self._maxes: list[int] = []
+
+    def find_le(self, x: int) -> int | None:
+        maxes = self._maxes
+        if not maxes:
+            return None
+        i = bisect_left(maxes, x)
+        if i == len(maxes):
+            return maxes[-1]
+        lst = self._lists[i]
+        j = bisect_right(lst, x)
+        if j:
+            return lst[j - 1]
+        return maxes[i - 1] if i else None
+
+    def first(self) -> int | None:
+        return self._lists[0][0] if self._lists else None
+
+    def add(self, x: int) -> None:
+        maxes, lists = self._maxes, self._lists
+        if not maxes:
+            lists.append([x])
+            maxes.append(x)
+            return
+        i = bisect_left(maxes, x)
+        if i == len(maxes):
+            i -= 1
+            lst = lists[i]
+            lst.append(x)
+            maxes[i] = x
+        else:
+            lst = lists[i]
+            insort(lst, x)
+        if len(lst) > 2 * self.LOAD:
+            half = lst[self.LOAD:]
+            del lst[self.LOAD:]
+            lists.insert(i + 1, half)
+            maxes.insert(i, lst[-1])
+
+    def remove(self, x: int) -> None:
+        maxes, lists = self._maxes, self._lists
+        i = bisect_left(maxes, x)
+        lst = lists[i]
+        j = bisect_left(lst, x)
+        del lst[j]
+        if not lst:
+            del lists[i]
+            del maxes[i]
+        elif j == len(lst):
+            maxes[i] = lst[-1]
+
+    def replace(self, old: int, new: int) -> None:
+        """Change a key without changing its rank."""
+        maxes = self._maxes
+        i = bisect_left(maxes, old)
+        lst = self._lists[i]
+        j = bisect_left(lst, old)
+        lst[j] = new
+        if j == len(lst) - 1:
+            maxes[i] = new
+
+
+
+
+class MM:
+    """One simulated address space (struct mm_struct)."""
+
+    def __init__(self, epoch: Epoch, *, max_map_count: int = DEFAULT_MAX_MAP_COUNT,
+                 trace: bool = False, thp: str = "madvise", numa_nodes: int = 1) -> None:
+        self.epoch = epoch
+        self.max_map_count = max_map_count
+        self.map_count = 0
+        self.tracing = trace
+        self.log: list[str] = []
+        self.thp = thp
+        self.numa_nodes = numa_nodes
+        self.start_brk: int | None = None
+        self.brk: int | None = None
+        self.guards: set[int] = set()  # page numbers with a guard marker
+        self.children: list[MM] = []
+        self._index = _StartIndex()
+        self._by_start: dict[int, SVma] = {}
+        self.head: SVma | None = None  # the lowest VMA (the list is linked by prev/next)
+        self._last: SVma | None = None
+        self.next_anon_id = 1
+        self.next_inode = 1
+        self.soft_dirty = R.VM_SOFTDIRTY if epoch.soft_dirty else 0
+        self.sticky = R.VM_MAYBE_GUARD if epoch.sticky_guard_flag else 0
+        self.inferred_anon_vmas = 0  # anon_vmas guessed by from_snapshot
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:
+        """An mm in the state a Snapshot shows (see kernel/sim/fromsnap.py for what is
+        inferred). ``epoch``: an Epoch or a release (default: the snapshot's kernel)."""
+        from .fromsnap import mm_from_snapshot
+
+        return mm_from_snapshot(snapshot, epoch, **kwargs)
+
+    def __iter__(self) -> Iterator[SVma]:
+        v = self.head
+        while v is not None:
+            yield v
+            v = v.next
+
+    def find_vma(self, addr: int) -> SVma | None:
+        """The first VMA with end > addr (the kernel's find_vma)."""
+        s = self._index.find_le(addr)
+        if s is None:
+            return self.head
+        v = self._by_start[s]
+        return v if v.end > addr else v.next
+
+    def vma_lookup(self, addr: int) -> SVma | None:
+        """The VMA containing addr, or None."""
+        last = self._last
+        if last is not None and last.start <= addr < last.end and self._by_start.get(
+                last.start) is last:
+            return last
+        s = self._index.find_le(addr)
+        if s is None:
+            return None
+        v = self._by_start[s]
+        if v.end > addr:
+            self._last = v
+            return v
+        return None
+
+    def insert(self, v: SVma, prev: SVma | None) -> None:
+        """Link v after prev (None: at the head) and index it. map_count += 1."""
+        nxt = prev.next if prev is not None else self.head
+        v.prev = prev
+        v.next = nxt
+        if prev is not None:
+            prev.next = v
+        else:
+            self.head = v
+        if nxt is not None:
+            nxt.prev = v
+        self._index.add(v.start)
+        self._by_start[v.start] = v
+        self.map_count += 1
+
+    def prev_of(self, addr: int) -> SVma | None:
+        """The last VMA that starts below addr."""
+        s = self._index.find_le(addr - 1) if addr else None
+        return None if s is None else self._by_start[s]
+
+    def unlink(self, v: SVma) -> None:
+        """Remove v from the tree; map_count -= 1; drop its anon_vma link."""
+        if v.prev is not None:
+            v.prev.next = v.next
+        else:
+            self.head = v.next
+        if v.next is not None:
+            v.next.prev = v.prev
+        self._index.remove(v.start)
+        del self._by_start[v.start]
+        self.map_count -= 1
+        if v.anon_vma is not None:
+            v.anon_vma.num_active_vmas -= 1
+        if self._last is v:
+            self._last = None
+
+    def set_start(self, v: SVma, start: int) -> None:
+        old = v.start
+        self._index.replace(old, start)
+        del self._by_start[old]
+        self._by_start[start] = v
+        v.start = start
+
+    def note(self, text: str) -> None:
+        self.log.append("  " + text)
+
+    def range_free(self, start: int, end: int) -> bool:
+        v = self.find_vma(start)
+        return v is None or v.start >= end
+
+    def last_vma(self) -> SVma | None:
+        v = self.head
+        if v is None:
+            return None
+        s = self._index.find_le(TASK_SIZE)
+        return None if s is None else self._by_start[s]
+
+    def vma_name(self, v: SVma) -> str | None:
+        if isinstance(v.file, ShmemFile):
+            return "/dev/zero (deleted)"
+        if (self.start_brk is not None and self.brk is not None and v.file is None
+                and v.start <= self.brk and v.end >= self.start_brk):
+            return "[heap]"
+        if v.anon_name is not None:
+            return f"[anon:{v.anon_name}]"
+        return None
+
+
+def av_text(v: SVma | None) -> str:
+    if v is None:
+        return "-"
+    return "0" if v.anon_vma is None else repr(v.anon_vma)

@@ -1,0 +1,46 @@
+"""mm/mprotect.c: the mprotect syscall (do_mprotect_pkey and mprotect_fixup)."""
+
+from __future__ import annotations
+
+from ...kconst import PAGE_MASK, page_align
+from ...ops.language import Op
+from .. import rules as R
+from .mm import MM, OpFailed, prot_bits
+from .vma import vma_modify
+
+
+def do_mprotect_pkey(mm: MM, op: Op) -> None:
+    """mm/mprotect.c do_mprotect_pkey + mprotect_fixup."""
+    ep = mm.epoch
+    start = op.addr
+    if start & ~PAGE_MASK:
+        raise OpFailed("EINVAL")
+    length = page_align(op.length)
+    end = start + length
+    if end <= start:
+        if length == 0:
+            return
+        raise OpFailed("ENOMEM")
+    v = mm.find_vma(start)
+    if v is None or v.start > start:
+        raise OpFailed("ENOMEM")
+    prot = prot_bits(op.prot)
+    nstart = start
+    while True:
+        if (prot & R.VM_READ and not v.flags & R.VM_MAYREAD) or (
+                prot & R.VM_WRITE and not v.flags & R.VM_MAYWRITE) or (
+                prot & R.VM_EXEC and not v.flags & R.VM_MAYEXEC):
+            raise OpFailed("EACCES")
+        tmp = min(v.end, end)
+        newflags = R.mprotect_newflags(ep, v.flags, prot, v.file is None,
+                                       v.anon_vma is not None)
+        if newflags != v.flags:
+            v = vma_modify(mm, v, nstart, tmp, flags=newflags)
+        # Continue after the (possibly merged) VMA: vma_iter_end().
+        nstart = v.end if v.end > tmp else tmp
+        if nstart >= end:
+            return
+        nxt = v.next
+        if nxt is None or nxt.start != nstart:
+            raise OpFailed("ENOMEM")
+        v = nxt

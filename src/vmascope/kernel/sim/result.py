@@ -1,0 +1,192 @@
+"""Running op scripts on a simulated mm, and what it leaves: an Outcome.
+
+``run_ops`` is the syscall table: each op kind goes to the handler named after the kernel
+function it mirrors. ``simulate_ops`` runs a script on a fresh :class:`MM` and returns an
+:class:`~vmascope.outcome.Outcome` whose Snapshot has what /proc would show plus what it
+cannot (anon_vma identities, vm_pgoff of anonymous memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT
+from ...model import KNOWN_VMFLAGS, Snapshot, SnapshotMeta
+from ...ops.language import Op, format_op, load_script
+from ...outcome import Fault, OpError, Outcome
+from .. import rules as R
+from ..epochs import Epoch, epoch_for
+from .fork import dup_mmap
+from .madvise import do_madvise, madvise_set_anon_name
+from .memory import handle_mm_fault
+from .mempolicy import do_mbind, policy_text
+from .mm import MM, OpFailed, ShmemFile
+from .mmap import do_mmap, prctl_set_mm_brk, sys_brk, vm_munmap
+from .mprotect import do_mprotect_pkey
+from .mremap import do_mremap
+
+# The syscall table: op kind -> handler (touch, a fault, is handled apart).
+SYSCALLS: dict[str, Callable[[MM, Op], None]] = {
+    "mmap": do_mmap, "munmap": vm_munmap, "mprotect": do_mprotect_pkey,
+    "madvise": do_madvise, "mremap": do_mremap, "fork": dup_mmap,
+    "name": madvise_set_anon_name, "mbind": do_mbind, "heap": prctl_set_mm_brk,
+    "brk": sys_brk,
+}
+
+
+def op_text(op: Op) -> str:
+    """An op as the language writes it, with addresses in hex (for the decision log)."""
+    words = format_op(op).split()
+    if op.kind in ("fork",):
+        return words[0]
+    words[1] = hex(op.addr)
+    if op.kind == "mremap" and op.new_addr is not None:
+        words[4] = hex(op.new_addr)
+    return " ".join(words)
+
+
+def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[OpError], list[Fault]]:
+    """Apply ops to mm. Returns (errors, faults); a failing op does not stop the script."""
+    errors: list[OpError] = []
+    faults: list[Fault] = []
+    tracing = mm.tracing
+    handlers = SYSCALLS
+    for i, op in enumerate(ops):
+        kind = op.kind
+        if tracing:
+            mm.log.append(f"op {i} (line {op.line}): {op_text(op)}")
+        if kind == "touch":
+            sig = handle_mm_fault(mm, op)
+            if sig is not None:
+                faults.append(Fault(i, op.line, op.addr, sig))
+                if tracing:
+                    mm.log.append(f"  -> {sig} at {op.addr:#x}")
+            continue
+        try:
+            handlers[kind](mm, op)
+        except OpFailed as exc:
+            errors.append(OpError(i, op.line, exc.errno))
+            if tracing:
+                mm.log.append(f"  -> fails with {exc.errno}")
+    return errors, faults
+
+
+_PERM_BITS: dict[int, int] = {}
+
+
+def _perm_bits(flags: int) -> int:
+    hit = _PERM_BITS.get(flags & (R.VM_READ | R.VM_WRITE | R.VM_EXEC | R.VM_MAYSHARE))
+    if hit is None:
+        hit = ((1 if flags & R.VM_READ else 0) | (2 if flags & R.VM_WRITE else 0)
+               | (4 if flags & R.VM_EXEC else 0) | (8 if flags & R.VM_MAYSHARE else 0))
+        _PERM_BITS[flags & (R.VM_READ | R.VM_WRITE | R.VM_EXEC | R.VM_MAYSHARE)] = hit
+    return hit
+
+
+def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = None,
+                shift: int = 0) -> Snapshot:
+    """The VMAs of mm in [lo, hi), moved down by ``shift``, as a Snapshot.
+
+    The simulator's flag words use bit i for ``model.KNOWN_VMFLAGS[i]``, so they are the
+    snapshot's VmFlags column as they are.
+    """
+    starts: list[int] = []
+    ends: list[int] = []
+    perms: list[int] = []
+    offsets: list[int] = []
+    inodes: list[int] = []
+    flag_words: list[int] = []
+    anon: list[int] = []
+    name_ids: list[int] = []
+    policy_ids: list[int] = []
+    names: list[str] = []
+    name_index: dict[str, int] = {}
+    policies: list[str] = []
+    policy_index: dict[Any, int] = {}
+    for v in mm:
+        if v.end <= lo or (hi is not None and v.start >= hi):
+            continue
+        starts.append(v.start - shift)
+        ends.append(v.end - shift)
+        f = v.flags
+        perms.append(_perm_bits(f))
+        offsets.append(v.pgoff << PAGE_SHIFT)
+        inodes.append(v.file.inode if isinstance(v.file, ShmemFile) else 0)
+        flag_words.append(f)
+        anon.append(-1 if v.anon_vma is None else v.anon_vma.id)
+        name = mm.vma_name(v)
+        if name is None:
+            name_ids.append(-1)
+        else:
+            nid = name_index.get(name)
+            if nid is None:
+                nid = name_index[name] = len(names)
+                names.append(name)
+            name_ids.append(nid)
+        pid = policy_index.get(v.policy)
+        if pid is None:
+            pid = policy_index[v.policy] = len(policies)
+            policies.append(policy_text(v.policy))
+        policy_ids.append(pid)
+    inode = np.array(inodes, dtype=np.uint64)
+    return Snapshot(
+        start=np.array(starts, dtype=np.uint64), end=np.array(ends, dtype=np.uint64),
+        perms=np.array(perms, dtype=np.uint8), offset=np.array(offsets, dtype=np.uint64),
+        dev=(inode != 0).astype(np.uint32), inode=inode,
+        name_id=np.array(name_ids, dtype=np.int32), names=names, meta=meta,
+        vmflags=np.array(flag_words, dtype=np.uint64), flag_names=KNOWN_VMFLAGS,
+        policy_id=np.array(policy_ids, dtype=np.int32), policies=policies,
+        anon_vma=np.array(anon, dtype=np.int64))
+
+
+def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
+               script: str | None = None, lo: int = 0, hi: int | None = None,
+               shift: int = 0, outside: int | None = None) -> Outcome:
+    """The Outcome of a script that ran on mm (``lo``/``hi``/``shift``: an arena)."""
+    epoch = mm.epoch
+
+    def meta() -> SnapshotMeta:
+        m = SnapshotMeta(kernel_release=epoch.release, max_map_count=mm.max_map_count,
+                         source="simulated", comm=script)
+        m.extra["epoch"] = epoch.name
+        return m
+
+    snap = snapshot_of(mm, meta(), lo=lo, hi=hi, shift=shift)
+    arena = hi is not None
+    if arena:
+        faults = [Fault(f.op, f.line, f.addr - shift, f.signal) for f in faults]
+    return Outcome(
+        snapshot=snap, errors=errors, faults=faults,
+        children=[] if arena else [snapshot_of(c, meta()) for c in mm.children],
+        process_map_count=mm.map_count + (outside or 0) if arena else None,
+        epoch=epoch.name, brk=None if mm.brk is None else mm.brk - shift,
+        trace=mm.log)
+
+
+def simulate_ops(ops: Sequence[Op], kernel: str | Epoch, *,
+                 max_map_count: int = DEFAULT_MAX_MAP_COUNT, trace: bool = False,
+                 thp: str = "never", numa_nodes: int = 1,
+                 script: str | None = None) -> Outcome:
+    """Run parsed ops on a fresh simulated address space of ``kernel`` (an Epoch or a
+    release string).
+
+    ``thp`` is the modelled machine's transparent_hugepage/enabled (read faults on the
+    huge-page path create an anon_vma); "never" is what the lab's 512 MiB microVMs have.
+    For the running kernel, ``vmascope.host`` knows this machine's setting and facts
+    (``vmascope.simulate`` uses them).
+    """
+    epoch = kernel if isinstance(kernel, Epoch) else epoch_for(kernel)
+    mm = MM(epoch, max_map_count=max_map_count, trace=trace, thp=thp, numa_nodes=numa_nodes)
+    errors, faults = run_ops(mm, ops)
+    return outcome_of(mm, errors, faults, script=script)
+
+
+def simulate(text: str, kernel: str | Epoch, *, source: str = "<script>",
+             **kwargs: Any) -> Outcome:
+    """Parse an op script (text or JSONL) and simulate it. ParseError on a bad script."""
+    ops = load_script(text, source)
+    kwargs.setdefault("script", source)
+    return simulate_ops(ops, kernel, **kwargs)

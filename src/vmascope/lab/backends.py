@@ -1,0 +1,183 @@
+"""Backends: whatever runs op scripts, behind one protocol, returning Outcomes.
+
+* :class:`SimulatorBackend`: the kernel model (``vmascope.kernel.sim``) for a release;
+* :class:`HostBackend`: the lab executor on the running kernel;
+* :class:`MicroVMBackend`: the lab executor as /init of a Debian kernel booted in qemu.
+
+Lab scripts use arena-relative addresses; every backend reports the arena only, with
+addresses relative to it, so their Outcomes compare directly (:mod:`.compare`).
+
+The executor's own mappings (its binary, stack, vdso, the arena's fences) count against
+vm.max_map_count as well. A real Outcome says how many there were (``outside``), and
+:meth:`SimulatorBackend.run` given the real Outcomes (``like=``) runs each prediction
+under the same limit less those: the one place that correction is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from .. import host
+from ..errors import LabError, UsageError
+from ..kconst import DEFAULT_MAX_MAP_COUNT
+from ..kernel.epochs import Epoch
+from ..ops.language import Op
+from ..outcome import Outcome
+from . import executor, microvm
+from .kernels import Kernel
+
+
+class Backend(Protocol):
+    """Runs op scripts (arena-relative) and returns one Outcome per script."""
+
+    name: str
+
+    def run(self, scripts: Sequence[Sequence[Op]]) -> list[Outcome]: ...
+
+
+@functools.lru_cache(maxsize=16)
+def _epoch(release: str) -> Epoch:
+    """The epoch of a release, worked out once (for the running kernel this reads
+    /proc/config.gz, which would otherwise cost more than the simulation)."""
+    return host.epoch_for(release)
+
+
+def sim_release(kernel: Kernel) -> str:
+    """What the simulator is asked for: the host's full release (its facts are read), or
+    the upstream version of a Debian kernel (its package version carries the point
+    release that uname's 6.1.0-N does not)."""
+    return kernel.release if kernel.is_host else kernel.version
+
+
+class SimulatorBackend:
+    """The kernel model of one release, run on the arena the executor uses."""
+
+    def __init__(self, release: str | Epoch, *, max_map_count: int | None = None,
+                 thp: str | None = None, name: str = "simulator") -> None:
+        self.epoch = release if isinstance(release, Epoch) else _epoch(release)
+        self.release = self.epoch.release
+        self.max_map_count = max_map_count or DEFAULT_MAX_MAP_COUNT
+        self.thp = thp if thp is not None else host.machine_thp(self.release)
+        self.name = name
+
+    def run(self, scripts: Sequence[Sequence[Op]], *, like: Sequence[Outcome] | None = None,
+            names: Sequence[str | None] | None = None) -> list[Outcome]:
+        """Predict each script. ``like``: the real Outcomes of the same scripts, whose
+        limit and executor overhead the prediction takes over."""
+        from ..kernel.sim import MM, outcome_of, run_ops
+        from .executor import ARENA_BASE, ARENA_SIZE
+
+        out = []
+        for k, ops in enumerate(scripts):
+            limit, outside = self.max_map_count, 0
+            if like is not None:
+                limit = like[k].max_map_count or limit
+                outside = like[k].outside
+            mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp)
+            errors, faults = run_ops(mm, [op.shifted(ARENA_BASE) for op in ops])
+            out.append(outcome_of(mm, errors, faults,
+                                  script=names[k] if names is not None else None,
+                                  lo=ARENA_BASE, hi=ARENA_BASE + ARENA_SIZE, shift=ARENA_BASE,
+                                  outside=outside))
+        return out
+
+
+@contextlib.contextmanager
+def host_max_map_count(value: int | None, *, allow_lower: bool) -> Iterator[None]:
+    """Set vm.max_map_count on the host for the block and restore it afterwards.
+
+    Raising is harmless to other processes; lowering can make them fail, so it needs
+    ``allow_lower`` (the CLI's --host-sysctl)."""
+    if value is None:
+        yield
+        return
+    old = host.max_map_count()
+    if old is None:
+        raise LabError("vm.max_map_count: cannot read it")
+    if value == old:
+        yield
+        return
+    if value < old and not allow_lower:
+        raise UsageError(f"--max-map-count {value} would lower vm.max_map_count on this host "
+                         f"(now {old}) for every process: add --host-sysctl to allow it "
+                         "(it is restored afterwards), or run the script in a microVM")
+    try:
+        host.set_max_map_count(value)
+    except OSError as exc:
+        raise LabError(f"cannot set vm.max_map_count: {exc.strerror} (needs root)") from None
+    try:
+        yield
+    finally:
+        host.set_max_map_count(old)
+
+
+class HostBackend:
+    """The lab executor on the running kernel."""
+
+    def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
+                 host_sysctl: bool = False) -> None:
+        self.kernel = kernel
+        self.name = kernel.name
+        self.release = kernel.release
+        self.max_map_count = max_map_count
+        self.host_sysctl = host_sysctl
+
+    def run(self, scripts: Sequence[Sequence[Op]], *,
+            names: Sequence[str | None] | None = None) -> list[Outcome]:
+        with host_max_map_count(self.max_map_count, allow_lower=self.host_sysctl):
+            limit = host.max_map_count() or DEFAULT_MAX_MAP_COUNT
+            return executor.run_on_host(scripts, release=self.release, max_map_count=limit,
+                                        names=names)
+
+
+def _vm_timeout(scripts: Sequence[Sequence[Op]]) -> float:
+    ops = sum(len(s) for s in scripts)
+    return 60.0 + 0.03 * len(scripts) + 0.002 * ops
+
+
+class MicroVMBackend:
+    """The lab executor as /init of a kernel booted in a qemu microVM."""
+
+    def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
+                 smp: int = 1) -> None:
+        if kernel.vmlinuz is None:
+            raise LabError(f"{kernel.name}: no kernel image to boot")
+        self.kernel = kernel
+        self.name = kernel.name
+        self.release = kernel.release
+        self.max_map_count = max_map_count
+        self.smp = smp
+
+    def run(self, scripts: Sequence[Sequence[Op]], *,
+            names: Sequence[str | None] | None = None) -> list[Outcome]:
+        assert self.kernel.vmlinuz is not None
+        data = executor.encode_input(scripts, max_map_count=self.max_map_count)
+        out = microvm.boot(self.kernel.vmlinuz, data, timeout=_vm_timeout(scripts),
+                           smp=self.smp)
+        self.release = out.release or self.kernel.release
+        return executor.parse_output(out.body, scripts, self.kernel.name, release=self.release,
+                                     max_map_count=self.max_map_count or DEFAULT_MAX_MAP_COUNT,
+                                     names=names)
+
+
+def real_backend(kernel: Kernel, *, max_map_count: int | None = None,
+                 host_sysctl: bool = False, smp: int = 1) -> HostBackend | MicroVMBackend:
+    """The backend that runs scripts on a real kernel: the host's, or a microVM."""
+    if kernel.is_host:
+        return HostBackend(kernel, max_map_count=max_map_count, host_sysctl=host_sysctl)
+    return MicroVMBackend(kernel, max_map_count=max_map_count, smp=smp)
+
+
+def timed_run(backend: Backend, scripts: Sequence[Sequence[Op]],
+              **kwargs: object) -> tuple[list[Outcome], float]:
+    t0 = time.monotonic()
+    out = backend.run(scripts, **kwargs)  # type: ignore[call-arg]
+    return out, time.monotonic() - t0
+
+
+__all__ = ["Backend", "HostBackend", "MicroVMBackend", "SimulatorBackend", "host_max_map_count",
+           "real_backend", "sim_release", "timed_run"]

@@ -1,0 +1,147 @@
+"""Rendering of ``lab run``, ``lab verify`` and ``kernels list``: JSON documents and
+rich tables, built from what vmascope.lab.session returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..outcome import IGNORED_FLAGS, Outcome
+from .fmt import pages
+
+
+# -- lab run ------------------------------------------------------------------------------
+
+
+def run_json(runs: Sequence[Any]) -> Any:
+    """The ``lab run --json`` document: one object per script (a list for several)."""
+    docs = []
+    for sr in runs:
+        entries = []
+        for e in sr.kernels:
+            real = e.real.to_json()
+            sim = e.sim.to_json()
+            entries.append({"kernel": e.kernel.name, "release": e.release,
+                            "seconds": round(e.seconds, 2), "real": real, "simulator": sim,
+                            "agree": e.agree, "differences": e.differences,
+                            "first_error": e.first_error(sr.ops)})
+        docs.append({"script": sr.name, "ops": len(sr.ops), "kernels": entries})
+    return docs[0] if len(docs) == 1 else docs
+
+
+def _vma_text(o: Outcome, i: int) -> str:
+    snap = o.snapshot
+    flags = " ".join(sorted((snap.flags(i) or frozenset()) - IGNORED_FLAGS))
+    text = (f"{pages(int(snap.start[i]))}-{pages(int(snap.end[i]))} {snap.perms_text(i)} "
+            f"{flags}")
+    name = snap.name(i)
+    return text + (f" {name}" if name else "")
+
+
+def print_run(runs: Sequence[Any], console: Any) -> None:
+    """``lab run`` as tables: a summary per script, then the VMAs side by side (stacked per
+    kernel when the terminal is too narrow for all of them)."""
+    from rich.table import Table
+
+    for sr in runs:
+        summary = Table(title=f"{sr.name}: {len(sr.ops)} ops (real / simulator)")
+        for col in ("kernel", "release", "VMAs", "errors", "faults", "verdict"):
+            summary.add_column(col)
+        for e in sr.kernels:
+            verdict = "[green]agree[/]" if e.agree else "[bold red]DIFFER[/]"
+            summary.add_row(e.kernel.name, e.release,
+                            f"{e.real.map_count} / {e.sim.map_count}",
+                            f"{len(e.real.errors)} / {len(e.sim.errors)}",
+                            f"{len(e.real.faults)} / {len(e.sim.faults)}", verdict)
+        console.print(summary)
+        if all(e.real.map_count <= 40 for e in sr.kernels):
+            _print_vmas(sr.kernels, console)
+        for e in sr.kernels:
+            fe = e.first_error(sr.ops)
+            if fe:
+                console.print(f"{e.kernel.name}: first error at op {fe['op']} (line "
+                              f"{fe['line']}): {fe['text']} -> {fe['errno']}; "
+                              f"{e.real.map_count} VMAs in the arena, "
+                              f"{e.real.process_map_count} in the process")
+            for d in e.differences:
+                console.print(f"[red]{e.kernel.name}: {d}[/]")
+
+
+def _print_vmas(entries: Sequence[Any], console: Any) -> None:
+    from rich.table import Table
+
+    vmas = Table(title="VMAs in the arena (pages): real, and the simulator's = or ≠")
+    for e in entries:
+        vmas.add_column(f"{e.kernel.name} real")
+        vmas.add_column(f"{e.kernel.name} sim")
+    rows = max(max(e.real.map_count, e.sim.map_count) for e in entries)
+    for i in range(rows):
+        cells = []
+        for e in entries:
+            r = _vma_text(e.real, i) if i < e.real.map_count else ""
+            s = _vma_text(e.sim, i) if i < e.sim.map_count else ""
+            if s != r:
+                cells += [f"[red]{r}[/]", f"[bold red]≠ {s or '(none)'}[/]"]
+            else:
+                cells += [r, "[green]=[/]" if s else ""]
+        vmas.add_row(*cells)
+    console.print(vmas)
+
+
+# -- lab verify ---------------------------------------------------------------------------
+
+
+def verdict_json(v: Any) -> dict[str, Any]:
+    from ..lab.verify import script_lines
+
+    return {
+        "kernel": v.kernel.name, "release": v.release, "cases": v.cases, "agreed": v.agreed,
+        "percent": round(v.percent, 3), "seconds": round(v.seconds, 1),
+        "scripts_per_minute": round(60 * v.cases / v.seconds) if v.seconds else None,
+        "disagreements": len(v.disagreements),
+        "minimise_seconds": round(v.minimise_seconds, 1),
+        "minimised": [{"script": script_lines(d.script), "differences": d.differences,
+                       "similar": d.similar, "real": d.real.to_json(),
+                       "simulator": d.sim.to_json() if d.sim is not None else None}
+                      for d in v.minimised],
+    }
+
+
+def print_verdicts(verdicts: Sequence[Any], console: Any) -> None:
+    from rich.table import Table
+
+    from ..lab.verify import script_lines
+
+    table = Table(title="lab verify: real kernel vs simulator")
+    for col in ("kernel", "release", "cases", "agree", "%", "scripts/min"):
+        table.add_column(col)
+    for v in verdicts:
+        rate = f"{60 * v.cases / v.seconds:.0f}" if v.seconds else "-"
+        pct = f"{v.percent:.2f}"
+        table.add_row(v.kernel.name, v.release, str(v.cases), str(v.agreed),
+                      pct if v.agreed == v.cases else f"[bold red]{pct}[/]", rate)
+    console.print(table)
+    for v in verdicts:
+        for i, d in enumerate(v.minimised, 1):
+            console.print(f"\n[bold]{v.kernel.name} disagreement {i}[/] ({d.similar} "
+                          f"script(s) of this kind; minimised from {len(d.original)} to "
+                          f"{len(d.script)} ops):")
+            for line in script_lines(d.script):
+                console.print(f"    {line}")
+            for diff in d.differences or ["(no longer disagrees when re-run)"]:
+                console.print(f"  [red]{diff}[/]")
+
+
+# -- kernels list -------------------------------------------------------------------------
+
+
+def print_kernels(rows: Sequence[dict[str, Any]], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="lab kernels")
+    for col in ("name", "suite", "fetched", "version", "release", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["suite"] or "-", "yes" if r["fetched"] else "no",
+                      r["version"] or "-", r["release"] or "-", r["path"] or "-")
+    console.print(table)
