@@ -18,7 +18,7 @@ from vmascope.analysis.explain import group_kinds, pair_kinds
 from vmascope.analysis.fragmentation import lookalike_pairs
 from vmascope.analysis.headroom import level_for
 from vmascope.kernel.epochs import epoch_for
-from vmascope.kernel.rules import explain_pair
+from vmascope.kernel.pairs import explain_pair
 from vmascope.model import Snapshot, SnapshotMeta, Vma
 
 P = 4096

@@ -16,7 +16,7 @@ import pytest
 
 import vmascope
 from vmascope.analysis import Analysis, analyze
-from vmascope.model import Snapshot, SnapshotMeta, Vma
+from vmascope.model import Snapshot
 from vmascope.ops.language import parse_script
 
 P = 4096

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from vmascope.lab import compare, scenarios, verify
 from vmascope.model import Snapshot, Vma

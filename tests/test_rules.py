@@ -10,6 +10,8 @@ import pytest
 
 from vmascope.errors import UsageError
 from vmascope.kernel import rules as R
+from vmascope.kernel import vmflags as F
+from vmascope.kernel.pairs import explain_pair
 from vmascope.kernel.epochs import epoch_for, parse_release
 from vmascope.model import Vma
 
@@ -22,7 +24,7 @@ class V:
     """A minimal VMA-like object for the predicates."""
 
     def __init__(self, start: int, end: int, *, pgoff: int | None = None,
-                 flags: int = R.VM_READ | R.VM_WRITE | R.VM_MAYREAD | R.VM_MAYWRITE,
+                 flags: int = F.VM_READ | F.VM_WRITE | F.VM_MAYREAD | F.VM_MAYWRITE,
                  anon: object = None, chain_len: int | None = None, file: object = None,
                  name: str | None = None, policy: object = None) -> None:
         self.start, self.end = start, end
@@ -146,9 +148,9 @@ def test_build_options_override() -> None:
 
 def test_flags_must_match_except_soft_dirty() -> None:
     prev = V(0, P)
-    cur = V(P, 2 * P, flags=prev.flags | R.VM_SOFTDIRTY)
+    cur = V(P, 2 * P, flags=prev.flags | F.VM_SOFTDIRTY)
     assert R.is_mergeable_vma(NEW, vmg_of(cur), prev, True) == ()
-    dd = V(P, 2 * P, flags=prev.flags | R.VM_DONTDUMP)
+    dd = V(P, 2 * P, flags=prev.flags | F.VM_DONTDUMP)
     (r,) = R.is_mergeable_vma(NEW, vmg_of(dd), prev, True)
     assert r.code == "vmflags" and "dd" in r.detail and "only on the right" in r.detail
     assert r.confidence == "certain" and r.rule == "is_mergeable_vma"
@@ -156,21 +158,21 @@ def test_flags_must_match_except_soft_dirty() -> None:
 
 def test_vm_account_is_a_flag_difference() -> None:
     prev = V(0, P)
-    acc = V(P, 2 * P, flags=prev.flags | R.VM_ACCOUNT)
+    acc = V(P, 2 * P, flags=prev.flags | F.VM_ACCOUNT)
     assert codes(R.is_mergeable_vma(NEW, vmg_of(acc), prev, True)) == ["vmflags"]
 
 
 def test_perms_and_uffd_are_their_own_codes() -> None:
     prev = V(0, P)
-    ro = V(P, 2 * P, flags=R.VM_READ | R.VM_MAYREAD | R.VM_MAYWRITE)
+    ro = V(P, 2 * P, flags=F.VM_READ | F.VM_MAYREAD | F.VM_MAYWRITE)
     assert codes(R.is_mergeable_vma(NEW, vmg_of(ro), prev, True)) == ["perms"]
-    uf = V(P, 2 * P, flags=prev.flags | R.VM_UFFD_MISSING)
+    uf = V(P, 2 * P, flags=prev.flags | F.VM_UFFD_MISSING)
     assert codes(R.is_mergeable_vma(NEW, vmg_of(uf), prev, True)) == ["uffd"]
 
 
 def test_sticky_guard_flag_ignored_only_where_sticky() -> None:
     prev = V(0, P)
-    gu = V(P, 2 * P, flags=prev.flags | R.VM_MAYBE_GUARD)
+    gu = V(P, 2 * P, flags=prev.flags | F.VM_MAYBE_GUARD)
     assert R.is_mergeable_vma(epoch_for("6.19"), vmg_of(gu), prev, True) == ()
     assert codes(R.is_mergeable_vma(epoch_for("6.18.1"), vmg_of(gu), prev, True)) == ["vmflags"]
 
@@ -249,10 +251,10 @@ def test_can_vma_merge_after_and_before_check_pgoff() -> None:
 
 
 def test_special_flags_never_merge() -> None:
-    for f in (R.VM_IO, R.VM_DONTEXPAND, R.VM_PFNMAP, R.VM_MIXEDMAP):
-        r = R.special_reason(NEW, R.VM_READ | f)
+    for f in (F.VM_IO, F.VM_DONTEXPAND, F.VM_PFNMAP, F.VM_MIXEDMAP):
+        r = R.special_reason(NEW, F.VM_READ | f)
         assert r is not None and r.code == "special"
-    assert R.special_reason(NEW, R.VM_READ | R.VM_WRITE) is None
+    assert R.special_reason(NEW, F.VM_READ | F.VM_WRITE) is None
 
 
 # -- fault-time anon_vma reuse --------------------------------------------------------------
@@ -260,9 +262,9 @@ def test_special_flags_never_merge() -> None:
 
 def test_anon_vma_compatible_ignores_access_flags_only() -> None:
     a = V(0, P, anon=X)
-    b = V(P, 2 * P, flags=R.VM_READ | R.VM_MAYREAD | R.VM_MAYWRITE)  # differs in VM_WRITE
+    b = V(P, 2 * P, flags=F.VM_READ | F.VM_MAYREAD | F.VM_MAYWRITE)  # differs in VM_WRITE
     assert R.anon_vma_compatible(a, b)
-    c = V(P, 2 * P, flags=a.flags | R.VM_ACCOUNT)
+    c = V(P, 2 * P, flags=a.flags | F.VM_ACCOUNT)
     assert not R.anon_vma_compatible(a, c)
     d = V(P, 2 * P, pgoff=99)
     assert not R.anon_vma_compatible(a, d)
@@ -284,32 +286,32 @@ def test_find_mergeable_anon_vma_tries_next_first() -> None:
 
 
 def test_accountable_mapping() -> None:
-    assert R.accountable_mapping(R.VM_READ | R.VM_WRITE)
-    assert not R.accountable_mapping(R.VM_READ)
-    assert not R.accountable_mapping(R.VM_READ | R.VM_WRITE | R.VM_NORESERVE)
-    assert not R.accountable_mapping(R.VM_READ | R.VM_WRITE | R.VM_SHARED)
+    assert R.accountable_mapping(F.VM_READ | F.VM_WRITE)
+    assert not R.accountable_mapping(F.VM_READ)
+    assert not R.accountable_mapping(F.VM_READ | F.VM_WRITE | F.VM_NORESERVE)
+    assert not R.accountable_mapping(F.VM_READ | F.VM_WRITE | F.VM_SHARED)
 
 
 def test_mprotect_account_rules() -> None:
-    base = R.VM_MAYREAD | R.VM_MAYWRITE | R.VM_MAYEXEC
-    rw = R.VM_READ | R.VM_WRITE
+    base = F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC
+    rw = F.VM_READ | F.VM_WRITE
     # Gaining write on an unaccounted private VMA adds VM_ACCOUNT.
-    assert R.mprotect_newflags(NEW, base, rw, True, False) & R.VM_ACCOUNT
+    assert R.mprotect_newflags(NEW, base, rw, True, False) & F.VM_ACCOUNT
     # NORESERVE never gains it.
-    assert not R.mprotect_newflags(NEW, base | R.VM_NORESERVE, rw, True, False) & R.VM_ACCOUNT
-    acc = base | rw | R.VM_ACCOUNT
+    assert not R.mprotect_newflags(NEW, base | F.VM_NORESERVE, rw, True, False) & F.VM_ACCOUNT
+    acc = base | rw | F.VM_ACCOUNT
     # Dropping write: 6.7 gives it back on unfaulted anonymous memory only.
-    assert not R.mprotect_newflags(NEW, acc, R.VM_READ, True, False) & R.VM_ACCOUNT
-    assert R.mprotect_newflags(NEW, acc, R.VM_READ, True, True) & R.VM_ACCOUNT
-    assert R.mprotect_newflags(epoch_for("6.6"), acc, R.VM_READ, True, False) & R.VM_ACCOUNT
+    assert not R.mprotect_newflags(NEW, acc, F.VM_READ, True, False) & F.VM_ACCOUNT
+    assert R.mprotect_newflags(NEW, acc, F.VM_READ, True, True) & F.VM_ACCOUNT
+    assert R.mprotect_newflags(epoch_for("6.6"), acc, F.VM_READ, True, False) & F.VM_ACCOUNT
 
 
 def test_flag_names_in_kernel_print_order() -> None:
-    f = R.VM_READ | R.VM_WRITE | R.VM_MAYREAD | R.VM_MAYWRITE | R.VM_MAYEXEC | R.VM_ACCOUNT
-    assert R.flag_names(f) == ["rd", "wr", "mr", "mw", "me", "ac"]
+    f = F.VM_READ | F.VM_WRITE | F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC | F.VM_ACCOUNT
+    assert F.flag_names(f) == ["rd", "wr", "mr", "mw", "me", "ac"]
     # 6.18.44 prints "gu" (bit 11) before "nr".
-    assert R.flag_names(R.VM_READ | R.VM_NORESERVE | R.VM_MAYBE_GUARD) == ["rd", "gu", "nr"]
-    assert R.flags_from_names(["rd", "wr", "ac"]) == R.VM_READ | R.VM_WRITE | R.VM_ACCOUNT
+    assert F.flag_names(F.VM_READ | F.VM_NORESERVE | F.VM_MAYBE_GUARD) == ["rd", "gu", "nr"]
+    assert F.flags_from_names(["rd", "wr", "ac"]) == F.VM_READ | F.VM_WRITE | F.VM_ACCOUNT
 
 
 # -- explain_pair -------------------------------------------------------------------------
@@ -320,20 +322,20 @@ RW = frozenset({"rd", "wr", "mr", "mw", "me", "ac"})
 def test_explain_identical_unfaulted_pair_would_merge() -> None:
     a = Vma(0x1000, 0x2000, "rw-p", flags=RW, smaps={"Anonymous": 0})
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW, smaps={"Anonymous": 0})
-    assert R.explain_pair(a, b, NEW) == []
-    assert R.explain_pair(a, b, LEGACY) == []
+    assert explain_pair(a, b, NEW) == []
+    assert explain_pair(a, b, LEGACY) == []
 
 
 def test_explain_soft_dirty_never_counts() -> None:
     a = Vma(0x1000, 0x2000, "rw-p", flags=RW | {"sd"})
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW)
-    assert R.explain_pair(a, b, NEW) == []
+    assert explain_pair(a, b, NEW) == []
 
 
 def test_explain_flag_difference_names_the_mnemonic() -> None:
     a = Vma(0x1000, 0x2000, "rw-p", flags=RW | {"dd"})
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW)
-    (r,) = R.explain_pair(a, b, NEW)
+    (r,) = explain_pair(a, b, NEW)
     assert r.code == "vmflags" and "dd" in r.detail and "only on the left" in r.detail
     assert r.confidence == "certain"
 
@@ -341,69 +343,69 @@ def test_explain_flag_difference_names_the_mnemonic() -> None:
 def test_explain_perms_and_gap() -> None:
     a = Vma(0x1000, 0x2000, "r--p", flags=None)
     b = Vma(0x3000, 0x4000, "rw-p", flags=None)
-    got = codes(R.explain_pair(a, b, NEW))
+    got = codes(explain_pair(a, b, NEW))
     assert got == ["not_adjacent", "perms"]
 
 
 def test_explain_anon_from_smaps_is_inferred() -> None:
     a = Vma(0x1000, 0x2000, "rw-p", flags=RW, smaps={"Anonymous": 4096})
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW, smaps={"Anonymous": 8192})
-    (r,) = R.explain_pair(a, b, NEW)
+    (r,) = explain_pair(a, b, NEW)
     assert (r.code, r.confidence) == ("anon_vma", "inferred")
     # One side faulted, the other not: a reason before 6.16 only, citing the fix.
     c = Vma(0x2000, 0x3000, "rw-p", flags=RW, smaps={"Anonymous": 0})
-    (r,) = R.explain_pair(a, c, LEGACY)
+    (r,) = explain_pair(a, c, LEGACY)
     assert (r.code, r.confidence) == ("anon_vma_unfaulted", "inferred")
     assert "879bca0a2c4f" in r.citation
-    assert R.explain_pair(a, c, NEW) == []
+    assert explain_pair(a, c, NEW) == []
     # The other way round: unfaulted on the left, faulted on the right.
     left = Vma(0x1000, 0x2000, "rw-p", flags=RW, smaps={"Anonymous": 0})
     right = Vma(0x2000, 0x3000, "rw-p", flags=RW, smaps={"Anonymous": 4096})
-    (r,) = R.explain_pair(left, right, LEGACY)
+    (r,) = explain_pair(left, right, LEGACY)
     assert r.code == "anon_vma_unfaulted" and "the right VMA has an anon_vma" in r.detail
 
 
 def test_explain_anon_ids_known_are_certain() -> None:
     a = Vma(0x1000, 0x2000, "rw-p", flags=RW, anon_vma=1, offset=0x1000)
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW, anon_vma=2, offset=0x2000)
-    (r,) = R.explain_pair(a, b, NEW)
+    (r,) = explain_pair(a, b, NEW)
     assert (r.code, r.confidence) == ("anon_vma", "certain")
     same = Vma(0x2000, 0x3000, "rw-p", flags=RW, anon_vma=1, offset=0x2000)
-    assert R.explain_pair(a, same, NEW) == []
+    assert explain_pair(a, same, NEW) == []
     none = Vma(0x2000, 0x3000, "rw-p", flags=RW, anon_vma=None, offset=0x2000)
-    assert codes(R.explain_pair(a, none, LEGACY)) == ["anon_vma_unfaulted"]
+    assert codes(explain_pair(a, none, LEGACY)) == ["anon_vma_unfaulted"]
 
 
 def test_explain_pgoff_of_simulated_anon_and_files() -> None:
     # Simulated anonymous VMAs carry pgoff in offset: a moved faulted VMA is not linear.
     a = Vma(0x1000, 0x2000, "rw-p", flags=RW, anon_vma=1, offset=0x1000)
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW, anon_vma=1, offset=0x9000)
-    assert codes(R.explain_pair(a, b, NEW)) == ["pgoff"]
+    assert codes(explain_pair(a, b, NEW)) == ["pgoff"]
     # Real maps print 0 for anonymous memory: no pgoff verdict.
     c = Vma(0x1000, 0x2000, "rw-p", flags=RW)
     d = Vma(0x2000, 0x3000, "rw-p", flags=RW)
-    assert R.explain_pair(c, d, NEW) == []
+    assert explain_pair(c, d, NEW) == []
     # Same file, offsets not continuous -> pgoff; different inode -> file.
     f1 = Vma(0x1000, 0x2000, "r--p", 0x0, 0x801, 42, "/lib/x.so", flags=frozenset({"rd", "mr"}))
     f2 = Vma(0x2000, 0x3000, "r--p", 0x5000, 0x801, 42, "/lib/x.so",
              flags=frozenset({"rd", "mr"}))
-    assert codes(R.explain_pair(f1, f2, NEW)) == ["pgoff"]
+    assert codes(explain_pair(f1, f2, NEW)) == ["pgoff"]
     f3 = Vma(0x2000, 0x3000, "r--p", 0x1000, 0x801, 43, "/lib/y.so",
              flags=frozenset({"rd", "mr"}))
-    assert codes(R.explain_pair(f1, f3, NEW)) == ["file"]
+    assert codes(explain_pair(f1, f3, NEW)) == ["file"]
 
 
 def test_explain_name_policy_special() -> None:
     a = Vma(0x1000, 0x2000, "rw-p", name="[anon:gc]", flags=RW, policy="bind:0")
     b = Vma(0x2000, 0x3000, "rw-p", name="[anon:jit]", flags=RW, policy="default")
-    assert sorted(codes(R.explain_pair(a, b, NEW))) == ["anon_name", "mempolicy"]
+    assert sorted(codes(explain_pair(a, b, NEW))) == ["anon_name", "mempolicy"]
     io = Vma(0x2000, 0x3000, "rw-s", flags=frozenset({"rd", "wr", "sh", "io", "pf"}),
              dev=5, inode=9, name="/dev/mem")
-    assert "special" in codes(R.explain_pair(a, io, NEW))
+    assert "special" in codes(explain_pair(a, io, NEW))
 
 
 def test_explain_names_unknown_mnemonics() -> None:
     a = Vma(0x1000, 0x2000, "rw-p", flags=RW | {"zz"})
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW)
-    (r,) = R.explain_pair(a, b, NEW)
+    (r,) = explain_pair(a, b, NEW)
     assert r.code == "vmflags" and "zz" in r.detail and "only on the left" in r.detail

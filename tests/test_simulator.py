@@ -8,9 +8,11 @@ import json
 import pytest
 
 import vmascope
+from vmascope.kernel.pairs import explain_pair
 from vmascope.cli import main
 from vmascope.errors import ParseError
 from vmascope.kernel import rules as R
+from vmascope.kernel import vmflags as F
 from vmascope.kernel.epochs import epoch_for
 from vmascope.kernel.sim import MM, simulate, simulate_ops
 from vmascope.kernel.sim.vma import split_vma, vma_merge_existing_range, vma_merge_new_range
@@ -82,7 +84,7 @@ def test_wipeonfork_child_is_unfaulted() -> None:
     run_on(mm, "mmap 0x100000 2p rw- private,anonymous,fixed\ntouch 0x100000\n"
                "madvise 0x100000 2p wipeonfork\nfork\n")
     (c,) = list(mm.children[0])
-    assert c.anon_vma is None and len(c.chain) == 0 and "wf" in R.flag_names(c.flags)
+    assert c.anon_vma is None and len(c.chain) == 0 and "wf" in F.flag_names(c.flags)
 
 
 def test_trace_reads_like_the_seed_printk() -> None:
@@ -143,8 +145,8 @@ def test_to_snapshot() -> None:
     # The explainer's verdict on the simulated pair [4p,5p) [5p,6p): same anon_vma, same
     # flags; they stayed apart because the merge was refused at mprotect time, when the
     # left one was unfaulted. Now both are faulted with av1: nothing would refuse.
-    assert R.explain_pair(snap.vma(1), snap.vma(2), epoch_for("6.12")) == []
-    reasons = R.explain_pair(snap.vma(0), snap.vma(1), epoch_for("6.12"))
+    assert explain_pair(snap.vma(1), snap.vma(2), epoch_for("6.12")) == []
+    reasons = explain_pair(snap.vma(0), snap.vma(1), epoch_for("6.12"))
     assert [r.code for r in reasons] == ["anon_vma"]
 
 
@@ -218,7 +220,7 @@ def test_special_vmas_never_merge_in_the_simulator() -> None:
     # test_vma_merge_special_flags: VM_IO/VM_DONTEXPAND/VM_PFNMAP/VM_MIXEDMAP on both
     # sides: neither a new range nor a modified one merges. The op language cannot make
     # such VMAs (drivers do), so the flag is set on the model directly.
-    for flag in (R.VM_IO, R.VM_DONTEXPAND, R.VM_PFNMAP, R.VM_MIXEDMAP):
+    for flag in (F.VM_IO, F.VM_DONTEXPAND, F.VM_PFNMAP, F.VM_MIXEDMAP):
         mm = MM(epoch_for("6.18"))
         run_on(mm, "mmap 0x100000 3p rw- private,anonymous,fixed,noreserve\n")
         (v,) = list(mm)

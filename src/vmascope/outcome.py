@@ -23,7 +23,7 @@ IGNORED_FLAGS = frozenset({"sd"})
 
 def _print_rank(mnemonic: str) -> tuple[int, str]:
     """Sort key: the order in which smaps prints VmFlags (unknown mnemonics last)."""
-    from .kernel.rules import FLAG_ORDER
+    from .kernel.vmflags import FLAG_ORDER
 
     try:
         return FLAG_ORDER.index(mnemonic), ""

@@ -1,6 +1,6 @@
 """Why not merged: the kernel's reasons for every look-alike adjacent pair.
 
-The verdicts come from :func:`vmascope.kernel.rules.explain_pair`, the one rule module
+The verdicts come from :func:`vmascope.kernel.pairs.explain_pair`, the one rule module
 that the simulator also uses; nothing here decides mergeability on its own.
 
 Two million pairs are not explained one by one. Every pair gets a *signature* made of
@@ -23,25 +23,10 @@ import numpy as np
 
 from ..errors import UsageError
 from ..kernel.epochs import Epoch, epoch_for
-from ..kernel.rules import Reason, explain_pair
+from ..kernel.pairs import explain_pair
+from ..kernel.rules import Reason
 from ..model import Snapshot
-
-# Short labels for the summary lines ("34,880 of 35,106: distinct anon_vmas, inferred").
-REASON_LABELS: dict[str, str] = {
-    "vmflags": "different VmFlags",
-    "anon_name": "different anon names",
-    "mempolicy": "different NUMA memory policies",
-    "file": "not the same open file",
-    "pgoff": "discontinuous page offsets",
-    "anon_vma": "distinct anon_vmas",
-    "anon_vma_unfaulted": "faulted VMA next to an unfaulted one (before 6.16)",
-    "fork_child": "anon_vma inherited through fork",
-    "special": "special mapping (VM_IO/VM_PFNMAP/VM_MIXEDMAP/VM_DONTEXPAND)",
-    "uffd": "different userfaultfd contexts",
-    "perms": "different permissions",
-    "not_adjacent": "not adjacent",
-    "unexplained": "no reason visible now (split earlier, or a difference /proc does not show)",
-}
+from ..reasons import Code, label
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _MIX2 = np.uint64(0xBF58476D1CE4E5B9)
@@ -62,7 +47,7 @@ class ReasonCount:
 
     @property
     def label(self) -> str:
-        return REASON_LABELS.get(self.reason, self.reason)
+        return label(self.reason)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -120,7 +105,7 @@ class WhyNotMerged:
         for r in self.reasons:
             out.append(f"{r.count:,} of {self.pairs:,}: {r.label}, {r.confidence}")
         if self.unexplained:
-            out.append(f"{self.unexplained:,} of {self.pairs:,}: {REASON_LABELS['unexplained']}")
+            out.append(f"{self.unexplained:,} of {self.pairs:,}: {Code.UNEXPLAINED.label}")
         return out
 
     def to_json(self) -> dict[str, object]:

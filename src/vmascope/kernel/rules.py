@@ -24,99 +24,33 @@ looks at whether the tuple is empty; building a Reason happens only on refusal.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ..model import KNOWN_VMFLAGS, VMFLAG_MEANING, Vma
+from ..model import VMFLAG_MEANING
+from ..reasons import Code
+from .changes import first_change
 from .epochs import Epoch
+from .vmflags import (
+    VM_ACCESS_FLAGS,
+    VM_ACCOUNT,
+    VM_EXEC,
+    VM_HUGETLB,
+    VM_MAYBE_GUARD,
+    VM_MAYSHARE,
+    VM_NORESERVE,
+    VM_READ,
+    VM_SHARED,
+    VM_SOFTDIRTY,
+    VM_SPECIAL,
+    VM_UFFD_FLAGS,
+    VM_WRITE,
+    PERM_FLAGS,
+    flag_names,
+)
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
-
-# -- VM_* flags: bit i is KNOWN_VMFLAGS[i], so a flag word is directly a VmFlags set ---------
-
-_BIT = {m: 1 << i for i, m in enumerate(KNOWN_VMFLAGS)}
-
-VM_READ = _BIT["rd"]
-VM_WRITE = _BIT["wr"]
-VM_EXEC = _BIT["ex"]
-VM_SHARED = _BIT["sh"]
-VM_MAYREAD = _BIT["mr"]
-VM_MAYWRITE = _BIT["mw"]
-VM_MAYEXEC = _BIT["me"]
-VM_MAYSHARE = _BIT["ms"]
-VM_GROWSDOWN = _BIT["gd"]
-VM_PFNMAP = _BIT["pf"]
-VM_LOCKED = _BIT["lo"]
-VM_IO = _BIT["io"]
-VM_SEQ_READ = _BIT["sr"]
-VM_RAND_READ = _BIT["rr"]
-VM_DONTCOPY = _BIT["dc"]
-VM_DONTEXPAND = _BIT["de"]
-VM_ACCOUNT = _BIT["ac"]
-VM_NORESERVE = _BIT["nr"]
-VM_HUGETLB = _BIT["ht"]
-VM_WIPEONFORK = _BIT["wf"]
-VM_DONTDUMP = _BIT["dd"]
-VM_MIXEDMAP = _BIT["mm"]
-VM_HUGEPAGE = _BIT["hg"]
-VM_NOHUGEPAGE = _BIT["nh"]
-VM_MERGEABLE = _BIT["mg"]
-VM_UFFD_MISSING = _BIT["um"]
-VM_UFFD_WP = _BIT["uw"]
-VM_UFFD_MINOR = _BIT["ui"]
-VM_LOCKONFAULT = _BIT["lf"]
-VM_SOFTDIRTY = _BIT["sd"]
-VM_DROPPABLE = _BIT["dp"]
-VM_MAYBE_GUARD = _BIT["gu"]
-
-VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
-VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
-VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR
-_PERM_FLAGS = VM_ACCESS_FLAGS | VM_SHARED | VM_MAYSHARE
-
-# Order in which /proc/PID/smaps prints the mnemonics (show_smap_vma_flags prints by
-# VM_* bit number). VM_MAYBE_GUARD ("gu") took bit 11, the old VM_DENYWRITE slot, so it
-# prints between "pf" and "lo" (seen on 6.18.44: "rd wr mr mw me gu nr").
-FLAG_ORDER: tuple[str, ...] = tuple(
-    m for m in KNOWN_VMFLAGS[:KNOWN_VMFLAGS.index("dw") + 1]) + ("gu",) + tuple(
-    m for m in KNOWN_VMFLAGS[KNOWN_VMFLAGS.index("dw") + 1:] if m != "gu")
-_PRINT = tuple((_BIT[m], m) for m in FLAG_ORDER)
-_ALL_KNOWN = (1 << len(KNOWN_VMFLAGS)) - 1
-
-
-_NAMES_CACHE: dict[int, list[str]] = {}
-
-
-def flag_names(flags: int) -> list[str]:
-    """VmFlags mnemonics of a flag word, in the kernel's printing order."""
-    hit = _NAMES_CACHE.get(flags)
-    if hit is not None:
-        return list(hit)
-    out = [m for bit, m in _PRINT if flags & bit]
-    rest = flags & ~_ALL_KNOWN
-    i = len(KNOWN_VMFLAGS)
-    while rest >> i:
-        if rest >> i & 1:
-            out.append(f"bit{i}")
-        i += 1
-    if len(_NAMES_CACHE) < 4096:
-        _NAMES_CACHE[flags] = out
-    return list(out)
-
-
-def flags_from_names(names: Iterable[str], extra: dict[str, int] | None = None) -> int:
-    """Mnemonics -> flag word. Unknown mnemonics get bits above the known ones in ``extra``."""
-    word = 0
-    for m in names:
-        bit = _BIT.get(m)
-        if bit is None:
-            if extra is None:
-                continue
-            bit = extra.setdefault(m, 1 << (len(KNOWN_VMFLAGS) + len(extra)))
-        word |= bit
-    return word
-
 
 def ignored_merge_flags(epoch: Epoch) -> int:
     """Flags that never prevent a merge: VM_SOFTDIRTY always (mm/vma.c is_mergeable_vma);
@@ -126,19 +60,15 @@ def ignored_merge_flags(epoch: Epoch) -> int:
 
 # -- reasons ----------------------------------------------------------------------------------
 
-REASON_CODES = (
-    "vmflags", "anon_name", "mempolicy", "file", "pgoff", "anon_vma", "anon_vma_unfaulted",
-    "fork_child", "special", "uffd", "perms", "not_adjacent",
-)
-
-CITE_616 = "879bca0a2c4f (6.16)"
+# The change that made the anon_vma rule look at the target and the source.
+CITE_616 = first_change("anon_rule").citation
 
 
 @dataclasses.dataclass(frozen=True)
 class Reason:
     """Why the kernel of an epoch refuses a merge."""
 
-    code: str  # one of REASON_CODES
+    code: Code
     detail: str  # a sentence naming the difference
     confidence: str  # "certain" (visible in /proc) or "inferred"
     rule: str  # the kernel predicate
@@ -234,29 +164,29 @@ def is_mergeable_vma(epoch: Epoch, vmg: Any, tgt: Any, tgt_is_left: bool,
     cite = f"{_era(epoch)} is_mergeable_vma ({_rel(epoch)})"
     out: list[Reason] = []
     if not mpol_equal(vmg.policy, tgt.policy):
-        out.append(Reason("mempolicy", f"NUMA policies differ: {left.policy or 'default'} "
+        out.append(Reason(Code.MEMPOLICY, f"NUMA policies differ: {left.policy or 'default'} "
                           f"on the left, {right.policy or 'default'} on the right",
                           confidence, rule, cite))
-    if diff & _PERM_FLAGS:
-        out.append(Reason("perms", "permissions differ: " + _perm_text(left.flags)
+    if diff & PERM_FLAGS:
+        out.append(Reason(Code.PERMS, "permissions differ: " + _perm_text(left.flags)
                           + " on the left, " + _perm_text(right.flags) + " on the right",
                           confidence, rule, cite))
     if diff & VM_UFFD_FLAGS:
-        out.append(Reason("uffd", _flag_diff_text("userfaultfd registration differs",
+        out.append(Reason(Code.UFFD, _flag_diff_text("userfaultfd registration differs",
                                                   left.flags, right.flags, VM_UFFD_FLAGS),
                           confidence, rule, cite))
-    rest = diff & ~(_PERM_FLAGS | VM_UFFD_FLAGS)
+    rest = diff & ~(PERM_FLAGS | VM_UFFD_FLAGS)
     if rest:
-        out.append(Reason("vmflags", _flag_diff_text("VmFlags differ", left.flags,
+        out.append(Reason(Code.VMFLAGS, _flag_diff_text("VmFlags differ", left.flags,
                                                      right.flags, rest),
                           confidence, rule, cite))
     if vmg.file is not tgt.file:
-        out.append(Reason("file", _file_text(left, right), confidence, rule, cite))
+        out.append(Reason(Code.FILE, _file_text(left, right), confidence, rule, cite))
     if vmg.uffd is not tgt.uffd and not diff & VM_UFFD_FLAGS:
-        out.append(Reason("uffd", "registered with different userfaultfd contexts",
+        out.append(Reason(Code.UFFD, "registered with different userfaultfd contexts",
                           confidence, rule, cite))
     if not anon_vma_name_eq(vmg.anon_name, tgt.anon_name):
-        out.append(Reason("anon_name", f"anon names differ: {_name_text(left.anon_name)} on "
+        out.append(Reason(Code.ANON_NAME, f"anon names differ: {_name_text(left.anon_name)} on "
                           f"the left, {_name_text(right.anon_name)} on the right",
                           confidence, rule, cite))
     return tuple(out)
@@ -306,25 +236,25 @@ def is_mergeable_anon_vma(epoch: Epoch, vmg: Any, tgt: Any, tgt_is_left: bool,
             return ()
         cite = f"{_era(epoch)} is_mergeable_anon_vma ({_rel(epoch)}); fixed by {CITE_616}"
         if a_tgt is None:
-            return (Reason("anon_vma_unfaulted",
+            return (Reason(Code.ANON_VMA_UNFAULTED,
                            f"the {side_s} VMA has an anon_vma (faulted) and the {side_t} one "
                            f"has none (unfaulted); before 6.16 the kernel refuses to merge a "
                            f"faulted VMA into an unfaulted neighbour, because the unfaulted "
                            f"one's anon_vma_chain is empty, not singular",
                            confidence, "is_mergeable_anon_vma", cite),)
         if a_src is None:
-            return (Reason("fork_child",
+            return (Reason(Code.FORK_CHILD,
                            f"the {side_t} VMA belongs to a forked child (its anon_vma_chain "
                            f"links the parent's anon_vma too), so an unfaulted VMA cannot "
                            f"merge with it", confidence, "is_mergeable_anon_vma", cite),)
-        return (Reason("anon_vma", "the two VMAs have different anon_vmas (each was "
+        return (Reason(Code.ANON_VMA, "the two VMAs have different anon_vmas (each was "
                        "faulted separately)", confidence, "is_mergeable_anon_vma", cite),)
     # 879bca0a2c4f (6.16): mm/vma.c is_mergeable_anon_vma(vmg, merge_next).
     cite = f"mm/vma.c is_mergeable_anon_vma, {CITE_616}"
     if a_tgt is None and a_src is not None:
         # The target will take the source's anon_vma (dup_anon_vma).
         if fork_child(vmg.middle) or (epoch.copied_from_dup and fork_child(vmg.copied_from)):
-            return (Reason("fork_child",
+            return (Reason(Code.FORK_CHILD,
                            f"the {side_s} VMA belongs to a forked child (linked to more than "
                            f"one anon_vma), so its anon_vma cannot be duplicated into the "
                            f"unfaulted {side_t} one", confidence, "is_mergeable_anon_vma",
@@ -332,13 +262,13 @@ def is_mergeable_anon_vma(epoch: Epoch, vmg: Any, tgt: Any, tgt_is_left: bool,
         return ()
     if a_tgt is not None and a_src is None:
         if fork_child(tgt):
-            return (Reason("fork_child",
+            return (Reason(Code.FORK_CHILD,
                            f"the {side_t} VMA belongs to a forked child (linked to more than "
                            f"one anon_vma)", confidence, "is_mergeable_anon_vma", cite),)
         return ()
     if a_src is a_tgt:
         return ()
-    return (Reason("anon_vma", "the two VMAs have different anon_vmas (each was faulted "
+    return (Reason(Code.ANON_VMA, "the two VMAs have different anon_vmas (each was faulted "
                    "separately)", confidence, "is_mergeable_anon_vma", cite),)
 
 
@@ -385,7 +315,7 @@ def _pgoff_reason(epoch: Epoch, lp: int, pages: int, rp: int, is_file: bool,
     why = "" if is_file else (" (anonymous memory keeps the pgoff it had where it was "
                               "first faulted, so a faulted VMA moved by mremap is not linear "
                               "with its new neighbours)")
-    return Reason("pgoff", f"{what} are not continuous: the left VMA ends at page "
+    return Reason(Code.PGOFF, f"{what} are not continuous: the left VMA ends at page "
                   f"{lp + pages:#x}, the right one starts at page {rp:#x}{why}", confidence,
                   "can_vma_merge_after", f"{_era(epoch)} can_vma_merge_after ({_rel(epoch)})")
 
@@ -394,7 +324,7 @@ def special_reason(epoch: Epoch, flags: int, confidence: str = "certain") -> Rea
     """VM_SPECIAL (VM_IO|VM_DONTEXPAND|VM_PFNMAP|VM_MIXEDMAP) VMAs never merge."""
     if not flags & VM_SPECIAL:
         return None
-    return Reason("special", "special mapping (" + _describe(flag_names(flags & VM_SPECIAL))
+    return Reason(Code.SPECIAL, "special mapping (" + _describe(flag_names(flags & VM_SPECIAL))
                   + ") never merges", confidence, "vma_merge_existing_range",
                   f"{_era(epoch)} VM_SPECIAL check ({_rel(epoch)})")
 
@@ -453,129 +383,9 @@ def mprotect_newflags(epoch: Epoch, oldflags: int, newprot_bits: int, anonymous:
     return newflags
 
 
-# -- the explainer's entry point --------------------------------------------------------------
-
-
-class _View:
-    """A model.Vma seen through the attributes the predicates read."""
-
-    __slots__ = ("start", "end", "pgoff", "flags", "file", "file_label", "anon_vma", "chain",
-                 "anon_name", "policy", "uffd", "middle", "copied_from", "flags_known",
-                 "anon_known", "anon_certain")
-
-    def __init__(self, v: Vma, extra: dict[str, int], ids_known: bool) -> None:
-        self.start, self.end = v.start, v.end
-        self.flags_known = v.flags is not None
-        if v.flags is not None:
-            self.flags = flags_from_names(v.flags, extra)
-        else:
-            self.flags = 0
-        # Permissions are always known from the maps line.
-        p = v.perms
-        self.flags &= ~_PERM_FLAGS
-        self.flags |= ((VM_READ if p[0] == "r" else 0) | (VM_WRITE if p[1] == "w" else 0)
-                       | (VM_EXEC if p[2] == "x" else 0)
-                       | ((VM_MAYSHARE | (VM_SHARED if v.flags is None or "sh" in v.flags
-                                          else 0)) if p[3] == "s" else 0))
-        name = v.name
-        anon = v.inode == 0 and (name is None or name.startswith("["))
-        self.file = None if anon else (v.dev, v.inode, name)
-        self.file_label = None if anon else (name or f"inode {v.inode}")
-        self.pgoff = v.offset >> PAGE_SHIFT
-        self.anon_name = None
-        if name and name.startswith("[anon:") and name.endswith("]"):
-            self.anon_name = name[6:-1]
-        self.policy = v.policy
-        self.uffd = None
-        self.middle = None
-        self.copied_from = None
-        self.anon_known = True
-        self.anon_certain = True
-        if ids_known:
-            self.anon_vma = v.anon_vma
-        elif v.smaps is not None and "Anonymous" in v.smaps:
-            self.anon_vma = object() if v.smaps["Anonymous"] > 0 else None
-            self.anon_certain = False
-        else:
-            self.anon_vma = None
-            self.anon_known = False
-        self.chain = (self.anon_vma,) if self.anon_vma is not None else ()
-
-
-def _same_file(a: _View, b: _View) -> None:
-    """Make two views of the same file share one identity object (the predicates use 'is')."""
-    if a.file is not None and a.file == b.file:
-        b.file = a.file
-
-
-def explain_pair(prev: Vma, next: Vma, epoch: Epoch) -> list[Reason]:  # noqa: A002
-    """Every reason the kernel of ``epoch`` would refuse to merge two VMAs.
-
-    An empty list means: an operation that tried would merge them. Reasons that depend on
-    whether a side holds an anon_vma are "certain" when the anon_vma ids are known
-    (simulated snapshots) and "inferred" from smaps' Anonymous otherwise.
-    """
-    extra: dict[str, int] = {}
-    ids_known = prev.anon_vma is not None or next.anon_vma is not None
-    left = _View(prev, extra, ids_known)
-    right = _View(next, extra, ids_known)
-    _same_file(left, right)
-    reasons: list[Reason] = []
-    if prev.end != next.start:
-        reasons.append(Reason("not_adjacent", f"there is a gap of {next.start - prev.end:#x} "
-                              f"bytes between them" if next.start > prev.end else
-                              "the ranges are not in address order", "certain",
-                              "can_vma_merge_after", f"{_era(epoch)} vma_merge ({_rel(epoch)})"))
-    for side in (left, right):
-        sr = special_reason(epoch, side.flags)
-        if sr is not None and sr not in reasons:
-            reasons.append(sr)
-    if not (left.flags_known and right.flags_known):
-        # Only the permissions are comparable; hide the unknown flag words from the diff.
-        left.flags &= _PERM_FLAGS
-        right.flags &= _PERM_FLAGS
-    if left.policy is None or right.policy is None:
-        left.policy = right.policy = None
-    if left.file is None and right.file is None and left.pgoff == 0 and right.pgoff == 0:
-        # /proc prints 0 as the offset of anonymous memory: the real pgoff is unknown.
-        right.pgoff = left.pgoff + ((left.end - left.start) >> PAGE_SHIFT)
-    anon_conf = "certain" if (left.anon_certain and right.anon_certain) else "inferred"
-    # Both directions: an operation on the right VMA tries to merge it into the left one
-    # (can_vma_merge_after), an operation on the left one into the right (..._before).
-    right.middle = right
-    left.middle = left
-    codes: set[str] = {r.code for r in reasons}
-    found = list(can_vma_merge_after(epoch, right, left, "certain"))
-    found += can_vma_merge_before(epoch, left, right, "certain")
-    for r in found:
-        if r.code in codes:
-            continue
-        if r.code in ("anon_vma", "anon_vma_unfaulted", "fork_child"):
-            if not (left.anon_known and right.anon_known):
-                continue
-            r = dataclasses.replace(r, confidence=anon_conf)
-            if anon_conf == "inferred":
-                r = dataclasses.replace(r, detail=r.detail + " (judged from smaps Anonymous: "
-                                        "most likely)")
-        codes.add(r.code)
-        reasons.append(r)
-    if extra:
-        # Mnemonics this module does not know were given bits above the known ones.
-        names = {f"bit{(bit.bit_length() - 1)}": m for m, bit in extra.items()}
-        fixed = []
-        for r in reasons:
-            detail = r.detail
-            for token, m in names.items():
-                detail = detail.replace(f"{token} = unknown flag", f"{m} = unknown flag")
-            fixed.append(dataclasses.replace(r, detail=detail))
-        reasons = fixed
-    return reasons
-
-
 __all__ = [
-    "CITE_616", "REASON_CODES", "Reason", "VM_SPECIAL", "Vmg", "accountable_mapping",
-    "anon_vma_compatible", "anon_vmas_compatible", "can_vma_merge_after",
-    "can_vma_merge_before", "explain_pair", "find_mergeable_anon_vma", "flag_names",
-    "flags_from_names", "fork_child", "is_mergeable_anon_vma", "is_mergeable_vma",
+    "CITE_616", "Reason", "Vmg", "accountable_mapping", "anon_vma_compatible",
+    "anon_vmas_compatible", "can_vma_merge_after", "can_vma_merge_before",
+    "find_mergeable_anon_vma", "fork_child", "is_mergeable_anon_vma", "is_mergeable_vma",
     "mprotect_newflags", "mpol_equal", "reusable_anon_vma", "special_reason",
 ]

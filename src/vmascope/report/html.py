@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis.explain import REASON_LABELS
+from ..reasons import Code
 from ..errors import UsageError
 from ..model import PERM_EXEC, PERM_READ, PERM_WRITE
 from .fmt import human_bytes, kernel_title, pct, process_title, size_range
@@ -153,7 +153,7 @@ def reasons_svg(a: Analysis) -> str | None:
     w = a.why
     rows = [(f"{r.label} ({r.confidence})", r.count) for r in w.reasons]
     if w.unexplained:
-        rows.append((REASON_LABELS["unexplained"], w.unexplained))
+        rows.append((Code.UNEXPLAINED.label, w.unexplained))
     if not rows:
         return None
     from matplotlib.figure import Figure
@@ -210,7 +210,7 @@ class HtmlReporter:
             "change_tick": CHANGE_TICK,
             "histogram": histogram_svg(a),
             "reasons_chart": reasons_svg(a),
-            "unexplained_label": REASON_LABELS["unexplained"],
+            "unexplained_label": Code.UNEXPLAINED.label,
             "human_bytes": human_bytes,
             "size_range": size_range,
             "pct": pct,

@@ -10,7 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..analysis.explain import REASON_LABELS
+from ..reasons import Code
 from .fmt import human_bytes, kernel_title, pct, process_title, size_range
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def why_part(a: Analysis) -> RenderableType:
     for r in w.reasons:
         t.add_row(f"{r.count:,} of {w.pairs:,}", r.label, r.confidence)
     if w.unexplained:
-        t.add_row(f"{w.unexplained:,} of {w.pairs:,}", REASON_LABELS["unexplained"], "-")
+        t.add_row(f"{w.unexplained:,} of {w.pairs:,}", Code.UNEXPLAINED.label, "-")
     parts.append(t)
     for r in w.reasons[:3]:
         parts.append(Text(f"{r.reason}: {r.detail} [{r.rule}, {r.citation}; e.g. at "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...ops.language import Op
-from .. import rules as R
+from .. import vmflags as F
 from .mm import MM, SVma
 from .rmap import anon_vma_fork
 
@@ -15,11 +15,11 @@ def dup_mmap(mm: MM, op: Op) -> None:
     child.next_anon_id = mm.next_anon_id
     prev: SVma | None = None
     for p in mm:
-        if p.flags & R.VM_DONTCOPY:
+        if p.flags & F.VM_DONTCOPY:
             continue
         c = p.copy()
-        c.flags &= ~(R.VM_LOCKED | R.VM_LOCKONFAULT)
-        if p.flags & R.VM_WIPEONFORK or p.anon_vma is None:
+        c.flags &= ~(F.VM_LOCKED | F.VM_LOCKONFAULT)
+        if p.flags & F.VM_WIPEONFORK or p.anon_vma is None:
             pass
         else:
             anon_vma_fork(mm, c, p, child)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT
 from ...model import PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, Snapshot
-from .. import rules as R
+from .. import vmflags as F
 from ..epochs import Epoch, epoch_for
 from .mm import MM, AnonVma, ShmemFile, SVma
 
@@ -55,13 +55,13 @@ class _FileId:
 
 
 def _flags_from_perms(perms: int, anonymous: bool) -> int:
-    flags = ((R.VM_READ if perms & PERM_READ else 0) | (R.VM_WRITE if perms & PERM_WRITE else 0)
-             | (R.VM_EXEC if perms & PERM_EXEC else 0)
-             | R.VM_MAYREAD | R.VM_MAYWRITE | R.VM_MAYEXEC)
+    flags = ((F.VM_READ if perms & PERM_READ else 0) | (F.VM_WRITE if perms & PERM_WRITE else 0)
+             | (F.VM_EXEC if perms & PERM_EXEC else 0)
+             | F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC)
     if perms & PERM_SHARED:
-        flags |= R.VM_SHARED | R.VM_MAYSHARE
+        flags |= F.VM_SHARED | F.VM_MAYSHARE
     elif anonymous and perms & PERM_WRITE:
-        flags |= R.VM_ACCOUNT
+        flags |= F.VM_ACCOUNT
     return flags
 
 
@@ -88,7 +88,7 @@ def mm_from_snapshot(snap: Snapshot, epoch: Epoch | str | None = None, *,
         inode = int(snap.inode[i])
         anonymous = inode == 0 and (name is None or name.startswith("["))
         names = snap.flags(i)
-        flags = (R.flags_from_names(names) if names is not None
+        flags = (F.flags_from_names(names) if names is not None
                  else _flags_from_perms(perms, anonymous) | mm.soft_dirty)
         offset = int(snap.offset[i]) >> PAGE_SHIFT
         file: Any = None

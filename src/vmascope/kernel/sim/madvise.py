@@ -11,7 +11,7 @@ from typing import Any
 
 from ...kconst import PAGE_MASK, PAGE_SHIFT, page_align
 from ...ops.language import Op
-from .. import rules as R
+from .. import vmflags as F
 from .mm import MM, OpFailed, ShmemFile, SVma
 from .rmap import anon_vma_prepare
 from .vma import KEEP, vma_modify
@@ -21,15 +21,15 @@ _NAME_FORBIDDEN = set("\\`$[]")
 
 # madvise advice that changes VMA flags: (flags to set, flags to clear).
 _FLAG_CHANGE = {
-    "dontfork": (R.VM_DONTCOPY, 0), "dofork": (0, R.VM_DONTCOPY),
-    "wipeonfork": (R.VM_WIPEONFORK, 0), "keeponfork": (0, R.VM_WIPEONFORK),
-    "dontdump": (R.VM_DONTDUMP, 0), "dodump": (0, R.VM_DONTDUMP),
-    "hugepage": (R.VM_HUGEPAGE, R.VM_NOHUGEPAGE),
-    "nohugepage": (R.VM_NOHUGEPAGE, R.VM_HUGEPAGE),
-    "mergeable": (R.VM_MERGEABLE, 0), "unmergeable": (0, R.VM_MERGEABLE),
-    "normal": (0, R.VM_SEQ_READ | R.VM_RAND_READ),
-    "sequential": (R.VM_SEQ_READ, R.VM_RAND_READ),
-    "random": (R.VM_RAND_READ, R.VM_SEQ_READ),
+    "dontfork": (F.VM_DONTCOPY, 0), "dofork": (0, F.VM_DONTCOPY),
+    "wipeonfork": (F.VM_WIPEONFORK, 0), "keeponfork": (0, F.VM_WIPEONFORK),
+    "dontdump": (F.VM_DONTDUMP, 0), "dodump": (0, F.VM_DONTDUMP),
+    "hugepage": (F.VM_HUGEPAGE, F.VM_NOHUGEPAGE),
+    "nohugepage": (F.VM_NOHUGEPAGE, F.VM_HUGEPAGE),
+    "mergeable": (F.VM_MERGEABLE, 0), "unmergeable": (0, F.VM_MERGEABLE),
+    "normal": (0, F.VM_SEQ_READ | F.VM_RAND_READ),
+    "sequential": (F.VM_SEQ_READ, F.VM_RAND_READ),
+    "random": (F.VM_RAND_READ, F.VM_SEQ_READ),
 }
 # Advice that never changes a VMA (nor creates an anon_vma).
 _NO_VMA_CHANGE = frozenset({"dontneed", "free", "willneed", "cold", "pageout"})
@@ -95,9 +95,9 @@ def do_madvise(mm: MM, op: Op) -> None:
             if v.start >= end:
                 break
             f = v.flags
-            if adv == "dontneed" and f & (R.VM_LOCKED | R.VM_PFNMAP | R.VM_HUGETLB):
+            if adv == "dontneed" and f & (F.VM_LOCKED | F.VM_PFNMAP | F.VM_HUGETLB):
                 raise OpFailed("EINVAL")
-            if adv == "free" and (v.file is not None or f & R.VM_SHARED):
+            if adv == "free" and (v.file is not None or f & F.VM_SHARED):
                 raise OpFailed("EINVAL")
             start = v.end
             if start >= end:
@@ -110,16 +110,16 @@ def do_madvise(mm: MM, op: Op) -> None:
         add, clear = _FLAG_CHANGE[adv]
 
         def visit(v: SVma, s: int, e: int) -> SVma:
-            if adv == "dofork" and v.flags & R.VM_IO:
+            if adv == "dofork" and v.flags & F.VM_IO:
                 raise OpFailed("EINVAL")
-            if adv == "wipeonfork" and (v.file is not None or v.flags & R.VM_SHARED):
+            if adv == "wipeonfork" and (v.file is not None or v.flags & F.VM_SHARED):
                 raise OpFailed("EINVAL")
-            if adv == "keeponfork" and v.flags & R.VM_DROPPABLE:
+            if adv == "keeponfork" and v.flags & F.VM_DROPPABLE:
                 raise OpFailed("EINVAL")
-            if adv == "dodump" and v.flags & R.VM_SPECIAL:
+            if adv == "dodump" and v.flags & F.VM_SPECIAL:
                 raise OpFailed("EINVAL")
-            if adv == "mergeable" and v.flags & (R.VM_SHARED | R.VM_MAYSHARE | R.VM_SPECIAL
-                                                 | R.VM_HUGETLB | R.VM_DROPPABLE):
+            if adv == "mergeable" and v.flags & (F.VM_SHARED | F.VM_MAYSHARE | F.VM_SPECIAL
+                                                 | F.VM_HUGETLB | F.VM_DROPPABLE):
                 return v  # ksm_madvise leaves these alone
             return madvise_update_vma(mm, v, s, e, (v.flags | add) & ~clear)
 
@@ -129,12 +129,12 @@ def do_madvise(mm: MM, op: Op) -> None:
         write = adv == "populate_write"
 
         def populate(v: SVma, s: int, e: int) -> SVma:
-            if v.flags & (R.VM_IO | R.VM_PFNMAP):
+            if v.flags & (F.VM_IO | F.VM_PFNMAP):
                 raise OpFailed("EINVAL")
-            if write and not v.flags & R.VM_WRITE or not v.flags & (
-                    R.VM_READ | R.VM_WRITE | R.VM_EXEC):
+            if write and not v.flags & F.VM_WRITE or not v.flags & (
+                    F.VM_READ | F.VM_WRITE | F.VM_EXEC):
                 raise OpFailed("EINVAL")
-            if write and v.file is None and not v.flags & R.VM_SHARED:
+            if write and v.file is None and not v.flags & F.VM_SHARED:
                 anon_vma_prepare(mm, v)
             return v
 
@@ -148,25 +148,25 @@ def do_madvise(mm: MM, op: Op) -> None:
             v = mm.vma_lookup(addr)
             if v is None:
                 raise OpFailed("ENOMEM")
-            if v.flags & (R.VM_IO | R.VM_PFNMAP):
+            if v.flags & (F.VM_IO | F.VM_PFNMAP):
                 raise OpFailed("EINVAL")
-            if write and not v.flags & R.VM_WRITE or not v.flags & (
-                    R.VM_READ | R.VM_WRITE | R.VM_EXEC):
+            if write and not v.flags & F.VM_WRITE or not v.flags & (
+                    F.VM_READ | F.VM_WRITE | F.VM_EXEC):
                 raise OpFailed("EINVAL")
-            if write and v.file is None and not v.flags & R.VM_SHARED:
+            if write and v.file is None and not v.flags & F.VM_SHARED:
                 anon_vma_prepare(mm, v)
             addr = v.end
         return
 
     def check(v: SVma, s: int, e: int) -> SVma:
-        if adv == "dontneed" and v.flags & (R.VM_LOCKED | R.VM_PFNMAP | R.VM_HUGETLB):
+        if adv == "dontneed" and v.flags & (F.VM_LOCKED | F.VM_PFNMAP | F.VM_HUGETLB):
             raise OpFailed("EINVAL")
-        if adv == "free" and (v.file is not None or v.flags & R.VM_SHARED):
+        if adv == "free" and (v.file is not None or v.flags & F.VM_SHARED):
             raise OpFailed("EINVAL")
         if adv == "guard_install":
-            if v.flags & (R.VM_SPECIAL | R.VM_HUGETLB | R.VM_LOCKED):
+            if v.flags & (F.VM_SPECIAL | F.VM_HUGETLB | F.VM_LOCKED):
                 raise OpFailed("EINVAL")
-            if v.file is None and not v.flags & R.VM_SHARED:
+            if v.file is None and not v.flags & F.VM_SHARED:
                 # mm/madvise.c madvise_guard_install (6.13): anon_vma_prepare first.
                 anon_vma_prepare(mm, v)
             if mm.sticky:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...kconst import PAGE_SHIFT
 from ...ops.language import Op
-from .. import rules as R
+from .. import vmflags as F
 from .mm import MM, PMD_SIZE, SVma
 from .mmap import expand_downwards
 from .rmap import anon_vma_prepare
@@ -20,13 +20,13 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
             return "SIGSEGV"
     flags = v.flags
     if op.write:
-        if not flags & R.VM_WRITE:
+        if not flags & F.VM_WRITE:
             return "SIGSEGV"
-    elif not flags & (R.VM_READ | R.VM_WRITE | R.VM_EXEC):
+    elif not flags & (F.VM_READ | F.VM_WRITE | F.VM_EXEC):
         return "SIGSEGV"
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
         return "SIGSEGV"
-    if v.anon_vma is not None or v.file is not None or flags & R.VM_SHARED:
+    if v.anon_vma is not None or v.file is not None or flags & F.VM_SHARED:
         return None
     if op.write or thp_read_fault(mm, v, addr):
         anon_vma_prepare(mm, v)
@@ -35,9 +35,9 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
 
 def thp_read_fault(mm: MM, v: SVma, addr: int) -> bool:
     """A read fault that takes the huge-page path prepares an anon_vma too."""
-    if v.flags & R.VM_NOHUGEPAGE or mm.thp == "never":
+    if v.flags & F.VM_NOHUGEPAGE or mm.thp == "never":
         return False
-    if mm.thp == "madvise" and not v.flags & R.VM_HUGEPAGE:
+    if mm.thp == "madvise" and not v.flags & F.VM_HUGEPAGE:
         return False
     lo = addr & ~(PMD_SIZE - 1)
     return v.start <= lo and lo + PMD_SIZE <= v.end

@@ -12,9 +12,9 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
 
-from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_MASK, PAGE_SHIFT, TASK_SIZE
+from ...kconst import DEFAULT_MAX_MAP_COUNT, TASK_SIZE
 from ...ops.language import PROT_EXEC, PROT_READ, PROT_WRITE
-from .. import rules as R
+from .. import vmflags as F
 from ..epochs import Epoch
 
 MMAP_MIN_ADDR = 0x10000
@@ -32,8 +32,8 @@ class OpFailed(Exception):
 
 def prot_bits(prot: int) -> int:
     """PROT_* bits -> VM_READ|VM_WRITE|VM_EXEC."""
-    return ((R.VM_READ if prot & PROT_READ else 0) | (R.VM_WRITE if prot & PROT_WRITE else 0)
-            | (R.VM_EXEC if prot & PROT_EXEC else 0))
+    return ((F.VM_READ if prot & PROT_READ else 0) | (F.VM_WRITE if prot & PROT_WRITE else 0)
+            | (F.VM_EXEC if prot & PROT_EXEC else 0))
 
 
 # -- kernel objects ---------------------------------------------------------------------------
@@ -195,8 +195,8 @@ class MM:
         self._last: SVma | None = None
         self.next_anon_id = 1
         self.next_inode = 1
-        self.soft_dirty = R.VM_SOFTDIRTY if epoch.soft_dirty else 0
-        self.sticky = R.VM_MAYBE_GUARD if epoch.sticky_guard_flag else 0
+        self.soft_dirty = F.VM_SOFTDIRTY if epoch.soft_dirty else 0
+        self.sticky = F.VM_MAYBE_GUARD if epoch.sticky_guard_flag else 0
         self.inferred_anon_vmas = 0  # anon_vmas guessed by from_snapshot
 
     @classmethod

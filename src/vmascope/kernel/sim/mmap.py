@@ -10,6 +10,7 @@ from __future__ import annotations
 from ...kconst import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, page_align
 from ...ops.language import Op
 from .. import rules as R
+from .. import vmflags as F
 from .mm import MM, MMAP_BASE, MMAP_MIN_ADDR, OpFailed, ShmemFile, SVma, prot_bits
 from .rmap import anon_vma_prepare
 from .vma import do_vmi_munmap, refusal, vma_merge_new_range
@@ -47,15 +48,15 @@ def do_mmap(mm: MM, op: Op) -> None:
     fixed = "fixed" in op.flags
     if fixed and op.addr & ~PAGE_MASK:
         raise OpFailed("EINVAL")
-    flags = prot_bits(op.prot) | R.VM_MAYREAD | R.VM_MAYWRITE | R.VM_MAYEXEC
+    flags = prot_bits(op.prot) | F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC
     if shared:
         if "growsdown" in op.flags:
             raise OpFailed("EINVAL")
-        flags |= R.VM_SHARED | R.VM_MAYSHARE
+        flags |= F.VM_SHARED | F.VM_MAYSHARE
     if "growsdown" in op.flags:
-        flags |= R.VM_GROWSDOWN
+        flags |= F.VM_GROWSDOWN
     if "noreserve" in op.flags:
-        flags |= R.VM_NORESERVE
+        flags |= F.VM_NORESERVE
     # mm/mmap.c do_mmap: "Too many mappings?" uses '>' (every release).
     if mm.map_count > mm.max_map_count:
         if mm.tracing:
@@ -70,7 +71,7 @@ def do_mmap(mm: MM, op: Op) -> None:
         addr = get_unmapped_area(mm, op.addr, length)
     end = addr + length
     if R.accountable_mapping(flags):
-        flags |= R.VM_ACCOUNT
+        flags |= F.VM_ACCOUNT
     flags |= mm.soft_dirty
     do_vmi_munmap(mm, addr, end)  # MAP_FIXED replaces what was there
     prev = mm.prev_of(addr)
@@ -92,7 +93,7 @@ def do_mmap(mm: MM, op: Op) -> None:
         mm.insert(v, prev)
         if mm.tracing:
             mm.note(f"new VMA {v} -> map_count {mm.map_count}")
-    if "populate" in op.flags and not shared and flags & R.VM_WRITE:
+    if "populate" in op.flags and not shared and flags & F.VM_WRITE:
         anon_vma_prepare(mm, mm.vma_lookup(addr) or v)
 
 
@@ -114,14 +115,14 @@ def expand_downwards(mm: MM, addr: int) -> SVma | None:
     below the new start. The grown VMA gets an anon_vma first (anon_vma_prepare).
     """
     v = mm.find_vma(addr)
-    if v is None or not v.flags & R.VM_GROWSDOWN or addr >= v.start:
+    if v is None or not v.flags & F.VM_GROWSDOWN or addr >= v.start:
         return None
     address = addr & PAGE_MASK
     if address < MMAP_MIN_ADDR or v.end - address > STACK_RLIMIT:
         return None
     prev = v.prev
-    if (prev is not None and not prev.flags & R.VM_GROWSDOWN
-            and prev.flags & (R.VM_READ | R.VM_WRITE | R.VM_EXEC)
+    if (prev is not None and not prev.flags & F.VM_GROWSDOWN
+            and prev.flags & (F.VM_READ | F.VM_WRITE | F.VM_EXEC)
             and address - prev.end < STACK_GUARD_GAP):
         return None
     if prev is not None and prev.end > address:
@@ -165,8 +166,8 @@ def sys_brk(mm: MM, op: Op) -> None:
     # do_brk_flags
     if mm.map_count > mm.max_map_count:
         raise OpFailed("ENOMEM")
-    flags = (R.VM_READ | R.VM_WRITE | R.VM_MAYREAD | R.VM_MAYWRITE | R.VM_MAYEXEC
-             | R.VM_ACCOUNT | mm.soft_dirty)
+    flags = (F.VM_READ | F.VM_WRITE | F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC
+             | F.VM_ACCOUNT | mm.soft_dirty)
     prev = mm.prev_of(oldbrk)
     brkvma = prev if prev is not None and prev.start >= mm.start_brk else None
     vmg = R.Vmg(oldbrk, newbrk, oldbrk >> PAGE_SHIFT, flags)

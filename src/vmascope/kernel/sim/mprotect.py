@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...kconst import PAGE_MASK, page_align
 from ...ops.language import Op
 from .. import rules as R
+from .. import vmflags as F
 from .mm import MM, OpFailed, prot_bits
 from .vma import vma_modify
 
@@ -27,9 +28,9 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
     prot = prot_bits(op.prot)
     nstart = start
     while True:
-        if (prot & R.VM_READ and not v.flags & R.VM_MAYREAD) or (
-                prot & R.VM_WRITE and not v.flags & R.VM_MAYWRITE) or (
-                prot & R.VM_EXEC and not v.flags & R.VM_MAYEXEC):
+        if (prot & F.VM_READ and not v.flags & F.VM_MAYREAD) or (
+                prot & F.VM_WRITE and not v.flags & F.VM_MAYWRITE) or (
+                prot & F.VM_EXEC and not v.flags & F.VM_MAYEXEC):
             raise OpFailed("EACCES")
         tmp = min(v.end, end)
         newflags = R.mprotect_newflags(ep, v.flags, prot, v.file is None,

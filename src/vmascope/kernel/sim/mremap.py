@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...kconst import PAGE_MASK, PAGE_SHIFT, TASK_SIZE, page_align
 from ...ops.language import Op
 from .. import rules as R
+from .. import vmflags as F
 from .mm import MM, OpFailed, SVma, av_text
 from .mmap import get_unmapped_area
 from .vma import do_vmi_munmap, vma_merge_new_range
@@ -69,7 +70,7 @@ def vma_to_resize(mm: MM, addr: int, old_len: int, new_len: int) -> SVma:
         raise OpFailed("EFAULT")
     if old_len > v.end - addr:
         raise OpFailed("EFAULT")
-    if new_len > old_len and v.flags & (R.VM_DONTEXPAND | R.VM_PFNMAP):
+    if new_len > old_len and v.flags & (F.VM_DONTEXPAND | F.VM_PFNMAP):
         raise OpFailed("EFAULT")
     return v
 
@@ -153,7 +154,7 @@ def move_vma(mm: MM, v: SVma, old_addr: int, old_len: int, new_len: int, new_add
     if check:
         mremap_count_check(mm, 0)
     pgoff = v.pgoff + ((old_addr - v.start) >> PAGE_SHIFT)
-    if v.file is None and v.anon_vma is None and not v.flags & R.VM_SHARED:
+    if v.file is None and v.anon_vma is None and not v.flags & F.VM_SHARED:
         # An unfaulted anonymous VMA is re-linearised at its new address.
         pgoff = new_addr >> PAGE_SHIFT
     src_whole = v.start == old_addr and v.end == old_addr + old_len
@@ -182,7 +183,7 @@ def move_vma(mm: MM, v: SVma, old_addr: int, old_len: int, new_len: int, new_add
     if dontunmap:
         old = mm.vma_lookup(old_addr)
         if old is not None and old is not new:
-            old.flags &= ~(R.VM_LOCKED | R.VM_LOCKONFAULT)
+            old.flags &= ~(F.VM_LOCKED | F.VM_LOCKONFAULT)
             if src_whole and old.start == old_addr and old.anon_vma is not None:
                 old.anon_vma.num_active_vmas -= 1
                 old.anon_vma = None

@@ -17,7 +17,7 @@ from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT
 from ...model import KNOWN_VMFLAGS, Snapshot, SnapshotMeta
 from ...ops.language import Op, format_op, load_script
 from ...outcome import Fault, OpError, Outcome
-from .. import rules as R
+from .. import vmflags as F
 from ..epochs import Epoch, epoch_for
 from .fork import dup_mmap
 from .madvise import do_madvise, madvise_set_anon_name
@@ -78,11 +78,11 @@ _PERM_BITS: dict[int, int] = {}
 
 
 def _perm_bits(flags: int) -> int:
-    hit = _PERM_BITS.get(flags & (R.VM_READ | R.VM_WRITE | R.VM_EXEC | R.VM_MAYSHARE))
+    hit = _PERM_BITS.get(flags & (F.VM_READ | F.VM_WRITE | F.VM_EXEC | F.VM_MAYSHARE))
     if hit is None:
-        hit = ((1 if flags & R.VM_READ else 0) | (2 if flags & R.VM_WRITE else 0)
-               | (4 if flags & R.VM_EXEC else 0) | (8 if flags & R.VM_MAYSHARE else 0))
-        _PERM_BITS[flags & (R.VM_READ | R.VM_WRITE | R.VM_EXEC | R.VM_MAYSHARE)] = hit
+        hit = ((1 if flags & F.VM_READ else 0) | (2 if flags & F.VM_WRITE else 0)
+               | (4 if flags & F.VM_EXEC else 0) | (8 if flags & F.VM_MAYSHARE else 0))
+        _PERM_BITS[flags & (F.VM_READ | F.VM_WRITE | F.VM_EXEC | F.VM_MAYSHARE)] = hit
     return hit
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...kconst import PAGE_SHIFT
 from .. import rules as R
+from .. import vmflags as F
 from .mm import MM, OpFailed, SVma, av_text
 from .rmap import dup_anon_vma
 
@@ -86,7 +87,7 @@ def vma_merge_existing_range(mm: MM, vmg: R.Vmg) -> SVma | None:
     mid = vmg.middle
     left_side = vmg.start == mid.start
     right_side = vmg.end == mid.end
-    if vmg.flags & R.VM_SPECIAL:
+    if vmg.flags & F.VM_SPECIAL:
         if mm.tracing:
             mm.note(f"merge {vmg.start:#x}-{vmg.end:#x}: VM_SPECIAL, no merge")
         return None
@@ -165,7 +166,7 @@ def vma_merge_new_range(mm: MM, vmg: R.Vmg, prev: SVma | None, nxt: SVma | None,
         prev = None
     if nxt is not None and nxt.start != vmg.end:
         nxt = None
-    if vmg.flags & R.VM_SPECIAL:
+    if vmg.flags & F.VM_SPECIAL:
         if mm.tracing:
             mm.note("new range: VM_SPECIAL, no merge")
         return None
