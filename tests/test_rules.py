@@ -409,3 +409,44 @@ def test_explain_names_unknown_mnemonics() -> None:
     b = Vma(0x2000, 0x3000, "rw-p", flags=RW)
     (r,) = explain_pair(a, b, NEW)
     assert r.code == "vmflags" and "zz" in r.detail and "only on the left" in r.detail
+
+
+def test_docs_table_is_generated_from_the_changes() -> None:
+    from pathlib import Path
+
+    from vmascope.kernel import changes
+
+    text = (Path(__file__).parent.parent / "docs" / "kernel-epochs.md").read_text()
+    begin = "<!-- BEGIN generated: kernel changes -->\n"
+    end = "<!-- END generated: kernel changes -->"
+    assert text[text.index(begin) + len(begin):text.index(end)] == changes.markdown_table()
+
+
+def test_every_change_has_a_commit_or_says_why_it_is_assumed() -> None:
+    import re
+
+    from vmascope.kernel import changes
+    from vmascope.kernel.epochs import Epoch
+
+    switches = {f.name for f in __import__("dataclasses").fields(Epoch)}
+    for c in changes.CHANGES:
+        assert c.switch in switches and c.switch in changes.BASE, c
+        if c.commit is None:
+            assert len(c.note) > 40, f"{c.switch}: assumed without saying why"
+        else:
+            assert re.fullmatch(r"[0-9a-f]{12,40}", c.commit), c
+        assert all(v in changes.LAB for v in c.verified), c
+
+
+
+def test_stable_backports_switch_at_their_patch_level() -> None:
+    # 6.18.8 took the copied_from fix (stable a4d9dbfc1bab), 6.18.37 VM_MAYBE_GUARD,
+    # 6.6.30 the MADV_POPULATE walk; the releases just before did not.
+    assert not epoch_for("6.18.7").copied_from_dup and epoch_for("6.18.8").copied_from_dup
+    assert not epoch_for("6.18.36").sticky_guard_flag
+    assert epoch_for("6.18.37").sticky_guard_flag
+    assert epoch_for("6.6.29").populate_in_walk and not epoch_for("6.6.30").populate_in_walk
+    assert epoch_for("6.8").populate_in_walk and not epoch_for("6.9").populate_in_walk
+    # 2555283eb40d is in 6.0: every 6.x has the num_children reuse test
+    assert epoch_for("5.19").clone_reuse == "degree"
+    assert epoch_for("6.0").clone_reuse == epoch_for("6.1").clone_reuse == "num_children"
