@@ -217,3 +217,31 @@ os.kill(os.getpid(), signal.SIGSTOP)
     ours = [v for v in mm if base <= v.start < base + 6 * 4096]
     assert [((v.start - base) // 4096, (v.end - base) // 4096) for v in ours] == [
         (0, 4), (4, 6)]
+
+
+def test_the_architecture_picture_is_current_and_the_layers_have_no_circles() -> None:
+    docs = Path(__file__).parent.parent / "docs"
+    proc = subprocess.run([sys.executable, str(docs / "gen_architecture.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, "run python docs/gen_architecture.py"
+    sys.path.insert(0, str(docs))
+    try:
+        import gen_architecture as g
+    finally:
+        sys.path.remove(str(docs))
+    names = g.units()
+    graph = {u: g.imports_of(u, set(names)) for u in names}
+
+    def reaches(a: str, b: str) -> bool:
+        todo, seen = list(graph[a]), set()
+        while todo:
+            w = todo.pop()
+            if w == b:
+                return True
+            if w not in seen:
+                seen.add(w)
+                todo.extend(graph[w])
+        return False
+
+    circles = [(u, v) for u in names for v in graph[u] if reaches(v, u)]
+    assert not circles, circles

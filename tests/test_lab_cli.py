@@ -158,3 +158,8 @@ def test_verify_on_the_host_agrees() -> None:
     assert v["cases"] == 300
     assert v["disagreements"] == 0, json.dumps(v["minimised"][:3], indent=1)[:3000]
     assert out.returncode == 0
+
+
+def test_every_merge_script_is_a_scenario_with_its_expectation() -> None:
+    files = sorted(p.stem for p in scenarios.MERGE_DIR.glob("*.ops"))
+    assert files == sorted(scenarios.MERGE) == sorted(scenarios.MERGE_EXPECT_616)

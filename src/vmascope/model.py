@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .kconst import PAGE_SHIFT
+from .kconst import PAGE_SHIFT, PAGE_SIZE
 
 SCHEMA_VERSION = 1
 
@@ -47,6 +47,13 @@ KNOWN_VMFLAGS: tuple[str, ...] = (
     "sr", "rr", "dc", "de", "ac", "nr", "ht", "sf", "ar", "wf", "dd", "bt", "mm",
     "hg", "nh", "mg", "um", "uw", "ui", "ss", "sl", "lf", "sd", "mt", "dp", "gu",
 )
+
+# Order in which /proc/PID/smaps prints the mnemonics (show_smap_vma_flags prints by
+# VM_* bit number). VM_MAYBE_GUARD ("gu") took bit 11, the old VM_DENYWRITE slot, so it
+# prints between "pf" and "lo" (seen on 6.18.44: "rd wr mr mw me gu nr").
+FLAG_ORDER: tuple[str, ...] = tuple(
+    m for m in KNOWN_VMFLAGS[:KNOWN_VMFLAGS.index("dw") + 1]) + ("gu",) + tuple(
+    m for m in KNOWN_VMFLAGS[KNOWN_VMFLAGS.index("dw") + 1:] if m != "gu")
 
 # What each mnemonic means, for explanations.
 VMFLAG_MEANING: dict[str, str] = {
@@ -156,7 +163,7 @@ class SnapshotMeta:
     comm: str | None = None
     cmdline: list[str] | None = None
     kernel_release: str | None = None
-    page_size: int = 4096
+    page_size: int = PAGE_SIZE
     max_map_count: int | None = None
     time: float = dataclasses.field(default_factory=time.time)
     source: str = "unknown"  # live | file | maps-dump | smaps-dump | simulated | lab

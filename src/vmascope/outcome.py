@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 from .kconst import PAGE_SHIFT
-from .model import Snapshot
+from .model import FLAG_ORDER, Snapshot
 
 # VmFlags that never take part in a comparison: soft-dirty is set on every VMA when the
 # kernel has CONFIG_MEM_SOFT_DIRTY=y, and merging ignores it.
@@ -23,8 +23,6 @@ IGNORED_FLAGS = frozenset({"sd"})
 
 def _print_rank(mnemonic: str) -> tuple[int, str]:
     """Sort key: the order in which smaps prints VmFlags (unknown mnemonics last)."""
-    from .kernel.vmflags import FLAG_ORDER
-
     try:
         return FLAG_ORDER.index(mnemonic), ""
     except ValueError:

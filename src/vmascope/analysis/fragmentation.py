@@ -21,10 +21,11 @@ import dataclasses
 
 import numpy as np
 
+from ..kconst import PAGE_SIZE
 from ..model import Snapshot, bits_to_perms
 from .attribution import BACKING_LABELS, NAMED_ANON, PLAIN_ANON, backing_classes, run_bounds
 
-PAGE = 4096
+
 # Size histogram buckets: [4 KiB, 8 KiB), [8 KiB, 16 KiB), ... , the last one open-ended.
 HIST_BUCKETS = 30  # 4 KiB << 29 = 2 TiB
 
@@ -128,7 +129,7 @@ class Fragmentation:
 
 def size_buckets(sizes: np.ndarray) -> np.ndarray:
     """Bucket index per size: floor(log2(size / 4 KiB)), clipped to [0, HIST_BUCKETS)."""
-    pages = np.maximum(sizes // PAGE, 1).astype(np.float64)
+    pages = np.maximum(sizes // PAGE_SIZE, 1).astype(np.float64)
     _, exp = np.frexp(pages)  # pages = m * 2**exp with m in [0.5, 1): floor(log2) = exp - 1
     return np.clip(exp - 1, 0, HIST_BUCKETS - 1)
 
@@ -142,8 +143,8 @@ def histogram(sizes: np.ndarray, in_runs: np.ndarray) -> list[HistogramBin]:
     nz = np.flatnonzero(all_counts)
     out = []
     for k in range(int(nz[0]), int(nz[-1]) + 1):
-        low = PAGE << k
-        high = None if k == HIST_BUCKETS - 1 else PAGE << (k + 1)
+        low = PAGE_SIZE << k
+        high = None if k == HIST_BUCKETS - 1 else PAGE_SIZE << (k + 1)
         out.append(HistogramBin(low, high, int(all_counts[k]), int(run_counts[k])))
     return out
 

@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
                    help="kernel release to model, e.g. 6.1, 6.12.117, 6.18, 7.2.13 "
                    "(default: the running kernel)")
     p.add_argument("--max-map-count", type=int, default=DEFAULT_MAX_MAP_COUNT, metavar="N",
-                   help="vm.max_map_count of the simulated process (default 65530)")
+                   help="vm.max_map_count of the simulated process (default %(default)s)")
     p.add_argument("--trace", action="store_true",
                    help="print the decision log: splits, merge attempts, anon_vmas")
     p.add_argument("--json", action="store_true",

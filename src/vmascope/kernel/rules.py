@@ -27,6 +27,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from ..kconst import PAGE_SHIFT
 from ..model import VMFLAG_MEANING
 from ..reasons import Code
 from .changes import first_change
@@ -49,8 +50,6 @@ from .vmflags import (
     flag_names,
 )
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
 
 def ignored_merge_flags(epoch: Epoch) -> int:
     """Flags that never prevent a merge: VM_SOFTDIRTY always (mm/vma.c is_mergeable_vma);

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..model import KNOWN_VMFLAGS
+from ..model import FLAG_ORDER, KNOWN_VMFLAGS
 
 _BIT = {m: 1 << i for i, m in enumerate(KNOWN_VMFLAGS)}
 
@@ -47,12 +47,6 @@ VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 VM_UFFD_FLAGS = VM_UFFD_MISSING | VM_UFFD_WP | VM_UFFD_MINOR
 PERM_FLAGS = VM_ACCESS_FLAGS | VM_SHARED | VM_MAYSHARE
 
-# Order in which /proc/PID/smaps prints the mnemonics (show_smap_vma_flags prints by
-# VM_* bit number). VM_MAYBE_GUARD ("gu") took bit 11, the old VM_DENYWRITE slot, so it
-# prints between "pf" and "lo" (seen on 6.18.44: "rd wr mr mw me gu nr").
-FLAG_ORDER: tuple[str, ...] = tuple(
-    m for m in KNOWN_VMFLAGS[:KNOWN_VMFLAGS.index("dw") + 1]) + ("gu",) + tuple(
-    m for m in KNOWN_VMFLAGS[KNOWN_VMFLAGS.index("dw") + 1:] if m != "gu")
 _PRINT = tuple((_BIT[m], m) for m in FLAG_ORDER)
 _ALL_KNOWN = (1 << len(KNOWN_VMFLAGS)) - 1
 

@@ -14,6 +14,7 @@ the process-wide map count and the smaps byte counts are not compared.
 
 from __future__ import annotations
 
+from ..kconst import PAGE_SIZE
 from ..outcome import IGNORED_FLAGS, Outcome
 
 __all__ = ["IGNORED_FLAGS", "agree", "differences", "fmt_vma", "pages"]
@@ -67,7 +68,7 @@ def fmt_vma(v: tuple[int, int, str, tuple[str, ...], str | None]) -> str:
 
 def pages(x: int) -> str:
     """An address in pages ("3p") when it is page-aligned, else in hex."""
-    return f"{x // 4096}p" if x % 4096 == 0 else hex(x)
+    return f"{x // PAGE_SIZE}p" if x % PAGE_SIZE == 0 else hex(x)
 
 
 def fmt_errors(errors: list[tuple[int, str]]) -> str:

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import UsageError
+from ..kconst import DEFAULT_MAX_MAP_COUNT
 from ..ops.language import Op, parse_script
 
 # The seed's pre-step and its three workers, in the order their sleeps give:
@@ -52,97 +54,6 @@ touch 0p
 mprotect 0p 1p ---
 """ + _SEED_STEPS
 
-_CARVE = "mmap 0 30p ---\n"
-_RW_NR = "rw- private,fixed,noreserve"
-_RW = "rw- private,fixed"
-
-MERGE = {
-    "merge-mprotect-unfaulted-left": _CARVE + f"""\
-mmap 1p 10p {_RW_NR}
-mprotect 1p 5p r--
-touch 6p
-mprotect 6p 5p r--
-""",
-    "merge-mprotect-unfaulted-right": _CARVE + f"""\
-mmap 1p 10p {_RW_NR}
-mprotect 6p 5p r--
-touch 1p
-mprotect 1p 5p r--
-""",
-    "merge-mprotect-unfaulted-both": _CARVE + f"""\
-mmap 2p 9p {_RW_NR}
-mprotect 2p 3p r--
-mprotect 8p 3p r--
-touch 5p
-mprotect 5p 3p r--
-""",
-    "merge-mprotect-faulted-left-unfaulted-right": _CARVE + f"""\
-mmap 2p 9p {_RW_NR}
-mprotect 8p 3p r--
-touch 2p
-mprotect 2p 3p r--
-mprotect 5p 3p r--
-""",
-    "merge-mprotect-unfaulted-left-faulted-right": _CARVE + f"""\
-mmap 2p 9p {_RW_NR}
-mprotect 2p 3p r--
-touch 5p
-mprotect 8p 3p r--
-mprotect 5p 3p r--
-""",
-    "merge-mremap-unfaulted-to-faulted": _CARVE + f"""\
-mmap 1p 5p {_RW}
-mmap 7p 5p {_RW}
-mremap 7p 5p 5p 1007p maymove,fixed
-touch 1p
-mremap 1007p 5p 5p 6p maymove,fixed
-""",
-    "merge-mremap-unfaulted-behind-faulted": _CARVE + f"""\
-mmap 6p 5p {_RW}
-mmap 14p 5p {_RW}
-mremap 14p 5p 5p 1014p maymove,fixed
-touch 6p
-mremap 1014p 5p 5p 1p maymove,fixed
-""",
-    "merge-mremap-unfaulted-between-faulted": _CARVE + f"""\
-mmap 1p 5p {_RW}
-mmap 7p 5p {_RW}
-mmap 14p 5p {_RW}
-mremap 14p 5p 5p 2014p maymove,fixed
-mremap 7p 5p 5p 1007p maymove,fixed
-touch 1p
-touch 2014p
-mremap 2014p 5p 5p 11p maymove,fixed
-mremap 1007p 5p 5p 6p maymove,fixed
-""",
-    "merge-mremap-unfaulted-between-faulted-unfaulted": _CARVE + f"""\
-mmap 1p 5p {_RW}
-mmap 7p 5p {_RW}
-mmap 14p 5p {_RW}
-mremap 14p 5p 5p 2014p maymove,fixed
-mremap 7p 5p 5p 1007p maymove,fixed
-touch 1p
-mremap 2014p 5p 5p 11p maymove,fixed
-mremap 1007p 5p 5p 6p maymove,fixed
-""",
-    "merge-mremap-unfaulted-between-correctly-placed-faulted": _CARVE + f"""\
-mmap 1p 15p {_RW}
-touch 1p
-munmap 6p 5p
-mmap 20p 5p {_RW}
-mremap 20p 5p 5p 6p maymove,fixed
-""",
-    "merge-mremap-correct-placed-faulted": _CARVE + f"""\
-mmap 1p 15p {_RW}
-touch 1p
-mremap 11p 5p 5p 2011p maymove,fixed
-mremap 6p 5p 5p 1006p maymove,fixed
-mremap 1006p 5p 5p 6p maymove,fixed
-mremap 1p 5p 5p 1001p maymove,fixed
-mremap 1001p 5p 5p 1p maymove,fixed
-""",
-}
-
 # The non-PROT_NONE VMAs each selftest leaves, in pages, as its diagrams and asserts say
 # (they are written for kernels with the 6.16 anonymous-merge
 # fix, 879bca0a2c4f).
@@ -160,8 +71,13 @@ MERGE_EXPECT_616: dict[str, list[tuple[int, int]]] = {
     "merge-mremap-correct-placed-faulted": [(1, 11), (2011, 2016)],  # ptr3 stays away
 }
 
+# The selftests' op scripts (lab/merge/NAME.ops), in the order of merge.c.
+MERGE_DIR = Path(__file__).with_name("merge")
+MERGE: dict[str, str] = {name: (MERGE_DIR / f"{name}.ops").read_text()
+                         for name in MERGE_EXPECT_616}
 
-def exhaust(max_map_count: int = 65530, blocks: int | None = None) -> list[Op]:
+
+def exhaust(max_map_count: int = DEFAULT_MAX_MAP_COUNT, blocks: int | None = None) -> list[Op]:
     """The seed's commit pattern repeated until vm.max_map_count is reached.
 
     One large PROT_NONE reservation; every 7-page block runs the seed's program on its
@@ -195,7 +111,7 @@ def names() -> list[str]:
 
 def get(name: str, *, max_map_count: int | None = None) -> list[Op]:
     if name == "exhaust":
-        return exhaust(max_map_count or 65530)
+        return exhaust(max_map_count or DEFAULT_MAX_MAP_COUNT)
     if name == "merge":
         raise UsageError("several merge scenarios exist: " + ", ".join(MERGE))
     try:

@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ParseError
+from ..kconst import PAGE_SIZE
 
-PAGE_SIZE = 4096
 
 PROT_NONE = 0
 PROT_READ = 1

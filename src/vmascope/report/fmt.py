@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..kconst import PAGE_SIZE
 
 if TYPE_CHECKING:
     from ..analysis import Analysis, WhyNotMerged
@@ -30,11 +29,6 @@ def human_bytes(n: float, *, spaced: bool = False) -> str:
 
 def size_range(low: int, high: int | None) -> str:
     return f"{human_bytes(low)}+" if high is None else f"{human_bytes(low)}-{human_bytes(high)}"
-
-
-def pages(x: int) -> str:
-    """An address in pages ("3p") when it is page-aligned, else in hex."""
-    return f"{x // PAGE_SIZE}p" if x % PAGE_SIZE == 0 else hex(x)
 
 
 def pct(part: float, whole: float) -> str:

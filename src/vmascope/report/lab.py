@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..outcome import IGNORED_FLAGS, Outcome
-from .fmt import pages
+from ..lab.compare import pages
 
 
 # -- lab run ------------------------------------------------------------------------------
