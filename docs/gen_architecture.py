@@ -37,29 +37,35 @@ def units() -> list[str]:
     return out
 
 
+def imports_in(path: Path) -> set[str]:
+    """The vmascope top-level modules one file imports (relative or absolute)."""
+    pkg = ["vmascope", *path.relative_to(SRC).with_suffix("").parts][:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                full = pkg[:len(pkg) - (node.level - 1)] + (
+                    node.module.split(".") if node.module else [])
+            else:
+                full = (node.module or "").split(".")
+            if full[0] != "vmascope":
+                continue
+            if len(full) == 1:
+                found.update(a.name for a in node.names)
+            else:
+                found.add(full[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("vmascope."))
+    return found
+
+
 def imports_of(unit: str, names: set[str]) -> set[str]:
     root = SRC / unit
     files = list(root.rglob("*.py")) if root.is_dir() else [SRC / f"{unit}.py"]
     found: set[str] = set()
     for path in files:
-        parts = ["vmascope", *path.relative_to(SRC).with_suffix("").parts]
-        pkg = parts[:-1]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    full = pkg[:len(pkg) - (node.level - 1)] + (
-                        node.module.split(".") if node.module else [])
-                else:
-                    full = (node.module or "").split(".")
-                if full[0] != "vmascope":
-                    continue
-                if len(full) == 1:
-                    found.update(a.name for a in node.names)
-                else:
-                    found.add(full[1])
-            elif isinstance(node, ast.Import):
-                found.update(a.name.split(".")[1] for a in node.names
-                             if a.name.startswith("vmascope."))
+        found |= imports_in(path)
     return (found & names) - {unit}
 
 

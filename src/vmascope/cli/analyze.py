@@ -7,26 +7,22 @@ import shutil
 import sys
 from typing import Any
 
-from .common import add_target
+from .common import add_target, add_verb
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "analyze",
-        help="explain a process's mappings: headroom, reservations, fragmentation, why not merged",
-        description=(
-            "Analyse a process's VMAs: how close it is to vm.max_map_count, which backing "
-            "and reservations hold its mappings, which adjacent mappings look identical yet "
-            "are separate, and why the kernel did not merge them."
-        ),
-    )
+    p = add_verb(
+        subparsers, "analyze",
+        "explain a process's mappings: headroom, reservations, fragmentation, why not merged",
+        "Analyse a process's VMAs: how close it is to vm.max_map_count, which backing and "
+        "reservations hold its mappings, which adjacent mappings look identical yet are "
+        "separate, and why the kernel did not merge them.", run=run)
     add_target(p)
     p.add_argument("--kernel", metavar="RELEASE",
                    help="explain for this kernel release (default: the snapshot's own)")
     p.add_argument("--format", choices=("text", "json", "html"), default="text")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the report to FILE (atomically) instead of stdout")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

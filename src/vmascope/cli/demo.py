@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from ..errors import LabError
+from .common import add_verb
 
 CHILD = r"""
 import ctypes, mmap, sys
@@ -35,9 +36,10 @@ sys.stdin.read()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="fragment a child's heap like a GC, then snapshot and explain it")
+    p = add_verb(sub, "demo", "fragment a child's heap like a GC, then snapshot and explain it",
+                 "Start a child that commits a reservation page by page as a GC does, then "
+                 "snapshot and explain it.", run=run)
     p.add_argument("--pages", type=int, default=4000, help="pages the child commits (default 4000)")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from .common import print_json
+from .common import add_group, print_json
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "kernels", help="list, fetch or locate the Debian kernels the lab boots",
-        description="Debian cloud kernels by suite (6.1 = bookworm, 6.12 = trixie, newest = "
+    sub = add_group(subparsers, "kernels",
+                    "list, fetch or locate the Debian kernels the lab boots",
+                    "Debian cloud kernels by suite (6.1 = bookworm, 6.12 = trixie, newest = "
                     "sid), fetched with apt into the cache, plus the host's own kernel.")
-    sub = p.add_subparsers(dest="kernels_cmd", metavar="COMMAND", parser_class=type(p))
     ls = sub.add_parser("list", help="the known kernels and whether they are fetched")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=run_list)
@@ -26,7 +24,6 @@ def register(subparsers: Any) -> None:
     pa.add_argument("name", metavar="KERNEL")
     pa.add_argument("--no-fetch", action="store_true", help="fail instead of fetching")
     pa.set_defaults(run=run_path)
-    p.set_defaults(run=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
 def _alias(name: str) -> str:

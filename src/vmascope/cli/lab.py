@@ -6,15 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from .common import print_json
+from .common import add_group, print_json
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "lab", help="run op scripts on real kernels (host, Debian kernels in microVMs)",
-        description="Run op scripts on the host kernel and on Debian kernels booted in qemu, "
+    sub = add_group(subparsers, "lab",
+                    "run op scripts on real kernels (host, Debian kernels in microVMs)",
+                    "Run op scripts on the host kernel and on Debian kernels booted in qemu, "
                     "beside the simulator's prediction for each kernel.")
-    sub = p.add_subparsers(dest="lab_cmd", metavar="COMMAND", parser_class=type(p))
 
     r = sub.add_parser("run", help="run a script or a scenario on one or more kernels")
     r.add_argument("scripts", nargs="+", metavar="SCRIPT|SCENARIO",
@@ -46,7 +45,6 @@ def register(subparsers: Any) -> None:
     s = sub.add_parser("scenarios", help="list the built-in scenarios")
     s.add_argument("name", nargs="?", help="print this scenario's script")
     s.set_defaults(run=run_scenarios)
-    p.set_defaults(run=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
 def run_scenarios(args: argparse.Namespace) -> int:

@@ -9,16 +9,13 @@ from typing import Any
 from ..kconst import DEFAULT_MAX_MAP_COUNT
 
 from ..errors import ParseError, UsageError
-from .common import print_json
+from .common import add_verb, print_json
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "simulate",
-        help="run op scripts in the kernel VMA simulator",
-        description="Simulate op scripts (docs/op-language.md) on a model of a kernel's VMA "
-        "bookkeeping and print the resulting VMAs, errors and faults.",
-    )
+    p = add_verb(subparsers, "simulate", "run op scripts in the kernel VMA simulator",
+                 "Simulate op scripts (docs/op-language.md) on a model of a kernel's VMA "
+                 "bookkeeping and print the resulting VMAs, errors and faults.", run=run)
     p.add_argument("scripts", nargs="+", metavar="SCRIPT",
                    help="an op script (text or JSONL); - reads standard input")
     p.add_argument("--kernel", metavar="RELEASE",
@@ -37,7 +34,6 @@ def register(subparsers: Any) -> None:
                    help="transparent_hugepage/enabled of the modelled machine (read faults "
                    "on the huge-page path create an anon_vma); default: this machine's "
                    "setting for the running kernel, never otherwise")
-    p.set_defaults(run=run)
 
 
 def _read(path: str) -> str:

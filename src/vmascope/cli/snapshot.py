@@ -8,20 +8,17 @@ import sys
 from typing import Any
 
 from ..report.snapshot import capture_json, capture_text, print_summary, summary_json
-from .common import add_target, print_json
+from .common import add_target, add_verb, print_json
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "snapshot",
-        help="summarise a process's mappings, or capture them to a snapshot file (-o)",
-        description=(
-            "Read a live process (or a snapshot file or pasted maps/smaps dump) and print "
-            "its map count against vm.max_map_count and the backings with the most VMAs. "
-            "With -o FILE, capture the live process's raw maps, smaps and numa_maps text "
-            "and metadata into one compressed snapshot file that every command can load."
-        ),
-    )
+    p = add_verb(
+        subparsers, "snapshot",
+        "summarise a process's mappings, or capture them to a snapshot file (-o)",
+        "Read a live process (or a snapshot file or pasted maps/smaps dump) and print its map "
+        "count against vm.max_map_count and the backings with the most VMAs. With -o FILE, "
+        "capture the live process's raw maps, smaps and numa_maps text and metadata into one "
+        "compressed snapshot file that every command can load.", run=run)
     add_target(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="capture the live process to this snapshot file (written atomically)")
@@ -32,7 +29,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--vmas", action="store_true", help="with --json: include every VMA")
     p.add_argument("--top", type=int, default=10, metavar="N",
                    help="how many backings to list (default 10)")
-    p.set_defaults(run=run)
 
 
 def _is_pid(target: str) -> bool:

@@ -115,15 +115,22 @@ def host_max_map_count(value: int | None, *, allow_lower: bool) -> Iterator[None
         host.set_max_map_count(old)
 
 
-class HostBackend:
-    """The lab executor on the running kernel."""
+class _RealBackend:
+    """The executor on a real kernel; ``release`` is what the kernel reported."""
 
-    def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
-                 host_sysctl: bool = False) -> None:
+    def __init__(self, kernel: Kernel, max_map_count: int | None) -> None:
         self.kernel = kernel
         self.name = kernel.name
         self.release = kernel.release
         self.max_map_count = max_map_count
+
+
+class HostBackend(_RealBackend):
+    """The lab executor on the running kernel."""
+
+    def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
+                 host_sysctl: bool = False) -> None:
+        super().__init__(kernel, max_map_count)
         self.host_sysctl = host_sysctl
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
@@ -139,17 +146,14 @@ def _vm_timeout(scripts: Sequence[Sequence[Op]]) -> float:
     return 60.0 + 0.03 * len(scripts) + 0.002 * ops
 
 
-class MicroVMBackend:
+class MicroVMBackend(_RealBackend):
     """The lab executor as /init of a kernel booted in a qemu microVM."""
 
     def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
                  smp: int = 1) -> None:
         if kernel.vmlinuz is None:
             raise LabError(f"{kernel.name}: no kernel image to boot")
-        self.kernel = kernel
-        self.name = kernel.name
-        self.release = kernel.release
-        self.max_map_count = max_map_count
+        super().__init__(kernel, max_map_count)
         self.smp = smp
 
     def run(self, scripts: Sequence[Sequence[Op]], *,

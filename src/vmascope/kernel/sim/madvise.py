@@ -31,12 +31,11 @@ _FLAG_CHANGE = {
     "sequential": (F.VM_SEQ_READ, F.VM_RAND_READ),
     "random": (F.VM_RAND_READ, F.VM_SEQ_READ),
 }
-# Advice that never changes a VMA (nor creates an anon_vma).
-_NO_VMA_CHANGE = frozenset({"dontneed", "free", "willneed", "cold", "pageout"})
 
 
 def madvise_walk_vmas(mm: MM, start: int, end: int, visit: Any) -> None:
-    """ madvise_walk_vmas: visit each VMA piece; holes give ENOMEM at the end."""
+    """mm/madvise.c madvise_walk_vmas: visit each VMA piece; a hole is ENOMEM, given only
+    after the rest of the range was visited."""
     v = mm.find_vma(start)
     unmapped = False
     while True:
@@ -72,6 +71,8 @@ def madvise_update_vma(mm: MM, v: SVma, start: int, end: int, newflags: int, nam
 
 
 def do_madvise(mm: MM, op: Op) -> None:
+    """mm/madvise.c do_madvise. Advice that changes no VMA (dontneed, free, willneed,
+    cold, pageout) only walks the range for holes and refusals."""
     ep = mm.epoch
     start = op.addr
     adv = op.advice or ""
@@ -82,29 +83,6 @@ def do_madvise(mm: MM, op: Op) -> None:
     length = page_align(op.length)
     end = start + length
     if length == 0:
-        return
-    if adv in _NO_VMA_CHANGE:
-        # Advice that never changes a VMA: only holes (ENOMEM) and refusals (EINVAL).
-        v = mm.find_vma(start)
-        unmapped = False
-        while True:
-            if v is None:
-                raise OpFailed("ENOMEM")
-            if start < v.start:
-                unmapped = True
-            if v.start >= end:
-                break
-            f = v.flags
-            if adv == "dontneed" and f & (F.VM_LOCKED | F.VM_PFNMAP | F.VM_HUGETLB):
-                raise OpFailed("EINVAL")
-            if adv == "free" and (v.file is not None or f & F.VM_SHARED):
-                raise OpFailed("EINVAL")
-            start = v.end
-            if start >= end:
-                break
-            v = v.next
-        if unmapped:
-            raise OpFailed("ENOMEM")
         return
     if adv in _FLAG_CHANGE:
         add, clear = _FLAG_CHANGE[adv]
@@ -143,19 +121,13 @@ def do_madvise(mm: MM, op: Op) -> None:
             # gives EINVAL at once.
             madvise_walk_vmas(mm, start, end, populate)
             return
+        # Its own loop (6.9): stops with ENOMEM at the first hole.
         addr = start
         while addr < end:
             v = mm.vma_lookup(addr)
             if v is None:
                 raise OpFailed("ENOMEM")
-            if v.flags & (F.VM_IO | F.VM_PFNMAP):
-                raise OpFailed("EINVAL")
-            if write and not v.flags & F.VM_WRITE or not v.flags & (
-                    F.VM_READ | F.VM_WRITE | F.VM_EXEC):
-                raise OpFailed("EINVAL")
-            if write and v.file is None and not v.flags & F.VM_SHARED:
-                anon_vma_prepare(mm, v)
-            addr = v.end
+            addr = populate(v, addr, min(v.end, end)).end
         return
 
     def check(v: SVma, s: int, e: int) -> SVma:
