@@ -80,7 +80,8 @@ def generate(n_ops: int, seed: int) -> list[Op]:
 
 def _child_sim(path: str, kernel: str) -> None:
     """Run in a fresh process: parse + simulate, print timings, live VMAs and peak RSS."""
-    from vmascope.kernel.simulator import simulate_ops
+    from vmascope import host
+    from vmascope.kernel.sim import simulate_ops
 
     text = Path(path).read_text()
     c0, t0 = time.process_time(), time.perf_counter()
@@ -88,7 +89,8 @@ def _child_sim(path: str, kernel: str) -> None:
     c1, t1 = time.process_time(), time.perf_counter()
     del text
     before = _status_kib("VmRSS")
-    result = simulate_ops(ops, kernel, max_map_count=10_000_000)
+    result = simulate_ops(ops, host.epoch_for(kernel), max_map_count=10_000_000,
+                          thp=host.machine_thp(kernel))
     c2, t2 = time.process_time(), time.perf_counter()
     peak = _status_kib("VmHWM")
     # Simulator state = peak during the run minus what the parsed ops already held.
@@ -123,7 +125,7 @@ def run_lab_executor(ops: list[Op]) -> tuple[float, float, int, int]:
     t1 = time.perf_counter()
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return t1 - t0, cpu, len(res.vmas), len(res.errors)
+    return t1 - t0, cpu, res.map_count, len(res.errors)
 
 
 def run_opsrun(ops: list[Op], workdir: Path) -> tuple[float, float, int, int] | None:

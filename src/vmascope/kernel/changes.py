@@ -172,12 +172,6 @@ CHANGES: tuple[Change, ...] = (
            "even for a shrink", verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13")),
 )
 
-# Rules the same in every supported release, and where they come from.
-VM_SOFTDIRTY_IGNORED = Change(
-    "soft_dirty", True, (3, 14), "34228d473efe", "mm: ignore VM_SOFTDIRTY on VMA merging",
-    "VM_SOFTDIRTY never prevents a merge")
-
-
 def values_for(v: Version) -> dict[str, Any]:
     """Every switch's value in release v (the latest change that applies wins)."""
     out = dict(BASE)
@@ -185,15 +179,6 @@ def values_for(v: Version) -> dict[str, Any]:
         if c.applies(v):
             out[c.switch] = c.value
     return out
-
-
-def change_for(switch: str, v: Version) -> Change | None:
-    """The change that gave ``switch`` its value in release v (None: the base value)."""
-    found = None
-    for c in sorted(CHANGES, key=lambda c: c.since):
-        if c.switch == switch and c.applies(v):
-            found = c
-    return found
 
 
 def first_change(switch: str) -> Change:

@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LabError
@@ -208,7 +208,3 @@ def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None
         raise LabError(f"host executor failed: {msg[0] if msg else f'exit {proc.returncode}'}")
     return parse_output(out.decode(errors="replace"), scripts, "host", release=release,
                         max_map_count=max_map_count, names=names)
-
-
-def scripts_text(scripts: Iterable[Sequence[Op]]) -> str:
-    return "\n".join("".join(format_op(op) + "\n" for op in ops) for ops in scripts)

@@ -81,11 +81,6 @@ def stop() -> None:
     kill_all()
 
 
-def live_pids() -> list[int]:
-    with _lock:
-        return list(_live)
-
-
 @contextlib.contextmanager
 def signal_guard() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM first kill all lab processes, then interrupt

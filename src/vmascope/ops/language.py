@@ -83,9 +83,6 @@ class Op:
     def end(self) -> int:
         return self.addr + self.length
 
-    def to_text(self) -> str:
-        return format_op(self)
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": self.kind}
         for f in dataclasses.fields(self):
