@@ -96,7 +96,8 @@ def fixes(b: Budget, patterns: list[Pattern], fps: list[Fingerprint], h: Headroo
                 runtime = " For mimalloc: MIMALLOC_ARENA_EAGER_COMMIT=1 commits arenas eagerly."
             out.append(Fix(
                 "checkerboard",
-                f"commit in larger pieces than {g} page(s), or decommit with "
+                ("commit in larger pieces than one page" if g == 1 else
+                 f"commit in larger pieces than {g} pages") + ", or decommit with "
                 "madvise(MADV_DONTNEED) and keep the protection instead of "
                 "mprotect(PROT_NONE)." + runtime,
                 f"this reservation goes from {p.excess + 1:,} VMAs to 1 when the "

@@ -55,8 +55,9 @@ def recommend(count: int, max_map_count: int | None, *,
     growth = max(0.0, rate or 0.0) * horizon_hours
     projected = int(math.ceil(count + growth))
     why.append(f"projected in {horizon_hours:g} h: {projected:,}")
-    want = int(math.ceil(projected * MARGIN / STEP)) * STEP
-    recommended = max(KERNEL_DEFAULT, want)
+    doubled = projected * MARGIN
+    want = int(math.ceil(doubled / STEP)) * STEP
+    recommended = KERNEL_DEFAULT if doubled <= KERNEL_DEFAULT else want
     if recommended == KERNEL_DEFAULT:
         why.append(f"twice that fits the kernel default {KERNEL_DEFAULT:,}")
     else:

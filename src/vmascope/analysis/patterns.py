@@ -64,6 +64,10 @@ def _pages(n: int, page: int) -> str:
     return f"{n // page}-page" if n % page == 0 else f"{n}-byte"
 
 
+def _n_pages(n: int, page: int) -> str:
+    return "1 page" if n == page else f"{n // page} pages"
+
+
 def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
     out = []
     page = snap.meta.page_size or 4096
@@ -76,7 +80,6 @@ def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
         values = np.unique(perms)
         if len(values) != 2:
             continue
-        cause = b.cause[lo:hi - 1]
         # Alternation: every protection boundary goes from one value to the other, so the
         # pieces alternate; the granularity is the commonest piece size of each kind.
         sizes = (snap.end[lo:hi] - snap.start[lo:hi]).astype(np.int64)
@@ -89,10 +92,9 @@ def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
         o_mode = int(np.bincount(o_sizes // page).argmax()) * page if len(o_sizes) else 0
         name = f"commit/decommit checkerboard of {_pages(c_mode, page)} pieces"
         detail = (f"{prot:,} protection changes between {bits_to_perms(int(committed))} "
-                  f"(committed, mostly {c_mode // page} page(s) each) and "
-                  f"{bits_to_perms(int(other))} (mostly {o_mode // page} page(s) each) in "
+                  f"(committed, mostly {_n_pages(c_mode, page)} each) and "
+                  f"{bits_to_perms(int(other))} (mostly {_n_pages(o_mode, page)} each) in "
                   f"one reservation of {r.vma_count:,} VMAs")
-        del cause
         out.append(Pattern("checkerboard", name, 1, prot, detail, r.start, r.end,
                            {"committed_pages": c_mode // page,
                             "decommitted_pages": o_mode // page},
