@@ -114,7 +114,7 @@ def analyze(
     frag = fragmentation(snap, classes, pairs, run_limit)
     b = budget(snap, why, classes, reservation_limit)
     pats = find_patterns(snap, b, frag, classes)
-    fps = fingerprint(snap, pats)
+    fps = fingerprint(snap, pats, b)
     return Analysis(
         snapshot=snap,
         headroom=h,

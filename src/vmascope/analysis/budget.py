@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model import PERM_EXEC, PERM_READ, PERM_WRITE, Snapshot, bits_to_perms
+from ..model import Snapshot, bits_to_perms
 from .attribution import FILE, NAMED_ANON, PLAIN_ANON, backing_classes
 
 if TYPE_CHECKING:
@@ -129,6 +129,9 @@ class Budget:
     cause: np.ndarray = dataclasses.field(repr=False)
     # Per VMA: index of its reservation (0 .. ideal - 1), in address order.
     reservation_id: np.ndarray = dataclasses.field(repr=False)
+    # Per reservation: its first VMA and its VMA count.
+    firsts: np.ndarray = dataclasses.field(repr=False, default_factory=lambda: np.zeros(0))
+    counts: np.ndarray = dataclasses.field(repr=False, default_factory=lambda: np.zeros(0))
 
     @property
     def excess(self) -> int:
@@ -237,28 +240,38 @@ def classify(snap: Snapshot, link: np.ndarray, why: WhyNotMerged | None,
     return cause, certain
 
 
+def boundary_keys(snap: Snapshot, cause: np.ndarray) -> np.ndarray:
+    """Per boundary, one small integer holding its cause and, for protection boundaries,
+    the unordered pair of permissions: ``(cause + 1) * 256 + max * 16 + min``."""
+    if len(cause) == 0:
+        return np.zeros(0, dtype=np.int16)
+    a, b = snap.perms[:-1], snap.perms[1:]
+    pair = (np.maximum(a, b) << 4) | np.minimum(a, b)
+    key = (cause.astype(np.int16) + 1) << 8
+    key |= np.where(cause == PROTECTION, pair, 0)
+    return key
+
+
 def cause_totals(snap: Snapshot, cause: np.ndarray, certain: np.ndarray,
-                 lo: int = 0, hi: int | None = None) -> CauseTotals:
+                 lo: int = 0, hi: int | None = None,
+                 keys: np.ndarray | None = None) -> CauseTotals:
     """Totals over boundaries lo .. hi - 1 (all by default)."""
     hi = len(cause) if hi is None else hi
-    c = cause[lo:hi]
-    counts = np.bincount(c[c >= 0], minlength=len(CAUSES))
+    if keys is None:
+        keys = boundary_keys(snap, cause)
+    hist = np.bincount(keys[lo:hi], minlength=(len(CAUSES) + 1) * 256)
+    hist = hist.reshape(len(CAUSES) + 1, 256)
+    counts = hist.sum(axis=1)[1:]
     out = {name: int(counts[i]) for i, name in enumerate(CAUSES)}
     # Protection: which pairs of permissions (unordered).
     protections: dict[str, int] = {}
-    sel = np.flatnonzero(c == PROTECTION) + lo
-    if len(sel):
-        a = snap.perms[sel].astype(np.int64)
-        b = snap.perms[sel + 1].astype(np.int64)
-        code = np.maximum(a, b) * 16 + np.minimum(a, b)
-        pc = np.bincount(code, minlength=256)
-        for v in np.flatnonzero(pc):
-            protections[f"{bits_to_perms(int(v) // 16)}/{bits_to_perms(int(v) % 16)}"] = \
-                int(pc[v])
-        protections = dict(sorted(protections.items(), key=lambda kv: -kv[1]))
+    pc = hist[PROTECTION + 1]
+    for v in np.flatnonzero(pc):
+        protections[f"{bits_to_perms(int(v) >> 4)}/{bits_to_perms(int(v) & 15)}"] = int(pc[v])
+    protections = dict(sorted(protections.items(), key=lambda kv: -kv[1]))
     flags: dict[str, int] = {}
-    sel = np.flatnonzero(c == VMFLAGS) + lo
-    if len(sel) and snap.vmflags is not None:
+    if out["vmflags"] and snap.vmflags is not None:
+        sel = np.flatnonzero(cause[lo:hi] == VMFLAGS) + lo
         diff = (snap.vmflags[sel] ^ snap.vmflags[sel + 1]) & ~_flag_bits(snap, _IGNORED_FLAGS)
         present = int(np.bitwise_or.reduce(diff))
         for bit, m in enumerate(snap.flag_names):
@@ -271,8 +284,8 @@ def cause_totals(snap: Snapshot, cause: np.ndarray, certain: np.ndarray,
         anon_conf = {k: v for k, v in (("inferred", out["anon_vma"] - nc), ("certain", nc))
                      if v}
     hole_bytes = 0
-    sel = np.flatnonzero(c == HOLE) + lo
-    if len(sel):
+    if out["hole"]:
+        sel = np.flatnonzero(cause[lo:hi] == HOLE) + lo
         hole_bytes = int((snap.start[sel + 1] - snap.end[sel]).sum())
     return CauseTotals(out, protections, flags, anon_conf, hole_bytes)
 
@@ -292,7 +305,8 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
     else:
         rid = np.concatenate([[0], np.cumsum(~link)]).astype(np.int64)
     ideal = int(rid[-1]) + 1 if n else 0
-    totals = cause_totals(snap, cause, certain)
+    keys = boundary_keys(snap, cause)
+    totals = cause_totals(snap, cause, certain, keys=keys)
     counts = np.bincount(rid, minlength=ideal) if n else np.zeros(0, dtype=np.int64)
     firsts = np.flatnonzero(np.concatenate([[True], ~link])) if n else rid
     spans = np.zeros(0, dtype=np.uint64)
@@ -316,14 +330,10 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
         reservations.append(BudgetReservation(
             start=int(snap.start[f]), end=int(snap.end[f + c - 1]), vma_count=c,
             first_index=f, kind=kind, label=label,
-            causes=cause_totals(snap, cause, certain, f, f + c - 1)))
+            causes=cause_totals(snap, cause, certain, f, f + c - 1, keys)))
     return Budget(map_count=n, ideal=ideal, totals=totals, reservations=reservations,
-                  reservation_count=ideal, cause=cause, reservation_id=rid)
-
-
-def protection_class(perms: np.ndarray) -> np.ndarray:
-    """0 no access, 1 some access (for the checkerboard test)."""
-    return ((perms & (PERM_READ | PERM_WRITE | PERM_EXEC)) != 0).astype(np.int8)
+                  reservation_count=ideal, cause=cause, reservation_id=rid,
+                  firsts=firsts, counts=counts)
 
 
 __all__ = ["CAUSES", "CAUSE_COLOURS", "CAUSE_LABELS", "Budget", "BudgetReservation",

@@ -64,6 +64,16 @@ def _pages(n: int, page: int) -> str:
     return f"{n // page}-page" if n % page == 0 else f"{n}-byte"
 
 
+def _mode(values: np.ndarray) -> int:
+    """The commonest value (the smallest of equally common ones); 0 when empty."""
+    if len(values) == 0:
+        return 0
+    if int(values.max()) < 1 << 16:
+        return int(np.bincount(values).argmax())
+    u, c = np.unique(values, return_counts=True)
+    return int(u[c.argmax()])
+
+
 def _n_pages(n: int, page: int) -> str:
     return "1 page" if n == page else f"{n // page} pages"
 
@@ -77,7 +87,7 @@ def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
             continue
         lo, hi = r.first_index, r.first_index + r.vma_count
         perms = snap.perms[lo:hi]
-        values = np.unique(perms)
+        values = np.flatnonzero(np.bincount(perms, minlength=16)).astype(np.uint8)
         if len(values) != 2:
             continue
         # Alternation: every protection boundary goes from one value to the other, so the
@@ -88,8 +98,8 @@ def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
         other = values[values != committed][0]
         c_sizes = sizes[perms == committed]
         o_sizes = sizes[perms == other]
-        c_mode = int(np.bincount(c_sizes // page).argmax()) * page if len(c_sizes) else 0
-        o_mode = int(np.bincount(o_sizes // page).argmax()) * page if len(o_sizes) else 0
+        c_mode = _mode(c_sizes // page) * page
+        o_mode = _mode(o_sizes // page) * page
         name = f"commit/decommit checkerboard of {_pages(c_mode, page)} pieces"
         detail = (f"{prot:,} protection changes between {bits_to_perms(int(committed))} "
                   f"(committed, mostly {_n_pages(c_mode, page)} each) and "
@@ -175,7 +185,7 @@ def malloc_arenas(snap: Snapshot, classes: np.ndarray, b: Budget) -> list[Patter
         return []
     anon = _private_anon(snap, classes)
     start = snap.start
-    aligned = (start % np.uint64(ARENA)) == 0
+    aligned = (start & np.uint64(ARENA - 1)) == 0
     rw = snap.perms == (PERM_READ | PERM_WRITE)
     head = anon & aligned & rw
     whole = head & (snap.end - start == np.uint64(ARENA))

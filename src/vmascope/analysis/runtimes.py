@@ -31,11 +31,13 @@ import re
 import numpy as np
 
 from ..model import PERM_READ, PERM_WRITE, PERM_EXEC, Snapshot
-from .attribution import NAMED_ANON, PLAIN_ANON, backing_classes
+from .budget import Budget, budget
 from .patterns import Pattern
 
 GiB = 1 << 30
 GO_ARENA_HINT = 0xC000000000
+GO_SPAN = 1 << 32
+BIG = 128 << 20
 DOTNET_REGIONS = 256 * GiB
 
 RUNTIMES: tuple[str, ...] = (
@@ -96,40 +98,42 @@ def _exe(snap: Snapshot) -> str:
     return os.path.basename(cmd[0]) if cmd else (snap.meta.comm or "")
 
 
-def _anon_reservations(snap: Snapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(start, end, PROT_NONE bytes) of the maximal runs of contiguous private anon VMAs."""
-    n = len(snap)
-    if n == 0:
+def _anon_reservations(snap: Snapshot, b: Budget) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, PROT_NONE bytes) of the anonymous reservations worth a look: those
+    spanning at least 128 MiB, and those near Go's arena hint."""
+    if len(snap) == 0 or len(b.firsts) == 0:
         z = np.zeros(0, dtype=np.uint64)
         return z, z, z
-    classes = backing_classes(snap)
-    anon = (((classes == PLAIN_ANON) | (classes == NAMED_ANON)) & ((snap.perms & 8) == 0)
-            & (snap.inode == 0))
-    link = anon[:-1] & anon[1:] & (snap.end[:-1] == snap.start[1:])
-    rid = np.concatenate([[0], np.cumsum(~link)])
-    none = (snap.perms & (PERM_READ | PERM_WRITE | PERM_EXEC)) == 0
-    size = (snap.end - snap.start)
-    keep = anon
-    r = rid[keep]
-    if len(r) == 0:
-        z = np.zeros(0, dtype=np.uint64)
-        return z, z, z
-    uniq, first = np.unique(r, return_index=True)
-    idx = np.flatnonzero(keep)
-    starts = snap.start[idx[first]]
-    last = np.concatenate([first[1:], [len(r)]]) - 1
-    ends = snap.end[idx[last]]
-    none_bytes = np.bincount(r, weights=np.where(none[keep], size[keep], 0).astype(np.float64),
-                             minlength=int(uniq.max()) + 1)[uniq]
-    return starts, ends, none_bytes.astype(np.uint64)
+    firsts = b.firsts
+    lasts = firsts + b.counts - 1
+    starts = snap.start[firsts]
+    ends = snap.end[lasts]
+    anon = (snap.inode[firsts] == 0) & (snap.name_id[firsts] < 0)
+    named = snap.name_id[firsts] >= 0
+    if named.any():
+        ids = [i for i, nm in enumerate(snap.names) if nm.startswith("[anon:")]
+        anon |= named & np.isin(snap.name_id[firsts], ids)
+    anon &= (snap.perms[firsts] & 8) == 0
+    big = (ends - starts) >= np.uint64(BIG)
+    near_go = (starts >= np.uint64(GO_ARENA_HINT)) & (starts < np.uint64(GO_ARENA_HINT + GO_SPAN))
+    pick = np.flatnonzero(anon & (big | near_go))
+    none_bytes = np.zeros(len(pick), dtype=np.uint64)
+    for j, r in enumerate(pick):
+        lo, hi = int(firsts[r]), int(lasts[r]) + 1
+        no = (snap.perms[lo:hi] & (PERM_READ | PERM_WRITE | PERM_EXEC)) == 0
+        none_bytes[j] = (snap.end[lo:hi][no] - snap.start[lo:hi][no]).sum()
+    return starts[pick], ends[pick], none_bytes
 
 
-def fingerprint(snap: Snapshot, patterns: list[Pattern] | None = None) -> list[Fingerprint]:
+def fingerprint(snap: Snapshot, patterns: list[Pattern] | None = None,
+                b: Budget | None = None) -> list[Fingerprint]:
     """Every runtime or allocator the snapshot shows, most confident first."""
+    if b is None:
+        b = budget(snap, limit=0)
     bases = _basenames(snap)
     exe = _exe(snap)
     cmdline = " ".join(snap.meta.cmdline or [])
-    starts, ends, none_bytes = _anon_reservations(snap)
+    starts, ends, none_bytes = _anon_reservations(snap, b)
     out: list[Fingerprint] = []
 
     # .NET
@@ -174,7 +178,7 @@ def fingerprint(snap: Snapshot, patterns: list[Pattern] | None = None) -> list[F
 
     # Go
     go = np.flatnonzero((starts >= np.uint64(GO_ARENA_HINT))
-                        & (starts < np.uint64(GO_ARENA_HINT + (1 << 32))))
+                        & (starts < np.uint64(GO_ARENA_HINT + GO_SPAN)))
     if len(go):
         ev = [f"anonymous reservation at {int(starts[go[0]]):#x}: Go's first heap arena "
               "hint (0xc000000000)"]
