@@ -179,9 +179,23 @@ def library_segments(snap: Snapshot, b: Budget) -> list[Pattern]:
                     detail, granularity={"vmas_per_library_x10": round(per * 10)})]
 
 
+REPLACING_ALLOCATORS = re.compile(r"^lib(jemalloc|mimalloc|tcmalloc)[._]")
+
+
+def malloc_replaced(snap: Snapshot) -> str | None:
+    """The mapped library that replaces glibc's malloc, if any."""
+    for nm in snap.names:
+        base = os.path.basename(nm)
+        if REPLACING_ALLOCATORS.search(base):
+            return base
+    return None
+
+
 def malloc_arenas(snap: Snapshot, classes: np.ndarray, b: Budget) -> list[Pattern]:
     n = len(snap)
-    if n == 0:
+    # With jemalloc, mimalloc or tcmalloc in place glibc's malloc makes no arenas (and
+    # mimalloc's 32 MiB segments can look like one).
+    if n == 0 or malloc_replaced(snap):
         return []
     anon = _private_anon(snap, classes)
     start = snap.start

@@ -144,12 +144,13 @@ def fingerprint(snap: Snapshot, patterns: list[Pattern] | None = None,
     dm, dm_idx = _names_like(snap, r"^/?memfd:doublemapper")
     if dm:
         ev.append(f"{dm:,} memfd:doublemapper mappings (W^X double mapping of code)")
-    big = np.flatnonzero(none_bytes >= np.uint64(DOTNET_REGIONS))
+    spans = ends - starts
+    big = np.flatnonzero((spans >= np.uint64(DOTNET_REGIONS)) & (none_bytes >= spans // 2))
     regions = [(int(starts[i]), int(ends[i])) for i in big]
     if len(big):
         ev.append(f"{len(big)} anonymous reservation(s) of at least 256 GiB mostly "
                   "PROT_NONE (GC regions range)")
-    if lib or (dm and len(big)) or dm:
+    if lib or dm:
         conf = "certain" if lib else ("high" if dm and len(big) else "medium")
         out.append(Fingerprint(".NET", conf, ev, "", regions))
 
@@ -194,7 +195,7 @@ def fingerprint(snap: Snapshot, patterns: list[Pattern] | None = None,
         ev = [f"{lib} is mapped"] if lib else []
         if exe in ("node", "nodejs"):
             ev.append(f"the executable is {exe}")
-        v8 = np.flatnonzero(none_bytes >= np.uint64(128 << 20))
+        v8 = np.flatnonzero((spans >= np.uint64(BIG)) & (none_bytes >= spans // 2))
         if len(v8):
             ev.append(f"{len(v8)} anonymous reservation(s) of 128 MiB or more, mostly "
                       "PROT_NONE (V8 code range / heap cage)")
