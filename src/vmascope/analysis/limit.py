@@ -49,7 +49,7 @@ def recommend(count: int, max_map_count: int | None, *,
     if previous is not None and now is not None and now > previous[0]:
         rate = (count - previous[1]) / ((now - previous[0]) / 3600.0)
         why.append(f"trend: {previous[1]:,} -> {count:,} mappings in "
-                   f"{now - previous[0]:.0f} s, {rate:+,.0f} an hour")
+                   f"{now - previous[0]:.3g} s, {rate:+,.0f} an hour")
     else:
         why.append("trend: one snapshot, taken as flat")
     growth = max(0.0, rate or 0.0) * horizon_hours

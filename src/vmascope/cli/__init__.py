@@ -18,7 +18,7 @@ from ..errors import UsageError, VmascopeError
 
 # Verb modules, in the order `vmascope --help` lists them. A module that is not there
 # yet (a verb still being built) is skipped.
-VERBS = ("snapshot", "analyze", "simulate", "lab", "kernels", "record", "replay", "top",
+VERBS = ("snapshot", "analyze", "check", "simulate", "lab", "kernels", "record", "replay", "top",
          "watch", "exporter", "demo")
 
 
