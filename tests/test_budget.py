@@ -100,9 +100,11 @@ def reference(snap: Snapshot) -> tuple[int, list[str | None]]:
             causes.append("protection")
         elif flag_diff:
             causes.append("vmflags")
-        elif (a.end == b.start and continuous
+        elif (a.end == b.start and (b.offset == a.offset + a.size
+                                    or (anon_zero and ka == "anon"))
               and codes & {"anon_vma", "anon_vma_unfaulted", "fork_child"}):
-            # Only a pair that otherwise looks alike gets to the anon_vma check.
+            # Only a pair that otherwise looks alike gets to the anon_vma check (two
+            # zero offsets count as continuous for anonymous memory, docs/analyze.md).
             causes.append("anon_vma")
         elif not continuous:
             causes.append("file_offset")

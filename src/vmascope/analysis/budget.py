@@ -129,6 +129,9 @@ class Budget:
     cause: np.ndarray = dataclasses.field(repr=False)
     # Per VMA: index of its reservation (0 .. ideal - 1), in address order.
     reservation_id: np.ndarray = dataclasses.field(repr=False)
+    # Boundaries per cause inside anonymous reservations only (where a runtime's or an
+    # allocator's calls made them; files and special mappings left out).
+    anon_counts: dict[str, int] = dataclasses.field(default_factory=dict)
     # Per reservation: its first VMA and its VMA count.
     firsts: np.ndarray = dataclasses.field(repr=False, default_factory=lambda: np.zeros(0))
     counts: np.ndarray = dataclasses.field(repr=False, default_factory=lambda: np.zeros(0))
@@ -307,6 +310,12 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
     ideal = int(rid[-1]) + 1 if n else 0
     keys = boundary_keys(snap, cause)
     totals = cause_totals(snap, cause, certain, keys=keys)
+    anon_counts = dict.fromkeys(CAUSES, 0)
+    if n > 1:
+        anon_first = ((snap.inode[:-1] == 0) & ((snap.perms[:-1] & 8) == 0)
+                      & ((classes[:-1] == PLAIN_ANON) | (classes[:-1] == NAMED_ANON)))
+        per = np.bincount((keys[anon_first] >> 8).astype(np.int64), minlength=len(CAUSES) + 1)
+        anon_counts = {name: int(per[i + 1]) for i, name in enumerate(CAUSES)}
     counts = np.bincount(rid, minlength=ideal) if n else np.zeros(0, dtype=np.int64)
     firsts = np.flatnonzero(np.concatenate([[True], ~link])) if n else rid
     spans = np.zeros(0, dtype=np.uint64)
@@ -333,7 +342,7 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
             causes=cause_totals(snap, cause, certain, f, f + c - 1, keys)))
     return Budget(map_count=n, ideal=ideal, totals=totals, reservations=reservations,
                   reservation_count=ideal, cause=cause, reservation_id=rid,
-                  firsts=firsts, counts=counts)
+                  anon_counts=anon_counts, firsts=firsts, counts=counts)
 
 
 __all__ = ["CAUSES", "CAUSE_COLOURS", "CAUSE_LABELS", "Budget", "BudgetReservation",

@@ -100,23 +100,11 @@ def fixes(b: Budget, patterns: list[Pattern], fps: list[Fingerprint], h: Headroo
                  f"commit in larger pieces than {g} pages") + ", or decommit with "
                 "madvise(MADV_DONTNEED) and keep the protection instead of "
                 "mprotect(PROT_NONE)." + runtime,
-                f"this reservation goes from {p.excess + 1:,} VMAs to 1 when the "
-                f"protection is kept; committing in pieces {16 * g} pages large divides "
-                "the count by about 16",
+                f"{p.excess:,} VMAs fewer when the protection is kept (the "
+                "reservation's protection boundaries go away); committing in pieces "
+                f"{16 * g} pages large divides them by about 16",
                 p.excess, _sim("checkerboard"),
                 {"checkerboard-before.ops": before, "checkerboard-after.ops": after}))
-        elif p.code == "lookalike_runs":
-            anon = b.totals.counts["anon_vma"]
-            if anon >= worth:
-                out.append(Fix(
-                    "anon_vma",
-                    "let the pieces share one anon_vma: write one page of the reservation "
-                    "while it is accessible, before splitting it, so later pieces inherit "
-                    "that anon_vma (the seed's pre-fault), or change the protection before "
-                    "the first write",
-                    f"up to {anon:,} VMAs fewer (the boundaries put down to distinct "
-                    "anon_vmas, inferred)",
-                    anon, "vmascope lab run seed --kernel 6.12,host"))
         elif p.code == "dontdump_stripes":
             before, after = _pieces_script(False, 1, "dontdump")
             out.append(Fix("dontdump_stripes",
@@ -159,7 +147,53 @@ def fixes(b: Budget, patterns: list[Pattern], fps: list[Fingerprint], h: Headroo
                            f"the {count:,} memfd:doublemapper VMAs go away", count,
                            "vmascope analyze PID, once as is and once restarted with "
                            "DOTNET_EnableWriteXorExecute=0"))
+    out += _by_cause(b, patterns, out, worth)
     out.sort(key=lambda f: -f.saves)
+    return out
+
+
+# Patterns whose boundaries are normal costs, not worth a fix by themselves.
+_NORMAL = ("thread_stacks", "malloc_arenas", "library_segments", "file_holes")
+
+
+def _by_cause(b: Budget, patterns: list[Pattern], done: list[Fix], worth: int) -> list[Fix]:
+    """Fixes for the causes in anonymous reservations that no pattern's fix covers."""
+    from .advice import FLAG_HINTS
+
+    covered = {f.about for f in done}
+    normal = {p.code: p.excess for p in patterns if p.code in _NORMAL}
+    named = {p.code: p.excess for p in patterns}
+    out = []
+    prot = (b.anon_counts.get("protection", 0) - normal.get("thread_stacks", 0)
+            - normal.get("malloc_arenas", 0) - named.get("checkerboard", 0))
+    if prot >= worth and "checkerboard" not in covered:
+        out.append(Fix("protection",
+                       "change protection on whole reservations, not on pieces: decommit "
+                       "with madvise(MADV_DONTNEED) and keep the protection, or commit in "
+                       "larger pieces",
+                       f"up to {prot:,} VMAs fewer", prot,
+                       "vmascope simulate checkerboard-before.ops checkerboard-after.ops",
+                       dict(zip(("checkerboard-before.ops", "checkerboard-after.ops"),
+                                _pieces_script(True, 1)))))
+    flags = b.anon_counts.get("vmflags", 0) - named.get("dontdump_stripes", 0) \
+        - named.get("hugepage_toggles", 0)
+    if flags >= worth and not covered & {"dontdump_stripes", "hugepage_toggles"}:
+        top = next(iter(b.totals.flags), "")
+        hint, fix = FLAG_HINTS.get(top, ("", "apply the same call to whole ranges, not "
+                                         "to pieces of them"))
+        out.append(Fix("vmflags", fix + (f" ({hint})" if hint else ""),
+                       f"up to {flags:,} VMAs fewer", flags,
+                       "vmascope simulate dontdump-before.ops dontdump-after.ops",
+                       dict(zip(("dontdump-before.ops", "dontdump-after.ops"),
+                                _pieces_script(False, 1, "dontdump")))))
+    anon = b.anon_counts.get("anon_vma", 0)
+    if anon >= worth and "anon_vma" not in covered:
+        out.append(Fix("anon_vma",
+                       "let the pieces share one anon_vma: write one page of the "
+                       "reservation while it is accessible, before splitting it (the "
+                       "seed's pre-fault), or change the protection before the first write",
+                       f"up to {anon:,} VMAs fewer (distinct anon_vmas, inferred)", anon,
+                       "vmascope lab run seed --kernel 6.12,host"))
     return out
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model import PERM_READ, PERM_SHARED, PERM_WRITE, Snapshot, bits_to_perms
+from ..model import PERM_READ, PERM_SHARED, PERM_WRITE, Snapshot, bits_to_perms, perms_to_bits
 from .attribution import NAMED_ANON, PLAIN_ANON, backing_classes
 from .budget import HOLE, PROTECTION, VMFLAGS, Budget
 
@@ -35,6 +35,7 @@ MiB = 1 << 20
 ARENA = 64 * MiB  # glibc HEAP_MAX_SIZE on 64-bit (2 * DEFAULT_MMAP_THRESHOLD_MAX)
 GUARD_MAX = 64 * 1024  # largest guard area taken for a thread stack's
 STACK_MIN = 64 * 1024
+STACK_TYPICAL = 256 * 1024  # committed pieces this large between guards are stacks
 CHECKERBOARD_MIN = 16  # protection boundaries in one reservation
 LIB_RE = re.compile(r"\.so(\.[0-9.]+)?$")
 
@@ -83,15 +84,14 @@ def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
     page = snap.meta.page_size or 4096
     for r in b.reservations:
         prot = r.causes.counts["protection"]
-        if prot < CHECKERBOARD_MIN or prot < 0.9 * r.excess:
+        # Most of the reservation's excess, all between the same two protections.
+        if (prot < CHECKERBOARD_MIN or prot < 0.5 * r.excess or r.kind != "anon"
+                or len(r.causes.protections) != 1):
             continue
         lo, hi = r.first_index, r.first_index + r.vma_count
         perms = snap.perms[lo:hi]
-        values = np.flatnonzero(np.bincount(perms, minlength=16)).astype(np.uint8)
-        if len(values) != 2:
-            continue
-        # Alternation: every protection boundary goes from one value to the other, so the
-        # pieces alternate; the granularity is the commonest piece size of each kind.
+        a, b_ = next(iter(r.causes.protections)).split("/")
+        values = np.array([perms_to_bits(a), perms_to_bits(b_)], dtype=np.uint8)
         sizes = (snap.end[lo:hi] - snap.start[lo:hi]).astype(np.int64)
         access = (values & (PERM_READ | PERM_WRITE)) != 0
         committed = values[access][0] if access.any() else values[1]
@@ -100,6 +100,8 @@ def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
         o_sizes = sizes[perms == other]
         c_mode = _mode(c_sizes // page) * page
         o_mode = _mode(o_sizes // page) * page
+        if c_mode >= STACK_TYPICAL and o_mode <= GUARD_MAX:
+            continue  # thread stacks side by side, each with its guard: thread_stacks
         name = f"commit/decommit checkerboard of {_pages(c_mode, page)} pieces"
         detail = (f"{prot:,} protection changes between {bits_to_perms(int(committed))} "
                   f"(committed, mostly {_n_pages(c_mode, page)} each) and "
