@@ -85,3 +85,26 @@ def test_recommendation_rule() -> None:
     # A shrinking process is projected at its current count.
     r = recommend(30_000, None, previous=(0.0, 50_000), now=3600.0)
     assert r.projected == 30_000 and r.enough is None
+
+
+def test_analyze_previous_gives_the_trend(shapes_exe: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`analyze --previous`: the limit follows the growth between the two snapshots."""
+    import vmascope
+
+    prev = tmp_path / "before.vmasnap"
+    with running([str(shapes_exe), "checkerboard", "1001"], "RESERVED") as proc:
+        assert main(["snapshot", str(proc.pid), "-o", str(prev)]) == 0
+    before = vmascope.load(str(prev))
+    capsys.readouterr()
+    with running([str(shapes_exe), "checkerboard", "5001"], "RESERVED") as proc:
+        assert main(["analyze", str(proc.pid), "--previous", str(prev),
+                     "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    lim = data["limit"]
+    now, count = data["process"]["time"], data["map_count"]
+    assert count - before.map_count == 4000
+    hours = (now - before.meta.time) / 3600
+    assert lim["rate_per_hour"] == pytest.approx(4000 / hours)
+    assert lim["projected"] >= count + 4000 / hours * 168 - 1
+    assert lim["recommended"] % 65_536 == 0 and lim["recommended"] >= 2 * lim["projected"]
