@@ -201,7 +201,7 @@ def summary_line(b: Budget, patterns: list[Pattern], fx: list[Fix], h: Headroom)
     """One line when nothing is worth fixing; None otherwise."""
     if fx or h.level in ("warning", "critical"):
         return None
-    normal = ", ".join(p.name for p in patterns if p.excess) or "none"
+    normal = ", ".join([p.name for p in patterns if p.excess][:3]) or "none"
     return (f"Nothing worth fixing: {b.map_count:,} VMAs, {b.excess:,} more than the "
             f"ideal {b.ideal:,}, from normal shapes ({normal}).")
 

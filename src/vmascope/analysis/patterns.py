@@ -79,8 +79,12 @@ def _n_pages(n: int, page: int) -> str:
     return "1 page" if n == page else f"{n // page} pages"
 
 
-def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
+def checkerboards(snap: Snapshot, b: Budget, arena_heads: set[int] | None = None
+                  ) -> list[Pattern]:
+    """``arena_heads``: start addresses of glibc malloc heaps; a reservation made of
+    such heaps side by side is the arenas pattern, not a checkerboard."""
     out = []
+    arena_heads = arena_heads or set()
     page = snap.meta.page_size or 4096
     for r in b.reservations:
         prot = r.causes.counts["protection"]
@@ -102,6 +106,10 @@ def checkerboards(snap: Snapshot, b: Budget) -> list[Pattern]:
         o_mode = _mode(o_sizes // page) * page
         if c_mode >= STACK_TYPICAL and o_mode <= GUARD_MAX:
             continue  # thread stacks side by side, each with its guard: thread_stacks
+        if arena_heads:
+            heads = snap.start[lo:hi][perms == committed]
+            if sum(int(x) in arena_heads for x in heads[:1000]) * 2 >= min(len(heads), 1000):
+                continue  # glibc malloc heaps side by side: malloc_arenas
         name = f"commit/decommit checkerboard of {_pages(c_mode, page)} pieces"
         detail = (f"{prot:,} protection changes between {bits_to_perms(int(committed))} "
                   f"(committed, mostly {_n_pages(c_mode, page)} each) and "
@@ -263,9 +271,11 @@ def find_patterns(snap: Snapshot, b: Budget, frag: Fragmentation | None = None,
     """Every named pattern in the snapshot, most excess VMAs first."""
     if classes is None:
         classes = backing_classes(snap)
-    found = (checkerboards(snap, b) + lookalike_runs(b, frag)
+    arenas = malloc_arenas(snap, classes, b)
+    heads = {a for p in arenas for a, _ in p.regions}
+    found = (checkerboards(snap, b, heads) + lookalike_runs(b, frag)
              + thread_stacks(snap, classes, b) + library_segments(snap, b)
-             + malloc_arenas(snap, classes, b) + flag_stripes(snap, b) + holes(b))
+             + arenas + flag_stripes(snap, b) + holes(b))
     found.sort(key=lambda p: -p.excess)
     return found
 
