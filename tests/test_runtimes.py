@@ -156,6 +156,8 @@ def test_go(tmp_path: Path) -> None:
     a = identify("Go", [str(tmp_path / "tiny")], "READY")
     (g,) = [f for f in a.runtimes if f.runtime == "Go"]
     assert g.confidence == "high" and g.regions and g.regions[0][0] >= 0xC000000000
+    assert a.budget is not None
+    assert any(r.owner == "Go" and r.start == g.regions[0][0] for r in a.budget.reservations)
     subprocess.run(["chmod", "-R", "u+w", str(tmp_path)], check=False)
 
 
@@ -196,6 +198,12 @@ def test_glibc_threads(exes: dict[str, Path]) -> None:
     a = identify("glibc threads", [str(exes["shapes"]), "arenas", "12"], "RESERVED")
     (m,) = [f for f in a.runtimes if f.runtime == "glibc malloc"]
     assert len(m.regions) == 12  # one arena per thread (fewer than 8 x cores)
+    assert a.budget is not None
+    owned = [r for r in a.budget.reservations if r.owner == "glibc malloc"]
+    # Every owned reservation overlaps an arena (it may hold thread stacks beside it).
+    assert owned and all(any(lo < r.end and r.start < hi for lo, hi in m.regions)
+                         for r in owned)
+    assert sum(r.end - r.start for r in owned) >= 12 * (64 << 20)
 
 
 @pytest.mark.parametrize(("name", "lib"), [("jemalloc", "libjemalloc.so.2"),
@@ -222,6 +230,12 @@ def test_dotnet_synthetic(exes: dict[str, Path]) -> None:
     assert dn.confidence == "high"
     assert any(e.startswith(f"{2 * n:,} memfd:doublemapper") for e in dn.evidence)
     assert [hi - lo for lo, hi in dn.regions] == [256 << 30]
+    # The regions reservation: 64 committed pieces, the first at its start, each followed
+    # by PROT_NONE space: 128 VMAs, owned by .NET.
+    b = a.budget
+    assert b is not None
+    (gc,) = [r for r in b.reservations if r.start == dn.regions[0][0]]
+    assert gc.vma_count == 128 and gc.owner == ".NET"
     # 600 double-mapped pages are worth the W^X advice, with the setting named.
     assert any(f.about == ".NET" and "DOTNET_EnableWriteXorExecute=0" in f.change
                for f in a.fixes)

@@ -20,7 +20,7 @@ from .fragmentation import Fragmentation, Run, fragmentation, lookalike_pairs
 from .headroom import Headroom, headroom
 from .limit import LimitAdvice, recommend
 from .patterns import Pattern, find_patterns
-from .runtimes import Fingerprint, fingerprint
+from .runtimes import Fingerprint, claim, fingerprint
 
 ANALYSIS_SCHEMA_VERSION = 1
 
@@ -115,6 +115,7 @@ def analyze(
     b = budget(snap, why, classes, reservation_limit)
     pats = find_patterns(snap, b, frag, classes)
     fps = fingerprint(snap, pats, b)
+    claim(b, fps)
     return Analysis(
         snapshot=snap,
         headroom=h,

@@ -103,6 +103,7 @@ class BudgetReservation:
     kind: str  # "anon", "file", "special"
     label: str  # the file or special name; "anonymous" otherwise
     causes: CauseTotals
+    owner: str | None = None  # the runtime or allocator that claims it (fingerprints)
 
     @property
     def ideal(self) -> int:
@@ -115,7 +116,7 @@ class BudgetReservation:
     def to_json(self) -> dict[str, object]:
         return {"start": hex(self.start), "end": hex(self.end), "vma_count": self.vma_count,
                 "ideal": 1, "excess": self.excess, "kind": self.kind, "label": self.label,
-                "causes": self.causes.to_json()}
+                "owner": self.owner, "causes": self.causes.to_json()}
 
 
 @dataclasses.dataclass

@@ -246,4 +246,12 @@ def owner_of(fingerprints: list[Fingerprint], start: int, end: int) -> str | Non
     return None
 
 
-__all__ = ["RUNTIMES", "Fingerprint", "fingerprint", "owner_of"]
+def claim(b: Budget, fingerprints: list[Fingerprint]) -> None:
+    """Name the owner of each listed reservation that a fingerprint's regions overlap."""
+    import dataclasses as dc
+
+    b.reservations = [dc.replace(r, owner=owner_of(fingerprints, r.start, r.end))
+                      if r.kind == "anon" else r for r in b.reservations]
+
+
+__all__ = ["RUNTIMES", "Fingerprint", "claim", "fingerprint", "owner_of"]

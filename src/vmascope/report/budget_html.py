@@ -94,7 +94,8 @@ def context(a: Analysis, strips: int = 3) -> dict[str, Any]:
         "budget_legend": [(CAUSE_LABELS[c], CAUSE_COLOURS[c], b.totals.counts[c])
                           for c in CAUSES if b.totals.counts[c]],
         "budget_strips": [BudgetStrip(
-            f"{r.start:x}-{r.end:x} {r.label}: {r.vma_count:,} VMAs, ideal 1, "
+            f"{r.start:x}-{r.end:x} {r.label}"
+            + (f" ({r.owner})" if r.owner else "") + f": {r.vma_count:,} VMAs, ideal 1, "
             f"{human_bytes(r.end - r.start)}", strip_svg(a, r)) for r in shown],
         "budget_empty": EMPTY,
         "terms": TERMS,

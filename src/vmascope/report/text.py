@@ -170,7 +170,8 @@ def budget_part(a: Analysis) -> RenderableType:
             if r.vma_count < 2:
                 break
             top = r.causes.dominant()
-            t.add_row(f"{r.start:x}", f"{r.vma_count:,}", "1", r.label,
+            t.add_row(f"{r.start:x}", f"{r.vma_count:,}", "1",
+                      r.label + (f" ({r.owner})" if r.owner else ""),
                       REASON_BUDGET.get(top or "", "-"))
         parts.append(t)
     for p in a.patterns[:6]:
