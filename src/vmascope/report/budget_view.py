@@ -25,13 +25,23 @@ TERMS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Short names of the VmFlags mnemonics that split ranges most often.
+FLAG_WORDS: dict[str, str] = {
+    "dd": "dontdump", "ac": "account", "hg": "hugepage", "nh": "nohugepage",
+    "lo": "locked", "lf": "lockonfault", "wf": "wipeonfork", "gu": "guard",
+    "mg": "mergeable", "nr": "noreserve", "dc": "dontfork", "sr": "seqread",
+    "rr": "randread", "um": "uffd-missing", "uw": "uffd-wp", "ui": "uffd-minor",
+}
+
+
 def which(c: CauseTotals, cause: str, limit: int = 3) -> str:
     """What differs, for one cause: 'rw-p/---p', 'dd, ac', 'inferred', '8K of holes'."""
     if cause == "protection":
         items = list(c.protections.items())[:limit]
         return ", ".join(k for k, _ in items)
     if cause == "vmflags":
-        return ", ".join(list(c.flags)[:limit])
+        return ", ".join(f"{m} ({FLAG_WORDS[m]})" if m in FLAG_WORDS else m
+                         for m in list(c.flags)[:limit])
     if cause == "anon_vma":
         return ", ".join(c.anon_confidence)
     if cause == "hole":
