@@ -148,3 +148,49 @@ def test_glibc_arenas_and_stacks(shapes_exe: Path) -> None:
     assert a.fixes == [] and a.healthy_line is not None
     assert a.healthy_line.startswith("Nothing worth fixing:")
     assert "\n" not in a.healthy_line
+
+
+def test_gc_like_anon_vma_runs(tmp_path: Path) -> None:
+    """tests/programs/reasons.c `gc N`: N two-page rw-p pieces, each written before its
+    neighbours (so each has its own anon_vma and they never merge), and a PROT_NONE
+    tail, with unmapped pages on both sides. The budget: one reservation of N + 1 VMAs,
+    N - 1 boundaries put down to anon_vma (inferred) and 1 to protection."""
+    exe = tmp_path / "reasons"
+    subprocess.run([need("cc"), "-O1", "-o", str(exe), str(PROGRAMS / "reasons.c")],
+                   check=True, timeout=120)
+    n = 400
+    with running([str(exe), "gc", str(n)], "RESERVED") as proc:
+        lo, hi = (int(x, 16) for x in proc.first_line.split()[1:3])
+        snap, _ = read_stopped(proc.pid)
+    a = analyze(snap)
+    assert_identity(a)
+    b = a.budget
+    assert b is not None
+    (r,) = [r for r in b.reservations if r.start == lo]
+    assert (r.end, r.vma_count) == (hi, n + 1)
+    want = dict.fromkeys(CAUSES, 0)
+    want.update(anon_vma=n - 1, protection=1)
+    assert r.causes.counts == want
+    assert r.causes.anon_confidence == {"inferred": n - 1}
+    assert any(p.code == "lookalike_runs" and p.excess >= n - 1 for p in a.patterns)
+    # n - 1 = 399 boundaries are worth the anon_vma fix, which names the lab command.
+    (fx,) = [f for f in a.fixes if f.about == "anon_vma"]
+    assert fx.saves == n - 1 and fx.command.startswith("vmascope lab run seed")
+
+
+def test_json_report_carries_the_budget(shapes_exe: Path) -> None:
+    import json
+
+    v = 501
+    with running([str(shapes_exe), "checkerboard", str(v)], "RESERVED") as proc:
+        snap, lines = read_stopped(proc.pid)
+    data = json.loads(render(analyze(snap), "json"))
+    b = data["budget"]
+    assert b["map_count"] == lines
+    assert sum(b["totals"]["counts"].values()) == b["map_count"] - b["ideal"] == b["excess"]
+    assert b["causes_order"] == list(CAUSES)
+    top = b["reservations"][0]
+    assert top["vma_count"] == v and top["causes"]["counts"]["protection"] == v - 1
+    assert data["patterns"][0]["code"] == "checkerboard"
+    assert data["fixes"][0]["scripts"] and data["nothing_to_fix"] is None
+    assert data["limit"]["recommended"] >= 65530

@@ -8,8 +8,8 @@ without a preload. .NET is not packaged by Debian: its documented shapes (the GC
 reservation, the memfd:doublemapper double mapping) are made by a C program
 (tests/programs/shapes.c, mode dotnet): a synthetic process, stated as such.
 
-Every process also checks the budget identity. The last test prints the confusion table
-(process x identified) and checks it has nothing off the expected sets.
+Every process also checks the budget identity. The module prints the confusion table
+(process x identified) when it is done (pytest -s shows it).
 """
 
 from __future__ import annotations
@@ -241,16 +241,18 @@ def test_dotnet_synthetic(exes: dict[str, Path]) -> None:
                for f in a.fixes)
 
 
-def test_confusion_table() -> None:
-    """Runs last in this module: every process above, what it was identified as."""
+@pytest.fixture(scope="module", autouse=True)
+def confusion_table():  # type: ignore[no-untyped-def]
+    """After the module: print the confusion table (process x identified as; "(also)"
+    marks what a process may hold besides its own runtime). Each test has checked its
+    own row against EXPECTED already."""
+    yield
     if not SEEN:
-        pytest.skip("no runtime process ran")
-    cols = list(RUNTIMES)
+        return
     width = max(len(k) for k in EXPECTED)
     lines = ["process".ljust(width) + " | identified as"]
     for name, found in SEEN.items():
-        must, may = EXPECTED[name]
-        marks = [f"{c}{'' if c in must else ' (also)'}" for c in cols if c in found]
+        must, _ = EXPECTED[name]
+        marks = [c + ("" if c in must else " (also)") for c in RUNTIMES if c in found]
         lines.append(name.ljust(width) + " | " + ", ".join(marks))
-        assert must <= found and found <= must | may
     print("\n" + "\n".join(lines))
