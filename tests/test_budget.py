@@ -2,7 +2,7 @@
 
 The property test builds random layouts and compares the budget with a plain per-VMA
 reading of the definition in docs/analyze.md (reservations, the fixed order of causes);
-the anon_vma verdict comes from kernel/rules.py's explain_pair, as documented.
+the anon_vma verdict comes from the rule module's explain_pair, as documented.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from vmascope.analysis import analyze
 from vmascope.analysis.budget import CAUSES, budget
 from vmascope.kernel.epochs import epoch_for
-from vmascope.kernel.rules import explain_pair
+from vmascope.analysis.explain import explain_pair  # the rule module's, as the analysis uses it
 from vmascope.model import Snapshot, SnapshotMeta, Vma
 
 P = 4096

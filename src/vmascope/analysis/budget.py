@@ -15,9 +15,9 @@ ideal. Each such boundary gets exactly one **cause**, the first that applies in 
 fixed order:
 
 ``protection`` (which: e.g. ``rw-p/---p``), ``vmflags`` (which mnemonics, soft-dirty
-and the permission bits left out), ``anon_vma`` (distinct anon_vmas, from
-:func:`vmascope.kernel.rules.explain_pair`: inferred from smaps, certain with simulator
-ids), ``file_offset`` (offsets not continuous), ``anon_name``, ``hole`` (an unmapped
+and the permission bits left out), ``anon_vma`` (distinct anon_vmas, the verdict of the
+rule module's ``explain_pair`` on look-alike pairs as :mod:`.explain` gives it: inferred
+from smaps, certain with simulator ids), ``file_offset`` (offsets not continuous), ``anon_name``, ``hole`` (an unmapped
 gap), ``mempolicy``, ``special`` (VM_IO/VM_PFNMAP/... never merge) and ``unexplained``
 (nothing visible keeps the two apart).
 
