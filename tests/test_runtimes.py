@@ -123,8 +123,13 @@ def test_jvm_zgc(tiny_class: Path) -> None:  # noqa: F811
 
 
 def test_nodejs() -> None:
-    identify("Node.js", [need("node"), "-e",
-                         "console.log('READY'); setTimeout(() => {}, 120000)"], "READY")
+    a = identify("Node.js", [need("node"), "-e",
+                             "console.log('READY'); setTimeout(() => {}, 120000)"], "READY")
+    (v8,) = [f for f in a.runtimes if f.runtime == "V8/Node.js"]
+    # V8 reserves its code range (128 MiB on x86-64) up front, mostly PROT_NONE.
+    assert v8.regions and all(hi - lo >= 128 << 20 for lo, hi in v8.regions)
+    assert a.budget is not None
+    assert any(r.owner == "V8/Node.js" for r in a.budget.reservations)
 
 
 GO_PROGRAM = """package main

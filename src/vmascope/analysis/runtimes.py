@@ -199,7 +199,8 @@ def fingerprint(snap: Snapshot, patterns: list[Pattern] | None = None,
         if len(v8):
             ev.append(f"{len(v8)} anonymous reservation(s) of 128 MiB or more, mostly "
                       "PROT_NONE (V8 code range / heap cage)")
-        out.append(Fingerprint("V8/Node.js", "certain" if lib else "high", ev))
+        out.append(Fingerprint("V8/Node.js", "certain" if lib else "high", ev, "",
+                               [(int(starts[i]), int(ends[i])) for i in v8]))
 
     # mono
     lib = _lib(bases, r"^libmonosgen|^libmono-2")
