@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Debian packages the tests use (installed through apt-get when run as root).
 APT_PACKAGES := build-essential procps qemu-system-x86 cpio zstd binutils \
-                chromium default-jdk-headless nodejs gpg
+                chromium default-jdk-headless nodejs gpg golang-go mono-runtime \
+                mono-mcs libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgc1
 
 .PHONY: demo test venv apt bench clean
 

@@ -14,9 +14,14 @@ from ..kernel.epochs import Epoch
 from ..model import SCHEMA_VERSION, Snapshot
 from .advice import Advice, advise
 from .attribution import Attribution, Reservation, attribute, backing_classes
+from .budget import Budget, budget
 from .explain import WhyNotMerged, why_not_merged
+from .fixes import Fix, fixes, summary_line
 from .fragmentation import Fragmentation, Run, fragmentation, lookalike_pairs
 from .headroom import Headroom, headroom
+from .limit import LimitAdvice, recommend
+from .patterns import Pattern, find_patterns
+from .runtimes import Fingerprint, claim, fingerprint
 
 ANALYSIS_SCHEMA_VERSION = 1
 
@@ -29,6 +34,18 @@ class Analysis:
     fragmentation: Fragmentation
     why: WhyNotMerged
     advice: list[Advice]
+    budget: Budget | None = None
+    patterns: list[Pattern] = dataclasses.field(default_factory=list)
+    runtimes: list[Fingerprint] = dataclasses.field(default_factory=list)
+    fixes: list[Fix] = dataclasses.field(default_factory=list)
+    limit: LimitAdvice | None = None
+
+    @property
+    def healthy_line(self) -> str | None:
+        """One line when nothing is worth fixing (None otherwise)."""
+        if self.budget is None:
+            return None
+        return summary_line(self.budget, self.patterns, self.fixes, self.headroom)
 
     @property
     def reservations(self) -> list[Reservation]:
@@ -58,6 +75,19 @@ class Analysis:
             "why_not_merged": self.why.to_json(),
             "reasons": [r.to_json() for r in self.why.reasons],
             "advice": [a.to_json() for a in self.advice],
+            **self._budget_json(),
+        }
+
+    def _budget_json(self) -> dict[str, Any]:
+        if self.budget is None:
+            return {}
+        return {
+            "budget": self.budget.to_json(),
+            "patterns": [p.to_json() for p in self.patterns],
+            "runtimes": [f.to_json() for f in self.runtimes],
+            "fixes": [f.to_json() for f in self.fixes],
+            "nothing_to_fix": self.healthy_line,
+            "limit": None if self.limit is None else self.limit.to_json(),
         }
 
 
@@ -86,17 +116,27 @@ def analyze(
     pairs = lookalike_pairs(snap, classes)
     h = headroom(snap)
     why = why_not_merged(snap, pairs, kernel, epoch=epoch)
+    frag = fragmentation(snap, classes, pairs, run_limit)
+    b = budget(snap, why, classes, reservation_limit)
+    pats = find_patterns(snap, b, frag, classes)
+    fps = fingerprint(snap, pats, b)
+    claim(b, fps)
     return Analysis(
         snapshot=snap,
         headroom=h,
         attribution=attribute(snap, classes, reservation_limit),
-        fragmentation=fragmentation(snap, classes, pairs, run_limit),
+        fragmentation=frag,
         why=why,
         advice=advise(why, h),
+        budget=b,
+        patterns=pats,
+        runtimes=fps,
+        fixes=fixes(b, pats, fps, h),
+        limit=recommend(h.map_count, h.max_map_count),
     )
 
 
 __all__ = [
-    "Advice", "Analysis", "Attribution", "Fragmentation", "Headroom", "Reservation", "Run",
-    "WhyNotMerged", "analyze",
+    "Advice", "Analysis", "Attribution", "Budget", "Fingerprint", "Fix", "Fragmentation",
+    "Headroom", "LimitAdvice", "Pattern", "Reservation", "Run", "WhyNotMerged", "analyze",
 ]

@@ -23,6 +23,7 @@ from ..errors import UsageError, VmascopeError
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("snapshot", "snapshot"),
     ("analyze", "analyze"),
+    ("check", "check"),
     ("simulate", "simulate"),
     ("lab", "lab"),
     ("kernels", "kernels"),

@@ -21,6 +21,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kernel", metavar="RELEASE",
                    help="explain for this kernel release (default: the snapshot's own)")
     p.add_argument("--format", choices=("text", "json", "html"), default="text")
+    p.add_argument("--previous", metavar="SNAPSHOT",
+                   help="an earlier snapshot of the same process: the recommended "
+                   "vm.max_map_count then follows the trend between the two")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the report to FILE (atomically) instead of stdout")
 
@@ -38,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     snap = vmascope.load(args.target)
     release, _ = resolve_kernel(snap, args.kernel)
     analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
+    if getattr(args, "previous", None):
+        from ..analysis.limit import recommend
+
+        prev = vmascope.load(args.previous)
+        analysis.limit = recommend(snap.map_count, analysis.headroom.max_map_count,
+                                   previous=(prev.meta.time, prev.map_count),
+                                   now=snap.meta.time)
     if args.output:
         text = render(analysis, args.format, width=80)
         with atomic_write(args.output, "w") as fh:

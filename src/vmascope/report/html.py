@@ -199,7 +199,10 @@ class HtmlReporter:
                      f"({human_bytes(r.committed)} committed, {human_bytes(r.reserved)} "
                      "reserved)")
             strips.append(Strip(title, strip_svg(a, r)))
+        from .budget_html import context as budget_context
+
         return {
+            **budget_context(a),
             "a": a,
             "title": process_title(a),
             "kernel": kernel_title(a.why),

@@ -10,6 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..analysis.budget import CAUSE_LABELS as REASON_BUDGET
 from ..reasons import Code
 from .fmt import human_bytes, kernel_title, pct, process_title, size_range
 
@@ -146,6 +147,56 @@ def advice_part(a: Analysis) -> RenderableType:
     return Group(*parts)
 
 
+def budget_part(a: Analysis) -> RenderableType:
+    from .budget_view import cause_rows, headline
+
+    b = a.budget
+    if b is None:
+        return Text("")
+    head = Text()
+    head.append("Budget: ", style="bold")
+    head.append(headline(a))
+    parts: list[RenderableType] = [head]
+    if b.excess:
+        t = _table(f"Where the {b.excess:,} VMAs beyond the ideal {b.ideal:,} come from",
+                   ("boundaries", "right"), ("share", "right"), ("cause", "left"),
+                   ("which", "left"))
+        for _, label, n, what in cause_rows(b.totals):
+            t.add_row(f"{n:,}", pct(n, b.excess), label, what)
+        parts.append(t)
+        t = _table("Reservations with the most VMAs", ("start", "left"), ("VMAs", "right"),
+                   ("ideal", "right"), ("what", "left"), ("commonest cause", "left"))
+        for r in b.reservations[:5]:
+            if r.vma_count < 2:
+                break
+            top = r.causes.dominant()
+            t.add_row(f"{r.start:x}", f"{r.vma_count:,}", "1",
+                      r.label + (f" ({r.owner})" if r.owner else ""),
+                      REASON_BUDGET.get(top or "", "-"))
+        parts.append(t)
+    for p in a.patterns[:6]:
+        parts.append(Text(f"Pattern: {p.name}: {p.detail}"))
+    for f in a.runtimes:
+        parts.append(Text(f"Runtime: {f.runtime}"
+                          + (f" ({f.detail})" if f.detail else "")
+                          + f", {f.confidence}: " + "; ".join(f.evidence[:2])))
+    for fx in a.fixes[:3]:
+        t = Text()
+        t.append("Fix: ", style="bold")
+        t.append(fx.change + "\n")
+        t.append("Effect: ", style="bold")
+        t.append(fx.effect + "\n")
+        t.append("Show it: ", style="bold")
+        t.append(fx.command)
+        if fx.scripts:
+            t.append(" (the scripts are in the JSON report: fixes[].scripts)")
+        parts.append(t)
+    if a.limit is not None:
+        parts.append(Text(f"Limit: recommended vm.max_map_count {a.limit.recommended:,} ("
+                          + "; ".join(a.limit.reasoning[1:]) + ")"))
+    return Group(*parts)
+
+
 class TextReporter:
     def __init__(self, width: int = 80, color: bool = False) -> None:
         self.width = width
@@ -153,7 +204,7 @@ class TextReporter:
 
     def renderables(self, a: Analysis) -> list[RenderableType]:
         title = Text(f"vmascope analyze: {process_title(a)}", style="bold")
-        return [title, headroom_part(a), backing_part(a), reservations_part(a),
+        return [title, budget_part(a), headroom_part(a), backing_part(a), reservations_part(a),
                 fragmentation_part(a), why_part(a), advice_part(a)]
 
     def print(self, a: Analysis, console: Console) -> None:
