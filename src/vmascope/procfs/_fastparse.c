@@ -137,6 +137,7 @@ typedef struct {
     size_t carry_len, carry_cap;
     int64_t line;
     uint64_t fed;     /* bytes of text fed so far (bounds the columns' memory) */
+    uint64_t max_bytes; /* if not 0: a tighter bound on the columns' memory */
 
     /* first error */
     int64_t err_line;
@@ -281,9 +282,15 @@ static size_t row_bytes(const Parser *p) {
            (p->have_vmflags ? sizeof(uint64_t) : 0) + (size_t)p->nfields * sizeof(int64_t);
 }
 
-static int over_budget(Parser *p, size_t rows) {
+static size_t col_budget(const Parser *p) {
     size_t budget = (size_t)p->fed * COL_PER_BYTE + COL_SLACK;
-    return rows > budget / row_bytes(p);
+    if (p->max_bytes && p->max_bytes < budget)
+        budget = (size_t)p->max_bytes;
+    return budget;
+}
+
+static int over_budget(Parser *p, size_t rows) {
+    return rows > col_budget(p) / row_bytes(p);
 }
 
 static int reserve_row(Parser *p) {
@@ -291,8 +298,7 @@ static int reserve_row(Parser *p) {
         return 0;
     size_t nc = p->cap ? p->cap * 2 : 1024;
     if (over_budget(p, nc)) {
-        size_t budget = (size_t)p->fed * COL_PER_BYTE + COL_SLACK;
-        nc = budget / row_bytes(p);
+        nc = col_budget(p) / row_bytes(p);
         if (nc <= p->n)
             return set_err(p, "expected smaps text in which mappings have their fields "
                               "(too many bare mapping lines after smaps fields to hold in "
@@ -732,6 +738,7 @@ static void free_state(Parser *p) {
 /* Back to an empty parser; keeps numa/keep and the VmFlags table. */
 static void reset(Parser *p) {
     int numa = p->numa, keep = p->keep, nflags = p->nflags;
+    uint64_t max_bytes = p->max_bytes;
     char saved[MAX_FLAGS][8];
     memcpy(saved, p->flag_names, sizeof saved);
     free_state(p);
@@ -739,6 +746,7 @@ static void reset(Parser *p) {
     memset((char *)p + off, 0, sizeof(Parser) - off);
     p->numa = numa;
     p->keep = keep;
+    p->max_bytes = max_bytes;
     p->last_id = -1;
     for (int i = 0; i < nflags; i++)
         flag_index(p, saved[i], strlen(saved[i]));
@@ -1000,9 +1008,27 @@ static PyMethodDef Parser_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Parser_get_max_bytes(PyObject *obj, void *Py_UNUSED(closure)) {
+    return PyLong_FromUnsignedLongLong(((Parser *)obj)->max_bytes);
+}
+
+static int Parser_set_max_bytes(PyObject *obj, PyObject *value, void *Py_UNUSED(closure)) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete max_bytes");
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    ((Parser *)obj)->max_bytes = v;
+    return 0;
+}
+
 static PyGetSetDef Parser_getset[] = {
     {"count", Parser_get_count, NULL, "rows parsed so far", NULL},
     {"line", Parser_get_line, NULL, "lines parsed so far", NULL},
+    {"max_bytes", Parser_get_max_bytes, Parser_set_max_bytes,
+     "if not 0, the most memory the columns may take (bytes)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

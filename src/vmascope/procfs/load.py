@@ -14,9 +14,15 @@ from ..model import Snapshot, SnapshotMeta
 from .live import meta_from_raw, read_process
 from .parse import TextParser, attach_numa, snapshot_from_result
 from .reader import CHUNK, as_pid
-from .snapfile import MAGIC, iter_sections
+from .snapfile import MAGIC, iter_sections, parse_json_section, read_small_section
 
 _META_SECTIONS = ("comm", "cmdline", "status", "smaps_rollup")
+
+
+# Memory the columns of a snapshot file's text may take: per byte of the file read so
+# far, plus a constant (the text is up to snapfile.MAX_RATIO times bigger than the file).
+COL_BYTES_PER_FILE_BYTE = 48
+COL_BYTES_SLACK = 48 << 20
 
 
 def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
@@ -26,32 +32,66 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
     main_name = None
     numa: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
-    for name, chunks in iter_sections(fh, source):
+    seen: dict[str, int] = {}
+    body: list[Any] = []
+    for name, chunks in iter_sections(fh, source, body_out=body):
+        if name in seen:
+            raise SnapshotFormatError(source, None, f"corrupt snapshot file (section {name} "
+                                      "twice)")
         if name in ("meta.json", "end.json"):
-            try:
-                obj = json.loads(b"".join(chunks))
-            except ValueError:
-                raise SnapshotFormatError(source, None, f"corrupt snapshot file ({name})") from None
+            data = read_small_section(chunks, name, source)
+            seen[name] = len(data)
+            obj = parse_json_section(data, name, source)
             if name == "meta.json":
                 meta_json = obj
             else:
                 end = obj
         elif name in _META_SECTIONS:
-            raw[name] = b"".join(chunks)
+            raw[name] = read_small_section(chunks, name, source)
+            seen[name] = len(raw[name])
         elif name in ("maps", "smaps", "numa_maps"):
-            if name == "maps" and "smaps" in (meta_json or {}).get("sections", ()):
-                continue  # smaps follows and carries everything maps has
+            if meta_json is None:
+                raise SnapshotFormatError(source, None, "corrupt snapshot file (expected "
+                                          f"meta.json before {name})")
+            size = 0
+            if name == "maps" and "smaps" in meta_json.get("sections", ()):
+                for chunk in chunks:  # smaps follows and carries everything maps has
+                    size += len(chunk)
+                seen[name] = size
+                continue
             kind = "numa" if name == "numa_maps" else "maps"
             parser = TextParser(f"{source}[{name}]", kind=kind)
             for chunk in chunks:
+                parser.max_bytes = (COL_BYTES_PER_FILE_BYTE * body[0].bytes_in
+                                    + COL_BYTES_SLACK)
                 parser.feed(chunk)
+                size += len(chunk)
+            seen[name] = size
             res = parser.finish()
             if kind == "numa":
                 numa = res
             else:
                 main, main_name = res, name
+        else:
+            seen[name] = sum(len(c) for c in chunks)  # a section of a newer writer
     if meta_json is None or main is None or end is None:
-        raise SnapshotFormatError(source, None, "corrupt snapshot file (sections missing)")
+        missing = [n for n, v in (("meta.json", meta_json), ("maps or smaps", main),
+                                  ("end.json", end)) if v is None]
+        raise SnapshotFormatError(source, None, "corrupt snapshot file (sections missing: "
+                                  + ", ".join(missing) + ")")
+    # The sizes and the map count end.json declares must be what was read.
+    for name, size in end.get("sections", {}).items():
+        if name != "end.json" and seen.get(name) != size:
+            raise SnapshotFormatError(
+                source, None, f"corrupt snapshot file (section {name}: end.json declares "
+                f"{size} bytes, found {seen.get(name, 0)})")
+    if "map_count" in end and main["n"] != end["map_count"]:
+        raise SnapshotFormatError(
+            source, None, f"corrupt snapshot file (end.json declares {end['map_count']} "
+            f"mappings, the {main_name} text has {main['n']})")
+    if main["n"] == 0:
+        raise SnapshotFormatError(source, None, f"corrupt snapshot file (no mapping lines in "
+                                  f"its {main_name} text)")
     meta = SnapshotMeta.from_json(meta_json.get("meta", {}))
     # the raw sections are authoritative (smaps_rollup is read during the capture)
     from_raw = meta_from_raw(meta.pid, raw, source="file")
