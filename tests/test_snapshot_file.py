@@ -85,7 +85,12 @@ def test_capture_then_load_gives_the_same_columns(child, tmp_path):
     assert loaded.meta.comm == live.meta.comm
     assert loaded.meta.max_map_count == live.meta.max_map_count
     assert loaded.meta.status["Pid"] == str(pid)
-    assert loaded.meta.smaps_rollup == live.meta.smaps_rollup
+    # Pss shares pages with every other process mapping them: it moves when they do.
+    def unshared(rollup: dict) -> dict:
+        return {k: v for k, v in rollup.items() if not k.startswith("Pss")}
+
+    assert unshared(loaded.meta.smaps_rollup) == unshared(live.meta.smaps_rollup)
+    assert set(loaded.meta.smaps_rollup) == set(live.meta.smaps_rollup)
     # the 40 alternating pages are 40 VMAs between two PROT_NONE ends
     P = os.sysconf("SC_PAGE_SIZE")
     i = int(np.searchsorted(loaded.start, base + P))

@@ -69,4 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    from ..output import run_cli
+
+    sys.exit(run_cli(main))

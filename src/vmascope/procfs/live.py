@@ -7,7 +7,15 @@ import time
 
 from ..model import Snapshot, SnapshotMeta
 from .parse import TextParser, attach_numa, parse_rollup, parse_status, snapshot_from_result
-from .reader import Background, as_pid, check_alive, proc_path, read_small, stream_proc
+from .reader import (
+    Background,
+    as_pid,
+    check_alive,
+    check_not_kthread,
+    proc_path,
+    read_small,
+    stream_proc,
+)
 
 
 def read_max_map_count() -> int | None:
@@ -24,6 +32,7 @@ def page_size() -> int:
 
 def read_raw_meta(pid: int) -> dict[str, bytes]:
     """The small per-process files, raw: comm, cmdline and status."""
+    check_not_kthread(pid)
     return {
         "comm": read_small(pid, "comm"),
         "cmdline": read_small(pid, "cmdline"),

@@ -3,13 +3,13 @@ file (told apart by content), or "-" for stdin."""
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ParseError, SnapshotFormatError, UsageError
+from ..errors import FileAccessDenied, ParseError, SnapshotFormatError, UsageError
 from ..model import Snapshot, SnapshotMeta
 from .live import meta_from_raw, read_process
 from .parse import TextParser, attach_numa, snapshot_from_result
@@ -180,13 +180,59 @@ def load_target(target: str | int | os.PathLike[str]) -> Snapshot:
         raise UsageError(f"not a target: {target!r} (expected a pid, a file or -)")
     path = Path(target)
     source = str(target)
+    with open_input(path, source) as fh:
+        return load_stream(fh, source)
+
+
+def open_input(path: str | os.PathLike[str], source: str) -> IO[bytes]:
+    """Open an input file for reading, binary.
+
+    A regular file or a FIFO (a pipe such as ``<(zcat dump.gz)``); a FIFO is opened
+    without waiting for a writer, and one that has none reads as empty (it never blocks
+    forever). A directory, device or socket is a usage error (exit 2); a file the user
+    may not read is FileAccessDenied (exit 4).
+    """
     try:
-        fh = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise UsageError(f"{source}: no such file (and not a pid)") from None
     except IsADirectoryError:
         raise UsageError(f"{source}: is a directory, expected a pid or a file") from None
     except PermissionError:
-        raise UsageError(f"{source}: permission denied") from None
-    with fh:
-        return load_stream(fh, source)
+        raise FileAccessDenied(source) from None
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot open: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{source}: is a directory, expected a pid or a file")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise UsageError(f"{source}: is a device or socket, expected a pid or a file")
+        os.set_blocking(fd, True)  # a FIFO without writers reads as its end
+        return _Checked(os.fdopen(fd, "rb"), source)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Checked:
+    """A binary input whose read errors (EIO, EISDIR, ...) are usage errors."""
+
+    def __init__(self, fh: IO[bytes], source: str) -> None:
+        self._fh = fh
+        self._source = source
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._fh.read(n)
+        except OSError as exc:
+            raise UsageError(f"{self._source}: cannot read: {exc.strerror}") from None
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> _Checked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
