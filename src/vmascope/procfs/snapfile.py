@@ -39,10 +39,11 @@ MAX_DATA = 1 << 26
 # the body may decompress to at most MAX_RATIO bytes per compressed byte (plus
 # RATIO_SLACK); real /proc text of a fragmented heap compresses ~250:1 at level 1;
 # compressed input is decompressed in slices of IN_SLICE bytes, so one call can never
-# produce more than ~32 MiB (a zstd block of 128 KiB needs at least 4 bytes).
+# produce more than ~4 MiB (a zstd block of 128 KiB needs at least 4 bytes).
 MAX_RATIO = 2048
 RATIO_SLACK = 1 << 20
-IN_SLICE = 1024
+IN_SLICE = 128
+FILL_OUT = 1 << 20  # decompress until about this much output is ready
 # Sections read whole (JSON and the small /proc files) are at most this big.
 MAX_SMALL_SECTION = 8 << 20
 # Section names: short, of letters, digits, '.', '_' and '-'.
@@ -109,6 +110,7 @@ class _Body:
         self._d = zstandard.ZstdDecompressor().decompressobj()
         self._blocks: collections.deque[memoryview] = collections.deque()
         self._avail = 0
+        self._pending = memoryview(b"")  # compressed input read, not yet decompressed
         self.bytes_in = 0  # compressed bytes consumed
         self.bytes_out = 0  # decompressed bytes produced
 
@@ -123,20 +125,25 @@ class _Body:
     def _fill(self) -> bool:
         if self._d.eof:
             return False
-        data = self._fh.read(self._read_size)
-        if not data:
-            return False
-        view = memoryview(data)
-        for pos in range(0, len(view), IN_SLICE):
+        if not self._pending:
+            data = self._fh.read(self._read_size)
+            if not data:
+                return False
+            self._pending = memoryview(data)
+        # Decompress slice by slice, and stop once a little output is ready: what is
+        # held decompressed stays small whatever the compression ratio.
+        produced = 0
+        while self._pending and produced < FILL_OUT:
             if self._d.eof:
                 raise self._corrupt("data after the end of the compressed body")
-            piece = view[pos : pos + IN_SLICE]
+            piece, self._pending = self._pending[:IN_SLICE], self._pending[IN_SLICE:]
             try:
                 out = self._d.decompress(piece)
             except zstandard.ZstdError as exc:
                 raise self._corrupt(f"zstd: {exc}") from None
             self.bytes_in += len(piece)
             if out:
+                produced += len(out)
                 self.bytes_out += len(out)
                 if self.bytes_out > MAX_RATIO * self.bytes_in + RATIO_SLACK:
                     raise self._corrupt(
