@@ -202,3 +202,24 @@ def test_sigint_during_start_up_is_never_a_traceback(dump: Path) -> None:
         # finished first (0) or handled (130)
         assert proc.returncode in (0, 130), (i, proc.returncode, err)
         assert proc.returncode == 0 or err == "vmascope: interrupted\n"
+
+
+def test_sigterm_while_writing_a_report_leaves_the_whole_file_or_nothing(dump: Path,
+                                                                          tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(8):
+        proc = subprocess.Popen([VMASCOPE, "analyze", str(dump), "--format", "html", "-o",
+                                 str(out / "r.html")], stderr=subprocess.PIPE, text=True)
+        try:
+            proc.wait(timeout=0.05 + i * 0.08)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and err.count("\n") <= 1, err
+        assert proc.returncode in (0, 143, -signal.SIGTERM), (proc.returncode, err)
+        left = os.listdir(out)
+        assert left in ([], ["r.html"]), left
+        if left:
+            assert (out / "r.html").read_text().rstrip().endswith("</html>")
+            os.unlink(out / "r.html")
