@@ -160,6 +160,13 @@ def seeds(target: str) -> list[bytes]:
             data = _proc_file(pid, target)
             if data:
                 out.append(_cut_at_line(data))
+        if target == "numa_maps" and not out:
+            # a kernel without CONFIG_NUMA has no numa_maps: the format of mm/mempolicy.c
+            out.append(b"55d0c0a00000 default file=/usr/bin/cat mapped=8 mapmax=2 N0=8 "
+                       b"kernelpagesize_kB=4\n7f0000000000 bind:0-1 anon=3 dirty=3 N0=2 "
+                       b"N1=1 kernelpagesize_kB=4\n7f0000400000 prefer (many)=static:0-1 "
+                       b"heap anon=1 dirty=1 active=0 N0=1 kernelpagesize_kB=4\n"
+                       b"7f0000800000 weighted interleave:0-1 stack anon=2 N0=2\n")
         if target == "smaps":
             # a small smaps sample too: mutations of short inputs reach more states
             out += [_cut_at_line(d[:4096]) for d in out[:4]]
