@@ -50,10 +50,14 @@ from vmascope.procfs.capture import capture  # noqa: E402
 VMASCOPE = str(Path(sys.executable).parent / "vmascope")
 
 
-def consistent(snap: object) -> bool:
+def consistent(snap: object) -> str | None:
+    """What is wrong with the snapshot, or None."""
     start, end = snap.start, snap.end  # type: ignore[attr-defined]
-    return (len(start) > 0 and bool(np.all(end > start))
-            and bool(np.all(start[1:] >= end[:-1])))
+    if len(start) == 0:
+        return "no mappings"
+    if not (bool(np.all(end > start)) and bool(np.all(start[1:] >= end[:-1]))):
+        return "overlapping or unsorted mappings"
+    return None
 
 
 def vanishing(n: int, seed: int) -> dict:
@@ -73,8 +77,9 @@ def vanishing(n: int, seed: int) -> dict:
                         capture(proc.pid, path)
                         snap = vmascope.load(path)
                         out["captured"] += 1
-                        if not consistent(snap):
-                            failures.append(f"pid {proc.pid}: inconsistent capture")
+                        why = consistent(snap)
+                        if why:
+                            failures.append(f"pid {proc.pid}: capture with {why}")
                         path.unlink()
                     finally:
                         left = os.listdir(tmp)
@@ -85,8 +90,9 @@ def vanishing(n: int, seed: int) -> dict:
                 else:
                     snap = vmascope.snapshot(proc.pid)
                     out["read"] += 1
-                    if not consistent(snap):
-                        failures.append(f"pid {proc.pid}: inconsistent snapshot")
+                    why = consistent(snap)
+                    if why:
+                        failures.append(f"pid {proc.pid}: snapshot with {why}")
             except ProcessNotFound:
                 out["gone"] += 1
             except VmascopeError as exc:

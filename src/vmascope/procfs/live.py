@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..errors import ProcessNotFound
 from ..model import Snapshot, SnapshotMeta
 from .parse import TextParser, attach_numa, parse_rollup, parse_status, snapshot_from_result
 from .reader import (
@@ -61,6 +62,13 @@ def host_meta(meta: SnapshotMeta) -> SnapshotMeta:
     return meta
 
 
+def check_has_mappings(pid: int, res: dict) -> None:
+    """A user process always has mappings (its stack, the vDSO): none means it was
+    exiting (its mm already released, not yet a zombie) while the text was read."""
+    if int(res["n"]) == 0:
+        raise ProcessNotFound(pid, "exited while being read: no mappings left")
+
+
 def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snapshot:
     """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot."""
     pid = as_pid(pid)
@@ -78,6 +86,7 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
     if rollup is not None:
         meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
     check_alive(pid)
+    check_has_mappings(pid, res)
     snap = snapshot_from_result(res, meta)
     if numa and os.path.exists("/proc/self/numa_maps"):  # CONFIG_NUMA
         nparser = TextParser(proc_path(pid, "numa_maps"), kind="numa")
