@@ -84,6 +84,8 @@ def entry() -> None:
         # A module interrupted while it initialises can turn the KeyboardInterrupt into
         # another error (numpy: ImportError; a class body: RuntimeError): the
         # interruption is the cause.
+        if _terminated is not None:
+            _exit_now(_terminated)
         if _interrupted:
             _interrupted_exit()
         raise
