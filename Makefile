@@ -7,7 +7,7 @@ APT_PACKAGES := build-essential procps qemu-system-x86 cpio zstd binutils \
                 chromium default-jdk-headless nodejs gpg golang-go mono-runtime \
                 mono-mcs libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgc1
 
-.PHONY: demo test venv apt bench clean
+.PHONY: demo test venv apt bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ test: venv apt
 
 bench: venv
 	$(PY) bench/run.py
+
+# The fuzz harnesses (docs/reliability.md): 100,000 mutated inputs per parser with the
+# contract and memory checks, the large inputs, atheris (coverage-guided), and the
+# harness again on an ASan+UBSan build of the C extension. `make test` runs a sample.
+FUZZ_N ?= 100000
+ATHERIS_N ?= 20000
+ASAN_N ?= 20000
+fuzz: venv
+	$(PY) fuzz/harness.py --n $(FUZZ_N) --big
+	for t in maps smaps numa_maps snapshot ops; do \
+	  $(PY) fuzz/atheris_fuzz.py $$t --runs $(ATHERIS_N) || exit 1; done
+	sh fuzz/sanitizers.sh --n $(ASAN_N)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/vmascope/*.so src/vmascope/*/*.so

@@ -303,6 +303,10 @@ _KEY = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*):")
 INT64_MAX = 2**63 - 1
 
 
+# A CR inside a line followed by what starts a maps line or an smaps field.
+_CR_LINE = re.compile(rb"\r(?:[0-9a-fA-F]+-|[A-Za-z_][A-Za-z0-9_]*:)")
+
+
 class RefError(Exception):
     pass
 
@@ -318,6 +322,8 @@ def ref_parse(data: bytes):
         for raw in lines:
             lineno += 1
             line = raw[:-1] if raw.endswith(b"\r") else raw
+            if _CR_LINE.search(line):
+                raise RefError  # CR-only line endings
             if line.strip(b" \t") == b"":
                 continue
             if re.match(rb"[0-9a-fA-F]+-", line):
@@ -356,8 +362,8 @@ def ref_parse(data: bytes):
                 for tok in value.split(b" "):
                     if not tok:
                         continue
-                    if len(tok) > 7:
-                        raise RefError
+                    if len(tok) > 7 or any(b < 0x21 or b > 0x7E for b in tok):
+                        raise RefError  # printable ASCII only (not NUL, not \xff)
                     t = tok.decode("latin-1")
                     if t not in flags:
                         if len(flags) >= 64:
@@ -518,6 +524,8 @@ def ref_numa(data: bytes):
         lines.pop()
     for i, raw in enumerate(lines, 1):
         line = raw[:-1] if raw.endswith(b"\r") else raw
+        if _CR_LINE.search(line) or re.search(rb"\r[0-9a-fA-F]+ ", line):
+            return ("error", i)
         if line.strip(b" \t") == b"":
             continue
         m = NUMA_RE.match(line)
@@ -552,3 +560,53 @@ def test_numa_agrees_with_reference(lines, tail):
     except ParseError as exc:
         got = ("error", exc.line)
     assert got == want
+
+
+# -- regressions: input the parser used to mishandle ----------------------------------
+
+HEAD = b"00400000-00401000 r--p 00000000 00:00 0\n"
+
+
+@pytest.mark.parametrize("flags", [b"\xff", b"rd \xc3\x28", b"r\x00d", b"rd\x00", b"\x7f"])
+def test_vmflags_that_are_not_printable_ascii_are_a_parse_error(flags):
+    # Used to be a SystemError from the C extension (\xff) or a silently cut token (NUL).
+    with pytest.raises(ParseError) as err:
+        parse_text(HEAD + b"VmFlags: " + flags + b"\n", "dump")
+    assert err.value.line == 2 and "VmFlags" in err.value.expected
+    assert ref_parse(HEAD + b"VmFlags: " + flags + b"\n") == ("error", 2)
+
+
+def test_cr_only_line_endings_are_refused_at_line_1():
+    text = (b"00400000-00401000 r--p 00000000 00:00 0 \r"
+            b"00401000-00402000 r--p 00000000 00:00 0 \rSize: 4 kB\r")
+    with pytest.raises(ParseError) as err:
+        parse_text(text, "dump.txt")
+    assert str(err.value).startswith("dump.txt:1: ") and "carriage return" in str(err.value)
+    with pytest.raises(ParseError):
+        parse_numa_text(b"7f0000000000 default\r7f0000001000 default\r")
+
+
+def test_a_lone_cr_in_a_file_name_is_kept():
+    text = HEAD.rstrip(b"\n") + b" /tmp/a\rb\n"
+    snap = parse_text(text)
+    assert snap.name(0) == "/tmp/a\rb"
+
+
+def test_bare_mapping_lines_after_a_wide_smaps_block_are_bounded():
+    # 128 fields then ~10 MB of bare mapping lines: each row would cost 1 KB of columns
+    # (60x the text); the parser refuses instead of growing past its memory budget.
+    block = HEAD + b"".join(b"F%d: 4 kB\n" % i for i in range(128))
+    bare = b"0-1 ---p 0 0:0 0\n"
+    parser = TextParser("dump")
+    with pytest.raises(ParseError) as err:
+        parser.feed(block)
+        for _ in range(100):
+            parser.feed(bare * 6000)
+        parser.finish()
+    assert "bounded memory" in err.value.expected
+
+
+def test_many_bare_mapping_lines_alone_still_parse():
+    bare = b"".join(b"%x-%x ---p 0 0:0 0\n" % (i * 4096, i * 4096 + 4096) for i in range(1, 200001))
+    snap = parse_text(bare)
+    assert len(snap) == 200000

@@ -91,6 +91,7 @@ def test_capture_then_load_gives_the_same_columns(child, tmp_path):
         return {k: v for k, v in rollup.items() if not k.startswith("Pss")}
 
     assert own(loaded.meta.smaps_rollup) == own(live.meta.smaps_rollup)
+    assert set(loaded.meta.smaps_rollup) == set(live.meta.smaps_rollup)
     # the 40 alternating pages are 40 VMAs between two PROT_NONE ends
     P = os.sysconf("SC_PAGE_SIZE")
     i = int(np.searchsorted(loaded.start, base + P))

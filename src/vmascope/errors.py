@@ -51,6 +51,26 @@ class AccessDenied(VmascopeError):
         self.path = path
 
 
+class FileAccessDenied(VmascopeError):
+    """An input file exists but the user may not read it."""
+
+    exit_code = 4
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: permission denied (cannot read it as this user)")
+        self.path = path
+
+
+class KernelThread(VmascopeError):
+    """The pid is a kernel thread: it exists but has no user address space."""
+
+    exit_code = 3
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"pid {pid} is a kernel thread: it has no address space")
+        self.pid = pid
+
+
 class ParseError(VmascopeError):
     """Malformed input: names the file and line and what was expected."""
 

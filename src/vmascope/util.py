@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> contextlib.AbstractContextManager[IO]:
     """Write to a temporary file beside ``path`` and rename it into place on success.
 
-    On any error the temporary file is removed, so no partial file is ever left behind.
-    Failing to create, write out or rename the file is an OutputError naming ``path``.
+    The one safe writer, :func:`vmascope.output.safe_write`: no partial file is ever left
+    behind, a target that is not a regular file is refused, and any failure (no space,
+    no permission) is an OutputError naming ``path``.
     """
-    from .errors import OutputError
+    from .output import safe_write
 
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                   dir=path.parent or ".")
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write here: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            try:
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError as exc:
-                raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    return safe_write(path, mode)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -55,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "run", None):
-            parser.print_help(sys.stderr)
-            return 2
+            raise UsageError("expected a command: vmascope VERB ... (vmascope --help lists them)")
         return int(args.run(args) or 0)
     except VmascopeError as exc:
         print(f"vmascope: error: {exc}", file=sys.stderr)
@@ -72,4 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    from ..output import run_cli
+
+    sys.exit(run_cli(main))

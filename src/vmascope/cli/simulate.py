@@ -39,13 +39,14 @@ def register(subparsers: Any) -> None:
 def _read(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
+    from ..procfs.load import open_input
+
+    with open_input(path, path) as fh:
+        data = fh.read()
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError(path, None, "expected a text op script (not valid UTF-8)") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..errors import LabError
 from ..util import atomic_write, cache_dir
 from . import procs
 from .executor import executor_path
+from .rundir import run_dir
 
 BEGIN = "@@VMASCOPE-BEGIN"
 END = "@@VMASCOPE-END"
@@ -131,8 +131,7 @@ def boot(vmlinuz: Path, scripts_input: str, *, kvm: bool | None = None,
     if kvm is None:
         kvm = kvm_usable(vmlinuz)
     qemu = qemu_binary()
-    with tempfile.TemporaryDirectory(prefix="vmascope-vm-") as tmp:
-        t = Path(tmp)
+    with run_dir() as t:
         build_initramfs(scripts_input, t / "initrd")
         console, out = t / "console.txt", t / "out.txt"
         argv = [qemu, "-cpu", "host" if kvm else "max", "-m", str(memory_mb), "-smp", str(smp),

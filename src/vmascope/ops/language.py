@@ -55,6 +55,16 @@ MBIND_MODES = ("default", "bind", "interleave", "preferred")
 KINDS = ("mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "fork", "name",
          "mbind", "heap", "brk")
 
+# The kernel's own ranges (x86-64 with 4-level page tables):
+# TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE (arch/x86/include/asm/page_64_types.h);
+# MAX_NUMNODES = 1 << CONFIG_NODES_SHIFT, at most 1 << 10 (include/linux/numa.h);
+# a length is a size_t.
+TASK_SIZE = (1 << 47) - PAGE_SIZE
+MAX_NUMNODES = 1 << 10
+MAX_LENGTH = (1 << 64) - 1
+MAX_NAME = 4096  # prctl(PR_SET_VMA_ANON_NAME) refuses more than 80 bytes (EINVAL)
+MAX_TOKEN = 64  # a number token longer than this is never in range
+
 _NUM = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)([pPkKmMgG]?)$")
 _UNITS = {"": 1, "p": PAGE_SIZE, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _PROT = re.compile(r"^[r-][w-][x-]$")
@@ -114,6 +124,8 @@ def prot_text(prot: int) -> str:
 
 def parse_number(token: str) -> int:
     """'16p' -> 65536, '0x10' -> 16, '2M' -> 2097152. ValueError if malformed."""
+    if len(token) > MAX_TOKEN:
+        raise ValueError(token[:MAX_TOKEN] + "...")
     if token.isdigit():
         return int(token)
     if token[-1:] in ("p", "P") and token[:-1].isdigit():
@@ -199,6 +211,14 @@ def parse_script(text: str, source: str = "<script>") -> list[Op]:
 
 
 def parse_line(line: str, source: str = "<script>", lineno: int = 0) -> Op:
+    op = _parse_line(line, source, lineno)
+    problem = check_op(op)
+    if problem:
+        raise ParseError(source, lineno or None, f"{op.kind}: expected {problem}, got {line!r}")
+    return op
+
+
+def _parse_line(line: str, source: str, lineno: int) -> Op:
     words = line.split()
     kind = words[0].lower()
     args = words[1:]
@@ -289,7 +309,13 @@ def parse_line(line: str, source: str = "<script>", lineno: int = 0) -> Op:
         nodes: list[int] = []
         for part in filter(None, nodes_text.split(",")):
             lo, _, hi = part.partition("-")
+            if len(lo) > 5 or len(hi) > 5 or int(lo) >= MAX_NUMNODES or (
+                    hi and int(hi) >= MAX_NUMNODES):
+                raise fail(f"node ids below MAX_NUMNODES ({MAX_NUMNODES})")
+            if hi and int(hi) < int(lo):
+                raise fail("node ranges LO-HI with LO <= HI")
             nodes.extend(range(int(lo), int(hi or lo) + 1))
+        nodes = sorted(set(nodes))
         if mode == "preferred" and len(nodes) != 1:
             raise fail("preferred:NODE with one node")
         return Op("mbind", addr=num(0, "ADDR"), length=num(1, "LEN"), mode=mode,
@@ -301,22 +327,133 @@ def parse_line(line: str, source: str = "<script>", lineno: int = 0) -> Op:
                      + ", ".join(KINDS))
 
 
+# Fields of the JSONL form and the types they take.
+_JSON_FIELDS = {
+    "addr": int, "length": int, "prot": int, "flags": list, "advice": str, "new_len": int,
+    "new_addr": (int, type(None)), "write": bool, "name": (str, type(None)),
+    "mode": (str, type(None)), "nodes": list,
+}
+# Which fields each kind takes (others must be absent).
+_KIND_FIELDS = {
+    "mmap": {"addr", "length", "prot", "flags"},
+    "munmap": {"addr", "length"},
+    "mprotect": {"addr", "length", "prot"},
+    "madvise": {"addr", "length", "advice"},
+    "mremap": {"addr", "length", "new_len", "new_addr", "flags"},
+    "touch": {"addr", "write"},
+    "fork": set(),
+    "name": {"addr", "length", "name"},
+    "mbind": {"addr", "length", "mode", "nodes"},
+    "heap": {"addr"},
+    "brk": {"addr"},
+}
+
+
+def check_op(op: Op) -> str | None:
+    """What is wrong with ``op`` against the kernel's ranges, or None.
+
+    Addresses are below TASK_SIZE, lengths fit a size_t, PROT has only the read, write
+    and exec bits, flags and advice are known names, node ids are below MAX_NUMNODES.
+    Every op that passes can be run by the simulator and the lab executor.
+    """
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    k = op.kind
+    if k not in KINDS:
+        return "an operation, one of " + ", ".join(KINDS)
+    for field, hi, what in (("addr", TASK_SIZE - 1, "ADDR"), ("length", MAX_LENGTH, "LEN"),
+                            ("new_len", MAX_LENGTH, "NEWLEN")):
+        v = getattr(op, field)
+        if not is_int(v) or not 0 <= v <= hi:
+            return f"{what} an integer from 0 to {hi:#x}"
+    if op.new_addr is not None and (not is_int(op.new_addr)
+                                    or not 0 <= op.new_addr < TASK_SIZE):
+        return f"NEWADDR an integer from 0 to {TASK_SIZE - 1:#x}"
+    if not is_int(op.prot) or not 0 <= op.prot <= (PROT_READ | PROT_WRITE | PROT_EXEC):
+        return "PROT of the read (1), write (2) and exec (4) bits"
+    if not isinstance(op.flags, frozenset) or not all(isinstance(f, str) for f in op.flags):
+        return "FLAGS as a set of flag names"
+    if k == "mmap":
+        if op.flags - MMAP_FLAGS or ("private" in op.flags) == ("shared" in op.flags):
+            return ("FLAGS: a comma list with private or shared, and of "
+                    + ", ".join(sorted(MMAP_FLAGS)))
+    elif k == "mremap":
+        if op.flags - MREMAP_FLAGS:
+            return "FLAGS: a comma list of maymove, fixed, dontunmap"
+    elif op.flags:
+        return "no FLAGS"
+    if (k == "madvise") != (op.advice is not None):
+        return "ADVICE with madvise only"
+    if op.advice is not None and op.advice not in MADVICE:
+        return "ADVICE, one of " + " ".join(MADVICE)
+    if not isinstance(op.write, bool):
+        return "write or read"
+    if op.name is not None and (not isinstance(op.name, str) or len(op.name) > MAX_NAME):
+        return f"NAME of at most {MAX_NAME} characters"
+    if not isinstance(op.nodes, tuple) or not all(is_int(n) and 0 <= n < MAX_NUMNODES
+                                                  for n in op.nodes):
+        return f"node ids below MAX_NUMNODES ({MAX_NUMNODES})"
+    if k == "mbind":
+        mode = op.mode or "default"
+        if mode not in MBIND_MODES:
+            return "MODE: default, bind:NODES, interleave:NODES or preferred:NODE"
+        if (mode == "default") != (not op.nodes) or (mode == "preferred" and len(op.nodes) != 1):
+            return "MODE: default, bind:NODES, interleave:NODES or preferred:NODE"
+    elif op.mode is not None or op.nodes:
+        return "MODE and NODES with mbind only"
+    return None
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not a number an op takes")
+
+
+def _parse_int(token: str) -> int:
+    if len(token.lstrip("-")) > 40:
+        raise ValueError("an integer of more than 40 digits")
+    return int(token)
+
+
+def _parse_float(token: str) -> Any:
+    raise ValueError(f"{token} is not an integer")
+
+
 def op_from_json(data: dict[str, Any], source: str = "<json>", lineno: int = 0) -> Op:
-    """Inverse of Op.to_json (the JSONL form of the language)."""
-    try:
-        kind = data["op"]
-        if kind not in KINDS:
-            raise KeyError(kind)
-        kwargs = {k: v for k, v in data.items() if k != "op"}
-        if "flags" in kwargs:
-            kwargs["flags"] = frozenset(kwargs["flags"])
-        if "nodes" in kwargs:
-            kwargs["nodes"] = tuple(kwargs["nodes"])
-        op = Op(kind, line=lineno, **kwargs)
-        format_op(op)
-        return op
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ParseError(source, lineno or None, f"expected an op object, problem with {exc}") from None
+    """Inverse of Op.to_json (the JSONL form of the language), validated like text."""
+    def fail(expected: str) -> ParseError:
+        return ParseError(source, lineno or None, f"expected {expected}")
+
+    if not isinstance(data, dict):
+        raise fail("a JSON object")
+    kind = data.get("op")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise fail('"op": one of ' + ", ".join(KINDS))
+    kwargs: dict[str, Any] = {}
+    allowed = _KIND_FIELDS[kind]
+    for key, value in data.items():
+        if key == "op":
+            continue
+        if key not in allowed:
+            raise fail(f"{kind}: fields {', '.join(sorted(allowed)) or '(none)'}; "
+                       f"found {key[:40]!r}")
+        types = _JSON_FIELDS[key]
+        if isinstance(value, bool) and types is int or not isinstance(value, types):
+            raise fail(f"{kind}: {key} of another type ({type(value).__name__} found)")
+        kwargs[key] = value
+    if "flags" in kwargs:
+        if not all(isinstance(f, str) for f in kwargs["flags"]):
+            raise fail(f"{kind}: flags as a list of names")
+        kwargs["flags"] = frozenset(kwargs["flags"])
+    elif kind == "mmap":
+        kwargs["flags"] = frozenset({"private", "anonymous"})
+    if "nodes" in kwargs:
+        kwargs["nodes"] = tuple(kwargs["nodes"])
+    op = Op(kind, line=lineno, **kwargs)
+    problem = check_op(op)
+    if problem:
+        raise fail(f"{kind}: {problem}")
+    return op
 
 
 def parse_jsonl(text: str, source: str = "<jsonl>") -> list[Op]:
@@ -325,9 +462,14 @@ def parse_jsonl(text: str, source: str = "<jsonl>") -> list[Op]:
         if not raw.strip():
             continue
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_reject_constant, parse_int=_parse_int,
+                              parse_float=_parse_float)
         except json.JSONDecodeError as exc:
             raise ParseError(source, lineno, f"expected a JSON object ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ParseError(source, lineno, f"expected a JSON object of integers and "
+                             f"strings ({why})") from None
         if not isinstance(data, dict):
             raise ParseError(source, lineno, "expected a JSON object")
         ops.append(op_from_json(data, source, lineno))

@@ -136,6 +136,8 @@ typedef struct {
     char *carry;
     size_t carry_len, carry_cap;
     int64_t line;
+    uint64_t fed;     /* bytes of text fed so far (bounds the columns' memory) */
+    uint64_t max_bytes; /* if not 0: a tighter bound on the columns' memory */
 
     /* first error */
     int64_t err_line;
@@ -266,10 +268,42 @@ static int64_t intern(Parser *p, const char *s, size_t n) {
 }
 
 /* Make room for one more row in every kept column. */
+/* The columns may hold at most COL_PER_BYTE bytes per byte of text fed, plus
+   COL_SLACK: /proc text is far bigger than its columns (a maps line of 50+ bytes is a
+   53-byte row; an smaps block of ~1 KB is a ~300-byte row), but bare mapping lines
+   after an smaps block with many fields would each cost a row of every field. */
+#define COL_PER_BYTE 16
+#define COL_SLACK ((size_t)16 << 20)
+
+static size_t row_bytes(const Parser *p) {
+    if (p->numa)
+        return sizeof(uint64_t) + sizeof(int32_t);
+    return 4 * sizeof(uint64_t) + sizeof(uint8_t) + sizeof(uint32_t) + sizeof(int32_t) +
+           (p->have_vmflags ? sizeof(uint64_t) : 0) + (size_t)p->nfields * sizeof(int64_t);
+}
+
+static size_t col_budget(const Parser *p) {
+    size_t budget = (size_t)p->fed * COL_PER_BYTE + COL_SLACK;
+    if (p->max_bytes && p->max_bytes < budget)
+        budget = (size_t)p->max_bytes;
+    return budget;
+}
+
+static int over_budget(Parser *p, size_t rows) {
+    return rows > col_budget(p) / row_bytes(p);
+}
+
 static int reserve_row(Parser *p) {
     if (!p->keep || p->n < p->cap)
         return 0;
     size_t nc = p->cap ? p->cap * 2 : 1024;
+    if (over_budget(p, nc)) {
+        nc = col_budget(p) / row_bytes(p);
+        if (nc <= p->n)
+            return set_err(p, "expected smaps text in which mappings have their fields "
+                              "(too many bare mapping lines after smaps fields to hold in "
+                              "bounded memory)");
+    }
 #define GROW(ptr)                                                   \
     do {                                                            \
         void *q = realloc((ptr), nc * sizeof(*(ptr)));              \
@@ -328,7 +362,7 @@ static int parse_numa_line(Parser *p, const char *s, const char *e) {
     if (add_name(p, b, (size_t)(q - b), &pid) < 0)
         return -1;
     if (reserve_row(p) < 0)
-        return set_oom(p);
+        return p->err_line ? -1 : set_oom(p);
     if (p->keep) {
         p->start[p->n] = addr;
         p->name_id[p->n] = pid;
@@ -379,7 +413,7 @@ static int parse_header(Parser *p, const char *s, const char *e) {
         p->anon_count++;
     }
     if (reserve_row(p) < 0)
-        return set_oom(p);
+        return p->err_line ? -1 : set_oom(p);
     if (p->keep) {
         size_t i = p->n;
         p->start[i] = start;
@@ -434,6 +468,12 @@ static int parse_vmflags(Parser *p, const char *q, const char *e) {
             break;
         if (q - b > 7)
             return set_err(p, "expected VmFlags mnemonics of at most 7 characters");
+        /* The kernel prints two lowercase letters or digits per flag; anything that is
+           not printable ASCII (a NUL, a byte that is not UTF-8) is not VmFlags. */
+        for (const char *c = b; c < q; c++)
+            if ((unsigned char)*c < 0x21 || (unsigned char)*c > 0x7e)
+                return set_err(p, "expected VmFlags mnemonics of printable ASCII "
+                                  "characters (like 'rd wr mr')");
         int idx = flag_index(p, b, (size_t)(q - b));
         if (idx < 0)
             return -1;
@@ -469,6 +509,15 @@ static int field_slot(Parser *p, const char *k, size_t kl) {
     }
     if (p->nfields >= MAX_FIELDS)
         return set_err(p, "expected at most 128 distinct smaps fields");
+    if (p->keep) {
+        p->nfields++; /* the row with this field */
+        int over = over_budget(p, p->cap);
+        p->nfields--;
+        if (over)
+            return set_err(p, "expected smaps text in which mappings have their fields "
+                              "(a new field after too many bare mapping lines to hold in "
+                              "bounded memory)");
+    }
     Field *f = &p->fields[p->nfields];
     memcpy(f->key, k, kl);
     f->key[kl] = 0;
@@ -544,6 +593,28 @@ static int parse_field(Parser *p, const char *s, const char *e, size_t kl, int s
     return 0;
 }
 
+/* A carriage return inside a line that is followed by what starts a maps line
+   (HEX-), a numa_maps line (HEX ) or an smaps field (Key:): text with CR-only line endings.  A lone CR in a
+   file name (the kernel does not escape it) is left alone. */
+static int cr_inside(const char *s, const char *e, int numa) {
+    const char *c = s;
+    while ((c = memchr(c, '\r', (size_t)(e - c))) != NULL) {
+        const char *q = ++c;
+        while (q < e && HEX[(unsigned char)*q])
+            q++;
+        if (q > c && q < e && (*q == '-' || (numa && *q == ' ')))
+            return 1;
+        q = c;
+        if (q < e && is_key_start(*q)) {
+            while (q < e && is_key_char(*q))
+                q++;
+            if (q < e && *q == ':')
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /* One line without its '\n'. */
 static int parse_line(Parser *p, const char *s, const char *e) {
     p->line++;
@@ -551,6 +622,9 @@ static int parse_line(Parser *p, const char *s, const char *e) {
         return set_err(p, "expected lines shorter than 65536 bytes");
     if (e > s && e[-1] == '\r')
         e--;
+    if (cr_inside(s, e, p->numa))
+        return set_err(p, "expected lines ending in a newline, found a carriage return "
+                          "followed by another line (CR-only line endings?)");
     /* Fast path: smaps prints its fields in the same order in every block. */
     if (p->in_block && p->expect < p->nfields) {
         const Field *f = &p->fields[p->expect];
@@ -587,6 +661,7 @@ static int parse_line(Parser *p, const char *s, const char *e) {
 /* Parse whole lines of buf[0:n]; a trailing partial line is kept in carry. */
 static int parse_chunk(Parser *p, const char *buf, size_t n) {
     const char *s = buf, *e = buf + n;
+    p->fed += n;
     if (p->carry_len) {
         const char *nl = memchr(s, '\n', n);
         size_t take = nl ? (size_t)(nl - s) : n;
@@ -663,6 +738,7 @@ static void free_state(Parser *p) {
 /* Back to an empty parser; keeps numa/keep and the VmFlags table. */
 static void reset(Parser *p) {
     int numa = p->numa, keep = p->keep, nflags = p->nflags;
+    uint64_t max_bytes = p->max_bytes;
     char saved[MAX_FLAGS][8];
     memcpy(saved, p->flag_names, sizeof saved);
     free_state(p);
@@ -670,6 +746,7 @@ static void reset(Parser *p) {
     memset((char *)p + off, 0, sizeof(Parser) - off);
     p->numa = numa;
     p->keep = keep;
+    p->max_bytes = max_bytes;
     p->last_id = -1;
     for (int i = 0; i < nflags; i++)
         flag_index(p, saved[i], strlen(saved[i]));
@@ -804,23 +881,32 @@ static PyObject *Parser_finish(PyObject *obj, PyObject *Py_UNUSED(ignored)) {
     {
         PyObject *counts = PyList_New((Py_ssize_t)p->nnames);
         if (counts == NULL) goto fail;
-        for (size_t i = 0; i < p->nnames; i++)
-            PyList_SET_ITEM(counts, (Py_ssize_t)i, PyLong_FromLongLong(p->ncount[i]));
+        for (size_t i = 0; i < p->nnames; i++) {
+            PyObject *c = PyLong_FromLongLong(p->ncount[i]);
+            if (c == NULL) { Py_DECREF(counts); goto fail; }
+            PyList_SET_ITEM(counts, (Py_ssize_t)i, c);
+        }
         if (put(d, "name_counts", counts) < 0) goto fail;
     }
     {
         PyObject *fl = PyList_New(p->nflags);
         if (fl == NULL) goto fail;
-        for (int i = 0; i < p->nflags; i++)
-            PyList_SET_ITEM(fl, i, PyUnicode_FromString(p->flag_names[i]));
+        for (int i = 0; i < p->nflags; i++) {
+            PyObject *s = PyUnicode_FromString(p->flag_names[i]);
+            if (s == NULL) { Py_DECREF(fl); goto fail; }
+            PyList_SET_ITEM(fl, i, s);
+        }
         if (put(d, "flag_names", fl) < 0) goto fail;
     }
     if (put(d, "has_vmflags", PyBool_FromLong(p->have_vmflags)) < 0) goto fail;
     {
         PyObject *keys = PyList_New(p->nfields);
         if (keys == NULL) goto fail;
-        for (int i = 0; i < p->nfields; i++)
-            PyList_SET_ITEM(keys, i, PyUnicode_FromString(p->fields[i].key));
+        for (int i = 0; i < p->nfields; i++) {
+            PyObject *s = PyUnicode_FromString(p->fields[i].key);
+            if (s == NULL) { Py_DECREF(keys); goto fail; }
+            PyList_SET_ITEM(keys, i, s);
+        }
         if (put(d, "field_names", keys) < 0) goto fail;
     }
     if (p->keep) {
@@ -922,9 +1008,27 @@ static PyMethodDef Parser_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Parser_get_max_bytes(PyObject *obj, void *Py_UNUSED(closure)) {
+    return PyLong_FromUnsignedLongLong(((Parser *)obj)->max_bytes);
+}
+
+static int Parser_set_max_bytes(PyObject *obj, PyObject *value, void *Py_UNUSED(closure)) {
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete max_bytes");
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    ((Parser *)obj)->max_bytes = v;
+    return 0;
+}
+
 static PyGetSetDef Parser_getset[] = {
     {"count", Parser_get_count, NULL, "rows parsed so far", NULL},
     {"line", Parser_get_line, NULL, "lines parsed so far", NULL},
+    {"max_bytes", Parser_get_max_bytes, Parser_set_max_bytes,
+     "if not 0, the most memory the columns may take (bytes)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import host
 from ..model import SCHEMA_VERSION
 from ..util import atomic_write
-from .live import host_meta, meta_from_raw, read_raw_meta
+from .live import check_has_mappings, host_meta, meta_from_raw, read_raw_meta
 from .parse import TextParser
 from .reader import Background, as_pid, check_alive, proc_path, stream_proc
 from .snapfile import FORMAT_VERSION, SnapshotWriter
@@ -89,6 +89,7 @@ def capture(
             w.section("smaps_rollup", rollup.result())
         check_alive(pid)
         main = counted[names[0]]
+        check_has_mappings(pid, main)
         w.json_section("end.json", {
             "time": time.time(),
             "map_count": int(main["n"]),

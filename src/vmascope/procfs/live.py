@@ -6,13 +6,23 @@ import os
 import time
 
 from .. import host
+from ..errors import ProcessNotFound
 from ..model import Snapshot, SnapshotMeta
 from .parse import TextParser, attach_numa, parse_rollup, parse_status, snapshot_from_result
-from .reader import Background, as_pid, check_alive, proc_path, read_small, stream_proc
+from .reader import (
+    Background,
+    as_pid,
+    check_alive,
+    check_not_kthread,
+    proc_path,
+    read_small,
+    stream_proc,
+)
 
 
 def read_raw_meta(pid: int) -> dict[str, bytes]:
     """The small per-process files, raw: comm, cmdline and status."""
+    check_not_kthread(pid)
     return {
         "comm": read_small(pid, "comm"),
         "cmdline": read_small(pid, "cmdline"),
@@ -42,6 +52,13 @@ def host_meta(meta: SnapshotMeta) -> SnapshotMeta:
     return meta
 
 
+def check_has_mappings(pid: int, res: dict) -> None:
+    """A user process always has mappings (its stack, the vDSO): none means it was
+    exiting (its mm already released, not yet a zombie) while the text was read."""
+    if int(res["n"]) == 0:
+        raise ProcessNotFound(pid, "exited while being read: no mappings left")
+
+
 def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snapshot:
     """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot."""
     pid = as_pid(pid)
@@ -59,6 +76,7 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
     if rollup is not None:
         meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
     check_alive(pid)
+    check_has_mappings(pid, res)
     snap = snapshot_from_result(res, meta)
     if numa and host.has_numa_maps():
         nparser = TextParser(proc_path(pid, "numa_maps"), kind="numa")

@@ -3,20 +3,26 @@ file (told apart by content), or "-" for stdin."""
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ParseError, SnapshotFormatError, UsageError
+from ..errors import FileAccessDenied, ParseError, SnapshotFormatError, UsageError
 from ..model import Snapshot, SnapshotMeta
 from .live import meta_from_raw, read_process
 from .parse import TextParser, attach_numa, snapshot_from_result
 from .reader import CHUNK, as_pid
-from .snapfile import MAGIC, iter_sections
+from .snapfile import MAGIC, iter_sections, parse_json_section, read_small_section
 
 _META_SECTIONS = ("comm", "cmdline", "status", "smaps_rollup")
+
+
+# Memory the columns of a snapshot file's text may take: per byte of the file read so
+# far, plus a constant (the text is up to snapfile.MAX_RATIO times bigger than the file).
+COL_BYTES_PER_FILE_BYTE = 48
+COL_BYTES_SLACK = 48 << 20
 
 
 def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
@@ -26,32 +32,66 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
     main_name = None
     numa: dict[str, Any] | None = None
     end: dict[str, Any] | None = None
-    for name, chunks in iter_sections(fh, source):
+    seen: dict[str, int] = {}
+    body: list[Any] = []
+    for name, chunks in iter_sections(fh, source, body_out=body):
+        if name in seen:
+            raise SnapshotFormatError(source, None, f"corrupt snapshot file (section {name} "
+                                      "twice)")
         if name in ("meta.json", "end.json"):
-            try:
-                obj = json.loads(b"".join(chunks))
-            except ValueError:
-                raise SnapshotFormatError(source, None, f"corrupt snapshot file ({name})") from None
+            data = read_small_section(chunks, name, source)
+            seen[name] = len(data)
+            obj = parse_json_section(data, name, source)
             if name == "meta.json":
                 meta_json = obj
             else:
                 end = obj
         elif name in _META_SECTIONS:
-            raw[name] = b"".join(chunks)
+            raw[name] = read_small_section(chunks, name, source)
+            seen[name] = len(raw[name])
         elif name in ("maps", "smaps", "numa_maps"):
-            if name == "maps" and "smaps" in (meta_json or {}).get("sections", ()):
-                continue  # smaps follows and carries everything maps has
+            if meta_json is None:
+                raise SnapshotFormatError(source, None, "corrupt snapshot file (expected "
+                                          f"meta.json before {name})")
+            size = 0
+            if name == "maps" and "smaps" in meta_json.get("sections", ()):
+                for chunk in chunks:  # smaps follows and carries everything maps has
+                    size += len(chunk)
+                seen[name] = size
+                continue
             kind = "numa" if name == "numa_maps" else "maps"
             parser = TextParser(f"{source}[{name}]", kind=kind)
             for chunk in chunks:
+                parser.max_bytes = (COL_BYTES_PER_FILE_BYTE * body[0].bytes_in
+                                    + COL_BYTES_SLACK)
                 parser.feed(chunk)
+                size += len(chunk)
+            seen[name] = size
             res = parser.finish()
             if kind == "numa":
                 numa = res
             else:
                 main, main_name = res, name
+        else:
+            seen[name] = sum(len(c) for c in chunks)  # a section of a newer writer
     if meta_json is None or main is None or end is None:
-        raise SnapshotFormatError(source, None, "corrupt snapshot file (sections missing)")
+        missing = [n for n, v in (("meta.json", meta_json), ("maps or smaps", main),
+                                  ("end.json", end)) if v is None]
+        raise SnapshotFormatError(source, None, "corrupt snapshot file (sections missing: "
+                                  + ", ".join(missing) + ")")
+    # The sizes and the map count end.json declares must be what was read.
+    for name, size in end.get("sections", {}).items():
+        if name != "end.json" and seen.get(name) != size:
+            raise SnapshotFormatError(
+                source, None, f"corrupt snapshot file (section {name}: end.json declares "
+                f"{size} bytes, found {seen.get(name, 0)})")
+    if "map_count" in end and main["n"] != end["map_count"]:
+        raise SnapshotFormatError(
+            source, None, f"corrupt snapshot file (end.json declares {end['map_count']} "
+            f"mappings, the {main_name} text has {main['n']})")
+    if main["n"] == 0:
+        raise SnapshotFormatError(source, None, f"corrupt snapshot file (no mapping lines in "
+                                  f"its {main_name} text)")
     meta = SnapshotMeta.from_json(meta_json.get("meta", {}))
     # the raw sections are authoritative (smaps_rollup is read during the capture)
     from_raw = meta_from_raw(meta.pid, raw, source="file")
@@ -140,13 +180,59 @@ def load_target(target: str | int | os.PathLike[str]) -> Snapshot:
         raise UsageError(f"not a target: {target!r} (expected a pid, a file or -)")
     path = Path(target)
     source = str(target)
+    with open_input(path, source) as fh:
+        return load_stream(fh, source)
+
+
+def open_input(path: str | os.PathLike[str], source: str) -> IO[bytes]:
+    """Open an input file for reading, binary.
+
+    A regular file or a FIFO (a pipe such as ``<(zcat dump.gz)``); a FIFO is opened
+    without waiting for a writer, and one that has none reads as empty (it never blocks
+    forever). A directory, device or socket is a usage error (exit 2); a file the user
+    may not read is FileAccessDenied (exit 4).
+    """
     try:
-        fh = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise UsageError(f"{source}: no such file (and not a pid)") from None
     except IsADirectoryError:
         raise UsageError(f"{source}: is a directory, expected a pid or a file") from None
     except PermissionError:
-        raise UsageError(f"{source}: permission denied") from None
-    with fh:
-        return load_stream(fh, source)
+        raise FileAccessDenied(source) from None
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot open: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"{source}: is a directory, expected a pid or a file")
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise UsageError(f"{source}: is a device or socket, expected a pid or a file")
+        os.set_blocking(fd, True)  # a FIFO without writers reads as its end
+        return _Checked(os.fdopen(fd, "rb"), source)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Checked:
+    """A binary input whose read errors (EIO, EISDIR, ...) are usage errors."""
+
+    def __init__(self, fh: IO[bytes], source: str) -> None:
+        self._fh = fh
+        self._source = source
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._fh.read(n)
+        except OSError as exc:
+            raise UsageError(f"{self._source}: cannot read: {exc.strerror}") from None
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self) -> _Checked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()

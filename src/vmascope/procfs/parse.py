@@ -62,6 +62,16 @@ class TextParser:
     def count(self) -> int:
         return int(self._p.count)
 
+    @property
+    def max_bytes(self) -> int:
+        """If not 0, the most memory the columns may take (the parser refuses text that
+        would need more); by default they may take 16 bytes per byte of text + 16 MiB."""
+        return int(self._p.max_bytes)
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._p.max_bytes = int(value)
+
 
 def _col(res: Mapping[str, Any], key: str, dtype: Any) -> np.ndarray:
     return np.frombuffer(res[key], dtype=dtype)

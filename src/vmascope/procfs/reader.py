@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from ..errors import AccessDenied, ProcessNotFound, UsageError, VmascopeError
+from ..errors import AccessDenied, KernelThread, ProcessNotFound, UsageError, VmascopeError
 from ._fastparse import fill
 
 CHUNK = 1 << 20
@@ -159,6 +159,23 @@ def check_alive(pid: int) -> None:
     state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
     if state in (b"Z", b"X"):
         raise ProcessNotFound(pid, "exited (zombie) while being read")
+
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+def check_not_kthread(pid: int) -> None:
+    """Raise KernelThread if ``pid`` is a kernel thread (it has no mm: its maps are
+    empty, which must not read as a process with 0 mappings)."""
+    stat = read_small(pid, "stat")
+    # pid (comm) state ppid pgrp session tty_nr tpgid flags ...: flags is field 9
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        flags = int(fields[6])
+    except (IndexError, ValueError):
+        return
+    if flags & PF_KTHREAD:
+        raise KernelThread(pid)
 
 
 class Background:

@@ -1,0 +1,98 @@
+"""The ``vmascope`` console script: Ctrl-C at any point once vmascope's code runs is one
+line ("vmascope: interrupted", exit 130), never a traceback, also while the CLI's
+modules are still being imported. SIGTERM and SIGHUP end it with 128 + the signal after
+the same clean-up (no partial output file).
+
+(Before this module runs, the interpreter itself starts: a Ctrl-C in those first
+milliseconds is Python's own business; docs/reliability.md has the figure.)
+"""
+
+import os
+import sys
+
+_interrupted = False
+_terminated: int | None = None
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _on_terminate(signum: int, frame: object) -> None:
+    global _terminated
+    _terminated = 128 + signum
+    raise SystemExit(128 + signum)
+
+
+def _unraisable(hook_args: object) -> None:
+    # A KeyboardInterrupt raised inside a callback the interpreter cannot propagate
+    # (an import lock's weakref callback, a __del__) would print "Exception ignored"
+    # with a traceback and be lost: remember it, and end as interrupted.
+    global _interrupted, _terminated
+    exc = getattr(hook_args, "exc_value", None)
+    if isinstance(exc, KeyboardInterrupt):
+        _interrupted = True  # acted on when the command returns
+        return
+    if isinstance(exc, SystemExit):  # SIGTERM, SIGHUP
+        _terminated = exc.code if isinstance(exc.code, int) else 1
+        return
+    sys.__unraisablehook__(hook_args)  # type: ignore[arg-type]
+
+
+def _exit_now(code: int) -> None:
+    """After a signal, once everything has unwound (a file being written is removed):
+    flush and leave without the interpreter's finalisation, which can crash in an
+    extension module whose import the signal cut short."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _interrupted_exit() -> None:
+    sys.stderr.write("vmascope: interrupted\n")
+    _exit_now(130)
+
+
+def entry() -> None:
+    try:
+        sys.unraisablehook = _unraisable
+        import signal
+
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
+        # SIGTERM and SIGHUP unwind like Ctrl-C (so a file being written is removed,
+        # not left half-written) and end with 128 + the signal, silently.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                signal.signal(sig, _on_terminate)
+        from .cli import main
+        from .output import run_cli
+
+        code = run_cli(main)
+    except KeyboardInterrupt:
+        _interrupted_exit()
+    except SystemExit as exc:
+        if _terminated is not None:
+            _exit_now(_terminated)
+        raise
+    except Exception:
+        # A module interrupted while it initialises can turn the KeyboardInterrupt into
+        # another error (numpy: ImportError; a class body: RuntimeError): the
+        # interruption is the cause.
+        if _terminated is not None:
+            _exit_now(_terminated)
+        if _interrupted:
+            _interrupted_exit()
+        raise
+    if _terminated is not None:
+        _exit_now(_terminated)
+    if _interrupted:
+        if code == 0:  # the interrupt was lost in a callback: it still ends the command
+            _interrupted_exit()
+        _exit_now(code)
+    sys.exit(code)
