@@ -6,9 +6,21 @@ a real kernel must run there, so a skip is turned into a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+PROGRAMS = Path(__file__).parent / "programs"
 
 STRICT = os.environ.get("CI") == "true" and os.geteuid() == 0
 
@@ -26,3 +38,126 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
 def need_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
+
+
+# -- process handling ---------------------------------------------------------------------
+
+
+class Proc:
+    def __init__(self, popen: subprocess.Popen[bytes], first_line: str, output: str) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.first_line = first_line
+        self.output = output  # stdout up to and including the ready line
+
+
+@contextlib.contextmanager
+def running(cmd: Sequence[str], ready: str, timeout: float = 60.0,
+            cwd: Path | None = None, env: dict[str, str] | None = None) -> Iterator[Proc]:
+    """Start ``cmd`` in its own session (``env``: added to this one's) and wait for a
+    stdout line starting with ``ready``; the whole group is killed afterwards."""
+    popen = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+                             env=None if env is None else {**os.environ, **env})
+    try:
+        line, output = wait_line(popen, ready, timeout)
+        yield Proc(popen, line, output)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=30)
+        for stream in (popen.stdout, popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def wait_line(popen: subprocess.Popen[bytes], ready: str, timeout: float) -> tuple[str, str]:
+    assert popen.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(popen.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = popen.stdout.fileno()
+    try:
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            text = buf.decode(errors="replace")
+            for line in text.splitlines():
+                if line.startswith(ready):
+                    return line, text
+    finally:
+        sel.close()
+    err = popen.stderr.read().decode(errors="replace") if popen.poll() is not None else ""
+    raise AssertionError(f"{popen.args}: no {ready!r} line in {timeout} s; "
+                         f"stdout {buf[-500:]!r}; stderr {err[-1000:]!r}")
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _wait_stopped(pid)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _wait_stopped(pid: int) -> None:
+    for _ in range(200):
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} did not stop")
+
+
+def read_stopped(pid: int) -> tuple[Any, int]:
+    """(snapshot, line count of /proc/PID/maps) with the process stopped in between."""
+    import vmascope
+
+    with stopped(pid):
+        snap = vmascope.load(pid)
+        with open(f"/proc/{pid}/maps", "rb") as fh:
+            lines = fh.read().count(b"\n")
+    return snap, lines
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+@contextlib.contextmanager
+def python_child(code: str, *args: str) -> Iterator[tuple[int, str]]:
+    """Run ``python -c code args`` in its own session; it prints one line and stops itself
+    (SIGSTOP). Yields (pid, that line) while it is stopped; kills the group afterwards."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        ready = sel.select(timeout=60)
+        sel.close()
+        line = proc.stdout.readline().decode() if ready else ""
+        if not line:
+            pytest.fail("child failed: " + proc.stderr.read().decode(errors="replace"))
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        yield proc.pid, line
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import python_child
 
 from vmascope.kernel.epochs import epoch_for
 from vmascope.kernel.sim import MM, run_ops, simulate, snapshot_of
@@ -177,15 +178,9 @@ os.kill(os.getpid(), signal.SIGSTOP)
 """
     from vmascope.procfs.live import read_process
 
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        base = int(child.stdout.readline())
-        os.waitpid(child.pid, os.WUNTRACED)
-        snap = read_process(child.pid)
-    finally:
-        child.kill()
-        child.wait(timeout=10)
+    with python_child(code) as (pid, line):
+        base = int(line)
+        snap = read_process(pid)
     mm = MM.from_snapshot(snap, epoch_for("6.12"))
     assert mm.map_count == len(snap)
     assert [(v.start, v.end) for v in mm] == list(zip(map(int, snap.start), map(int, snap.end)))

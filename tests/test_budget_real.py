@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_real_programs import PROGRAMS, need, read_stopped, running
+from conftest import PROGRAMS, need, read_stopped, running
 
 import vmascope
 from vmascope.analysis import analyze

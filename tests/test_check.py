@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_real_programs import PROGRAMS, need, running, stopped
+from conftest import PROGRAMS, need, running, stopped
 
 from vmascope.analysis.limit import KERNEL_DEFAULT, recommend
 from vmascope.cli import main

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import python_child
 
 from vmascope.errors import AccessDenied, ProcessNotFound, UsageError
 from vmascope.procfs.live import read_process
@@ -109,23 +109,8 @@ os.kill(os.getpid(), signal.SIGSTOP)
 
 @pytest.fixture
 def stopped_child(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready, "child did not start"
-        line = proc.stdout.readline()
-        if not line:
-            pytest.fail("child failed: " + proc.stderr.read().decode())
-        info = json.loads(line)
-        _, status = os.waitpid(proc.pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status)
-        yield proc.pid, info
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    with python_child(CHILD, str(tmp_path)) as (pid, line):
+        yield pid, json.loads(line)
 
 
 def kernel_at_least(major: int, minor: int) -> bool:

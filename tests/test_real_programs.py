@@ -7,16 +7,11 @@ its map count cannot move), and is killed with its whole group when the test end
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import selectors
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -25,100 +20,9 @@ import vmascope
 from vmascope.analysis import Analysis, analyze
 from vmascope.model import Snapshot
 
-PROGRAMS = Path(__file__).parent / "programs"
+from conftest import PROGRAMS, need, read_stopped, running, stopped  # noqa: F401
+
 MiB = 1 << 20
-
-
-# -- process handling ---------------------------------------------------------------------
-
-
-class Proc:
-    def __init__(self, popen: subprocess.Popen[bytes], first_line: str, output: str) -> None:
-        self.popen = popen
-        self.pid = popen.pid
-        self.first_line = first_line
-        self.output = output  # stdout up to and including the ready line
-
-
-@contextlib.contextmanager
-def running(cmd: Sequence[str], ready: str, timeout: float = 60.0,
-            cwd: Path | None = None) -> Iterator[Proc]:
-    """Start ``cmd`` in its own session and wait for a stdout line starting with ``ready``."""
-    popen = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
-    try:
-        line, output = _wait_line(popen, ready, timeout)
-        yield Proc(popen, line, output)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait(timeout=30)
-        for stream in (popen.stdout, popen.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def _wait_line(popen: subprocess.Popen[bytes], ready: str, timeout: float) -> tuple[str, str]:
-    assert popen.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(popen.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    buf = b""
-    fd = popen.stdout.fileno()
-    try:
-        while time.monotonic() < deadline:
-            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            text = buf.decode(errors="replace")
-            for line in text.splitlines():
-                if line.startswith(ready):
-                    return line, text
-    finally:
-        sel.close()
-    err = popen.stderr.read().decode(errors="replace") if popen.poll() is not None else ""
-    raise AssertionError(f"{popen.args}: no {ready!r} line in {timeout} s; "
-                         f"stdout {buf[-500:]!r}; stderr {err[-1000:]!r}")
-
-
-@contextlib.contextmanager
-def stopped(pid: int) -> Iterator[None]:
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        _wait_stopped(pid)
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-
-def _wait_stopped(pid: int) -> None:
-    for _ in range(200):
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        if state in ("T", "t"):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"pid {pid} did not stop")
-
-
-def read_stopped(pid: int) -> tuple[Snapshot, int]:
-    """(snapshot, line count of /proc/PID/maps) with the process stopped in between."""
-    with stopped(pid):
-        snap = vmascope.load(pid)
-        with open(f"/proc/{pid}/maps", "rb") as fh:
-            lines = fh.read().count(b"\n")
-    return snap, lines
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
-    return path
 
 
 # -- crafted C programs -------------------------------------------------------------------

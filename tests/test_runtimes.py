@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_real_programs import PROGRAMS, need, read_stopped, running, tiny_class  # noqa: F401
+from conftest import PROGRAMS, need, read_stopped, running
+from test_real_programs import tiny_class  # noqa: F401 (a fixture)
 
 from vmascope.analysis import analyze
 from vmascope.analysis.runtimes import RUNTIMES
@@ -67,29 +68,8 @@ def exes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def identify(name: str, cmd: list[str], ready: str, env: dict[str, str] | None = None,
              timeout: float = 120.0, cwd: Path | None = None):  # type: ignore[no-untyped-def]
-    full_env = None if env is None else {**os.environ, **env}
-    if full_env is None:
-        with running(cmd, ready, timeout=timeout, cwd=cwd) as proc:
-            snap, lines = read_stopped(proc.pid)
-    else:
-        import contextlib
-        import signal
-
-        popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                 env=full_env, cwd=cwd)
-        try:
-            from test_real_programs import _wait_line
-
-            _wait_line(popen, ready, timeout)
-            snap, lines = read_stopped(popen.pid)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(timeout=30)
-            for s in (popen.stdout, popen.stderr):
-                if s is not None:
-                    s.close()
+    with running(cmd, ready, timeout=timeout, cwd=cwd, env=env) as proc:
+        snap, lines = read_stopped(proc.pid)
     assert snap.map_count == lines
     a = analyze(snap)
     b = a.budget

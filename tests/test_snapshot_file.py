@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import python_child
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -46,16 +46,8 @@ os.kill(os.getpid(), signal.SIGSTOP)
 
 @pytest.fixture
 def child():
-    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        base = int(proc.stdout.readline())
-        _, status = os.waitpid(proc.pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status)
-        yield proc.pid, base
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    with python_child(CHILD) as (pid, line):
+        yield pid, int(line)
 
 
 def same_snapshot(a, b):
