@@ -93,53 +93,45 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
     The simulator's flag words use bit i for ``model.KNOWN_VMFLAGS[i]``, so they are the
     snapshot's VmFlags column as they are.
     """
-    starts: list[int] = []
-    ends: list[int] = []
-    perms: list[int] = []
-    offsets: list[int] = []
-    inodes: list[int] = []
-    flag_words: list[int] = []
-    anon: list[int] = []
-    name_ids: list[int] = []
-    policy_ids: list[int] = []
+    vs = [v for v in mm if v.end > lo and (hi is None or v.start < hi)]
+    n = len(vs)
+
+    def col(values: Any, dtype: Any) -> np.ndarray:
+        return np.fromiter(values, dtype=dtype, count=n)
+
     names: list[str] = []
     name_index: dict[str, int] = {}
     policies: list[str] = []
     policy_index: dict[Any, int] = {}
-    for v in mm:
-        if v.end <= lo or (hi is not None and v.start >= hi):
-            continue
-        starts.append(v.start - shift)
-        ends.append(v.end - shift)
-        f = v.flags
-        perms.append(_perm_bits(f))
-        offsets.append(v.pgoff << PAGE_SHIFT)
-        inodes.append(v.file.inode if isinstance(v.file, ShmemFile) else 0)
-        flag_words.append(f)
-        anon.append(-1 if v.anon_vma is None else v.anon_vma.id)
+
+    def name_id(v: Any) -> int:
         name = mm.vma_name(v)
         if name is None:
-            name_ids.append(-1)
-        else:
-            nid = name_index.get(name)
-            if nid is None:
-                nid = name_index[name] = len(names)
-                names.append(name)
-            name_ids.append(nid)
+            return -1
+        nid = name_index.get(name)
+        if nid is None:
+            nid = name_index[name] = len(names)
+            names.append(name)
+        return nid
+
+    def policy_id(v: Any) -> int:
         pid = policy_index.get(v.policy)
         if pid is None:
             pid = policy_index[v.policy] = len(policies)
             policies.append(policy_text(v.policy))
-        policy_ids.append(pid)
-    inode = np.array(inodes, dtype=np.uint64)
+        return pid
+
+    inode = col((v.file.inode if isinstance(v.file, ShmemFile) else 0 for v in vs), np.uint64)
     return Snapshot(
-        start=np.array(starts, dtype=np.uint64), end=np.array(ends, dtype=np.uint64),
-        perms=np.array(perms, dtype=np.uint8), offset=np.array(offsets, dtype=np.uint64),
+        start=col((v.start - shift for v in vs), np.uint64),
+        end=col((v.end - shift for v in vs), np.uint64),
+        perms=col((_perm_bits(v.flags) for v in vs), np.uint8),
+        offset=col((v.pgoff << PAGE_SHIFT for v in vs), np.uint64),
         dev=(inode != 0).astype(np.uint32), inode=inode,
-        name_id=np.array(name_ids, dtype=np.int32), names=names, meta=meta,
-        vmflags=np.array(flag_words, dtype=np.uint64), flag_names=KNOWN_VMFLAGS,
-        policy_id=np.array(policy_ids, dtype=np.int32), policies=policies,
-        anon_vma=np.array(anon, dtype=np.int64))
+        name_id=col((name_id(v) for v in vs), np.int32), names=names, meta=meta,
+        vmflags=col((v.flags for v in vs), np.uint64), flag_names=KNOWN_VMFLAGS,
+        policy_id=col((policy_id(v) for v in vs), np.int32), policies=policies,
+        anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64))
 
 
 def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
