@@ -98,6 +98,10 @@ def test_fetch_gives_the_suites_kernels(fetched: dict[str, dict[str, str]]) -> N
     assert major_minor(fetched["6.1"]["version"]) == (6, 1)
     assert major_minor(fetched["6.12"]["version"]) == (6, 12)
     assert major_minor(fetched["newest"]["version"]) > (6, 12)
+    assert major_minor(fetched["5.10"]["version"]) == (5, 10)
+    # trixie-backports and experimental carry kernels newer than trixie's own
+    assert major_minor(fetched["stable"]["version"]) > (6, 12)
+    assert major_minor(fetched["next"]["version"]) > (6, 12)
     for alias, info in fetched.items():
         path = kernels.kernel_path(alias, fetch=False)
         assert kernels._sha256(path) == info["sha256"]
@@ -143,7 +147,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_kernels_cli(fetched: dict[str, dict[str, str]]) -> None:
     rows = json.loads(_cli("kernels", "list", "--json").stdout)
-    assert [r["name"] for r in rows] == ["host", "6.1", "6.12", "newest"]
+    assert [r["name"] for r in rows] == ["host", "5.10", "6.1", "6.12", "stable", "newest",
+                                         "next"]
     assert all(r["fetched"] for r in rows)
     out = _cli("kernels", "path", "6.12")
     assert out.returncode == 0

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from vmascope.kernel.epochs import parse_release
 from vmascope.lab import kernels, runner, scenarios, verify
 from vmascope.lab.runner import KernelRun
 
@@ -20,7 +21,8 @@ P = 4096
 NAMES = ["seed", "seed-hack", *scenarios.MERGE, "heap"]
 HEAP = "heap 100p\nbrk 103p\ntouch 101p\n"
 SAMPLE = 150  # random scripts per kernel for the agreement check
-SEED_COUNTS = {"6.1": (3, 1), "6.12": (3, 1), "newest": (2, 1)}  # DESIGN.md
+SEED_COUNTS = {"5.10": (3, 1), "6.1": (3, 1), "6.12": (3, 1), "stable": (2, 1),
+               "newest": (2, 1), "next": (2, 1)}  # DESIGN.md, and 5.10.223, 7.3.4, 7.3-rc7
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,7 @@ def test_seed_counts(booted, alias: str) -> None:  # type: ignore[no-untyped-def
 @pytest.mark.parametrize("alias", list(SEED_COUNTS))
 def test_merge_selftests(booted, alias: str) -> None:  # type: ignore[no-untyped-def]
     run = booted[alias][0]
-    major, minor = (int(x) for x in run.kernel.version.split(".")[:2])
-    fixed = (major, minor) >= (6, 16)
+    fixed = parse_release(run.kernel.version)[:2] >= (6, 16)
     for name in scenarios.MERGE:
         res = _result(run, name)
         assert not res.errors and not res.faults, name
@@ -89,6 +90,7 @@ def test_exhaust_hits_the_limit_earlier_on_older_kernels(booted) -> None:  # typ
         first[alias] = i
     # 3 VMAs a seed block before 6.16, 2 after: the newest kernel goes further
     assert first["6.1"] == first["6.12"] < first["newest"]
+    assert first["5.10"] < first["stable"] and first["next"] > first["6.12"]
 
 
 @pytest.mark.parametrize("alias", list(SEED_COUNTS))

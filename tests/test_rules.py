@@ -61,11 +61,14 @@ def test_parse_release_forms() -> None:
             parse_release(bad)
 
 
-def test_releases_below_5_15_are_refused_with_what_is_supported() -> None:
-    for old in ("5.14", "4.19.300", "3.10"):
-        with pytest.raises(UsageError, match="5.15"):
+def test_releases_below_5_10_are_refused_with_what_is_supported() -> None:
+    for old in ("5.9", "4.19.300", "3.10"):
+        with pytest.raises(UsageError, match="5.10"):
             epoch_for(old)
     epoch_for("5.15")
+    epoch_for("5.10.223")  # Debian 11 and Amazon Linux 2
+    # MADV_POPULATE_(READ|WRITE) came in 5.14 (4ca9b3859dac): unknown advice before
+    assert not epoch_for("5.13").populate_advice and epoch_for("5.14").populate_advice
 
 
 def test_epoch_switches_per_release() -> None:

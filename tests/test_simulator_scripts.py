@@ -26,8 +26,8 @@ from vmascope.kernel.epochs import parse_release
 from vmascope.kernel.sim import simulate
 
 SCRIPTS = Path(__file__).parent / "scripts"
-KERNELS = ("5.15", "6.1", "6.6", "6.8", "6.12.117", "6.13", "6.16", "6.17", "6.18",
-           "6.18.8", "6.18.44", "7.2.13")
+KERNELS = ("5.10", "5.15", "6.1", "6.6", "6.8", "6.12.117", "6.13", "6.16", "6.17", "6.18",
+           "6.18.8", "6.18.44", "7.2.13", "7.3.4")
 
 _VMA = re.compile(r"^(0x[0-9a-f]+)-(0x[0-9a-f]+)(?::([A-Za-z-]))?(?:@(0x[0-9a-f]+))?"
                   r"(?:/([r-][w-][x-][ps]))?(?:=(\S+))?$")

@@ -11,13 +11,14 @@ from .common import add_group, print_json
 def register(subparsers: Any) -> None:
     sub = add_group(subparsers, "kernels",
                     "list, fetch or locate the Debian kernels the lab boots",
-                    "Debian cloud kernels by suite (6.1 = bookworm, 6.12 = trixie, newest = "
-                    "sid), fetched with apt into the cache, plus the host's own kernel.")
+                    "Debian cloud kernels by suite (5.10 = bullseye, 6.1 = bookworm, 6.12 = "
+                    "trixie, stable = trixie-backports, newest = sid, next = experimental), "
+                    "fetched with apt into the cache, plus the host's own kernel.")
     ls = sub.add_parser("list", help="the known kernels and whether they are fetched")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=run_list)
-    fe = sub.add_parser("fetch", help="fetch kernels (default: 6.1, 6.12 and newest)")
-    fe.add_argument("names", nargs="*", metavar="KERNEL", help="6.1, 6.12, newest or a suite")
+    fe = sub.add_parser("fetch", help="fetch kernels (default: all of them)")
+    fe.add_argument("names", nargs="*", metavar="KERNEL", help="5.10, 6.1, 6.12, stable, newest, next or a suite")
     fe.add_argument("--force", action="store_true", help="fetch again even if cached")
     fe.set_defaults(run=run_fetch)
     pa = sub.add_parser("path", help="print the vmlinuz path of a kernel (fetching it if needed)")

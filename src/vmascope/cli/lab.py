@@ -21,8 +21,8 @@ def register(subparsers: Any) -> None:
                         "seed, seed-hack, merge-..., exhaust (see `vmascope lab scenarios`); "
                         "several run in the same boot of each kernel")
     r.add_argument("--kernel", default="host",
-                   help="comma list of host, 6.1, 6.12, newest, or paths to a vmlinuz "
-                        "(default: host)")
+                   help="comma list of host, 5.10, 6.1, 6.12, stable, newest, next, or paths "
+                        "to a vmlinuz; all for every one (default: host)")
     r.add_argument("--max-map-count", type=int, metavar="N",
                    help="vm.max_map_count for the run (set inside microVMs; on the host it "
                         "may only be raised unless --host-sysctl; always restored)")

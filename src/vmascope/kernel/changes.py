@@ -19,7 +19,7 @@ from typing import Any
 Version = tuple[int, ...]
 
 # The lab's real kernels, by the release strings the checks ran on.
-LAB = ("6.1.176", "6.12.117", "6.18.44", "7.2.13")
+LAB = ("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4", "7.3-rc7")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Change:
         return any(v[:2] == s[:2] and v >= s for s in self.stable)
 
 
-# Values in the oldest supported release (5.15).
+# Values in the oldest supported release (5.10).
 BASE: dict[str, Any] = {
     "anon_rule": "legacy",
     "new_range": "vma_merge",
@@ -60,6 +60,7 @@ BASE: dict[str, Any] = {
     "mremap_expand_merges_next": False,
     "mremap_lookup_first": False,
     "mremap_limit": "legacy",
+    "populate_advice": False,
     "populate_in_walk": True,
     "mremap_multi_vma": False,
     "guard_regions": False,
@@ -88,26 +89,27 @@ CHANGES: tuple[Change, ...] = (
     Change("mremap_expand_merges_next", True, (6, 1), "ca3d76b0aa80",
            "mm: add merging after mremap resize",
            "growing a VMA in place with mremap merges the following VMA when it becomes "
-           "adjacent and compatible", verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13")),
+           "adjacent and compatible",
+           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4")),
     Change("mprotect_unaccount", True, (6, 7), "9b9143298585",
            "mm/mprotect: allow unfaulted VMAs to be unaccounted on mprotect()",
            "making an unfaulted anonymous VMA non-writable drops VM_ACCOUNT, so it can "
            "merge with a never-writable neighbour again",
-           verified=("6.12.117", "6.18.44", "7.2.13")),
+           verified=("6.12.117", "6.18.44", "7.2.13", "7.3.4")),
     Change("populate_in_walk", False, (6, 9), "631426ba1d45",
            "mm/madvise: make MADV_POPULATE_(READ|WRITE) handle VM_FAULT_RETRY properly",
            "MADV_POPULATE_READ/WRITE walks the range on its own and stops with ENOMEM at "
            "the first hole (before: inside madvise_walk_vmas, where a hole is ENOMEM only "
            "after the rest was tried, so a bad VMA's EINVAL wins)",
-           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13"), stable=((6, 6, 30),)),
+           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4"), stable=((6, 6, 30),)),
     Change("new_range", "merge_new_range", (6, 12), "cacded5e42b9",
            "mm: avoid using vma_merge() for new VMAs",
            "vma_merge_new_range() in mm/vma.c: a new mapping tries prev first again",
-           verified=("6.12.117", "6.18.44", "7.2.13")),
+           verified=("6.12.117", "6.18.44", "7.2.13", "7.3.4")),
     Change("copy_vma_new_range", True, (6, 12), "cacded5e42b9",
            "mm: avoid using vma_merge() for new VMAs",
            "mremap's copy_vma merges through vma_merge_new_range (before: vma_merge, prev "
-           "first)", verified=("6.12.117", "6.18.44", "7.2.13")),
+           "first)", verified=("6.12.117", "6.18.44", "7.2.13", "7.3.4")),
     Change("brk_mode", "merge_new_range", (6, 12), "cacded5e42b9",
            "mm: avoid using vma_merge() for new VMAs",
            "brk grows through vma_merge_new_range, which may also swallow the next VMA",
@@ -115,7 +117,7 @@ CHANGES: tuple[Change, ...] = (
     Change("brk_mode", "just_expand", (6, 13), "c4d91e225ff3",
            "mm/vma: add expand-only VMA merge mode and optimise do_brk_flags()",
            "brk never looks at the VMA after the heap (vmg->just_expand)",
-           verified=("6.18.44", "7.2.13"),
+           verified=("6.18.44", "7.2.13", "7.3.4"),
            note="the commit came through the 6.12-rc hotfixes by its history; the model "
                 "keeps 6.12 on merge_new_range, which agrees with 6.12.117 on every brk "
                 "script the lab has run: no script yet tells the two apart there"),
@@ -123,18 +125,18 @@ CHANGES: tuple[Change, ...] = (
            "mm: madvise: implement lightweight guard page mechanism",
            "MADV_GUARD_INSTALL / MADV_GUARD_REMOVE; installing prepares an anon_vma on "
            "anonymous VMAs; touching a guard page is SIGSEGV; earlier kernels: EINVAL",
-           verified=("6.18.44", "7.2.13")),
+           verified=("6.18.44", "7.2.13", "7.3.4")),
     Change("anon_rule", "tgt_src", (6, 16), "879bca0a2c4f",
            "mm/vma: fix incorrectly disallowed anonymous VMA merges",
            "is_mergeable_anon_vma looks at the target and the source: a faulted VMA may "
            "merge into an unfaulted neighbour (before, the neighbour's empty "
            "anon_vma_chain was not 'singular'), unless the source is a fork child",
-           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13")),
+           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4")),
     Change("mremap_multi_vma", True, (6, 17), "d23cb648e365",
            "mm/mremap: permit mremap() move of multiple VMAs",
            "mremap(MREMAP_FIXED) with old_len == new_len may move a range that spans "
            "several VMAs, keeping the gaps; before: EFAULT",
-           verified=("6.18.44", "7.2.13")),
+           verified=("6.18.44", "7.2.13", "7.3.4")),
     Change("mremap_limit", "6.17", (6, 17), None,
            "mremap checks map_count once, before unmapping anything",
            "`map_count + 1 >= max - 3` with MREMAP_DONTUNMAP (the old mapping stays), "
@@ -166,10 +168,15 @@ CHANGES: tuple[Change, ...] = (
            "mm: add a field to store names for private anonymous memory",
            "PR_SET_VMA_ANON_NAME; also needs CONFIG_ANON_VMA_NAME, which Debian's cloud "
            "kernels and the host do not set (EINVAL there; checked)"),
+    Change("populate_advice", True, (5, 14), "4ca9b3859dac",
+           "mm/madvise: introduce MADV_POPULATE_(READ|WRITE) to prefault page tables",
+           "MADV_POPULATE_READ and MADV_POPULATE_WRITE exist (before: EINVAL, unknown advice)",
+           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4")),
     Change("mremap_lookup_first", True, (5, 16), "550a7d60bd5e",
            "mm, hugepages: add mremap() support for hugepage backed vma",
            "mremap looks the VMA up before anything else: an unmapped address is EFAULT "
-           "even for a shrink", verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13")),
+           "even for a shrink",
+           verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4")),
 )
 
 def values_for(v: Version) -> dict[str, Any]:
@@ -201,7 +208,7 @@ def markdown_table() -> str:
                      f"{checked} |")
     base = ", ".join(f"`{k}` = `{v}`" for k, v in BASE.items())
     lines.append("")
-    lines.append(f"Before these changes (5.15): {base}.")
+    lines.append(f"Before these changes (5.10): {base}.")
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@ An :class:`Epoch` is a set of behaviour switches. Their values per release come 
 table, :mod:`vmascope.kernel.changes`, which names beside each change the upstream commit
 and release that introduced it (and says so openly where a boundary is assumed).
 ``epoch_for(release)`` maps any release string ("6.1", "6.12.117", "6.18.44-fc-v595",
-"7.2.13") to its epoch. Supported: 5.15 onward.
+"7.2.13") to its epoch. Supported: 5.10 onward.
 
 Build configuration matters too (CONFIG_ANON_VMA_NAME, CONFIG_MEM_SOFT_DIRTY). The
 defaults are those of Debian's cloud kernels (checked on 6.1, 6.12 and 7.2: soft-dirty on,
@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import UsageError
 from .changes import values_for
 
-OLDEST_SUPPORTED = (5, 15)
+OLDEST_SUPPORTED = (5, 10)
 
 _RELEASE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+~_.].*)?\s*$")
 
@@ -46,6 +46,7 @@ class Epoch:
     mremap_expand_merges_next: bool  # mremap grow in place merges the next VMA
     mremap_lookup_first: bool  # mremap: EFAULT for an unmapped address before anything
     mremap_limit: str  # mremap's map_count checks: "legacy" / "6.17"
+    populate_advice: bool  # MADV_POPULATE_READ / MADV_POPULATE_WRITE exist
     populate_in_walk: bool  # MADV_POPULATE_* inside madvise_walk_vmas
     mremap_multi_vma: bool  # MREMAP_FIXED moves ranges spanning several VMAs
     guard_regions: bool  # MADV_GUARD_INSTALL / MADV_GUARD_REMOVE
@@ -108,7 +109,7 @@ def epoch_for(
     if v[:2] < OLDEST_SUPPORTED:
         raise UsageError(
             f"kernel release {release!r}: vmascope models kernels 5.15 and newer "
-            "(5.15, 6.1, 6.6, 6.12, 6.18, 7.x ...)"
+            "(5.10, 5.15, 6.1, 6.6, 6.12, 6.18, 7.x ...)"
         )
     config = getattr(facts, "config", None)
     if config is not None:

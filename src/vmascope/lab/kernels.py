@@ -33,7 +33,8 @@ from ..errors import KernelError
 from ..util import atomic_write, cache_dir
 
 # alias -> Debian suite
-SUITES = {"6.1": "bookworm", "6.12": "trixie", "newest": "sid"}
+SUITES = {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie", "stable": "trixie-backports",
+          "newest": "sid", "next": "experimental"}
 SUITE_ALIASES = {v: k for k, v in SUITES.items()}
 META_PACKAGE = "linux-image-cloud-amd64"
 SYSTEM_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -106,6 +107,8 @@ def resolve(spec: str, *, fetch: bool = True) -> Kernel:
 
 def resolve_list(text: str, *, fetch: bool = True) -> list[Kernel]:
     names = [s for s in (p.strip() for p in text.split(",")) if s]
+    if names == ["all"]:
+        names = ["host", *SUITES]
     if not names:
         raise KernelError("--kernel: expected a comma list such as host,6.1,6.12,newest")
     return [resolve(n, fetch=fetch) for n in names]

@@ -78,6 +78,8 @@ def do_madvise(mm: MM, op: Op) -> None:
     adv = op.advice or ""
     if start & ~PAGE_MASK:
         raise OpFailed("EINVAL")
+    if adv in ("populate_read", "populate_write") and not ep.populate_advice:
+        raise OpFailed("EINVAL")  # madvise_behavior_valid: unknown advice before 5.14
     if adv in ("guard_install", "guard_remove") and not ep.guard_regions:
         raise OpFailed("EINVAL")
     length = page_align(op.length)
