@@ -42,6 +42,22 @@ def register(subparsers: Any) -> None:
     v.add_argument("--json", action="store_true")
     v.set_defaults(run=run_verify)
 
+    d = sub.add_parser("diff-kernels",
+                       help="what changed between two real kernels, minimised and named",
+                       description="Run the scenarios and random scripts on two kernels, "
+                       "minimise every kind of difference and name the kernel change "
+                       "behind it (the simulator tries one behaviour switch at a time).")
+    d.add_argument("scripts", nargs="*", metavar="SCRIPT|SCENARIO",
+                   help="compare these (default: every scenario but exhaust)")
+    d.add_argument("--kernel", required=True, metavar="A,B",
+                   help="the two kernels, as for `lab run` (older first), e.g. 6.12,host")
+    d.add_argument("--cases", type=int, default=500, help="random scripts (default 500)")
+    d.add_argument("--seed", type=int, default=1, help="random seed")
+    d.add_argument("--minimise", type=int, default=5, metavar="K",
+                   help="minimise and name at most K kinds of difference (default 5)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(run=run_diff)
+
     s = sub.add_parser("scenarios", help="list the built-in scenarios")
     s.add_argument("name", nargs="?", help="print this scenario's script")
     s.set_defaults(run=run_scenarios)
@@ -103,3 +119,42 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         print_verdicts(verdicts, Console(highlight=False))
     return 0 if all(not v.disagreements for v in verdicts) else 1
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..errors import UsageError
+    from ..lab import kernels, procs
+    from ..lab.diffkernels import diff_kernels
+    from ..report.lab import diff_json, print_diff
+
+    ks = kernels.resolve_list(args.kernel)
+    if len(ks) != 2:
+        raise UsageError("--kernel: expected exactly two kernels, e.g. 6.12,host")
+    if args.cases < 0:
+        raise UsageError("--cases: expected 0 or more")
+    console = Console(stderr=True, highlight=False)
+    from ..lab import session
+
+    loaded = [session.load_spec(s, None)[1] for s in args.scripts] or None
+    total = args.cases + (len(loaded) if loaded else len(kernels_scenarios()))
+    with procs.signal_guard(), Progress(
+            TextColumn(f"{ks[0].name} vs {ks[1].name}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=not console.is_terminal) as bar:
+        task = bar.add_task("scripts", total=total)
+        diff = diff_kernels(ks[0], ks[1], cases=args.cases, seed=args.seed,
+                            minimise=args.minimise, scripts=loaded,
+                            progress=lambda n: bar.advance(task, n))
+    if args.json:
+        print_json(diff_json(diff))
+    else:
+        print_diff(diff, Console(highlight=False))
+    return 0
+
+
+def kernels_scenarios() -> list[str]:
+    from ..lab import scenarios
+
+    return [n for n in scenarios.names() if n != "exhaust"]

@@ -40,7 +40,7 @@ class Backend(Protocol):
 
 
 @functools.lru_cache(maxsize=16)
-def _epoch(release: str) -> Epoch:
+def epoch_of(release: str) -> Epoch:
     """The epoch of a release, worked out once (for the running kernel this reads
     /proc/config.gz, which would otherwise cost more than the simulation)."""
     return host.epoch_for(release)
@@ -58,7 +58,7 @@ class SimulatorBackend:
 
     def __init__(self, release: str | Epoch, *, max_map_count: int | None = None,
                  thp: str | None = None, name: str = "simulator") -> None:
-        self.epoch = release if isinstance(release, Epoch) else _epoch(release)
+        self.epoch = release if isinstance(release, Epoch) else epoch_of(release)
         self.release = self.epoch.release
         self.max_map_count = max_map_count or DEFAULT_MAX_MAP_COUNT
         self.thp = thp if thp is not None else host.machine_thp(self.release)

@@ -30,28 +30,31 @@ def _faults(o: Outcome) -> list[tuple[int, int, str]]:
     return [(f.op, f.addr, f.signal) for f in o.faults]
 
 
-def differences(real: Outcome, sim: Outcome) -> list[str]:
-    """What differs, one short line per aspect; empty when the two agree."""
+def differences(real: Outcome, sim: Outcome, *,
+                names: tuple[str, str] = ("real", "simulator")) -> list[str]:
+    """What differs, one short line per aspect; empty when the two agree. ``names``: what
+    to call the two sides (a real kernel and the simulator, or two kernels)."""
+    ra, sa = names
     out = []
     rv, sv = real.layout(), sim.layout()
     if rv != sv:
         if len(rv) != len(sv):
-            out.append(f"VMA count: real {len(rv)}, simulator {len(sv)}")
+            out.append(f"VMA count: {ra} {len(rv)}, {sa} {len(sv)}")
         for i, (a, b) in enumerate(zip(rv, sv)):
             if a != b:
-                out.append(f"VMA {i}: real {fmt_vma(a)}, simulator {fmt_vma(b)}")
+                out.append(f"VMA {i}: {ra} {fmt_vma(a)}, {sa} {fmt_vma(b)}")
                 break
         else:
             if len(rv) != len(sv):
                 extra = rv[len(sv)] if len(rv) > len(sv) else sv[len(rv)]
-                side = "real" if len(rv) > len(sv) else "simulator"
+                side = ra if len(rv) > len(sv) else sa
                 out.append(f"only {side} has {fmt_vma(extra)}")
     re_, se = _errors(real), _errors(sim)
     if re_ != se:
-        out.append(f"errors: real {fmt_errors(re_)}, simulator {fmt_errors(se)}")
+        out.append(f"errors: {ra} {fmt_errors(re_)}, {sa} {fmt_errors(se)}")
     rf, sf = _faults(real), _faults(sim)
     if rf != sf:
-        out.append(f"faults: real {fmt_faults(rf)}, simulator {fmt_faults(sf)}")
+        out.append(f"faults: {ra} {fmt_faults(rf)}, {sa} {fmt_faults(sf)}")
     return out
 
 

@@ -132,6 +132,48 @@ def print_verdicts(verdicts: Sequence[Any], console: Any) -> None:
                 console.print(f"  [red]{diff}[/]")
 
 
+# -- lab diff-kernels ---------------------------------------------------------------------
+
+
+def diff_json(diff: Any) -> dict[str, Any]:
+    from ..lab.verify import script_lines
+
+    return {
+        "kernels": [diff.a.name, diff.b.name], "releases": [diff.release_a, diff.release_b],
+        "cases": diff.cases, "differing": diff.differing, "seconds": round(diff.seconds, 1),
+        "differences": [
+            {"script": script_lines(d.script), "differences": d.differences,
+             "similar": d.similar, "explained_by": e.switches, "citations": e.citations,
+             "verdict": e.verdict}
+            for d, e in diff.minimised],
+    }
+
+
+def print_diff(diff: Any, console: Any) -> None:
+    from ..lab.verify import script_lines
+
+    console.print(f"[bold]{diff.a.name}[/] vs [bold]{diff.b.name}[/]: {diff.differing} of "
+                  f"{diff.cases} scripts differ")
+    console.print(f"  ({diff.release_a}; {diff.release_b})")
+    if not diff.differing:
+        console.print("No difference: the two kernels did the same with every script.")
+    for i, (d, e) in enumerate(diff.minimised, 1):
+        console.print(f"\n[bold]difference {i}[/] ({d.similar} script(s) of this kind; "
+                      f"minimised from {len(d.original)} to {len(d.script)} ops):")
+        for line in script_lines(d.script):
+            console.print(f"    {line}")
+        for text in d.differences:
+            console.print(f"  {text}")
+        if e.verdict == "one switch":
+            for s, c in zip(e.switches, e.citations):
+                console.print(f"  [green]explained by[/] {s}: {c}")
+        elif e.verdict == "several switches":
+            console.print("  explained only by several switches together: "
+                          + ", ".join(e.switches))
+        else:
+            console.print(f"  [yellow]{e.verdict}[/]")
+
+
 # -- kernels list -------------------------------------------------------------------------
 
 
