@@ -38,13 +38,15 @@ bench: venv
 # contract and memory checks, the large inputs, atheris (coverage-guided), and the
 # harness again on an ASan+UBSan build of the C extension. `make test` runs a sample.
 FUZZ_N ?= 100000
-ATHERIS_N ?= 20000
+ATHERIS_N ?= 100000
 ASAN_N ?= 20000
 fuzz: venv
 	$(PY) fuzz/harness.py --n $(FUZZ_N) --big
 	for t in maps smaps numa_maps snapshot ops; do \
 	  $(PY) fuzz/atheris_fuzz.py $$t --runs $(ATHERIS_N) || exit 1; done
 	sh fuzz/sanitizers.sh --n $(ASAN_N)
+	$(PY) fuzz/trials.py vanishing --n 1000
+	$(PY) fuzz/trials.py signals --n 200
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/vmascope/*.so src/vmascope/*/*.so
