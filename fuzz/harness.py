@@ -100,7 +100,10 @@ def target_snapshot(data: bytes) -> None:
 
 def target_ops(data: bytes) -> None:
     from vmascope.errors import ParseError
-    from vmascope.kernel.simulator import simulate_ops
+    try:  # the simulator's package (kernel/sim) or its older single module
+        from vmascope.kernel.sim import simulate_ops
+    except ImportError:
+        from vmascope.kernel.simulator import simulate_ops  # type: ignore[no-redef]
     from vmascope.ops.language import load_script
 
     try:

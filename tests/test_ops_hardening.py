@@ -11,7 +11,10 @@ import pytest
 
 from vmascope.errors import ParseError
 from vmascope.kernel.epochs import epoch_for
-from vmascope.kernel.simulator import simulate_ops
+try:  # the simulator's package (kernel/sim) or its older single module
+    from vmascope.kernel.sim import simulate_ops
+except ImportError:
+    from vmascope.kernel.simulator import simulate_ops  # type: ignore[no-redef]
 from vmascope.ops.language import MAX_NUMNODES, TASK_SIZE, load_script, parse_script
 
 
