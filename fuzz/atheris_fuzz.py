@@ -8,9 +8,9 @@ directory that is removed afterwards. Any exception other than a
 vmascope.errors.VmascopeError, a crash, a hang (--timeout) or an RSS above --rss-limit-mb
 ends the run with libFuzzer's report and a non-zero exit.
 
-Python code is instrumented for coverage; the C extension is not (libFuzzer sees its
-effect through the Python paths it takes). fuzz/sanitizers.sh runs fuzz/harness.py on
-an ASan+UBSan build of the C extension.
+Python code is instrumented for coverage. Run alone, the C extension is not (libFuzzer
+sees its effect only through the Python paths it takes); fuzz/atheris_native.sh runs
+this on a clang build of the extension with coverage, ASan and UBSan.
 """
 
 from __future__ import annotations
