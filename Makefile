@@ -43,9 +43,10 @@ ATHERIS_N ?= 50000
 ASAN_N ?= 20000
 fuzz: venv apt
 	$(PY) fuzz/harness.py --n $(FUZZ_N) --big
-	for t in maps smaps numa_maps snapshot ops; do \
+	for t in maps smaps numa_maps snapshot; do \
 	  if command -v clang >/dev/null; then sh fuzz/atheris_native.sh $$t --runs $(ATHERIS_N) || exit 1; \
 	  else $(PY) fuzz/atheris_fuzz.py $$t --runs $(ATHERIS_N) || exit 1; fi; done
+	$(PY) fuzz/atheris_fuzz.py ops --runs $(ATHERIS_N)
 	sh fuzz/sanitizers.sh --n $(ASAN_N)
 	$(PY) fuzz/trials.py vanishing --n 1000
 	$(PY) fuzz/trials.py signals --n 200

@@ -27,6 +27,6 @@ clang -shared -fPIC -O1 -g -fno-omit-frame-pointer \
 TARGET=$1
 shift
 VMASCOPE_SRC="$TMP" LD_PRELOAD="$TMP/libfuzzer.so $RT/libclang_rt.asan-x86_64.so" \
-ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:verify_asan_link_order=0 \
+ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:verify_asan_link_order=0:quarantine_size_mb=64 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$PY" "$ROOT/fuzz/atheris_fuzz.py" "$TARGET" --rss-limit-mb 2048 "$@"

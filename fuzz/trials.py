@@ -157,7 +157,9 @@ def signals(n: int, seed: int) -> dict:
                 _, err = proc.communicate(timeout=120)
                 rc = proc.returncode
                 left = os.listdir(outdir)
-                if "Traceback" in err and not _vmascope_frames(err) and not left:
+                python_own = ("Traceback" in err and not _vmascope_frames(err)) or (
+                    err.strip() == "KeyboardInterrupt")  # what Python prints by itself
+                if python_own and not left:
                     # the signal came while the interpreter itself was starting, before
                     # vmascope's entry point ran (Python prints its own traceback there)
                     out["before the entry point ran"] += 1
