@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 # Debian packages the tests use (installed through apt-get when run as root).
 APT_PACKAGES := build-essential procps qemu-system-x86 cpio zstd binutils \
                 chromium default-jdk-headless nodejs gpg golang-go mono-runtime \
-                mono-mcs libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgc1
+                mono-mcs libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgc1 \
+                clang libclang-rt-dev
 
 .PHONY: demo test venv apt bench fuzz clean
 
@@ -36,16 +37,21 @@ bench: venv
 	$(PY) bench/run.py
 
 # The fuzz harnesses (docs/reliability.md): 100,000 mutated inputs per parser with the
-# contract and memory checks, the large inputs, atheris (coverage-guided), and the
-# harness again on an ASan+UBSan build of the C extension. `make test` runs a sample.
+# contract and memory checks, the large inputs, atheris (coverage-guided, on the C
+# extension built with ASan and UBSan when clang is there), the harness again on a gcc
+# ASan+UBSan build, and the trials. `make test` runs a short sample of each.
 FUZZ_N ?= 100000
-ATHERIS_N ?= 20000
+ATHERIS_N ?= 50000
 ASAN_N ?= 20000
-fuzz: venv
+fuzz: venv apt
 	$(PY) fuzz/harness.py --n $(FUZZ_N) --big
-	for t in maps smaps numa_maps snapshot ops; do \
-	  $(PY) fuzz/atheris_fuzz.py $$t --runs $(ATHERIS_N) || exit 1; done
+	for t in maps smaps numa_maps snapshot; do \
+	  if command -v clang >/dev/null; then sh fuzz/atheris_native.sh $$t --runs $(ATHERIS_N) || exit 1; \
+	  else $(PY) fuzz/atheris_fuzz.py $$t --runs $(ATHERIS_N) || exit 1; fi; done
+	$(PY) fuzz/atheris_fuzz.py ops --runs $(ATHERIS_N)
 	sh fuzz/sanitizers.sh --n $(ASAN_N)
+	$(PY) fuzz/trials.py vanishing --n 1000
+	$(PY) fuzz/trials.py signals --n 200
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/vmascope/*.so src/vmascope/*/*.so

@@ -8,9 +8,9 @@ directory that is removed afterwards. Any exception other than a
 vmascope.errors.VmascopeError, a crash, a hang (--timeout) or an RSS above --rss-limit-mb
 ends the run with libFuzzer's report and a non-zero exit.
 
-Python code is instrumented for coverage; the C extension is not (libFuzzer sees its
-effect through the Python paths it takes). fuzz/sanitizers.sh runs fuzz/harness.py on
-an ASan+UBSan build of the C extension.
+Python code is instrumented for coverage. Run alone, the C extension is not (libFuzzer
+sees its effect only through the Python paths it takes); fuzz/atheris_native.sh runs
+this on a clang build of the extension with coverage, ASan and UBSan.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from fuzz.harness import seeds
 
-    # The interpreter with numpy and vmascope loaded takes ~100 MiB before any input.
+    # The interpreter with numpy and vmascope loaded takes ~65 MiB before any input; the
+    # limit leaves it 160 MiB, and 64 x max-len + 64 MiB on top.
     rss = args.rss_limit_mb or (160 + (64 * args.max_len >> 20) + 64)
     with tempfile.TemporaryDirectory(prefix="vmascope-atheris-") as tmp:
         corpus = Path(tmp, "corpus")
@@ -81,12 +82,14 @@ def main() -> int:
                f"-artifact_prefix={tmp}/", *rest]
         proc = subprocess.run(cmd, cwd=tmp)
         if proc.returncode != 0:
-            for p in Path(tmp).glob("crash-*"):
-                print(f"crashing input ({p.name}): {p.read_bytes()[:400]!r}", file=sys.stderr)
-            for p in Path(tmp).glob("*-*"):
-                if p.is_file():
-                    shutil.copy(p, ROOT / "fuzz" / p.name) if os.environ.get(
-                        "VMASCOPE_KEEP_CRASHES") else None
+            # libFuzzer's artifacts (crash-*, timeout-*, oom-*): shown, and kept in
+            # $VMASCOPE_KEEP_CRASHES if that names a directory
+            keep = os.environ.get("VMASCOPE_KEEP_CRASHES")
+            for p in Path(tmp).iterdir():
+                if p.is_file() and p.name.split("-")[0] in ("crash", "timeout", "oom", "leak"):
+                    print(f"{p.name}: {p.read_bytes()[:400]!r}", file=sys.stderr)
+                    if keep:
+                        shutil.copy(p, Path(keep) / p.name)
         return proc.returncode
 
 

@@ -17,8 +17,9 @@ signals
     0.6 s). Each run must end with at most one line on stderr and no traceback, with
     0, 130 or 143 (or -SIGINT/-SIGTERM before the interpreter installed its handlers),
     and leave either the complete output file or nothing (no temporary file). A signal
-    that lands while the Python interpreter itself starts (its traceback has no frame
-    in vmascope's modules) is counted apart: no vmascope code can run there.
+    that lands before vmascope's entry point runs (the interpreter's own start-up, and
+    the import of the package's ``__init__`` and ``errors`` that the entry point's module
+    needs; the traceback has no other vmascope frame) is counted apart.
 
 Exits 1 if any trial failed.
 """
@@ -110,16 +111,23 @@ def vanishing(n: int, seed: int) -> dict:
             "failed": len(failures), "per_second": round(n / (time.monotonic() - t0))}
 
 
+# Modules Python imports before vmascope's entry point (vmascope._start) can run: the
+# console script imports the package, whose __init__ imports errors.
+_BEFORE_ENTRY = ("/vmascope/__init__.py", "/vmascope/errors.py")
+
+
 def _vmascope_frames(err: str) -> list[str]:
-    """Traceback lines in vmascope's own modules (not the console script)."""
+    """Traceback lines in vmascope's code that runs after its entry point started."""
     return [ln for ln in err.splitlines() if ln.strip().startswith("File ")
-            and "/vmascope/" in ln and not ln.strip().startswith(f'File "{VMASCOPE}"')]
+            and "/vmascope/" in ln and not ln.strip().startswith(f'File "{VMASCOPE}"')
+            and not any(m in ln for m in _BEFORE_ENTRY)]
 
 
 def signals(n: int, seed: int) -> dict:
     rng = random.Random(seed)
     out: collections.Counter[str] = collections.Counter()
     failures: list[str] = []
+    early: list[str] = []
     sleeper = subprocess.Popen(["sleep", "3600"])
     try:
         with tempfile.TemporaryDirectory(prefix="vmascope-trials-") as tmp:
@@ -149,10 +157,13 @@ def signals(n: int, seed: int) -> dict:
                 _, err = proc.communicate(timeout=120)
                 rc = proc.returncode
                 left = os.listdir(outdir)
-                if "Traceback" in err and not _vmascope_frames(err) and not left:
+                python_own = ("Traceback" in err and not _vmascope_frames(err)) or (
+                    err.strip() == "KeyboardInterrupt")  # what Python prints by itself
+                if python_own and not left:
                     # the signal came while the interpreter itself was starting, before
-                    # any vmascope code ran (Python prints its own traceback there)
-                    out["before vmascope code ran"] += 1
+                    # vmascope's entry point ran (Python prints its own traceback there)
+                    out["before the entry point ran"] += 1
+                    early.append(err.strip().splitlines()[-2][:120] if err.strip() else "")
                     continue
                 ok = ("Traceback" not in err and err.count("\n") <= 1
                       and rc in (0, 130, 143, -signal.SIGINT, -signal.SIGTERM))
@@ -179,7 +190,7 @@ def signals(n: int, seed: int) -> dict:
         sleeper.kill()
         sleeper.wait()
     return {"trials": n, "outcomes": dict(sorted(out.items())), "failures": failures[:10],
-            "failed": len(failures)}
+            "failed": len(failures), "before_entry_samples": early[:5]}
 
 
 def main() -> int:

@@ -14,16 +14,47 @@ _interrupted = False
 _terminated: int | None = None
 
 
+RETRY = 0.002  # seconds: a signal that came during an import is acted on after it
+
+
+def _importing(frame: object) -> bool:
+    """Whether the interrupted code runs inside an import. An extension module whose
+    initialisation is cut short (numpy: "ImportError: _multiarray_umath failed to
+    import") prints its own error and leaves the interpreter unable to shut down."""
+    f = frame
+    while f is not None:
+        if f.f_code.co_filename.startswith("<frozen importlib"):  # type: ignore[attr-defined]
+            return True
+        f = f.f_back  # type: ignore[attr-defined]
+    return False
+
+
+def _later(signum: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGALRM, lambda _s, f: _deliver(signum, f))
+    signal.setitimer(signal.ITIMER_REAL, RETRY)
+
+
+def _deliver(signum: int, frame: object) -> None:
+    if _importing(frame):
+        _later(signum)
+        return
+    if signum == 2:  # SIGINT
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
 def _on_sigint(signum: int, frame: object) -> None:
     global _interrupted
     _interrupted = True
-    raise KeyboardInterrupt
+    _deliver(signum, frame)
 
 
 def _on_terminate(signum: int, frame: object) -> None:
     global _terminated
     _terminated = 128 + signum
-    raise SystemExit(128 + signum)
+    _deliver(signum, frame)
 
 
 def _unraisable(hook_args: object) -> None:
@@ -53,14 +84,32 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+class _Stderr:
+    """sys.stderr that remembers whether anything was written: a signal that lands
+    just after an error line adds no second line."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+        self.used = False
+
+    def write(self, text: str) -> int:
+        self.used = self.used or bool(text)
+        return self._stream.write(text)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def _interrupted_exit() -> None:
-    sys.stderr.write("vmascope: interrupted\n")
+    if not getattr(sys.stderr, "used", False):
+        sys.stderr.write("vmascope: interrupted\n")
     _exit_now(130)
 
 
 def entry() -> None:
     try:
         sys.unraisablehook = _unraisable
+        sys.stderr = _Stderr(sys.stderr)  # type: ignore[assignment]
         import signal
 
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
