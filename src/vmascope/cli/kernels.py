@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_group, print_json
+from .common import add_format, add_group, add_output, print_json
 
 
 def register(subparsers: Any) -> None:
@@ -14,7 +14,8 @@ def register(subparsers: Any) -> None:
                     "Debian cloud kernels by suite (6.1 = bookworm, 6.12 = trixie, newest = "
                     "sid), fetched with apt into the cache, plus the host's own kernel.")
     ls = sub.add_parser("list", help="the known kernels and whether they are fetched")
-    ls.add_argument("--json", action="store_true")
+    add_format(ls)
+    add_output(ls)
     ls.set_defaults(run=run_list)
     fe = sub.add_parser("fetch", help="fetch kernels (default: 6.1, 6.12 and newest)")
     fe.add_argument("names", nargs="*", metavar="KERNEL", help="6.1, 6.12, newest or a suite")
@@ -27,14 +28,14 @@ def register(subparsers: Any) -> None:
 
 
 def _alias(name: str) -> str:
-    from ..errors import UsageError
+    from ..errors import KernelError
     from ..lab import kernels
 
     if name in kernels.SUITES:
         return name
     if name in kernels.SUITE_ALIASES:
         return kernels.SUITE_ALIASES[name]
-    raise UsageError(f"unknown kernel {name!r}: expected one of "
+    raise KernelError(f"unknown kernel {name!r}: expected one of "
                      + ", ".join([*kernels.SUITES, *kernels.SUITES.values()]))
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import add_group, print_json
+from .common import add_format, add_group, add_output, print_json
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("--host-sysctl", action="store_true",
                    help="allow --max-map-count to lower the host's vm.max_map_count "
                         "for the duration of the run")
-    r.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_format(r, json_help="print JSON instead of tables (= --format json)")
+    add_output(r)
     r.set_defaults(run=run_run)
 
     v = sub.add_parser("verify", help="random scripts on real kernels vs the simulator")
@@ -39,7 +40,8 @@ def register(subparsers: Any) -> None:
     v.add_argument("--minimise", type=int, default=5, metavar="K",
                    help="minimise at most K disagreements per kernel (default 5)")
     v.add_argument("--batch", type=int, default=500, help="scripts per microVM boot")
-    v.add_argument("--json", action="store_true")
+    add_format(v)
+    add_output(v)
     v.set_defaults(run=run_verify)
 
     s = sub.add_parser("scenarios", help="list the built-in scenarios")

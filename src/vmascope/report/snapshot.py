@@ -74,6 +74,6 @@ def capture_text(res: Any) -> str:
     pct = ""
     if res.max_map_count:
         pct = f" ({100.0 * res.map_count / res.max_map_count:.1f}% of {res.max_map_count})"
-    return (f"wrote {res.path}: pid {res.pid} ({res.comm}), {res.map_count} mappings{pct}, "
-            f"{human_bytes(res.raw_bytes, spaced=True)} of /proc text in "
-            f"{human_bytes(res.file_bytes, spaced=True)}\n")
+    return (f"vmascope: wrote {res.path} ({res.file_bytes:,} bytes): pid {res.pid} "
+            f"({res.comm}), {res.map_count} mappings{pct}, "
+            f"{human_bytes(res.raw_bytes, spaced=True)} of /proc text\n")
