@@ -71,11 +71,18 @@ def run_fetch(args: argparse.Namespace) -> int:
     from ..lab import kernels
     from ..util import cache_dir
 
+    from ..report.progress import display
+
     names = [_alias(n) for n in args.names] or list(kernels.SUITES)
-    for alias in names:
-        info = kernels.fetch(alias, force=args.force)
-        print(f"{alias}: {info['package']} {info['version']} -> "
-              f"{cache_dir('kernels') / info['file']}")
+    with display() as bar:
+        tasks = {a: bar.add_task(f"{a} ({kernels.SUITES[a]})", total=None, state="waiting")
+                 for a in names}
+        for alias in names:
+            bar.update(tasks[alias], state="fetching with apt (index, package, vmlinuz)")
+            info = kernels.fetch(alias, force=args.force)
+            bar.update(tasks[alias], state="done", total=1, completed=1)
+            print(f"{alias}: {info['package']} {info['version']} -> "
+                  f"{cache_dir('kernels') / info['file']}")
     return 0
 
 

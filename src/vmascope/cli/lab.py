@@ -69,9 +69,17 @@ def run_run(args: argparse.Namespace) -> int:
     from ..lab import kernels, session
     from ..report.lab import print_run, run_json
 
+    from ..report.progress import display
+
     loaded = [session.load_spec(spec, args.max_map_count) for spec in args.scripts]
-    runs = session.run(loaded, kernels.resolve_list(args.kernel),
-                       max_map_count=args.max_map_count, host_sysctl=args.host_sysctl)
+    ks = kernels.resolve_list(args.kernel)
+    with display(args.json) as bar:
+        what = ", ".join(name for name, _ in loaded)
+        tasks = {k.name: bar.add_task(f"{k.name}: {what}", total=None, state="waiting")
+                 for k in ks}
+        runs = session.run(loaded, ks, max_map_count=args.max_map_count,
+                           host_sysctl=args.host_sysctl,
+                           progress=lambda k, state: bar.update(tasks[k.name], state=state))
     if args.json:
         print_json(run_json(runs))
     else:
@@ -83,20 +91,18 @@ def run_run(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..errors import UsageError
     from ..lab import kernels, session
     from ..report.lab import print_verdicts, verdict_json
+    from ..report.progress import display
 
     if args.cases < 1:
         raise UsageError("--cases: expected a positive number")
     ks = kernels.resolve_list(args.kernel)
-    console = Console(stderr=True, highlight=False)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console,
-                  transient=not console.is_terminal) as bar:
-        tasks = {k.name: bar.add_task(k.name, total=args.cases) for k in ks}
+    with display(args.json, bar=True) as bar:
+        tasks = {k.name: bar.add_task(f"{k.name}: random scripts vs the simulator",
+                                      total=args.cases, state="") for k in ks}
         verdicts = session.verify_all(
             ks, cases=args.cases, seed=args.seed, batch=args.batch, minimise=args.minimise,
             progress=lambda k, n: bar.advance(tasks[k.name], n))

@@ -78,7 +78,13 @@ def run(args: argparse.Namespace) -> int:
 def _capture(args: argparse.Namespace) -> int:
     from ..procfs.capture import capture
 
-    res = capture(args.target, args.output, smaps=not args.no_smaps, numa=not args.no_numa)
+    from ..report.progress import display
+
+    with display(args.json) as bar:
+        bar.add_task(f"pid {args.target}: capturing /proc into {args.output}", total=None,
+                     state="")
+        res = capture(args.target, args.output, smaps=not args.no_smaps,
+                      numa=not args.no_numa)
     if args.json:
         print_json(capture_json(res, args.top))
     else:
