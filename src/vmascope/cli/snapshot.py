@@ -66,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_map_count:
         snap.meta.max_map_count = args.max_map_count
     top = snap.backing_counts()[: args.top]
+    if args.json and args.vmas:
+        from ..report.snapshot import write_json_with_vmas
+
+        write_json_with_vmas(snap, top, sys.stdout)  # streamed: memory stays flat
+        return 0
     if args.json:
-        print_json(summary_json(snap, top, vmas=args.vmas))
+        print_json(summary_json(snap, top, vmas=False))
         return 0
     from rich.console import Console
 

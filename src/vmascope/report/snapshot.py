@@ -77,3 +77,71 @@ def capture_text(res: Any) -> str:
     return (f"vmascope: wrote {res.path} ({res.file_bytes:,} bytes): pid {res.pid} "
             f"({res.comm}), {res.map_count} mappings{pct}, "
             f"{human_bytes(res.raw_bytes, spaced=True)} of /proc text\n")
+
+
+def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
+                         chunk: int = 1 << 15) -> None:
+    """``summary_json(snap, top, vmas=True)`` as compact JSON, written to ``out`` piece by
+    piece: the VMA array is never built as Python objects, so memory stays flat and the
+    text is the same as ``json.dumps(..., separators=(",", ":"))`` of the whole document.
+    """
+    import json
+
+    import numpy as np
+
+    from ..model import _PERMS_TABLE, decode_dev
+
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    head = dumps(summary_json(snap, top, vmas=False))
+    out.write(head[:-1] + (',"vmas":[' if head != "{}" else '"vmas":['))
+    n = len(snap)
+    names = [dumps(x) for x in snap.names]
+    perms = [dumps(p) for p in _PERMS_TABLE]
+    devs: dict[int, str] = {}
+    flags: dict[int, str] = {}
+    bits = list(enumerate(snap.flag_names))
+    fields = list(snap.smaps.items())
+    # every smaps field present (the usual case): one %-format for the whole object
+    smaps_fmt = ',"smaps":{' + ",".join(dumps(k).replace("%", "%%") + ":%d"
+                                        for k, _ in fields) + "}"
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        cols: list[list[Any]] = [snap.start[lo:hi].tolist(), snap.end[lo:hi].tolist(),
+                                 snap.perms[lo:hi].tolist(), snap.offset[lo:hi].tolist(),
+                                 snap.dev[lo:hi].tolist(), snap.inode[lo:hi].tolist(),
+                                 snap.name_id[lo:hi].tolist()]
+        vf = None if snap.vmflags is None else snap.vmflags[lo:hi].tolist()
+        av = None if snap.anon_vma is None else snap.anon_vma[lo:hi].tolist()
+        po = None if snap.policy_id is None else snap.policy_id[lo:hi].tolist()
+        sm = list(zip(*[col[lo:hi].tolist() for _, col in fields])) if fields else []
+        full = (np.all([col[lo:hi] >= 0 for _, col in fields], axis=0).tolist()
+                if fields else [False] * (hi - lo))
+        parts = []
+        for j, (s, e, p, off, dev, ino, nid) in enumerate(zip(*cols)):
+            d = devs.get(dev)
+            if d is None:
+                d = devs[dev] = '"%02x:%02x"' % decode_dev(dev)
+            row = (f'{{"start":"{s:#x}","end":"{e:#x}","size":{e - s},"perms":{perms[p]},'
+                   f'"offset":{off},"dev":{d},"inode":{ino},'
+                   f'"name":{names[nid] if nid >= 0 else "null"}')
+            if vf is not None:
+                b = vf[j]
+                f = flags.get(b)
+                if f is None:
+                    f = flags[b] = dumps([name for k, name in bits if b >> k & 1])
+                row += f',"flags":{f}'
+            if av is not None:
+                row += f',"anon_vma":{av[j] if av[j] >= 0 else "null"}'
+            if po is not None:
+                row += f',"policy":{dumps(snap.policies[po[j]]) if po[j] >= 0 else "null"}'
+            if full[j]:
+                row += smaps_fmt % sm[j]
+            elif fields:
+                some = {k: v for (k, _), v in zip(fields, sm[j]) if v >= 0}
+                if some:
+                    row += ',"smaps":' + dumps(some)
+            parts.append(row + "}")
+        if lo:
+            out.write(",")
+        out.write(",".join(parts))
+    out.write("]}\n")
