@@ -55,6 +55,19 @@ def test_stream_is_the_same_document(tmp_path: Path, chunk: int) -> None:
         assert json.loads(buf.getvalue()) == _whole(snap)
 
 
+def test_stream_with_a_field_missing_from_one_vma(tmp_path: Path) -> None:
+    text = Path(f"/proc/{os.getpid()}/smaps").read_bytes()
+    cut = text.index(b"\nSwap:")  # the first VMA's Swap line is gone
+    dump = tmp_path / "smaps.txt"
+    dump.write_bytes(text[:cut] + text[text.index(b"\n", cut + 1):])
+    snap = vmascope.load(str(dump))
+    assert "Swap" not in snap.vma(0).smaps and "Swap" in snap.vma(1).smaps
+    for chunk in (1, 3, 1 << 15):
+        buf = io.StringIO()
+        write_json_with_vmas(snap, snap.backing_counts()[:10], buf, chunk=chunk)
+        assert json.loads(buf.getvalue()) == _whole(snap)
+
+
 def test_cli_output_read_by_a_streaming_parser(fragmented: int) -> None:
     proc = subprocess.Popen([VMASCOPE, "snapshot", str(fragmented), "--json", "--vmas"],
                             stdout=subprocess.PIPE)

@@ -104,6 +104,7 @@ def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
     # every smaps field present (the usual case): one %-format for the whole object
     smaps_fmt = ',"smaps":{' + ",".join(dumps(k).replace("%", "%%") + ":%d"
                                         for k, _ in fields) + "}"
+    fast = _FastRows(snap, dumps)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         cols: list[list[Any]] = [snap.start[lo:hi].tolist(), snap.end[lo:hi].tolist(),
@@ -116,6 +117,9 @@ def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
         sm = list(zip(*[col[lo:hi].tolist() for _, col in fields])) if fields else []
         full = (np.all([col[lo:hi] >= 0 for _, col in fields], axis=0).tolist()
                 if fields else [False] * (hi - lo))
+        if all(full) or not fields:
+            out.write(("," if lo else "") + _fast_rows(snap, lo, hi, fast, dumps))
+            continue
         parts = []
         for j, (s, e, p, off, dev, ino, nid) in enumerate(zip(*cols)):
             d = devs.get(dev)
@@ -145,3 +149,57 @@ def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
             out.write(",")
         out.write(",".join(parts))
     out.write("]}\n")
+
+
+class _FastRows:
+    """What the rows of one snapshot share: one %-template, and the JSON text of every
+    name, protection and policy, looked up by column value with numpy."""
+
+    def __init__(self, snap: Any, dumps: Any) -> None:
+        import numpy as np
+
+        from ..model import _PERMS_TABLE
+
+        esc = lambda text: text.replace("%", "%%")  # noqa: E731
+        tmpl = ('{"start":"%s","end":"%s","size":%d,"perms":%s,"offset":%d,"dev":%s,'
+                '"inode":%d,"name":%s')
+        if snap.vmflags is not None:
+            tmpl += ',"flags":%s'
+        if snap.anon_vma is not None:
+            tmpl += ',"anon_vma":%s'
+        if snap.policy_id is not None:
+            tmpl += ',"policy":%s'
+        if snap.smaps:
+            tmpl += ',"smaps":{' + ",".join(esc(dumps(k)) + ":%d" for k in snap.smaps) + "}"
+        self.tmpl = tmpl + "}"
+        # index 0 is "no name" / "no policy" (id -1)
+        self.names = np.array(["null", *map(dumps, snap.names)], dtype=object)
+        self.policies = np.array(["null", *map(dumps, snap.policies)], dtype=object)
+        self.perms = np.array([dumps(p) for p in _PERMS_TABLE], dtype=object)
+
+
+def _fast_rows(snap: Any, lo: int, hi: int, fast: _FastRows, dumps: Any) -> str:
+    """Rows lo..hi as JSON, every smaps field present (or none at all)."""
+    import numpy as np
+
+    from ..model import decode_dev
+
+    start, end = snap.start[lo:hi], snap.end[lo:hi]
+    cols: list[Any] = [list(map(hex, start.tolist())), list(map(hex, end.tolist())),
+                       (end - start).tolist(), fast.perms[snap.perms[lo:hi]].tolist(),
+                       snap.offset[lo:hi].tolist()]
+    devs, inv = np.unique(snap.dev[lo:hi], return_inverse=True)
+    dev_text = np.array(['"%02x:%02x"' % decode_dev(int(d)) for d in devs], dtype=object)
+    cols += [dev_text[inv].tolist(), snap.inode[lo:hi].tolist(),
+             fast.names[snap.name_id[lo:hi].astype(np.int64) + 1].tolist()]
+    if snap.vmflags is not None:
+        bits, inv = np.unique(snap.vmflags[lo:hi], return_inverse=True)
+        flag_text = np.array([dumps([name for k, name in enumerate(snap.flag_names)
+                                     if int(b) >> k & 1]) for b in bits], dtype=object)
+        cols.append(flag_text[inv].tolist())
+    if snap.anon_vma is not None:
+        cols.append([str(a) if a >= 0 else "null" for a in snap.anon_vma[lo:hi].tolist()])
+    if snap.policy_id is not None:
+        cols.append(fast.policies[snap.policy_id[lo:hi].astype(np.int64) + 1].tolist())
+    cols += [col[lo:hi].tolist() for col in snap.smaps.values()]
+    return ",".join(map(fast.tmpl.__mod__, zip(*cols)))
