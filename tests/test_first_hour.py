@@ -125,3 +125,22 @@ def test_pip_install_prints_no_license_deprecation() -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert "project.license" not in out and "deprecated" not in out.lower(), out
+
+
+def test_version_is_quick_and_imports_nothing_heavy() -> None:
+    code = ("import sys; sys.argv = ['vmascope', '--version']\n"
+            "from vmascope import _start\n"
+            "try:\n    _start.entry()\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "heavy = {'numpy', 'rich', 'argparse', 'vmascope.cli'} & set(sys.modules)\n"
+            "print(sorted(heavy), file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stdout == f"vmascope {vmascope.__version__}\n"
+    assert proc.stderr == "[]\n"
+
+
+def test_version_to_a_full_disk_is_one_line() -> None:
+    proc = subprocess.run(f"{VMASCOPE} --version > /dev/full", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 8
+    assert proc.stderr == "vmascope: error: standard output: cannot write: No space left on device\n"
