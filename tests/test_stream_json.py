@@ -78,6 +78,7 @@ def test_cli_output_read_by_a_streaming_parser(fragmented: int) -> None:
         start, end = int(vma["start"], 16), int(vma["end"], 16)
         assert start >= last_end and end > start and vma["size"] == end - start
         assert "Rss" in vma["smaps"] and "flags" in vma
+        assert "policy" not in vma  # numa_maps is read only with --numa
         last_end = end
         n += 1
     assert proc.wait(timeout=60) == 0
@@ -108,3 +109,12 @@ def test_memory_stays_flat(fragmented: int) -> None:
     # peak is a chunk's worth (512 of 20,000+ VMAs)
     assert sink.size > 10_000_000
     assert peak < sink.size / 8, (peak, sink.size)
+
+
+@pytest.mark.skipif(not Path("/proc/self/numa_maps").exists(), reason="kernel without NUMA")
+def test_numa_adds_each_vmas_policy() -> None:
+    proc = subprocess.run([VMASCOPE, "snapshot", str(os.getpid()), "--json", "--vmas",
+                           "--numa"], capture_output=True, text=True, check=True)
+    vmas = json.loads(proc.stdout)["vmas"]
+    assert all("policy" in v for v in vmas)
+    assert any(v["policy"] == "default" for v in vmas)

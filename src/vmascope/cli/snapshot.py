@@ -30,6 +30,8 @@ def register(subparsers: Any) -> None:
                    help="with -o or --vmas: read /proc/PID/maps only (no RSS or VmFlags)")
     p.add_argument("--no-numa", action="store_true",
                    help="with -o: do not capture /proc/PID/numa_maps")
+    p.add_argument("--numa", action="store_true",
+                   help="with --vmas: also read /proc/PID/numa_maps (each VMA's policy)")
     add_format(p)
     add_max_map_count(p)
     p.add_argument("--vmas", action="store_true",
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if _is_pid(args.target):
         # The summary needs only maps; smaps (and numa_maps) only when asked for.
         smaps = (args.smaps or args.vmas) and not args.no_smaps
-        snap = read_process(args.target, smaps=smaps, numa=smaps and not args.no_numa)
+        snap = read_process(args.target, smaps=smaps, numa=args.numa and not args.no_numa)
     else:
         snap = load_target(args.target)
     if args.max_map_count:
