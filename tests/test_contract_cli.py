@@ -61,7 +61,7 @@ def make_inputs(d: Path) -> None:
     (d / "garbage.txt").write_bytes(b"hello world\n")
     (d / "cr-only.txt").write_bytes(MAPS.replace(b"\n", b"\r"))
     (d / "vmflags.txt").write_bytes(MAPS + b"VmFlags: rd \xff\n")
-    (d / "zstd.bin").write_bytes(zstandard.ZstdCompressor().compress(MAPS))
+    (d / "zstd.bin").write_bytes(zstandard.ZstdCompressor().compress(b"not a maps dump\n"))
     good = _snapshot()
     (d / "good.vmasnap").write_bytes(good)
     (d / "truncated.vmasnap").write_bytes(good[: len(good) // 2])

@@ -154,7 +154,8 @@ def test_kernels_cli(fetched: dict[str, dict[str, str]]) -> None:
     assert out.returncode == 0
     assert Path(out.stdout.strip()) == kernels.kernel_path("6.12", fetch=False)
     bad = _cli("kernels", "path", "5.4")
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown kernel" in bad.stderr
+    # an unknown kernel is exit 6 (kernel not available), as in `lab run --kernel 5.4`
+    assert bad.returncode == 6 and bad.stderr.count("\n") == 1 and "unknown kernel" in bad.stderr
 
 
 def test_keyring_chain_for_a_suite_the_local_keys_cannot_verify(

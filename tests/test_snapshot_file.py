@@ -166,9 +166,11 @@ def test_cli_capture_and_summary(child, tmp_path, capsys):
     out = tmp_path / "c.vmasnap"
     assert main(["snapshot", str(pid), "-o", str(out)]) == 0
     assert out.exists()
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.err  # what -o wrote is said on stderr, as by every verb
+    assert captured.out == ""
     n = len(read_process(pid))
-    assert f"{n} mappings" in text and str(out) in text
+    assert f"{n} mappings" in text and f"vmascope: wrote {out}" in text
     assert main(["snapshot", str(out)]) == 0
     text = capsys.readouterr().out
     mmc = int(Path("/proc/sys/vm/max_map_count").read_text())

@@ -107,6 +107,20 @@ def _interrupted_exit() -> None:
 
 
 def entry() -> None:
+    if sys.argv[1:] == ["--version"]:  # the quickest answer: no parser, no imports
+        from . import __version__
+
+        try:
+            sys.stdout.write(f"vmascope {__version__}\n")
+            sys.stdout.flush()
+        except OSError as exc:  # > /dev/full, | true: as any other command would end
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            if isinstance(exc, BrokenPipeError):
+                os._exit(141)
+            sys.stderr.write(f"vmascope: error: standard output: cannot write: "
+                             f"{exc.strerror}\n")
+            os._exit(8)
+        sys.exit(0)
     try:
         sys.unraisablehook = _unraisable
         sys.stderr = _Stderr(sys.stderr)  # type: ignore[assignment]

@@ -100,6 +100,22 @@ class Analysis:
         return out
 
 
+def _named(command: str, snap: Snapshot) -> str:
+    """A suggested command with the real pid or file name in place of PID and TARGET."""
+    import shlex
+
+    meta = snap.meta
+    if meta.pid is not None:
+        command = command.replace("/proc/PID/", f"/proc/{meta.pid}/")
+    target = (str(meta.pid) if meta.source == "live" and meta.pid is not None
+              else meta.extra.get("path"))
+    if target:
+        target = shlex.quote(str(target))
+        command = command.replace("analyze PID", f"analyze {target}")
+        command = command.replace("analyze TARGET", f"analyze {target}")
+    return command
+
+
 def analyze(
     snap: Snapshot,
     kernel: str | None = None,
@@ -127,11 +143,13 @@ def analyze(
         attribution=attribute(snap, classes, reservation_limit),
         fragmentation=frag,
         why=why,
-        advice=advise(why, h),
+        advice=[dataclasses.replace(a, test_command=_named(a.test_command, snap))
+                for a in advise(why, h)],
         budget=b,
         patterns=pats,
         runtimes=fps,
-        fixes=fixes(b, pats, fps, h),
+        fixes=[dataclasses.replace(f, command=_named(f.command, snap))
+               for f in fixes(b, pats, fps, h)],
         limit=recommend(h.map_count, h.max_map_count),
     )
 

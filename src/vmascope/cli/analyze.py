@@ -7,7 +7,7 @@ import shutil
 import sys
 from typing import Any
 
-from .common import add_target, add_verb
+from .common import add_format, add_max_map_count, add_output, add_target, add_verb, write_output
 
 
 def register(subparsers: Any) -> None:
@@ -16,16 +16,17 @@ def register(subparsers: Any) -> None:
         "explain a process's mappings: headroom, reservations, fragmentation, why not merged",
         "Analyse a process's VMAs: how close it is to vm.max_map_count, which backing and "
         "reservations hold its mappings, which adjacent mappings look identical yet are "
-        "separate, and why the kernel did not merge them.", run=run)
+        "separate, and why the kernel did not merge them.", run=run, aliases=("analyse",))
     add_target(p)
     p.add_argument("--kernel", metavar="RELEASE",
                    help="explain for this kernel release (default: the snapshot's own)")
-    p.add_argument("--format", choices=("text", "json", "html"), default="text")
+    add_format(p, ("text", "json", "html"))
+    add_max_map_count(p)
     p.add_argument("--previous", metavar="SNAPSHOT",
                    help="an earlier snapshot of the same process: the recommended "
                    "vm.max_map_count then follows the trend between the two")
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="write the report to FILE (atomically) instead of stdout")
+    add_output(p)
+    p.set_defaults(writes_output=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..analysis import analyze
     from ..report import render
-    from ..util import atomic_write
 
     from .. import host
     from ..analysis.explain import resolve_kernel
 
     snap = vmascope.load(args.target)
+    if args.max_map_count:
+        snap.meta.max_map_count = args.max_map_count
     release, _ = resolve_kernel(snap, args.kernel)
     analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
     if getattr(args, "previous", None):
@@ -49,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
                                    previous=(prev.meta.time, prev.map_count),
                                    now=snap.meta.time)
     if args.output:
-        text = render(analysis, args.format, width=80)
-        with atomic_write(args.output, "w") as fh:
-            fh.write(text)
+        write_output(args.output, render(analysis, args.format, width=80))
         return 0
     if args.format == "text" and sys.stdout.isatty():
         from rich.console import Console

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ..errors import UsageError
-from .common import add_target, add_verb
+from .common import add_format, add_output, add_target, add_verb
 
 EXIT_OVER = 9
 
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     add_target(p)
     p.add_argument("--max-used", type=float, required=True, metavar="PCT",
                    help="the highest share of vm.max_map_count allowed, in percent")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--max-map-count", "--limit", dest="limit", type=int, metavar="N",
                    help="vm.max_map_count to check against (default: the snapshot's, or "
                    "this host's for a live process)")
     p.add_argument("--previous", metavar="SNAPSHOT",
@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
                    help="for a pid: read it twice, SECONDS apart, for the trend")
     p.add_argument("--horizon", type=float, default=168.0, metavar="HOURS",
                    help="how far ahead to project the trend (default 168: a week)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_format(p, json_help="print one JSON object (the same as --format json)")
+    add_output(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.max_used <= 100:
         raise UsageError("--max-used must be a percentage above 0 and at most 100")
     if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be at least 1")
+        raise UsageError("--max-map-count must be at least 1")
     if args.interval is not None and not 0 < args.interval <= 3600:
         raise UsageError("--interval must be above 0 and at most 3600 seconds")
     if args.horizon < 0:
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     h = headroom(snap)
     limit = args.limit or h.max_map_count
     if not limit:
-        raise UsageError("vm.max_map_count is unknown for this snapshot: pass --limit N")
+        raise UsageError("vm.max_map_count is unknown for this snapshot: pass --max-map-count N")
     used = 100.0 * snap.map_count / limit
     rec = recommend(snap.map_count, limit, previous=previous, now=snap.meta.time,
                     horizon_hours=args.horizon)

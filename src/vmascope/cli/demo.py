@@ -40,6 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                  "Start a child that commits a reservation page by page as a GC does, then "
                  "snapshot and explain it.", run=run)
     p.add_argument("--pages", type=int, default=4000, help="pages the child commits (default 4000)")
+    p.add_argument("--report", metavar="FILE", default="vmascope-demo.html",
+                   help="where to write the HTML report of the child (default %(default)s)")
+
+
+GLOSSARY = (  # two lines of at most 80 columns
+    "VMA: a line of /proc/PID/maps. Reservation: PROT_NONE space committed in pieces.\n"
+    "anon_vma: the kernel's record of written anon pages; VMAs with two never merge.\n"
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +61,22 @@ def run(args: argparse.Namespace) -> int:
         line = child.stdout.readline() if child.stdout else ""
         if not line:
             raise LabError("demo child failed to build its heap")
-        print(f"demo: pid {child.pid} committed {args.pages} pages of a reservation at "
-              f"{line.strip()}, every other page first", flush=True)
+        import textwrap
+
+        sys.stdout.write(GLOSSARY)
+        print(textwrap.fill(f"demo: pid {child.pid} committed {args.pages} pages of a "
+                            f"reservation at {line.strip()}, every other page first",
+                            width=80), flush=True)
         rc = main(["snapshot", str(child.pid)])
         if rc == 0:
             rc = main(["analyze", str(child.pid)])
+        if rc == 0:
+            sys.stdout.flush()  # before the line on stderr that names the report
+            rc = main(["analyze", str(child.pid), "--format", "html", "-o", args.report])
+        if rc == 0:
+            print("Next, on your own process (its pid, or a saved maps/smaps dump):\n"
+                  "  vmascope analyze --pid $(pgrep -n YOUR_PROGRAM) --format html "
+                  "-o report.html", flush=True)
         return rc
     finally:
         child.kill()

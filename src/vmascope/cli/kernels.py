@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_group, print_json
+from .common import add_format, add_group, add_output, print_json
 
 
 def register(subparsers: Any) -> None:
@@ -15,7 +15,8 @@ def register(subparsers: Any) -> None:
                     "trixie, stable = trixie-backports, newest = sid, next = experimental), "
                     "fetched with apt into the cache, plus the host's own kernel.")
     ls = sub.add_parser("list", help="the known kernels and whether they are fetched")
-    ls.add_argument("--json", action="store_true")
+    add_format(ls)
+    add_output(ls)
     ls.set_defaults(run=run_list)
     fe = sub.add_parser("fetch", help="fetch kernels (default: all of them)")
     fe.add_argument("names", nargs="*", metavar="KERNEL", help="5.10, 6.1, 6.12, stable, newest, next or a suite")
@@ -28,14 +29,14 @@ def register(subparsers: Any) -> None:
 
 
 def _alias(name: str) -> str:
-    from ..errors import UsageError
+    from ..errors import KernelError
     from ..lab import kernels
 
     if name in kernels.SUITES:
         return name
     if name in kernels.SUITE_ALIASES:
         return kernels.SUITE_ALIASES[name]
-    raise UsageError(f"unknown kernel {name!r}: expected one of "
+    raise KernelError(f"unknown kernel {name!r}: expected one of "
                      + ", ".join([*kernels.SUITES, *kernels.SUITES.values()]))
 
 
@@ -71,11 +72,18 @@ def run_fetch(args: argparse.Namespace) -> int:
     from ..lab import kernels
     from ..util import cache_dir
 
+    from ..report.progress import display
+
     names = [_alias(n) for n in args.names] or list(kernels.SUITES)
-    for alias in names:
-        info = kernels.fetch(alias, force=args.force)
-        print(f"{alias}: {info['package']} {info['version']} -> "
-              f"{cache_dir('kernels') / info['file']}")
+    with display() as bar:
+        tasks = {a: bar.add_task(f"{a} ({kernels.SUITES[a]})", total=None, state="waiting")
+                 for a in names}
+        for alias in names:
+            bar.update(tasks[alias], state="fetching with apt (index, package, vmlinuz)")
+            info = kernels.fetch(alias, force=args.force)
+            bar.update(tasks[alias], state="done", total=1, completed=1)
+            print(f"{alias}: {info['package']} {info['version']} -> "
+                  f"{cache_dir('kernels') / info['file']}")
     return 0
 
 

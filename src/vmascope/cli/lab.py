@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import add_group, print_json
+from .common import add_format, add_group, add_output, print_json
 
 
 def register(subparsers: Any) -> None:
@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("--host-sysctl", action="store_true",
                    help="allow --max-map-count to lower the host's vm.max_map_count "
                         "for the duration of the run")
-    r.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_format(r, json_help="print JSON instead of tables (= --format json)")
+    add_output(r)
     r.set_defaults(run=run_run)
 
     v = sub.add_parser("verify", help="random scripts on real kernels vs the simulator")
@@ -39,7 +40,8 @@ def register(subparsers: Any) -> None:
     v.add_argument("--minimise", type=int, default=5, metavar="K",
                    help="minimise at most K disagreements per kernel (default 5)")
     v.add_argument("--batch", type=int, default=500, help="scripts per microVM boot")
-    v.add_argument("--json", action="store_true")
+    add_format(v)
+    add_output(v)
     v.set_defaults(run=run_verify)
 
     d = sub.add_parser("diff-kernels",
@@ -83,9 +85,17 @@ def run_run(args: argparse.Namespace) -> int:
     from ..lab import kernels, session
     from ..report.lab import print_run, run_json
 
+    from ..report.progress import display
+
     loaded = [session.load_spec(spec, args.max_map_count) for spec in args.scripts]
-    runs = session.run(loaded, kernels.resolve_list(args.kernel),
-                       max_map_count=args.max_map_count, host_sysctl=args.host_sysctl)
+    ks = kernels.resolve_list(args.kernel)
+    with display(args.json) as bar:
+        what = ", ".join(name for name, _ in loaded)
+        tasks = {k.name: bar.add_task(f"{k.name}: {what}", total=None, state="waiting")
+                 for k in ks}
+        runs = session.run(loaded, ks, max_map_count=args.max_map_count,
+                           host_sysctl=args.host_sysctl,
+                           progress=lambda k, state: bar.update(tasks[k.name], state=state))
     if args.json:
         print_json(run_json(runs))
     else:
@@ -97,20 +107,18 @@ def run_run(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..errors import UsageError
     from ..lab import kernels, session
     from ..report.lab import print_verdicts, verdict_json
+    from ..report.progress import display
 
     if args.cases < 1:
         raise UsageError("--cases: expected a positive number")
     ks = kernels.resolve_list(args.kernel)
-    console = Console(stderr=True, highlight=False)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console,
-                  transient=not console.is_terminal) as bar:
-        tasks = {k.name: bar.add_task(k.name, total=args.cases) for k in ks}
+    with display(args.json, bar=True) as bar:
+        tasks = {k.name: bar.add_task(f"{k.name}: random scripts vs the simulator",
+                                      total=args.cases, state="") for k in ks}
         verdicts = session.verify_all(
             ks, cases=args.cases, seed=args.seed, batch=args.batch, minimise=args.minimise,
             progress=lambda k, n: bar.advance(tasks[k.name], n))

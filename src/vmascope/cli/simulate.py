@@ -9,7 +9,7 @@ from typing import Any
 from ..kconst import DEFAULT_MAX_MAP_COUNT
 
 from ..errors import ParseError, UsageError
-from .common import add_verb, print_json
+from .common import add_format, add_output, add_verb, print_json
 
 
 def register(subparsers: Any) -> None:
@@ -25,8 +25,8 @@ def register(subparsers: Any) -> None:
                    help="vm.max_map_count of the simulated process (default %(default)s)")
     p.add_argument("--trace", action="store_true",
                    help="print the decision log: splits, merge attempts, anon_vmas")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per script per line")
+    add_format(p, json_help="one JSON object per script per line (= --format json)")
+    add_output(p)
     p.add_argument("--anon-names", action="store_true",
                    help="model a kernel built with CONFIG_ANON_VMA_NAME (Debian's cloud "
                    "kernels are not: the name op fails with EINVAL)")

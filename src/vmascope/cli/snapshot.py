@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..report.snapshot import capture_json, capture_text, print_summary, summary_json
-from .common import add_target, add_verb, print_json
+from .common import add_format, add_max_map_count, add_target, add_verb, print_json, wrote
 
 
 def register(subparsers: Any) -> None:
@@ -21,12 +21,22 @@ def register(subparsers: Any) -> None:
         "compressed snapshot file that every command can load.", run=run)
     add_target(p)
     p.add_argument("-o", "--output", metavar="FILE",
-                   help="capture the live process to this snapshot file (written atomically)")
+                   help="capture the live process to this snapshot file (written atomically; "
+                   "one line on stderr says what was written)")
+    p.add_argument("--smaps", action="store_true",
+                   help="also read /proc/PID/smaps for the summary (RSS, VmFlags); the "
+                   "summary itself needs only /proc/PID/maps, which is much faster")
     p.add_argument("--no-smaps", action="store_true",
-                   help="read /proc/PID/maps only (faster; no sizes, RSS or VmFlags)")
-    p.add_argument("--no-numa", action="store_true", help="do not read /proc/PID/numa_maps")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--vmas", action="store_true", help="with --json: include every VMA")
+                   help="with -o or --vmas: read /proc/PID/maps only (no RSS or VmFlags)")
+    p.add_argument("--no-numa", action="store_true",
+                   help="with -o: do not capture /proc/PID/numa_maps")
+    p.add_argument("--numa", action="store_true",
+                   help="with --vmas: also read /proc/PID/numa_maps (each VMA's policy)")
+    add_format(p)
+    add_max_map_count(p)
+    p.add_argument("--vmas", action="store_true",
+                   help="with --json: include every VMA (read from smaps unless --no-smaps)")
+    p.set_defaults(writes_output=True)
     p.add_argument("--top", type=int, default=10, metavar="N",
                    help="how many backings to list (default 10)")
 
@@ -50,12 +60,21 @@ def run(args: argparse.Namespace) -> int:
     from ..procfs.load import load_target
 
     if _is_pid(args.target):
-        snap = read_process(args.target, smaps=not args.no_smaps, numa=not args.no_numa)
+        # The summary needs only maps; smaps (and numa_maps) only when asked for.
+        smaps = (args.smaps or args.vmas) and not args.no_smaps
+        snap = read_process(args.target, smaps=smaps, numa=args.numa and not args.no_numa)
     else:
         snap = load_target(args.target)
+    if args.max_map_count:
+        snap.meta.max_map_count = args.max_map_count
     top = snap.backing_counts()[: args.top]
+    if args.json and args.vmas:
+        from ..report.snapshot import write_json_with_vmas
+
+        write_json_with_vmas(snap, top, sys.stdout)  # streamed: memory stays flat
+        return 0
     if args.json:
-        print_json(summary_json(snap, top, vmas=args.vmas))
+        print_json(summary_json(snap, top, vmas=False))
         return 0
     from rich.console import Console
 
@@ -66,9 +85,15 @@ def run(args: argparse.Namespace) -> int:
 def _capture(args: argparse.Namespace) -> int:
     from ..procfs.capture import capture
 
-    res = capture(args.target, args.output, smaps=not args.no_smaps, numa=not args.no_numa)
+    from ..report.progress import display
+
+    with display(args.json) as bar:
+        bar.add_task(f"pid {args.target}: capturing /proc into {args.output}", total=None,
+                     state="")
+        res = capture(args.target, args.output, smaps=not args.no_smaps,
+                      numa=not args.no_numa)
     if args.json:
         print_json(capture_json(res, args.top))
     else:
-        sys.stdout.write(capture_text(res))
+        sys.stderr.write(capture_text(res))
     return 0

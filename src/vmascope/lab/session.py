@@ -67,21 +67,27 @@ class ScriptRun:
 
 
 def run(loaded: Sequence[tuple[str, list[Op]]], kernels: Sequence[Kernel], *,
-        max_map_count: int | None = None, host_sysctl: bool = False) -> list[ScriptRun]:
-    """Every script on every kernel (in parallel), each with the simulator beside it."""
+        max_map_count: int | None = None, host_sysctl: bool = False,
+        progress: Callable[[Kernel, str], None] | None = None) -> list[ScriptRun]:
+    """Every script on every kernel (in parallel), each with the simulator beside it;
+    ``progress(kernel, state)`` follows each kernel."""
     names = [name for name, _ in loaded]
     scripts = [ops for _, ops in loaded]
     with procs.signal_guard():
         runs = runner.run_many(kernels, scripts, max_map_count=max_map_count,
-                               host_sysctl=host_sysctl, names=names)
+                               host_sysctl=host_sysctl, names=names, progress=progress)
     out = [ScriptRun(name, ops, []) for name, ops in loaded]
     for kr in runs:
+        if progress:
+            progress(kr.kernel, "simulating")
         sims = SimulatorBackend(sim_release(kr.kernel)).run(scripts, like=kr.results,
                                                             names=names)
         for k, (real, sim) in enumerate(zip(kr.results, sims)):
             real.epoch = sim.epoch  # the behaviour epoch of this release
             out[k].kernels.append(KernelEntry(kr.kernel, kr.release, kr.seconds, real, sim,
                                               compare.differences(real, sim)))
+        if progress:
+            progress(kr.kernel, "done")
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from .. import host
 from ..errors import ProcessNotFound
@@ -70,18 +71,56 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
     # smaps_rollup (4.14) is read on the other core while smaps streams; it needs the
     # same access as smaps, whose read reports any failure with the right message.
     rollup = Background(pid, "smaps_rollup") if smaps else None
+    # numa_maps walks the page tables as smaps does: read on the other core meanwhile
+    numa_read = _NumaRead(pid) if numa and host.has_numa_maps() else None
     parser = TextParser(proc_path(pid, name))
-    stream_proc(pid, name, [parser.feed])
+    try:
+        stream_proc(pid, name, [parser.feed])
+    except BaseException:
+        if numa_read is not None:
+            numa_read.join()  # the smaps error is the one to report
+        raise
+    nres = numa_read.result() if numa_read is not None else None
     res = parser.finish()
     if rollup is not None:
         meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
     check_alive(pid)
     check_has_mappings(pid, res)
     snap = snapshot_from_result(res, meta)
-    if numa and host.has_numa_maps():
-        nparser = TextParser(proc_path(pid, "numa_maps"), kind="numa")
-        stream_proc(pid, "numa_maps", [nparser.feed])
-        unmatched = attach_numa(snap, nparser.finish())
+    if nres is not None:
+        unmatched = attach_numa(snap, nres)
         if unmatched:
             meta.extra["numa_unmatched"] = unmatched
     return snap
+
+
+class _NumaRead:
+    """/proc/PID/numa_maps streamed into its parser in a thread; ``result()`` joins it
+    and returns the parse (or raises what the read or the parse raised)."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self._pid = pid
+        self._out: Any = None
+        self._exc: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="vmascope-numa_maps",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            nparser = TextParser(proc_path(self._pid, "numa_maps"), kind="numa")
+            stream_proc(self._pid, "numa_maps", [nparser.feed])
+            self._out = nparser.finish()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._exc = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._exc is not None:
+            raise self._exc
+        return self._out

@@ -101,6 +101,7 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
         meta.smaps_rollup = from_raw.smaps_rollup
     meta.source = "file"
     meta.extra["captured_from"] = main_name
+    meta.extra["path"] = source
     snap = snapshot_from_result(main, meta)
     if numa is not None:
         unmatched = attach_numa(snap, numa)
@@ -111,15 +112,30 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
 
 def _load_text(fh: IO[bytes], source: str, first: bytes) -> Snapshot:
     parser = TextParser(source)
-    size = 0
+    size = lines = 0
+    last = b""
     chunk = first
     while chunk:
         parser.feed(chunk)
         size += len(chunk)
+        lines += chunk.count(b"\n")
+        last = chunk[-1:]
         chunk = fh.read(CHUNK)
     if size == 0:
         raise ParseError(source, None, "expected /proc/PID/maps or smaps text, found an empty file")
-    res = parser.finish()
+    cut = ParseError(source, lines + 1, "the last line ends without a newline: the dump is "
+                     "cut short (truncated while copied?)")
+    try:
+        res = parser.finish()
+    except ParseError as exc:
+        # an error on the cut line is the cut's; one before it, or in a one-line text
+        # (CR line ends), is the parser's
+        if last != b"\n" and lines and exc.line == lines + 1:
+            raise cut from None
+        raise
+    if last != b"\n":
+        # /proc ends every line with a newline: a last line without one was cut short
+        raise cut
     if res["n"] == 0:
         raise ParseError(source, None, "expected /proc/PID/maps or smaps text, found no mapping lines")
     meta = SnapshotMeta(source="smaps-dump" if res["field_lines"] else "maps-dump")
@@ -134,10 +150,35 @@ def load_stream(fh: IO[bytes], source: str) -> Snapshot:
         return _load_snapshot_file(_Prefixed(head, fh), source)
     if head and MAGIC.startswith(head):
         raise SnapshotFormatError(source, None, "truncated snapshot file (ends inside its header)")
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        raise ParseError(source, None, "expected maps/smaps text or a vmascope snapshot, "
-                         "found a zstd-compressed file (decompress it first)")
+    if head[:4] == ZSTD_MAGIC or head[:2] == GZIP_MAGIC:
+        return _load_compressed(_Prefixed(head, fh), source, head)
     return _load_text(fh, source, head)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _load_compressed(fh: Any, source: str, head: bytes) -> Snapshot:
+    """A gzip- or zstd-compressed maps/smaps dump: read as the text it holds (errors name
+    the file as compressed)."""
+    import gzip
+    import zlib
+
+    import zstandard
+
+    kind = "gzip" if head[:2] == GZIP_MAGIC else "zstd"
+    named = f"{source} ({kind}-compressed)"
+    stream: Any = (gzip.GzipFile(fileobj=fh, mode="rb") if kind == "gzip"
+                   else zstandard.ZstdDecompressor().stream_reader(fh, closefd=False))
+    try:
+        first = stream.read(CHUNK)
+        if first[: len(MAGIC)] == MAGIC:
+            raise ParseError(named, None, "expected maps/smaps text, found a vmascope "
+                             "snapshot inside (snapshot files are already compressed)")
+        return _load_text(stream, named, first)
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        raise ParseError(named, None, f"corrupt or truncated {kind} data ({exc})") from None
 
 
 class _Prefixed:

@@ -10,15 +10,14 @@ Pictures:
 * splits per reason.
 
 The strip is drawn with numpy straight into SVG rectangles (tens of thousands of VMAs
-become at most a few hundred rectangles); the two charts come from matplotlib's SVG
-backend. jinja2 and matplotlib are the ``report`` extra.
+become at most a few hundred rectangles); the two charts are plain SVG bars written here
+(a plotting library's import alone took longer than the whole text report). jinja2 is
+the ``report`` extra.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,68 +109,85 @@ def strip_svg(a: Analysis, r: Reservation, width: int = STRIP_WIDTH) -> str:
     return "".join(parts)
 
 
-_SVG_START = re.compile(r"^.*?(<svg\b)", re.S)
-_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
+def _svg(width: int, height: int, body: list[str], label: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(label)}" '
+            'font-family="sans-serif" font-size="11">' + "".join(body) + "</svg>")
 
 
-def _figure_svg(fig: Any) -> str:
-    import matplotlib
+def _esc(text: str) -> str:
+    import html
 
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "vmascope"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    text = buf.getvalue()
-    # Drop the XML prolog and DOCTYPE: the SVG is inlined in HTML.
-    # and the RDF metadata block (it only names the generator).
-    return _METADATA.sub("", _SVG_START.sub(r"\1", text, count=1))
+    return html.escape(text, quote=True)
 
 
 def histogram_svg(a: Analysis) -> str | None:
+    """VMA sizes: all VMAs and those in look-alike runs per size bucket, log scale."""
+    import math
+
     hist = a.fragmentation.histogram
     if not hist:
         return None
-    from matplotlib.figure import Figure
+    left, top, plot_h, slot = 64, 28, 170, 44
+    width = left + slot * len(hist) + 20
+    height = top + plot_h + 90
+    high = max(max(b.all_vmas for b in hist), 1)
+    decades = max(1, math.ceil(math.log10(high / 0.7)))
 
-    fig = Figure(figsize=(9, 3.2))
-    ax = fig.subplots()
-    x = np.arange(len(hist))
-    ax.bar(x - 0.2, [b.all_vmas for b in hist], 0.4, label="all VMAs", color="#5b8def")
-    ax.bar(x + 0.2, [b.in_runs for b in hist], 0.4, label="in look-alike runs",
-           color=LOOKALIKE_TICK)
-    ax.set_xticks(x, [human_bytes(b.low) for b in hist], rotation=45, fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=0.7)
-    ax.set_ylabel("VMAs (log scale)")
-    ax.set_xlabel("VMA size (bucket start; each bucket doubles)")
-    ax.legend(frameon=False, fontsize=8)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    return _figure_svg(fig)
+    def y(v: int) -> float:  # log scale from 0.7 (bottom) over whole decades
+        return top + plot_h - (plot_h * math.log10(v / 0.7) / decades if v > 0 else 0)
+
+    body = [f'<text x="{left}" y="14">VMAs per size bucket (log scale); blue: all VMAs, '
+            f'red: in look-alike runs</text>']
+    for d in range(decades + 1):  # grid lines at 1, 10, 100, ...
+        v = 10 ** d
+        if v > 0.7 * 10 ** decades:
+            break
+        yy = y(v)
+        body.append(f'<line x1="{left}" x2="{width - 20}" y1="{yy:.1f}" y2="{yy:.1f}" '
+                    'stroke="#e6e8eb"/>'
+                    f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{v:,}</text>')
+    for k, b in enumerate(hist):
+        x = left + slot * k + 4
+        for dx, v, colour in ((0, b.all_vmas, "#5b8def"), (17, b.in_runs, LOOKALIKE_TICK)):
+            if v:
+                yy = y(v)
+                body.append(f'<rect x="{x + dx}" y="{yy:.1f}" width="16" '
+                            f'height="{top + plot_h - yy:.1f}" fill="{colour}">'
+                            f'<title>{v:,}</title></rect>')
+        lx, ly = x + 17, top + plot_h + 12
+        body.append(f'<text x="{lx}" y="{ly}" text-anchor="end" '
+                    f'transform="rotate(-45 {lx} {ly})">{_esc(human_bytes(b.low))}</text>')
+    body.append(f'<line x1="{left}" x2="{width - 20}" y1="{top + plot_h}" '
+                f'y2="{top + plot_h}" stroke="#2b2d42"/>')
+    body.append(f'<text x="{left}" y="{height - 6}">VMA size (bucket start; each bucket '
+                'doubles)</text>')
+    return _svg(width, height, body, "VMA size histogram")
 
 
 def reasons_svg(a: Analysis) -> str | None:
+    """Splits per reason: one horizontal bar each."""
     w = a.why
     rows = [(f"{r.label} ({r.confidence})", r.count) for r in w.reasons]
     if w.unexplained:
         rows.append((Code.UNEXPLAINED.label, w.unexplained))
     if not rows:
         return None
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    rows = rows[::-1]
-    fig = Figure(figsize=(9, 0.45 * len(rows) + 0.9))
-    ax = fig.subplots()
-    y = np.arange(len(rows))
-    ax.barh(y, [c for _, c in rows], color="#d62828")
-    ax.set_yticks(y, [label for label, _ in rows], fontsize=8)
-    ax.set_xlabel(f"splits (of {w.pairs:,} look-alike adjacent pairs)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    for yy, (_, c) in zip(y, rows):
-        ax.text(c, yy, f" {c:,}", va="center", fontsize=8)
-    return _figure_svg(fig)
+    label_w, bar_w, row_h = 330, 480, 24
+    width, height = label_w + bar_w + 90, row_h * len(rows) + 40
+    high = max(c for _, c in rows) or 1
+    body = []
+    for k, (label, c) in enumerate(rows):
+        yy = 8 + row_h * k
+        bw = max(1.0, bar_w * c / high)
+        body.append(f'<text x="{label_w - 8}" y="{yy + 15}" text-anchor="end">'
+                    f'{_esc(label)}</text>'
+                    f'<rect x="{label_w}" y="{yy + 3}" width="{bw:.1f}" height="{row_h - 8}" '
+                    f'fill="#d62828"/><text x="{label_w + bw + 4:.1f}" y="{yy + 15}">'
+                    f'{c:,}</text>')
+    body.append(f'<text x="{label_w}" y="{height - 8}">splits (of {w.pairs:,} look-alike '
+                'adjacent pairs)</text>')
+    return _svg(width, height, body, "splits per reason")
 
 
 def gauge_svg(a: Analysis) -> str | None:

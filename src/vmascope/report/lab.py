@@ -67,24 +67,49 @@ def print_run(runs: Sequence[Any], console: Any) -> None:
                 console.print(f"[red]{e.kernel.name}: {d}[/]")
 
 
+def _cells(e: Any, i: int) -> tuple[str, str]:
+    """Row ``i`` of a kernel's VMAs: the real one, and the simulator's = or ≠ its own."""
+    r = _vma_text(e.real, i) if i < e.real.map_count else ""
+    s = _vma_text(e.sim, i) if i < e.sim.map_count else ""
+    if s != r:
+        return f"[red]{r}[/]", f"[bold red]≠ {s or '(none)'}[/]"
+    return r, "[green]=[/]" if s else ""
+
+
+def _side_by_side_width(entries: Sequence[Any]) -> int:
+    """Columns the side-by-side table needs (each cell with its borders and padding)."""
+    from rich.text import Text
+
+    width = 1
+    for e in entries:
+        rows = max(e.real.map_count, e.sim.map_count)
+        for col in range(2):
+            texts = [Text.from_markup(_cells(e, i)[col]).cell_len for i in range(rows)]
+            head = len(f"{e.kernel.name} {'sim' if col else 'real'}")
+            width += max([head, *texts]) + 3
+    return width
+
+
 def _print_vmas(entries: Sequence[Any], console: Any) -> None:
     from rich.table import Table
 
+    if _side_by_side_width(entries) > console.width:
+        # too narrow for every kernel side by side: one table per kernel, stacked
+        for e in entries:
+            t = Table(title=f"{e.kernel.name} {e.release}: arena VMAs (pages)")
+            t.add_column("real", overflow="fold")
+            t.add_column("simulator: = or ≠", overflow="fold")
+            for i in range(max(e.real.map_count, e.sim.map_count)):
+                t.add_row(*_cells(e, i))
+            console.print(t)
+        return
     vmas = Table(title="VMAs in the arena (pages): real, and the simulator's = or ≠")
     for e in entries:
         vmas.add_column(f"{e.kernel.name} real")
         vmas.add_column(f"{e.kernel.name} sim")
     rows = max(max(e.real.map_count, e.sim.map_count) for e in entries)
     for i in range(rows):
-        cells = []
-        for e in entries:
-            r = _vma_text(e.real, i) if i < e.real.map_count else ""
-            s = _vma_text(e.sim, i) if i < e.sim.map_count else ""
-            if s != r:
-                cells += [f"[red]{r}[/]", f"[bold red]≠ {s or '(none)'}[/]"]
-            else:
-                cells += [r, "[green]=[/]" if s else ""]
-        vmas.add_row(*cells)
+        vmas.add_row(*[c for e in entries for c in _cells(e, i)])
     console.print(vmas)
 
 
@@ -180,10 +205,27 @@ def print_diff(diff: Any, console: Any) -> None:
 def print_kernels(rows: Sequence[dict[str, Any]], console: Any) -> None:
     from rich.table import Table
 
+    from rich.text import Text
+
+    cols = ("name", "suite", "fetched", "version", "release", "path")
+    cells = [(r["name"], r["suite"] or "-", "yes" if r["fetched"] else "no",
+              r["version"] or "-", r["release"] or "-", r["path"] or "-") for r in rows]
+    widths = [max(len(c[i]) for c in [cols, *cells]) for i in range(len(cols))]
+    # the paths go under the table when the table with them would not fit
+    below = sum(widths) + 3 * len(cols) + 1 > console.width
+    shown = cols[:-1] if below else cols
     table = Table(title="lab kernels")
-    for col in ("name", "suite", "fetched", "version", "release", "path"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], r["suite"] or "-", "yes" if r["fetched"] else "no",
-                      r["version"] or "-", r["release"] or "-", r["path"] or "-")
+    for col in shown:
+        table.add_column(col, no_wrap=True)
+    for c in cells:
+        table.add_row(*c[: len(shown)])
     console.print(table)
+    if below:
+        for c in cells:
+            if c[-1] == "-":
+                continue
+            line = f"{c[0]}: {c[-1]}"
+            if len(line) > console.width:  # the path on a line of its own
+                console.print(Text(f"{c[0]}:"))
+                line = f"  {c[-1]}"
+            console.print(Text(line), overflow="fold")

@@ -47,6 +47,10 @@ def headroom_part(a: Analysis) -> RenderableType:
         return line
     line.append(f"{h.map_count:,} of {h.max_map_count:,} mappings "
                 f"({h.percent_used:.1f}%), {h.left:,} left  ")
+    if h.level == "ok" and a.fixes and a.budget is not None and a.budget.excess:
+        # far from the limit, yet most of the VMAs are avoidable: not simply "OK"
+        line.append("FRAGMENTED", style=LEVEL_STYLE.get("warning", ""))
+        return line
     line.append(h.level.upper(), style=LEVEL_STYLE.get(h.level, ""))
     return line
 
@@ -135,6 +139,12 @@ def why_part(a: Analysis) -> RenderableType:
 
 def advice_part(a: Analysis) -> RenderableType:
     parts: list[RenderableType] = []
+    if a.healthy_line and a.advice:
+        # nothing worth fixing: one plain line, not hypotheses about normal splits
+        t = Text()
+        t.append("Advice: ", style="bold")
+        t.append("none; nothing here is worth fixing.")
+        return t
     for adv in a.advice:
         t = Text()
         t.append("Advice: ", style="bold")
