@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 # Debian packages the tests use (installed through apt-get when run as root).
 APT_PACKAGES := build-essential procps qemu-system-x86 cpio zstd binutils \
                 chromium default-jdk-headless nodejs gpg golang-go mono-runtime \
-                mono-mcs libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgc1
+                mono-mcs libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgc1 \
+                prometheus tmux sqlite3
 
 .PHONY: demo test venv apt bench fuzz clean
 
