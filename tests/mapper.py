@@ -27,6 +27,9 @@ def map_count() -> int:
 
 
 def main() -> None:
+    if os.environ.get("MAPPER_COMM"):
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(os.environ["MAPPER_COMM"])
     want = int(sys.argv[1])
     grow = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     pages = 2 * (want + 20_000) + 2

@@ -4,6 +4,7 @@ in time and killed when the test ends."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -21,14 +22,16 @@ def wc_l(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def mappers(*counts: int, grow: float = 0.0) -> Iterator[list[subprocess.Popen[str]]]:
+def mappers(*counts: int, grow: float = 0.0,
+            comm: str | None = None) -> Iterator[list[subprocess.Popen[str]]]:
     """Processes with (about) these many VMAs each; killed on exit."""
     procs: list[subprocess.Popen[str]] = []
     try:
         for n in counts:
             args = [sys.executable, MAPPER, str(n)] + ([str(grow)] if grow else [])
+            env = {**os.environ, "MAPPER_COMM": comm or ""}
             p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True)
+                                 text=True, env=env)
             procs.append(p)
         for p in procs:
             assert p.stdout is not None

@@ -26,6 +26,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("check", "check"),
     ("simulate", "simulate"),
     ("lab", "lab"),
+    ("watch", "watch"),
+    ("history", "history"),
     ("exporter", "exporter"),
     ("kernels", "kernels"),
     ("demo", "demo"),
