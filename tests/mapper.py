@@ -52,7 +52,7 @@ def main() -> None:
     deadline = time.monotonic() + 300
     last = time.monotonic()
     while time.monotonic() < deadline:
-        r, _, _ = select.select([sys.stdin], [], [], 0.2 if grow else 5)
+        r, _, _ = select.select([sys.stdin], [], [], 0.05 if grow else 5)
         if r and not os.read(sys.stdin.fileno(), 4096):
             return
         if grow:

@@ -26,6 +26,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("check", "check"),
     ("simulate", "simulate"),
     ("lab", "lab"),
+    ("top", "top"),
     ("watch", "watch"),
     ("history", "history"),
     ("exporter", "exporter"),

@@ -31,10 +31,15 @@ class Reading:
 
     def note(self) -> str | None:
         """What this reading could not see, and why (None when it saw everything)."""
-        if not self.unreadable:
+        n = self.unreadable
+        if not n:
             return None
-        return (f"{self.unreadable} processes of other users not shown: reading their "
-                "maps needs root (or CAP_SYS_PTRACE)")
+        what = "1 process" if n == 1 else f"{n} processes"
+        if os.geteuid() == 0:
+            return (f"{what} not shown: their maps cannot be read even as root "
+                    "(a security module, or another PID namespace's ptrace rules)")
+        return (f"{what} of other users not shown: reading their maps needs root "
+                "(or CAP_SYS_PTRACE)")
 
     def to_json(self) -> dict[str, object]:
         return {"time": self.time, "duration_s": round(self.duration, 4),
