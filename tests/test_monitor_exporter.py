@@ -121,3 +121,31 @@ def test_a_port_in_use_is_one_line() -> None:
         out = _run("exporter", "--listen", f"127.0.0.1:{port}")
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "cannot listen" in out.stderr
+
+
+def test_a_scrape_does_not_wait_for_a_reading_in_progress(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from vmascope.monitor import exporter as mod
+
+    exp = mod.Exporter(top=5, interval=0.1, causes=0)
+    first = exp.read_once()
+    gate, entered = threading.Event(), threading.Event()
+    real = mod.read_host
+
+    def slow_read_host(**kw):  # type: ignore[no-untyped-def]
+        entered.set()
+        gate.wait(30)  # a /proc that hangs
+        return real(**kw)
+
+    monkeypatch.setattr(mod, "read_host", slow_read_host)
+    exp.start()
+    try:
+        assert entered.wait(30)
+        t0 = time.perf_counter()
+        body = exp.body()
+        assert time.perf_counter() - t0 < 0.05
+        assert body.startswith(first)  # the last complete reading
+    finally:
+        gate.set()
+        exp.stop()

@@ -152,10 +152,12 @@ def test_watch_runs_the_command_with_the_figures(tmp_path: Path) -> None:
     assert float(env["VMASCOPE_PERCENT"]) == pytest.approx(100 * want / limit, abs=0.01)
 
 
-def test_watch_follows_a_restarted_process_by_comm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["comm", "cmdline"])
+def test_watch_follows_a_restarted_process(tmp_path: Path, mode: str) -> None:
     db = tmp_path / "w.db"
-    with mappers(1500, comm="vmwtest-follow") as (first,):
-        w = subprocess.Popen([*VMASCOPE, "watch", str(first.pid), "--follow", "comm",
+    comm = f"vmw-{mode}"
+    with mappers(1500, comm=comm) as (first,):
+        w = subprocess.Popen([*VMASCOPE, "watch", str(first.pid), "--follow", mode,
                               "--interval", "0.2", "--count", "200", "--db", str(db)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -163,20 +165,26 @@ def test_watch_follows_a_restarted_process_by_comm(tmp_path: Path) -> None:
             assert str(first.pid) in w.stdout.readline()
             first.kill()
             first.wait(timeout=30)
-            with mappers(2500, comm="vmwtest-follow") as (second,):
+            # the restart has the same command line; a decoy has the same comm only
+            with mappers(1500, comm=comm) as (second,), \
+                    mappers(2500 if mode == "cmdline" else 1000, comm=comm) as (decoy,):
+                # cmdline: the decoy is bigger but runs another command line;
+                # comm: the biggest of that comm is followed, and the decoy is smaller
+                want = second
                 deadline = time.monotonic() + 60
+                line = ""
                 while time.monotonic() < deadline:
                     line = w.stdout.readline()
                     if "following" in line or not line:
                         break
-                assert f"pid {second.pid}" in line
+                assert f"pid {want.pid}" in line
         finally:
             w.kill()
             w.communicate(timeout=30)
     store = Store(db)
-    pids = {r.pid for r in store.samples(comm="vmwtest-follow")}
+    pids = {r.pid for r in store.samples(comm=comm)}
     store.close()
-    assert pids == {first.pid, second.pid}
+    assert pids == {first.pid, want.pid}
 
 
 def test_sigkill_mid_write_leaves_a_readable_database(tmp_path: Path) -> None:
