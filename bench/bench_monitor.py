@@ -7,8 +7,8 @@
    anyway), then times ``read_host()`` (the best and the median of 5). Target: at most
    1 s of wall time per 1,000 processes on the host.
 2. Starts ``vmascope exporter`` (reading every second, so readings of all those
-   processes run during the scrapes) and --scrapers threads in another process that
-   each GET /metrics, wait --pause seconds and go again, for --seconds. Targets: p99
+   processes run during the scrapes) and --scrapers processes that each GET /metrics,
+   wait --pause seconds and go again, for --seconds. Targets: p99
    scrape latency (measured by the scrapers) under 50 ms, and the exporter's RSS flat:
    its growth between the first and the last quarter of the run under 5 MiB.
 
@@ -27,25 +27,27 @@ import subprocess
 import sys
 import time
 
+# One scraper: a process of its own (as separate Prometheus servers would be).
 SCRAPER = r"""
-import json, sys, threading, time, urllib.request
-url, n, seconds, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-lat, errors = [], [0]
+import http.client, json, sys, time
+port, seconds, pause = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+lat, errors = [], 0
 end = time.monotonic() + seconds
-def run():
-    while time.monotonic() < end:
-        t0 = time.perf_counter()
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                r.read()
-            lat.append(time.perf_counter() - t0)
-        except OSError:
-            errors[0] += 1
-        time.sleep(pause)
-ts = [threading.Thread(target=run) for _ in range(n)]
-for t in ts: t.start()
-for t in ts: t.join()
-print(json.dumps({"lat": lat, "errors": errors[0]}))
+while time.monotonic() < end:
+    t0 = time.perf_counter()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        r.read()
+        c.close()
+        if r.status != 200:
+            raise OSError(r.status)
+        lat.append(time.perf_counter() - t0)
+    except OSError:
+        errors += 1
+    time.sleep(pause)
+print(json.dumps({"lat": lat, "errors": errors}))
 """
 
 
@@ -84,7 +86,6 @@ def scrape_bench(scrapers: int, seconds: float, pause: float) -> dict[str, float
                             f"127.0.0.1:{port}", "--interval", "1"],
                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -93,16 +94,25 @@ def scrape_bench(scrapers: int, seconds: float, pause: float) -> dict[str, float
             except OSError:
                 time.sleep(0.2)
         time.sleep(3)  # a first reading done
-        client = subprocess.Popen([sys.executable, "-c", SCRAPER, url, str(scrapers),
-                                   str(seconds), str(pause)], stdout=subprocess.PIPE,
-                                  start_new_session=True)
+        clients = [subprocess.Popen([sys.executable, "-c", SCRAPER, str(port), str(seconds),
+                                     str(pause)], stdout=subprocess.PIPE,
+                                    start_new_session=True) for _ in range(scrapers)]
         rss = []
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:
             rss.append(rss_kb(exp.pid))
             time.sleep(1)
-        out, _ = client.communicate(timeout=seconds + 60)
-        res = json.loads(out)
+        res = {"lat": [], "errors": 0}
+        for c in clients:
+            try:
+                out, _ = c.communicate(timeout=seconds + 60)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                out, _ = c.communicate(timeout=30)
+                res["errors"] += 1
+            part = json.loads(out or b'{"lat": [], "errors": 1}')
+            res["lat"] += part["lat"]
+            res["errors"] += part["errors"]
     finally:
         exp.send_signal(signal.SIGTERM)
         try:

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         exporter._loop()  # until a signal ends it
         return 0
     server = serve(exporter, address)
-    exporter.start()
+    exporter.start(process=True)
     print(f"vmascope exporter: http://{address[0]}:{server.server_address[1]}/metrics",
           file=sys.stderr, flush=True)
     try:

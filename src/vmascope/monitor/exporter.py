@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import collections
 import http.server
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -146,6 +149,10 @@ class Exporter:
         top = reading.by_count()[:self.n_causes]
         causes = {p.pid: c for p in top if (c := causes_of(p.pid)) is not None}
         body = render(reading, top=self.top, causes=causes, cmdline=self.cmdline)
+        self._publish(body)
+        return body
+
+    def _publish(self, body: bytes) -> None:
         with self._lock:
             self._body = body
         self.readings.inc()
@@ -153,7 +160,6 @@ class Exporter:
         if self.textfile is not None:
             with safe_write(self.textfile, "wb") as fh:
                 fh.write(body)
-        return body
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -166,13 +172,50 @@ class Exporter:
                 self.last_error = str(exc)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="vmascope-reader",
-                                        daemon=True)
+    def start(self, *, process: bool = False) -> None:
+        """Read in a thread, or (``process``) in a child process at a lower priority, so
+        that a reading never holds this process's interpreter while a scrape waits."""
+        target = self._from_child if process else self._loop
+        self._thread = threading.Thread(target=target, name="vmascope-reader", daemon=True)
         self._thread.start()
+
+    def _from_child(self) -> None:
+        args = [sys.executable, "-m", "vmascope.monitor.exporter", "--child",
+                json.dumps({"top": self.top, "interval": self.interval,
+                            "causes": self.n_causes, "cmdline": self.cmdline})]
+        child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._child = child
+        assert child.stdout is not None
+        try:
+            while not self._stop.is_set():
+                head = child.stdout.readline()
+                if not head:
+                    self.reading_errors.inc()
+                    self.last_error = "the reading process ended"
+                    return
+                meta = json.loads(head)
+                body = child.stdout.read(meta["n"])
+                if meta.get("error"):
+                    self.reading_errors.inc()
+                    self.last_error = meta["error"]
+                    continue
+                self._publish(body)
+                self.last_error = None
+        finally:
+            if child.stdin is not None:
+                child.stdin.close()  # the child ends when its stdin closes
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(timeout=10)
+            child.stdout.close()
 
     def stop(self) -> None:
         self._stop.set()
+        child = getattr(self, "_child", None)
+        if child is not None and child.stdin is not None and not child.stdin.closed:
+            child.stdin.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
@@ -239,6 +282,37 @@ def check_textfile_dir(path: str) -> None:
     if not os.path.isdir(path):
         raise OutputError(f"{path}: not a directory (--textfile takes the directory of "
                           "node_exporter's textfile collector)")
+
+
+def _child_main(config: str) -> None:
+    """The reading process: read, render, write a line ``{"n": len}`` and the text,
+    wait the interval; end when stdin closes (the exporter stopped or died)."""
+    import select
+
+    os.nice(10)
+    cfg = json.loads(config)
+    exp = Exporter(top=cfg["top"], interval=cfg["interval"], causes=cfg["causes"],
+                   cmdline=cfg["cmdline"])
+    out = sys.stdout.buffer
+    while True:
+        t0 = time.monotonic()
+        try:
+            body, error = exp.read_once(), None
+        except (OSError, VmascopeError) as exc:
+            body, error = b"", str(exc)
+        try:
+            out.write(json.dumps({"n": len(body), "error": error}).encode() + b"\n" + body)
+            out.flush()
+        except BrokenPipeError:
+            return
+        wait = max(0.0, cfg["interval"] - (time.monotonic() - t0))
+        r, _, _ = select.select([sys.stdin], [], [], wait)
+        if r and not os.read(sys.stdin.fileno(), 4096):
+            return
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    _child_main(sys.argv[2])
 
 
 __all__ = ["Exporter", "TEXTFILE_NAME", "check_textfile_dir", "parse_listen", "render",
