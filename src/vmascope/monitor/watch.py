@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 from .. import host
 from ..errors import UsageError
-from ..procfs.count import ProcCount, list_pids, read_count
+from ..procfs.count import ProcCount, read_count
 from .causes import causes_of
 from .forecast import Forecast, forecast
+from .reading import read_host
 from .store import Sample, Store
 
 EXIT_OVER = 9  # as `vmascope check`
@@ -42,18 +43,6 @@ class Target:
         raise UsageError(f"not a target: {spec!r} (expected a pid or comm:NAME)")
 
 
-def _all(cmdline: bool) -> list[ProcCount]:
-    out = []
-    for pid in list_pids(os.fspath(host.proc_path())):
-        try:
-            p = read_count(pid, cmdline=cmdline)
-        except Exception:  # noqa: BLE001 - others' processes without root: not ours
-            continue
-        if p is not None:
-            out.append(p)
-    return out
-
-
 def resolve(t: Target, follow: str | None) -> ProcCount | None:
     """The target's process now, or None (gone and not found again)."""
     if t.pid is not None:
@@ -67,7 +56,7 @@ def resolve(t: Target, follow: str | None) -> ProcCount | None:
     elif t.comm is None:
         return None
     want_cmd = follow == "cmdline" and t.cmdline is not None
-    found = [p for p in _all(cmdline=want_cmd)
+    found = [p for p in read_host(cmdline=want_cmd).processes
              if (p.cmdline == t.cmdline if want_cmd else p.comm == t.comm)
              and p.pid != os.getpid()]
     return max(found, key=lambda p: (p.map_count, -p.pid)) if found else None
