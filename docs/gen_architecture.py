@@ -24,7 +24,7 @@ ROLE = {
     "host": "host probes (one place)", "procfs": "/proc readers, snapshot files",
     "analysis": "budget of VMAs, why not merged", "lab": "backends, executor, microVMs",
     "report": "text, JSON, HTML", "cli": "one module per verb",
-    "output": "the one safe writer", "_start": "console script, signals",
+    "output": "the one safe writer", "monitor": "host readings, history, exporter", "_start": "console script, signals",
 }
 
 

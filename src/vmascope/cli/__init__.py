@@ -26,6 +26,10 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("check", "check"),
     ("simulate", "simulate"),
     ("lab", "lab"),
+    ("top", "top"),
+    ("watch", "watch"),
+    ("history", "history"),
+    ("exporter", "exporter"),
     ("kernels", "kernels"),
     ("demo", "demo"),
 )
