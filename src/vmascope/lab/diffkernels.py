@@ -26,7 +26,7 @@ from ..outcome import Outcome
 from . import compare, scenarios
 from .backends import SimulatorBackend, epoch_of, real_backend, sim_release
 from .kernels import Kernel
-from .verify import Disagreement, minimise_all, random_scripts
+from .verify import Disagreement, minimise_all, one_of_each, random_scripts
 
 # Epoch fields that are not behaviour switches.
 _NOT_SWITCHES = {"release", "version"}
@@ -123,16 +123,7 @@ def diff_kernels(a: Kernel, b: Kernel, *, cases: int, seed: int, minimise: int =
         found += [d for d in checker.check(chunk) if d is not None]
         if progress:
             progress(len(chunk))
-    classes: dict[tuple[Any, ...], list[Disagreement]] = {}
-    for d in found:
-        classes.setdefault(d.signature(), []).append(d)
-    picked = []
-    for members in classes.values():
-        best = min(members, key=lambda d: len(d.script))
-        best.similar = len(members)
-        picked.append(best)
-    picked.sort(key=lambda d: -d.similar)
-    small = minimise_all(checker, picked[:minimise])  # type: ignore[arg-type]
+    small = minimise_all(checker, one_of_each(found)[:minimise])  # type: ignore[arg-type]
     ra, rb = checker.releases
     va, vb = sim_release(a), sim_release(b)
     named = [(d, explain(d.script, d.real, d.sim, va, vb) if d.differences and d.sim

@@ -242,9 +242,16 @@ def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 5
         if progress:
             progress(len(chunk))
     seconds = time.monotonic() - t0
-    # One example of each class of disagreement, the shortest first.
+    t1 = time.monotonic()
+    minimised = minimise_all(checker, one_of_each(bad)[:minimise])
+    return KernelVerdict(kernel, checker.release, len(scripts), agreed, bad, minimised,
+                         seconds, time.monotonic() - t1)
+
+
+def one_of_each(found: Sequence[Disagreement]) -> list[Disagreement]:
+    """The shortest example of each kind of disagreement, the commonest kind first."""
     classes: dict[tuple[Any, ...], list[Disagreement]] = {}
-    for d in bad:
+    for d in found:
         classes.setdefault(d.signature(), []).append(d)
     picked = []
     for members in classes.values():
@@ -252,10 +259,7 @@ def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 5
         best.similar = len(members)
         picked.append(best)
     picked.sort(key=lambda d: -d.similar)
-    t1 = time.monotonic()
-    minimised = minimise_all(checker, picked[:minimise])
-    return KernelVerdict(kernel, checker.release, len(scripts), agreed, bad, minimised,
-                         seconds, time.monotonic() - t1)
+    return picked
 
 
 def minimise_all(checker: Checker, found: Sequence[Disagreement]) -> list[Disagreement]:

@@ -9,7 +9,7 @@ from typing import Any
 from .. import host
 from ..errors import ProcessNotFound
 from ..model import Snapshot, SnapshotMeta
-from .parse import TextParser, attach_numa, parse_rollup, parse_status, snapshot_from_result
+from .parse import TextParser, parse_rollup, parse_status, snapshot_from_result
 from .reader import (
     Background,
     as_pid,
@@ -86,12 +86,7 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
         meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
     check_alive(pid)
     check_has_mappings(pid, res)
-    snap = snapshot_from_result(res, meta)
-    if nres is not None:
-        unmatched = attach_numa(snap, nres)
-        if unmatched:
-            meta.extra["numa_unmatched"] = unmatched
-    return snap
+    return snapshot_from_result(res, meta, numa=nres)
 
 
 class _NumaRead:

@@ -12,7 +12,7 @@ from typing import IO, Any
 from ..errors import FileAccessDenied, ParseError, SnapshotFormatError, UsageError
 from ..model import Snapshot, SnapshotMeta
 from .live import meta_from_raw, read_process
-from .parse import TextParser, attach_numa, snapshot_from_result
+from .parse import TextParser, snapshot_from_result
 from .reader import CHUNK, as_pid
 from .snapfile import MAGIC, iter_sections, parse_json_section, read_small_section
 
@@ -102,12 +102,7 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
     meta.source = "file"
     meta.extra["captured_from"] = main_name
     meta.extra["path"] = source
-    snap = snapshot_from_result(main, meta)
-    if numa is not None:
-        unmatched = attach_numa(snap, numa)
-        if unmatched:
-            meta.extra["numa_unmatched"] = unmatched
-    return snap
+    return snapshot_from_result(main, meta, numa=numa)
 
 
 def _load_text(fh: IO[bytes], source: str, first: bytes) -> Snapshot:

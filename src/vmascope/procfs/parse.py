@@ -77,8 +77,11 @@ def _col(res: Mapping[str, Any], key: str, dtype: Any) -> np.ndarray:
     return np.frombuffer(res[key], dtype=dtype)
 
 
-def snapshot_from_result(res: Mapping[str, Any], meta: SnapshotMeta | None = None) -> Snapshot:
-    """A Snapshot whose columns are the parser's buffers (no copy)."""
+def snapshot_from_result(res: Mapping[str, Any], meta: SnapshotMeta | None = None, *,
+                         numa: Mapping[str, Any] | None = None) -> Snapshot:
+    """A Snapshot whose columns are the parser's buffers (no copy); ``numa``: a
+    numa_maps parse whose policies are attached (VMAs it does not match are counted in
+    ``meta.extra["numa_unmatched"]``)."""
     smaps = {
         name: np.frombuffer(col, dtype=np.int64)
         for name, col in zip(res["field_names"], res["fields"])
@@ -86,7 +89,7 @@ def snapshot_from_result(res: Mapping[str, Any], meta: SnapshotMeta | None = Non
     meta = meta or SnapshotMeta()
     if res.get("skipped_lines"):
         meta.extra["skipped_smaps_lines"] = int(res["skipped_lines"])
-    return Snapshot(
+    snap = Snapshot(
         start=_col(res, "start", np.uint64),
         end=_col(res, "end", np.uint64),
         perms=_col(res, "perms", np.uint8),
@@ -100,6 +103,11 @@ def snapshot_from_result(res: Mapping[str, Any], meta: SnapshotMeta | None = Non
         vmflags=_col(res, "vmflags", np.uint64) if res["has_vmflags"] else None,
         flag_names=res["flag_names"],
     )
+    if numa is not None:
+        unmatched = attach_numa(snap, numa)
+        if unmatched:
+            meta.extra["numa_unmatched"] = unmatched
+    return snap
 
 
 def attach_numa(snap: Snapshot, res: Mapping[str, Any]) -> int:
