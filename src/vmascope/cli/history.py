@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import UsageError
-from .common import add_verb, print_json
+from .common import add_verb, print_json, wrote
 
 DESCRIPTION = """\
 Show a series recorded by `vmascope watch` (--pid or --comm; without either, the
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=float, default=1800.0, metavar="S",
                    help="seconds of samples the forecast fits (1800)")
     p.add_argument("-o", "--output", metavar="FILE", help="write a plot: .png or .html")
+    p.set_defaults(writes_output=True)  # it writes -o FILE itself (a plot, not stdout)
     p.add_argument("--json", action="store_true", help="the series and forecast as JSON")
 
 
@@ -63,14 +64,11 @@ def run(args: argparse.Namespace) -> int:
                   last.max_map_count) if last.max_map_count else None)
     title = f"{last.comm} (pid {last.pid})"
     if out:
-        if out.endswith(".png"):
-            data = view.plot_png(title, samples, f)
-            with safe_write(out, "wb") as fh:
-                fh.write(data)
-        else:
-            with safe_write(out, "w") as fh:
-                fh.write(view.page_html(title, samples, f))
-        print(f"wrote {out}", file=sys.stderr)
+        data = (view.plot_png(title, samples, f) if out.endswith(".png")
+                else view.page_html(title, samples, f).encode())
+        with safe_write(out, "wb") as fh:
+            fh.write(data)
+        wrote(out, len(data))
         return 0
     if args.json:
         print_json(view.to_json(title, samples, f))
