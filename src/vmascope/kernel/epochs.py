@@ -47,6 +47,8 @@ class Epoch:
     mremap_lookup_first: bool  # mremap: EFAULT for an unmapped address before anything
     mremap_limit: str  # mremap's map_count checks: "legacy" / "6.17"
     populate_advice: bool  # MADV_POPULATE_READ / MADV_POPULATE_WRITE exist
+    lf_mnemonic: bool  # smaps prints VM_LOCKONFAULT as "lf" (before: "??")
+    onfault_skips_populate: bool  # MLOCK_ONFAULT does not walk the range with gup
     populate_in_walk: bool  # MADV_POPULATE_* inside madvise_walk_vmas
     mremap_multi_vma: bool  # MREMAP_FIXED moves ranges spanning several VMAs
     guard_regions: bool  # MADV_GUARD_INSTALL / MADV_GUARD_REMOVE

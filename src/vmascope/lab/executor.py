@@ -39,6 +39,7 @@ _MAP_BITS = {"shared": MAP_SHARED, "private": MAP_PRIVATE, "fixed": MAP_FIXED,
              "noreserve": MAP_NORESERVE, "populate": MAP_POPULATE}
 _MREMAP_BITS = {"maymove": 1, "fixed": 2, "dontunmap": 4}
 _MPOL = {"default": 0, "preferred": 1, "bind": 2, "interleave": 3}
+_MCL_BITS = {"current": 1, "future": 2, "onfault": 4}
 SIGNALS = {int(s): s.name for s in signal.Signals}
 
 # Seconds one script may run before its process is killed (reported as a crash).
@@ -108,6 +109,14 @@ def encode_op(op: Op) -> str:
         return f"H {op.addr}"
     if k == "brk":
         return f"K {op.addr}"
+    if k == "mlock":
+        return f"L {op.addr} {op.length} {1 if 'onfault' in op.flags else 0}"
+    if k == "munlock":
+        return f"W {op.addr} {op.length}"
+    if k == "mlockall":
+        return f"J {sum(_MCL_BITS[f] for f in op.flags)}"
+    if k == "munlockall":
+        return "Q"
     raise LabError(f"the executor cannot run {format_op(op)!r}")
 
 

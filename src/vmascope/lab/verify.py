@@ -52,8 +52,8 @@ class Generator_:
         for _ in range(r.randint(2, 12)):
             kind = r.choices(
                 ("commit", "touch", "decommit", "madvise", "mmap", "munmap", "mremap",
-                 "fork", "name", "heap", "protect", "mbind"),
-                weights=(24, 22, 8, 10, 8, 5, 7, 3, 4, 4, 5, 2))[0]
+                 "fork", "name", "heap", "protect", "mbind", "lock"),
+                weights=(24, 22, 8, 10, 8, 5, 7, 3, 4, 4, 5, 2, 4))[0]
             s, n = self._range()
             if kind == "commit":
                 lines.append(f"mprotect {s}p {n}p rw-")
@@ -97,6 +97,17 @@ class Generator_:
                 # node 0 exists everywhere; a policy different from its neighbours' keeps
                 # a range apart (vma_policy is compared when merging)
                 lines.append(f"mbind {s}p {n}p {r.choice(('bind:0', 'preferred:0', 'default'))}")
+            elif kind == "lock":
+                choice = r.random()
+                if choice < 0.45:
+                    lines.append(f"mlock {s}p {n}p" + (" onfault" if r.random() < 0.4 else ""))
+                elif choice < 0.8:
+                    lines.append(f"munlock {s}p {n}p")
+                elif choice < 0.93:
+                    lines.append("mlockall " + r.choice(("current", "current,onfault",
+                                                         "future", "current,future")))
+                else:
+                    lines.append("munlockall")
             elif kind == "name":
                 lines.append(f"name {s}p {n}p {r.choice(('gc', 'gc', 'jit', '-'))}")
             elif kind == "heap" and self.heap:

@@ -13,6 +13,10 @@ See docs/op-language.md for the full description. In short::
     mbind    ADDR LEN default|bind:NODES|interleave:NODES|preferred:NODE
     heap     ADDR                         the initial program break (start_brk = brk = ADDR)
     brk      ADDR
+    mlock    ADDR LEN [onfault]           mlock, or mlock2(MLOCK_ONFAULT)
+    munlock  ADDR LEN
+    mlockall FLAGS                        FLAGS: current,future,onfault
+    munlockall
 
 Numbers are decimal, 0x-hex, or carry a unit: ``16p`` (pages of 4 KiB), ``4K``, ``2M``, ``1G``.
 """
@@ -36,6 +40,9 @@ PROT_EXEC = 4
 
 MMAP_FLAGS = frozenset({"private", "shared", "anonymous", "fixed", "noreserve", "populate", "growsdown"})
 MREMAP_FLAGS = frozenset({"maymove", "fixed", "dontunmap"})
+MLOCK_FLAGS = frozenset({"onfault"})
+MLOCKALL_FLAGS = frozenset({"current", "future", "onfault"})
+MLOCKALL_ORDER = ("current", "future", "onfault")
 MADVICE = (
     "dontneed", "free", "dontdump", "dodump", "dontfork", "dofork", "wipeonfork",
     "keeponfork", "hugepage", "nohugepage", "mergeable", "unmergeable", "guard_install",
@@ -53,7 +60,7 @@ MADV_NUMBERS = {
 MBIND_MODES = ("default", "bind", "interleave", "preferred")
 
 KINDS = ("mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "fork", "name",
-         "mbind", "heap", "brk")
+         "mbind", "heap", "brk", "mlock", "munlock", "mlockall", "munlockall")
 
 # The kernel's own ranges (x86-64 with 4-level page tables):
 # TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE (arch/x86/include/asm/page_64_types.h);
@@ -174,6 +181,14 @@ def format_op(op: Op) -> str:
         return f"mbind {n(op.addr)} {n(op.length)} {mode}"
     if k in ("heap", "brk"):
         return f"{k} {n(op.addr)}"
+    if k == "mlock":
+        return f"mlock {n(op.addr)} {n(op.length)}" + (" onfault" if op.flags else "")
+    if k == "munlock":
+        return f"munlock {n(op.addr)} {n(op.length)}"
+    if k == "mlockall":
+        return f"mlockall {_flag_text(op.flags, MLOCKALL_ORDER)}"
+    if k == "munlockall":
+        return "munlockall"
     raise ValueError(f"unknown op kind {k!r}")
 
 
@@ -323,6 +338,24 @@ def _parse_line(line: str, source: str, lineno: int) -> Op:
     if kind in ("heap", "brk"):
         count(1, 1, f"{kind} ADDR")
         return Op(kind, addr=num(0, "ADDR"), line=lineno)
+    if kind == "mlock":
+        count(2, 3, "mlock ADDR LEN [onfault]")
+        if len(args) == 3 and args[2].lower() != "onfault":
+            raise fail("mlock ADDR LEN [onfault]")
+        return Op("mlock", addr=num(0, "ADDR"), length=num(1, "LEN"),
+                  flags=frozenset({"onfault"}) if len(args) == 3 else frozenset(), line=lineno)
+    if kind == "munlock":
+        count(2, 2, "munlock ADDR LEN")
+        return Op("munlock", addr=num(0, "ADDR"), length=num(1, "LEN"), line=lineno)
+    if kind == "mlockall":
+        count(1, 1, "mlockall FLAGS (a comma list of current, future, onfault)")
+        flags = frozenset(args[0].lower().split(","))
+        if flags - MLOCKALL_FLAGS or not flags:
+            raise fail("FLAGS: a comma list of current, future, onfault")
+        return Op("mlockall", flags=flags, line=lineno)
+    if kind == "munlockall":
+        count(0, 0, "munlockall (no arguments)")
+        return Op("munlockall", line=lineno)
     raise ParseError(source, lineno or None, f"unknown operation {words[0]!r}; expected one of "
                      + ", ".join(KINDS))
 
@@ -346,6 +379,10 @@ _KIND_FIELDS = {
     "mbind": {"addr", "length", "mode", "nodes"},
     "heap": {"addr"},
     "brk": {"addr"},
+    "mlock": {"addr", "length", "flags"},
+    "munlock": {"addr", "length"},
+    "mlockall": {"flags"},
+    "munlockall": set(),
 }
 
 
@@ -381,6 +418,12 @@ def check_op(op: Op) -> str | None:
     elif k == "mremap":
         if op.flags - MREMAP_FLAGS:
             return "FLAGS: a comma list of maymove, fixed, dontunmap"
+    elif k == "mlock":
+        if op.flags - MLOCK_FLAGS:
+            return "FLAGS: onfault or nothing"
+    elif k == "mlockall":
+        if op.flags - MLOCKALL_FLAGS or not op.flags:
+            return "FLAGS: a comma list of current, future, onfault"
     elif op.flags:
         return "no FLAGS"
     if (k == "madvise") != (op.advice is not None):

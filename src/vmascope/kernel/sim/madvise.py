@@ -137,6 +137,9 @@ def do_madvise(mm: MM, op: Op) -> None:
             raise OpFailed("EINVAL")
         if adv == "free" and (v.file is not None or v.flags & F.VM_SHARED):
             raise OpFailed("EINVAL")
+        if adv in ("free", "cold", "pageout") and v.flags & (
+                F.VM_LOCKED | F.VM_PFNMAP | F.VM_HUGETLB):
+            raise OpFailed("EINVAL")  # can_madv_lru_vma
         if adv == "guard_install":
             if v.flags & (F.VM_SPECIAL | F.VM_HUGETLB | F.VM_LOCKED):
                 raise OpFailed("EINVAL")

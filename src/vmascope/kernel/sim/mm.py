@@ -198,6 +198,7 @@ class MM:
         self.soft_dirty = F.VM_SOFTDIRTY if epoch.soft_dirty else 0
         self.sticky = F.VM_MAYBE_GUARD if epoch.sticky_guard_flag else 0
         self.inferred_anon_vmas = 0  # anon_vmas guessed by from_snapshot
+        self.def_flags = 0  # mm->def_flags: VM_LOCKED(ONFAULT) after mlockall(MCL_FUTURE)
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:

@@ -72,7 +72,7 @@ def do_mmap(mm: MM, op: Op) -> None:
     end = addr + length
     if R.accountable_mapping(flags):
         flags |= F.VM_ACCOUNT
-    flags |= mm.soft_dirty
+    flags |= mm.soft_dirty | mm.def_flags  # def_flags: mlockall(MCL_FUTURE)
     do_vmi_munmap(mm, addr, end)  # MAP_FIXED replaces what was there
     prev = mm.prev_of(addr)
     nxt = prev.next if prev is not None else mm.head
@@ -95,6 +95,10 @@ def do_mmap(mm: MM, op: Op) -> None:
             mm.note(f"new VMA {v} -> map_count {mm.map_count}")
     if "populate" in op.flags and not shared and flags & F.VM_WRITE:
         anon_vma_prepare(mm, mm.vma_lookup(addr) or v)
+    if flags & (F.VM_LOCKED | F.VM_LOCKONFAULT) == F.VM_LOCKED:
+        from .mlock import mm_populate  # locked by mlockall(MCL_FUTURE): faulted in
+
+        mm_populate(mm, addr, end, ignore_errors=True)
 
 
 def vm_munmap(mm: MM, op: Op) -> None:
@@ -167,7 +171,7 @@ def sys_brk(mm: MM, op: Op) -> None:
     if mm.map_count > mm.max_map_count:
         raise OpFailed("ENOMEM")
     flags = (F.VM_READ | F.VM_WRITE | F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC
-             | F.VM_ACCOUNT | mm.soft_dirty)
+             | F.VM_ACCOUNT | mm.soft_dirty | mm.def_flags)
     prev = mm.prev_of(oldbrk)
     brkvma = prev if prev is not None and prev.start >= mm.start_brk else None
     vmg = R.Vmg(oldbrk, newbrk, oldbrk >> PAGE_SHIFT, flags)
@@ -193,3 +197,7 @@ def sys_brk(mm: MM, op: Op) -> None:
         if mm.tracing:
             mm.note(f"do_brk_flags: new VMA {v} -> map_count {mm.map_count}")
     mm.brk = brk
+    if mm.def_flags & (F.VM_LOCKED | F.VM_LOCKONFAULT) == F.VM_LOCKED:
+        from .mlock import mm_populate  # the brk syscall populates a locked heap
+
+        mm_populate(mm, oldbrk, newbrk, ignore_errors=True)

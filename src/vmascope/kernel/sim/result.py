@@ -23,6 +23,7 @@ from .fork import dup_mmap
 from .madvise import do_madvise, madvise_set_anon_name
 from .memory import handle_mm_fault
 from .mempolicy import do_mbind, policy_text
+from .mlock import do_mlock, sys_mlockall, sys_munlock, sys_munlockall
 from .mm import MM, OpFailed, ShmemFile
 from .mmap import do_mmap, prctl_set_mm_brk, sys_brk, vm_munmap
 from .mprotect import do_mprotect_pkey
@@ -33,7 +34,8 @@ SYSCALLS: dict[str, Callable[[MM, Op], None]] = {
     "mmap": do_mmap, "munmap": vm_munmap, "mprotect": do_mprotect_pkey,
     "madvise": do_madvise, "mremap": do_mremap, "fork": dup_mmap,
     "name": madvise_set_anon_name, "mbind": do_mbind, "heap": prctl_set_mm_brk,
-    "brk": sys_brk,
+    "brk": sys_brk, "mlock": do_mlock, "munlock": sys_munlock, "mlockall": sys_mlockall,
+    "munlockall": sys_munlockall,
 }
 
 
@@ -122,6 +124,8 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         return pid
 
     inode = col((v.file.inode if isinstance(v.file, ShmemFile) else 0 for v in vs), np.uint64)
+    flag_names = KNOWN_VMFLAGS if mm.epoch.lf_mnemonic else tuple(
+        "??" if m == "lf" else m for m in KNOWN_VMFLAGS)  # smaps before 6.2 (8614d6c5eda0)
     return Snapshot(
         start=col((v.start - shift for v in vs), np.uint64),
         end=col((v.end - shift for v in vs), np.uint64),
@@ -129,7 +133,7 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         offset=col((v.pgoff << PAGE_SHIFT for v in vs), np.uint64),
         dev=(inode != 0).astype(np.uint32), inode=inode,
         name_id=col((name_id(v) for v in vs), np.int32), names=names, meta=meta,
-        vmflags=col((v.flags for v in vs), np.uint64), flag_names=KNOWN_VMFLAGS,
+        vmflags=col((v.flags for v in vs), np.uint64), flag_names=flag_names,
         policy_id=col((policy_id(v) for v in vs), np.int32), policies=policies,
         anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64))
 

@@ -23,6 +23,10 @@
  *   B ADDR LEN MODE NODEMASK    mbind
  *   H ADDR                      heap: start_brk = brk = BASE+ADDR (PR_SET_MM)
  *   K ADDR                      brk(BASE+ADDR)
+ *   L ADDR LEN FLAGS            mlock (FLAGS 0) or mlock2(FLAGS, e.g. MLOCK_ONFAULT = 1)
+ *   W ADDR LEN                  munlock
+ *   J FLAGS                     mlockall (MCL_CURRENT 1, MCL_FUTURE 2, MCL_ONFAULT 4)
+ *   Q                           munlockall
  *   E                           end of the script
  *
  * Output per script (stdout on the host, /dev/ttyS1 in a microVM), in this order:
@@ -255,6 +259,24 @@ static void run_op(size_t i)
         r = syscall(SYS_brk, B + o->a);
         if ((uint64_t)r != B + o->a)
             record_err(i, ENOMEM);
+        break;
+    case 'L':
+        r = o->c ? syscall(SYS_mlock2, B + o->a, o->b, (unsigned)o->c)
+                 : syscall(SYS_mlock, B + o->a, o->b);
+        if (r == -1)
+            record_err(i, errno);
+        break;
+    case 'W':
+        if (syscall(SYS_munlock, B + o->a, o->b) == -1)
+            record_err(i, errno);
+        break;
+    case 'J':
+        if (syscall(SYS_mlockall, (int)o->a) == -1)
+            record_err(i, errno);
+        break;
+    case 'Q':
+        if (syscall(SYS_munlockall) == -1)
+            record_err(i, errno);
         break;
     default:
         record_err(i, EINVAL);
@@ -570,7 +592,7 @@ static int run_input(FILE *in)
             nops = 0;
             break;
         case 'M': case 'U': case 'P': case 'D': case 'R': case 'T': case 'F': case 'B':
-        case 'H': case 'K':
+        case 'H': case 'K': case 'L': case 'W': case 'J': case 'Q':
             o.a = v[0]; o.b = v[1]; o.c = v[2]; o.d = v[3]; o.e = v[4]; o.f = v[5];
             add_op(&o);
             break;
