@@ -173,7 +173,7 @@ class Exporter:
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
 
     def start(self, *, process: bool = False) -> None:
-        """Read in a thread, or (``process``) in a child process at a lower priority, so
+        """Read in a thread, or (``process``) in a child process at the lowest priority, so
         that a reading never holds this process's interpreter while a scrape waits."""
         target = self._from_child if process else self._loop
         self._thread = threading.Thread(target=target, name="vmascope-reader", daemon=True)
@@ -289,7 +289,7 @@ def _child_main(config: str) -> None:
     wait the interval; end when stdin closes (the exporter stopped or died)."""
     import select
 
-    os.nice(10)
+    os.nice(19)  # scrapes first: the reading takes what CPU is left
     cfg = json.loads(config)
     exp = Exporter(top=cfg["top"], interval=cfg["interval"], causes=cfg["causes"],
                    cmdline=cfg["cmdline"])
