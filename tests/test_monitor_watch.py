@@ -187,6 +187,21 @@ def test_watch_follows_a_restarted_process(tmp_path: Path, mode: str) -> None:
     assert pids == {first.pid, want.pid}
 
 
+def test_a_comm_target_is_the_biggest_process_of_that_comm(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    with mappers(1200, comm="vmw-target") as (small,), \
+            mappers(2400, comm="vmw-target") as (big,):
+        out = _run("watch", "comm:vmw-target", "--count", "2", "--interval", "0.2",
+                   "--db", str(db))
+        want = wc_l(big.pid)
+    assert out.returncode == 0, out.stderr
+    store = Store(db)
+    rows = store.samples(target="comm:vmw-target")
+    store.close()
+    assert [(r.pid, r.map_count) for r in rows] == [(big.pid, want)] * 2
+    assert small.pid not in {r.pid for r in rows}
+
+
 def test_sigkill_mid_write_leaves_a_readable_database(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     rng = random.Random(3)

@@ -161,7 +161,8 @@ class Exporter:
             with safe_write(self.textfile, "wb") as fh:
                 fh.write(body)
 
-    def _loop(self) -> None:
+    def run_forever(self) -> None:
+        """Read every ``interval`` seconds in this thread until ``stop``."""
         while not self._stop.is_set():
             t0 = time.monotonic()
             try:
@@ -175,7 +176,7 @@ class Exporter:
     def start(self, *, process: bool = False) -> None:
         """Read in a thread, or (``process``) in a child process at the lowest priority, so
         that a reading never holds this process's interpreter while a scrape waits."""
-        target = self._from_child if process else self._loop
+        target = self._from_child if process else self.run_forever
         self._thread = threading.Thread(target=target, name="vmascope-reader", daemon=True)
         self._thread.start()
 
