@@ -62,6 +62,7 @@ def test_textfile_is_written_whole(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == ""
     assert [f.name for f in tmp_path.iterdir()] == ["vmascope.prom"]
+    assert (tmp_path / "vmascope.prom").stat().st_mode & 0o777 == 0o644  # for node_exporter
     s = _samples((tmp_path / "vmascope.prom").read_text())
     assert "cmdline" in s["vmascope_process_map_count"][0].labels
 

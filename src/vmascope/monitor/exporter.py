@@ -159,6 +159,7 @@ class Exporter:
         self.ready.set(1)
         if self.textfile is not None:
             with safe_write(self.textfile, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o644)  # node_exporter runs as another user
                 fh.write(body)
 
     def run_forever(self) -> None:
