@@ -231,6 +231,8 @@ class Exporter:
 def _handler(exporter: Exporter) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "vmascope"
+        protocol_version = "HTTP/1.1"  # keep-alive, as Prometheus scrapes
+        timeout = 120  # an idle kept-alive connection is closed
 
         def do_GET(self) -> None:  # noqa: N802
             t0 = time.perf_counter()
