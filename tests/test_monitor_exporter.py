@@ -62,6 +62,7 @@ def test_textfile_is_written_whole(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == ""
     assert [f.name for f in tmp_path.iterdir()] == ["vmascope.prom"]
+    assert (tmp_path / "vmascope.prom").stat().st_mode & 0o777 == 0o644  # for node_exporter
     s = _samples((tmp_path / "vmascope.prom").read_text())
     assert "cmdline" in s["vmascope_process_map_count"][0].labels
 
@@ -149,3 +150,46 @@ def test_a_scrape_does_not_wait_for_a_reading_in_progress(monkeypatch) -> None: 
     finally:
         gate.set()
         exp.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
+                         timeout=30).stdout
+    return [int(x) for x in out.split()]
+
+
+def _gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                if b") Z" in fh.read():
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sig", ["TERM", "KILL"])
+def test_the_reading_process_ends_with_the_exporter(sig: str) -> None:
+    import signal
+
+    port = free_port()
+    srv = subprocess.Popen([*VMASCOPE, "exporter", "--listen", f"127.0.0.1:{port}",
+                            "--interval", "1"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        kids: list[int] = []
+        while not kids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            kids = _children(srv.pid)
+        assert len(kids) == 1
+        with open(f"/proc/{kids[0]}/cmdline", "rb") as fh:
+            assert b"vmascope.monitor.exporter" in fh.read()
+        srv.send_signal(getattr(signal, f"SIG{sig}"))
+        assert srv.wait(timeout=30) == (143 if sig == "TERM" else -9)
+        assert _gone(kids[0])
+    finally:
+        srv.kill()
+        srv.wait(timeout=30)

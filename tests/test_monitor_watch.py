@@ -139,15 +139,16 @@ def test_watch_runs_the_command_with_the_figures(tmp_path: Path) -> None:
     env_file = tmp_path / "env"
     with mappers(6000) as (p,):
         want = wc_l(p.pid)
-        out = _run("watch", str(p.pid), "--alert", "1", "--interval", "0.2", "--count",
-                   "3", "--db", str(tmp_path / "w.db"),
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+        pct = 100 * (want - 100) / limit  # crossed from the first sample on
+        out = _run("watch", str(p.pid), "--alert", f"{pct:.4f}", "--interval", "0.2",
+                   "--count", "3", "--db", str(tmp_path / "w.db"),
                    "--exec", f"env | grep ^VMASCOPE_ | sort >> {env_file}")
     assert out.returncode == 0, out.stderr
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     assert env_file.read_text().count("VMASCOPE_PID=") == 1  # once per crossing
     assert env["VMASCOPE_PID"] == str(p.pid)
     assert int(env["VMASCOPE_MAP_COUNT"]) == want
-    limit = int(Path("/proc/sys/vm/max_map_count").read_text())
     assert env["VMASCOPE_MAX_MAP_COUNT"] == str(limit)
     assert float(env["VMASCOPE_PERCENT"]) == pytest.approx(100 * want / limit, abs=0.01)
 
@@ -185,6 +186,21 @@ def test_watch_follows_a_restarted_process(tmp_path: Path, mode: str) -> None:
     pids = {r.pid for r in store.samples(comm=comm)}
     store.close()
     assert pids == {first.pid, want.pid}
+
+
+def test_a_comm_target_is_the_biggest_process_of_that_comm(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    with mappers(1200, comm="vmw-target") as (small,), \
+            mappers(2400, comm="vmw-target") as (big,):
+        out = _run("watch", "comm:vmw-target", "--count", "2", "--interval", "0.2",
+                   "--db", str(db))
+        want = wc_l(big.pid)
+    assert out.returncode == 0, out.stderr
+    store = Store(db)
+    rows = store.samples(target="comm:vmw-target")
+    store.close()
+    assert [(r.pid, r.map_count) for r in rows] == [(big.pid, want)] * 2
+    assert small.pid not in {r.pid for r in rows}
 
 
 def test_sigkill_mid_write_leaves_a_readable_database(tmp_path: Path) -> None:

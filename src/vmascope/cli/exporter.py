@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_listen:
         if not args.textfile:
             raise UsageError("--no-listen needs --textfile DIR (else nothing is exported)")
-        exporter._loop()  # until a signal ends it
+        exporter.run_forever()  # until a signal ends it
         return 0
     server = serve(exporter, address)
     exporter.start(process=True)

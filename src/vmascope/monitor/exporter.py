@@ -159,9 +159,11 @@ class Exporter:
         self.ready.set(1)
         if self.textfile is not None:
             with safe_write(self.textfile, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o644)  # node_exporter runs as another user
                 fh.write(body)
 
-    def _loop(self) -> None:
+    def run_forever(self) -> None:
+        """Read every ``interval`` seconds in this thread until ``stop``."""
         while not self._stop.is_set():
             t0 = time.monotonic()
             try:
@@ -173,9 +175,9 @@ class Exporter:
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
 
     def start(self, *, process: bool = False) -> None:
-        """Read in a thread, or (``process``) in a child process at a lower priority, so
+        """Read in a thread, or (``process``) in a child process at the lowest priority, so
         that a reading never holds this process's interpreter while a scrape waits."""
-        target = self._from_child if process else self._loop
+        target = self._from_child if process else self.run_forever
         self._thread = threading.Thread(target=target, name="vmascope-reader", daemon=True)
         self._thread.start()
 
@@ -229,6 +231,8 @@ class Exporter:
 def _handler(exporter: Exporter) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "vmascope"
+        protocol_version = "HTTP/1.1"  # keep-alive, as Prometheus scrapes
+        timeout = 120  # an idle kept-alive connection is closed
 
         def do_GET(self) -> None:  # noqa: N802
             t0 = time.perf_counter()
@@ -289,7 +293,7 @@ def _child_main(config: str) -> None:
     wait the interval; end when stdin closes (the exporter stopped or died)."""
     import select
 
-    os.nice(10)
+    os.nice(19)  # scrapes first: the reading takes what CPU is left
     cfg = json.loads(config)
     exp = Exporter(top=cfg["top"], interval=cfg["interval"], causes=cfg["causes"],
                    cmdline=cfg["cmdline"])
