@@ -86,6 +86,10 @@ def test_snapshot_capture_names_its_file_on_stderr(files: Path) -> None:
     assert proc.stdout == ""
     assert proc.stderr.startswith(f"vmascope: wrote {out} ({out.stat().st_size:,} bytes)")
     assert proc.stderr.count("\n") == 1
+    proc = _cli("snapshot", str(os.getpid()), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["path"] == str(out)
+    assert proc.stderr == f"vmascope: wrote {out} ({out.stat().st_size:,} bytes)\n"
 
 
 def test_lab_verify_takes_the_same_options() -> None:

@@ -54,6 +54,13 @@ def test_lab_run_shows_each_kernel_on_a_terminal() -> None:
     assert "seed: 10 ops" in out  # and then the report itself
 
 
+def test_lab_run_to_a_file_still_shows_progress(tmp_path: Path) -> None:
+    out = on_terminal("lab", "run", "seed", "--kernel", "host", "-o", "run.txt", cwd=tmp_path)
+    assert "host: seed" in out and ERASE in out
+    assert "seed: 10 ops" in (tmp_path / "run.txt").read_text()  # the report: in the file
+    assert "seed: 10 ops" not in out and "vmascope: wrote run.txt" in out
+
+
 def test_lab_run_is_quiet_under_json_and_in_a_pipe() -> None:
     out = on_terminal("lab", "run", "seed", "--kernel", "host", "--json")
     assert "host: seed" not in out and ERASE not in out

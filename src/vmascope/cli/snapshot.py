@@ -94,6 +94,7 @@ def _capture(args: argparse.Namespace) -> int:
                       numa=not args.no_numa)
     if args.json:
         print_json(capture_json(res, args.top))
+        wrote(str(res.path), res.file_bytes)
     else:
         sys.stderr.write(capture_text(res))
     return 0

@@ -9,8 +9,11 @@ from typing import Any
 
 
 def wanted(json_output: bool = False) -> bool:
-    """Show progress? Only on a terminal (stdout and stderr), never under --json."""
-    return not json_output and sys.stdout.isatty() and sys.stderr.isatty()
+    """Show progress? Only on a terminal (stdout and stderr), never under --json. The
+    process's own standard output counts: with ``-o FILE`` the output goes to the file
+    but the user still watches the terminal."""
+    out = sys.__stdout__ or sys.stdout
+    return not json_output and out.isatty() and sys.stderr.isatty()
 
 
 class _Quiet:
