@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from conftest import need_root
 from monitor_util import mappers, wc_l
 
