@@ -137,6 +137,10 @@ def entry() -> None:
         from .output import run_cli
 
         code = run_cli(main)
+        # The command is done and its output written: a signal from now on would only
+        # turn a clean exit into a kill while the interpreter shuts down.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
     except KeyboardInterrupt:
         _interrupted_exit()
     except SystemExit as exc:

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -93,18 +93,24 @@ class _File:
 def safe_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Write ``path`` atomically (temporary file + rename); see the module docstring."""
     path = check_target(path)
+    tmp: str | None = None
+    fh: IO[Any] | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                   dir=path.parent if str(path.parent) else ".")
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write here: {_why(exc)}") from None
-    try:
+        # The name is chosen before the file is created (one system call), so the
+        # clean-up below knows it whenever a signal interrupts.
+        for _ in range(100):
+            tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                break
+            except FileExistsError:
+                tmp = None
+            except OSError as exc:
+                tmp = None
+                raise OutputError(f"{path}: cannot write here: {_why(exc)}") from None
+        else:
+            raise OutputError(f"{path}: cannot write here: no free temporary name")
         fh = os.fdopen(fd, mode)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    try:
         try:
             yield _File(fh, path)  # type: ignore[misc]
             try:
@@ -124,8 +130,9 @@ def safe_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[An
         except OSError as exc:
             raise OutputError(f"{path}: cannot write: {_why(exc)}") from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 
