@@ -96,7 +96,9 @@ def test_every_syscall_handler_is_named_after_its_kernel_function() -> None:
         "mprotect": "mprotect.do_mprotect_pkey", "madvise": "madvise.do_madvise",
         "mremap": "mremap.do_mremap", "fork": "fork.dup_mmap",
         "name": "madvise.madvise_set_anon_name", "mbind": "mempolicy.do_mbind",
-        "heap": "mmap.prctl_set_mm_brk", "brk": "mmap.sys_brk"}
+        "heap": "mmap.prctl_set_mm_brk", "brk": "mmap.sys_brk", "mlock": "mlock.do_mlock",
+        "munlock": "mlock.sys_munlock", "mlockall": "mlock.sys_mlockall",
+        "munlockall": "mlock.sys_munlockall"}
 
 
 def test_cli_lists_exactly_the_registered_commands() -> None:

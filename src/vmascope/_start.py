@@ -143,7 +143,7 @@ def entry() -> None:
             signal.signal(sig, signal.SIG_IGN)
     except KeyboardInterrupt:
         _interrupted_exit()
-    except SystemExit as exc:
+    except SystemExit:
         if _terminated is not None:
             _exit_now(_terminated)
         raise

@@ -1,5 +1,6 @@
 """The operation language shared by the simulator, the lab and traces."""
 
+from .jsonl import op_from_json, parse_jsonl
 from .language import (
     KINDS,
     MADV_NUMBERS,
@@ -12,8 +13,6 @@ from .language import (
     format_number,
     format_op,
     load_script,
-    op_from_json,
-    parse_jsonl,
     parse_line,
     parse_number,
     parse_script,
