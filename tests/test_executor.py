@@ -202,7 +202,7 @@ def test_exhaust_reaches_the_limit_with_a_failed_mprotect() -> None:
 
 
 def test_bad_executor_input_is_one_line() -> None:
-    proc = subprocess.run([str(executor.executor_path())], input="Q 1\n", text=True,
+    proc = subprocess.run([str(executor.executor_path())], input="X 1\n", text=True,
                           capture_output=True, timeout=10)
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "unknown record" in proc.stderr

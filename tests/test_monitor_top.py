@@ -111,7 +111,7 @@ def _rows(screen: str) -> list[list[str]]:
 def test_top_in_a_terminal_sorts_and_quits(tmp_path: Path) -> None:
     cmd = " ".join([sys.executable, "-m", "vmascope", "top", "-d", "0.5"])
     with mappers(8000) as (steady,), mappers(2000, grow=300) as (growing,), \
-            tmux(tmp_path, f"timeout --foreground 120 {cmd}") as t:
+            tmux(tmp_path, f"sh -c '{cmd}; echo EXIT=$?; sleep 60'") as t:  # killed at the end
         # sorted by map count: the 8,000-VMA process first, its count as wc -l says
         mine = {str(steady.pid), str(growing.pid)}
         screen = t.wait_for(lambda s: [r[0] for r in _rows(s) if r[0] in mine]
@@ -139,6 +139,6 @@ def test_top_in_a_terminal_sorts_and_quits(tmp_path: Path) -> None:
         t("send-keys", "-t", "top", "P")
         t.wait_for(lambda s: "by % of limit" in s)
         t("send-keys", "-t", "top", "q")
-        status = t.wait_for(lambda s: "Pane is dead" in s or "exited" in s.lower())
-        dead = t("display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status}")
-        assert dead.split() == ["1", "0"], status
+        # q ends it, with status 0
+        screen = t.wait_for(lambda s: "EXIT=" in s)
+        assert "EXIT=0" in screen, screen
