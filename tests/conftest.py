@@ -35,6 +35,19 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
         report.longrepr = f"skipped under CI as root, which is a failure: {reason}"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):  # type: ignore[no-untyped-def]
+    """Leave no folder in the temporary directory: the test folders go at the end of the
+    session (tmp_path_retention_policy = none); so does their parent when it is empty."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base = getattr(factory, "_basetemp", None)
+    if base is None:
+        return
+    for folder in (Path(base), Path(base).parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def need_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")

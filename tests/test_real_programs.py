@@ -212,7 +212,7 @@ def tiny_class(tmp_path_factory: pytest.TempPathFactory) -> Path:
     javac = need("javac")
     d = tmp_path_factory.mktemp("java")
     (d / "Tiny.java").write_text(TINY_JAVA)
-    subprocess.run([javac, "Tiny.java"], cwd=d, check=True, timeout=180)
+    subprocess.run([javac, "-J-XX:-UsePerfData", "Tiny.java"], cwd=d, check=True, timeout=180)
     return d
 
 
@@ -228,7 +228,7 @@ def _check_common(snap: Snapshot, lines: int) -> Analysis:
 
 def test_jvm_g1(tiny_class: Path) -> None:
     java = need("java")
-    cmd = [java, "-XX:+UseG1GC", "-Xms16m", "-Xmx256m", "-Xlog:gc+heap+coops=debug",
+    cmd = [java, "-XX:-UsePerfData", "-XX:+UseG1GC", "-Xms16m", "-Xmx256m", "-Xlog:gc+heap+coops=debug",
            "-cp", str(tiny_class), "Tiny"]
     with running(cmd, "READY", timeout=120) as proc:
         snap, lines = read_stopped(proc.pid)
@@ -251,7 +251,7 @@ def test_jvm_g1(tiny_class: Path) -> None:
 
 def test_jvm_zgc(tiny_class: Path) -> None:
     java = need("java")
-    cmd = [java, "-XX:+UseZGC", "-Xms16m", "-Xmx256m", "-cp", str(tiny_class), "Tiny"]
+    cmd = [java, "-XX:-UsePerfData", "-XX:+UseZGC", "-Xms16m", "-Xmx256m", "-cp", str(tiny_class), "Tiny"]
     with running(cmd, "READY", timeout=120) as proc:
         snap, lines = read_stopped(proc.pid)
     a = _check_common(snap, lines)

@@ -88,14 +88,14 @@ def identify(name: str, cmd: list[str], ready: str, env: dict[str, str] | None =
 
 
 def test_jvm_g1(tiny_class: Path) -> None:  # noqa: F811
-    a = identify("JVM G1", [need("java"), "-XX:+UseG1GC", "-Xmx256m", "-cp",
+    a = identify("JVM G1", [need("java"), "-XX:-UsePerfData", "-XX:+UseG1GC", "-Xmx256m", "-cp",
                             str(tiny_class), "Tiny"], "READY")
     (jvm,) = [f for f in a.runtimes if f.runtime == "JVM"]
     assert jvm.confidence == "certain" and jvm.detail == "G1"
 
 
 def test_jvm_zgc(tiny_class: Path) -> None:  # noqa: F811
-    a = identify("JVM ZGC", [need("java"), "-XX:+UseZGC", "-Xmx256m", "-cp",
+    a = identify("JVM ZGC", [need("java"), "-XX:-UsePerfData", "-XX:+UseZGC", "-Xmx256m", "-cp",
                              str(tiny_class), "Tiny"], "READY")
     (jvm,) = [f for f in a.runtimes if f.runtime == "JVM"]
     # ZGC is recognised by its multi-mapped memfd heap, not only by the option.
