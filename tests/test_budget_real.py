@@ -98,9 +98,9 @@ def test_fix_scripts_show_the_effect() -> None:
         assert vmascope.simulate(after, "6.18").map_count == 1
 
 
-def test_dontdump_stripes(shapes_exe: Path) -> None:
-    v = 101
-    with running([str(shapes_exe), "dontdump", str(v)], "RESERVED") as proc:
+def _shape_reservation(shapes_exe: Path, shape: str, v: int):  # type: ignore[no-untyped-def]
+    """The analysis of a ``shapes`` process and the budget's record of its reservation."""
+    with running([str(shapes_exe), shape, str(v)], "RESERVED") as proc:
         lo, hi = (int(x, 16) for x in proc.first_line.split()[1:3])
         snap, _ = read_stopped(proc.pid)
     a = analyze(snap)
@@ -108,6 +108,12 @@ def test_dontdump_stripes(shapes_exe: Path) -> None:
     b = a.budget
     assert b is not None
     (r,) = [r for r in b.reservations if r.start == lo]
+    return a, r, hi
+
+
+def test_dontdump_stripes(shapes_exe: Path) -> None:
+    v = 101
+    a, r, hi = _shape_reservation(shapes_exe, "dontdump", v)
     assert r.end == hi and r.vma_count == v
     assert r.causes.counts["vmflags"] == v - 1 and r.causes.flags == {"dd": v - 1}
     (p,) = [p for p in a.patterns if p.code == "dontdump_stripes"]
@@ -116,14 +122,7 @@ def test_dontdump_stripes(shapes_exe: Path) -> None:
 
 def test_hugepage_toggles(shapes_exe: Path) -> None:
     v = 9
-    with running([str(shapes_exe), "hugepage", str(v)], "RESERVED") as proc:
-        lo, _ = (int(x, 16) for x in proc.first_line.split()[1:3])
-        snap, _ = read_stopped(proc.pid)
-    a = analyze(snap)
-    assert_identity(a)
-    b = a.budget
-    assert b is not None
-    (r,) = [r for r in b.reservations if r.start == lo]
+    a, r, _ = _shape_reservation(shapes_exe, "hugepage", v)
     assert r.vma_count == v and r.causes.counts["vmflags"] == v - 1
     # Every boundary toggles both flags: hg on one side, nh on the other.
     assert r.causes.flags == {"hg": v - 1, "nh": v - 1}
