@@ -64,6 +64,16 @@ class Proc:
         self.output = output  # stdout up to and including the ready line
 
 
+def kill_group(popen: subprocess.Popen[bytes], timeout: float) -> None:
+    """Kill a child's whole session, reap it and close its pipes."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    popen.wait(timeout=timeout)
+    for stream in (popen.stdout, popen.stderr):
+        if stream is not None:
+            stream.close()
+
+
 @contextlib.contextmanager
 def running(cmd: Sequence[str], ready: str, timeout: float = 60.0,
             cwd: Path | None = None, env: dict[str, str] | None = None) -> Iterator[Proc]:
@@ -76,12 +86,7 @@ def running(cmd: Sequence[str], ready: str, timeout: float = 60.0,
         line, output = wait_line(popen, ready, timeout)
         yield Proc(popen, line, output)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait(timeout=30)
-        for stream in (popen.stdout, popen.stderr):
-            if stream is not None:
-                stream.close()
+        kill_group(popen, timeout=30)
 
 
 def wait_line(popen: subprocess.Popen[bytes], ready: str, timeout: float) -> tuple[str, str]:
@@ -168,9 +173,4 @@ def python_child(code: str, *args: str) -> Iterator[tuple[int, str]]:
         assert os.WIFSTOPPED(status)
         yield proc.pid, line
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        kill_group(proc, timeout=10)

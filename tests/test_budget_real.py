@@ -98,9 +98,10 @@ def test_fix_scripts_show_the_effect() -> None:
         assert vmascope.simulate(after, "6.18").map_count == 1
 
 
-def _shape_reservation(shapes_exe: Path, shape: str, v: int):  # type: ignore[no-untyped-def]
-    """The analysis of a ``shapes`` process and the budget's record of its reservation."""
-    with running([str(shapes_exe), shape, str(v)], "RESERVED") as proc:
+def _shape_reservation(exe: Path, shape: str, v: int):  # type: ignore[no-untyped-def]
+    """The analysis of a process that prints its reservation's bounds after RESERVED, and
+    the budget's record of that reservation."""
+    with running([str(exe), shape, str(v)], "RESERVED") as proc:
         lo, hi = (int(x, 16) for x in proc.first_line.split()[1:3])
         snap, _ = read_stopped(proc.pid)
     a = analyze(snap)
@@ -158,14 +159,7 @@ def test_gc_like_anon_vma_runs(tmp_path: Path) -> None:
     subprocess.run([need("cc"), "-O1", "-o", str(exe), str(PROGRAMS / "reasons.c")],
                    check=True, timeout=120)
     n = 400
-    with running([str(exe), "gc", str(n)], "RESERVED") as proc:
-        lo, hi = (int(x, 16) for x in proc.first_line.split()[1:3])
-        snap, _ = read_stopped(proc.pid)
-    a = analyze(snap)
-    assert_identity(a)
-    b = a.budget
-    assert b is not None
-    (r,) = [r for r in b.reservations if r.start == lo]
+    a, r, hi = _shape_reservation(exe, "gc", n)
     assert (r.end, r.vma_count) == (hi, n + 1)
     want = dict.fromkeys(CAUSES, 0)
     want.update(anon_vma=n - 1, protection=1)
