@@ -98,7 +98,10 @@ def test_every_syscall_handler_is_named_after_its_kernel_function() -> None:
         "name": "madvise.madvise_set_anon_name", "mbind": "mempolicy.do_mbind",
         "heap": "mmap.prctl_set_mm_brk", "brk": "mmap.sys_brk", "mlock": "mlock.do_mlock",
         "munlock": "mlock.sys_munlock", "mlockall": "mlock.sys_mlockall",
-        "munlockall": "mlock.sys_munlockall"}
+        "munlockall": "mlock.sys_munlockall", "mseal": "mseal.do_mseal",
+        "exit": "fork.mmput", "memfd": "memfd.sys_memfd_create",
+        "pkey_alloc": "mprotect.sys_pkey_alloc",
+        "pkey_mprotect": "mprotect.do_mprotect_pkey"}
 
 
 def test_cli_lists_exactly_the_registered_commands() -> None:

@@ -147,6 +147,19 @@ def machine_thp(release_: str) -> str:
     return "never"
 
 
+def machine_pku(release_: str) -> bool:
+    """Whether the machine ``release_`` runs on has protection keys in use (OSPKE): this
+    host's /proc/cpuinfo when it is the running kernel; otherwise True, which is what the
+    lab's microVMs have had (their guest kernels enable PKU; seen with KVM)."""
+    if release_.strip() == release():
+        try:
+            text = proc_path("cpuinfo").read_text()
+        except OSError:
+            return False
+        return " ospke" in text
+    return True
+
+
 def page_size() -> int:
     return int(os.sysconf("SC_PAGE_SIZE"))
 

@@ -118,13 +118,18 @@ class Outcome:
     # -- comparison -----------------------------------------------------------------------
 
     def layout(self) -> list[tuple[int, int, str, tuple[str, ...], str | None]]:
-        """(start, end, perms, VmFlags without the ignored ones, name) per VMA."""
+        """(start, end, perms, VmFlags without the ignored ones, name) per VMA; a memfd's
+        name carries the file offset in pages ("/memfd:x (deleted) @2p")."""
         snap = self.snapshot
         out = []
         for i in range(len(snap)):
             flags = snap.flags(i) or frozenset()
+            name = snap.name(i)
+            if name is not None and name.startswith("/memfd:"):
+                # a file's offset is in maps, and merges depend on it
+                name += f" @{int(snap.offset[i]) >> PAGE_SHIFT}p"
             out.append((int(snap.start[i]), int(snap.end[i]), snap.perms_text(i),
-                        tuple(sorted(flags - IGNORED_FLAGS)), snap.name(i)))
+                        tuple(sorted(flags - IGNORED_FLAGS)), name))
         return out
 
     # -- JSON (the shape `vmascope simulate --json` and `lab run --json` print) ----------

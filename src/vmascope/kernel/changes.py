@@ -69,6 +69,8 @@ BASE: dict[str, Any] = {
     "sticky_guard_flag": False,
     "copied_from_dup": False,
     "clone_reuse": "degree",
+    "mseal": False,
+    "madv_collapse": False,
 }
 
 CHANGES: tuple[Change, ...] = (
@@ -188,7 +190,31 @@ CHANGES: tuple[Change, ...] = (
            "mremap looks the VMA up before anything else: an unmapped address is EFAULT "
            "even for a shrink",
            verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4")),
+    Change("madv_collapse", True, (6, 1), None,
+           "mm/madvise: introduce MADV_COLLAPSE sync hugepage collapse",
+           "MADV_COLLAPSE (25) exists: EINVAL on a VMA that holds no 2 MiB aligned range or "
+           "is VM_NOHUGEPAGE (whatever transparent_hugepage/enabled says), ENOMEM for a "
+           "hole; it changes no VMA. Before: EINVAL (unknown advice)",
+           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
+                     "7.3-rc7"),
+           note="the commit id was not looked up; 6.1 is where the lab sees it first (5.10 "
+                "does not have it, and no 5.15-6.0 kernel was checked)"),
+    Change("mseal", True, (6, 10), "8be7258aad44", "mseal: add mseal syscall",
+           "mseal (syscall 462) sets VM_SEALED (`sl` in smaps) through vma_modify, so it "
+           "splits and merges like mprotect (a sealed VMA merges only with sealed "
+           "neighbours); a range with a hole is ENOMEM and nothing is sealed. On a sealed "
+           "VMA mprotect, munmap, mmap(MAP_FIXED) over it and mremap of it or onto it are "
+           "EPERM, and so is discarding advice (dontneed, free, dontfork, wipeonfork, "
+           "guard_install) on private anonymous memory that is not writable. The checks "
+           "are made VMA by VMA: what the call did to the VMAs before the sealed one "
+           "(mprotect's changes, munmap's split at the start) stays; before: ENOSYS",
+           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
+                     "7.3-rc7"),
+           note="6.10 and 6.11 checked the whole range before changing anything "
+                "(can_modify_mm); the per-VMA checks the lab sees on 6.12.117 are "
+                "modelled from 6.10 on (no lab kernel is a 6.10 or 6.11)"),
 )
+
 
 def values_for(v: Version) -> dict[str, Any]:
     """Every switch's value in release v (the latest change that applies wins)."""

@@ -55,6 +55,8 @@ class Epoch:
     sticky_guard_flag: bool  # VM_MAYBE_GUARD ("gu"), ignored for merging
     copied_from_dup: bool  # mremap merge duplicates the moved anon_vma (vmg->copied_from)
     clone_reuse: str  # anon_vma_clone reuse: "degree" / "num_children"
+    mseal: bool  # the mseal syscall (before: ENOSYS)
+    madv_collapse: bool  # MADV_COLLAPSE (before: EINVAL, unknown advice)
 
     @property
     def name(self) -> str:

@@ -38,9 +38,16 @@ VM_UFFD_MISSING = _BIT["um"]
 VM_UFFD_WP = _BIT["uw"]
 VM_UFFD_MINOR = _BIT["ui"]
 VM_LOCKONFAULT = _BIT["lf"]
+VM_SEALED = _BIT["sl"]
 VM_SOFTDIRTY = _BIT["sd"]
 VM_DROPPABLE = _BIT["dp"]
 VM_MAYBE_GUARD = _BIT["gu"]
+
+# VM_PKEY_BIT0..3 (x86): the VMA's protection key. Not printed in VmFlags (smaps has
+# "ProtectionKey:"), so the model keeps them above the bits of KNOWN_VMFLAGS and
+# snapshots leave them out; they take part in merging like any flag.
+PKEY_SHIFT = 56
+VM_PKEY_MASK = 0xF << PKEY_SHIFT
 
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC

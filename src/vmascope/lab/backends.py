@@ -62,6 +62,7 @@ class SimulatorBackend:
         self.release = self.epoch.release
         self.max_map_count = max_map_count or DEFAULT_MAX_MAP_COUNT
         self.thp = thp if thp is not None else host.machine_thp(self.release)
+        self.pku = host.machine_pku(self.release)
         self.name = name
 
     def run(self, scripts: Sequence[Sequence[Op]], *, like: Sequence[Outcome] | None = None,
@@ -77,7 +78,7 @@ class SimulatorBackend:
             if like is not None:
                 limit = like[k].max_map_count or limit
                 outside = like[k].outside
-            mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp)
+            mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp, pku=self.pku)
             errors, faults = run_ops(mm, [op.shifted(ARENA_BASE) for op in ops])
             out.append(outcome_of(mm, errors, faults,
                                   script=names[k] if names is not None else None,

@@ -73,14 +73,18 @@ def executor_path() -> Path:
     return target
 
 
-def encode_op(op: Op) -> str:
-    """One op as an executor input line (arena-relative addresses)."""
+def encode_op(op: Op, memfds: dict[str, int] | None = None) -> str:
+    """One op as an executor input line (arena-relative addresses). ``memfds``: the
+    number (from 1, in the order of the script's memfd ops) of each memfd name so far."""
     k = op.kind
     if k == "mmap":
         flags = 0
         for f in op.flags:
             flags |= _MAP_BITS[f]
-        return f"M {op.addr} {op.length} {op.prot} {flags}"
+        if op.fd is None:
+            return f"M {op.addr} {op.length} {op.prot} {flags}"
+        fd = (memfds or {}).get(op.fd, 1 << 20)  # no such memfd: the executor uses fd -1
+        return f"M {op.addr} {op.length} {op.prot} {flags} {fd} {op.offset}"
     if k == "munmap":
         return f"U {op.addr} {op.length}"
     if k == "mprotect":
@@ -117,6 +121,16 @@ def encode_op(op: Op) -> str:
         return f"J {sum(_MCL_BITS[f] for f in op.flags)}"
     if k == "munlockall":
         return "Q"
+    if k == "memfd":
+        return f"O {op.length} {op.name}"
+    if k == "mseal":
+        return f"I {op.addr} {op.length}"
+    if k == "exit":
+        return f"e {op.index}"
+    if k == "pkey_alloc":
+        return "a"
+    if k == "pkey_mprotect":
+        return f"p {op.addr} {op.length} {op.prot} {op.index}"
     raise LabError(f"the executor cannot run {format_op(op)!r}")
 
 
@@ -127,7 +141,13 @@ def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None =
         lines.append(f"Y {max_map_count}")
     for i, ops in enumerate(scripts):
         lines.append(f"S {i} {timeout}")
-        lines.extend(encode_op(op) for op in ops)
+        memfds: dict[str, int] = {}
+        made = 0
+        for op in ops:
+            if op.kind == "memfd" and op.name is not None:
+                made += 1
+                memfds[op.name] = made
+            lines.append(encode_op(op, memfds))
         lines.append("E")
     return "\n".join(lines) + "\n"
 

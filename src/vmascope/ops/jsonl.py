@@ -10,17 +10,18 @@ import json
 from typing import Any
 
 from ..errors import ParseError
-from .language import KINDS, Op, check_op
+from .language import KINDS, Op, check_op, check_script
 
 # Fields of the JSONL form and the types they take.
 _JSON_FIELDS = {
     "addr": int, "length": int, "prot": int, "flags": list, "advice": str, "new_len": int,
     "new_addr": (int, type(None)), "write": bool, "name": (str, type(None)),
-    "mode": (str, type(None)), "nodes": list,
+    "mode": (str, type(None)), "nodes": list, "fd": (str, type(None)), "offset": int,
+    "index": int,
 }
 # Which fields each kind takes (others must be absent).
 _KIND_FIELDS = {
-    "mmap": {"addr", "length", "prot", "flags"},
+    "mmap": {"addr", "length", "prot", "flags", "fd", "offset"},
     "munmap": {"addr", "length"},
     "mprotect": {"addr", "length", "prot"},
     "madvise": {"addr", "length", "advice"},
@@ -35,6 +36,11 @@ _KIND_FIELDS = {
     "munlock": {"addr", "length"},
     "mlockall": {"flags"},
     "munlockall": set(),
+    "mseal": {"addr", "length"},
+    "exit": {"index"},
+    "memfd": {"name", "length"},
+    "pkey_alloc": set(),
+    "pkey_mprotect": {"addr", "length", "prot", "index"},
 }
 
 
@@ -80,7 +86,9 @@ def op_from_json(data: dict[str, Any], source: str = "<json>", lineno: int = 0) 
             raise fail(f"{kind}: flags as a list of names")
         kwargs["flags"] = frozenset(kwargs["flags"])
     elif kind == "mmap":
-        kwargs["flags"] = frozenset({"private", "anonymous"})
+        kwargs["flags"] = frozenset({"private"})
+    if kind == "mmap" and kwargs.get("fd") is None:
+        kwargs["flags"] = kwargs["flags"] | {"anonymous"}  # implied, as in the text form
     if "nodes" in kwargs:
         kwargs["nodes"] = tuple(kwargs["nodes"])
     op = Op(kind, line=lineno, **kwargs)
@@ -107,4 +115,7 @@ def parse_jsonl(text: str, source: str = "<jsonl>") -> list[Op]:
         if not isinstance(data, dict):
             raise ParseError(source, lineno, "expected a JSON object")
         ops.append(op_from_json(data, source, lineno))
+    problem = check_script(ops)
+    if problem:
+        raise ParseError(source, problem[0] or None, problem[1])
     return ops

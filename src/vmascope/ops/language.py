@@ -2,7 +2,8 @@
 
 See docs/op-language.md for the full description. In short::
 
-    mmap     ADDR LEN PROT [FLAGS]       FLAGS: private|shared,anonymous,fixed,noreserve,populate,growsdown
+    mmap     ADDR LEN PROT [FLAGS [fd=NAME] [off=N]]   FLAGS: private|shared,anonymous,fixed,
+                                          noreserve,populate,growsdown; fd=: a memfd's pages
     munmap   ADDR LEN
     mprotect ADDR LEN PROT
     madvise  ADDR LEN ADVICE
@@ -17,6 +18,11 @@ See docs/op-language.md for the full description. In short::
     munlock  ADDR LEN
     mlockall FLAGS                        FLAGS: current,future,onfault
     munlockall
+    mseal    ADDR LEN
+    exit     CHILD                        the fork child CHILD (0-based, in fork order) exits
+    memfd    NAME LEN                     memfd_create(NAME) + ftruncate(LEN)
+    pkey_alloc                            pkey_alloc(0, 0): keys 1, 2, ... in order
+    pkey_mprotect ADDR LEN PROT PKEY      PKEY -1 is plain mprotect
 
 Numbers are decimal, 0x-hex, or carry a unit: ``16p`` (pages of 4 KiB), ``4K``, ``2M``, ``1G``.
 """
@@ -30,46 +36,13 @@ from typing import Any
 
 from ..errors import ParseError
 from ..kconst import PAGE_SIZE
-
-
-PROT_NONE = 0
-PROT_READ = 1
-PROT_WRITE = 2
-PROT_EXEC = 4
-
-MMAP_FLAGS = frozenset({"private", "shared", "anonymous", "fixed", "noreserve", "populate", "growsdown"})
-MREMAP_FLAGS = frozenset({"maymove", "fixed", "dontunmap"})
-MLOCK_FLAGS = frozenset({"onfault"})
-MLOCKALL_FLAGS = frozenset({"current", "future", "onfault"})
-MLOCKALL_ORDER = ("current", "future", "onfault")
-MADVICE = (
-    "dontneed", "free", "dontdump", "dodump", "dontfork", "dofork", "wipeonfork",
-    "keeponfork", "hugepage", "nohugepage", "mergeable", "unmergeable", "guard_install",
-    "guard_remove", "populate_write", "populate_read", "normal", "random", "sequential",
-    "willneed", "cold", "pageout",
+from .checks import (  # noqa: F401 (the vocabulary is part of this module's interface)
+    KINDS, MADV_NUMBERS, MADVICE, MAX_CHILDREN, MAX_LENGTH, MAX_NAME, MAX_NUMNODES,
+    MAX_TOKEN, MBIND_MODES, MLOCK_FLAGS, MLOCKALL_FLAGS, MLOCKALL_ORDER, MMAP_FLAGS,
+    MREMAP_FLAGS, NO_ADDRESS, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, TASK_SIZE,
+    check_op, check_script,
 )
-# The kernel's MADV_* numbers (include/uapi/asm-generic/mman-common.h).
-MADV_NUMBERS = {
-    "normal": 0, "random": 1, "sequential": 2, "willneed": 3, "dontneed": 4, "free": 8,
-    "dontfork": 10, "dofork": 11, "mergeable": 12, "unmergeable": 13, "hugepage": 14,
-    "nohugepage": 15, "dontdump": 16, "dodump": 17, "wipeonfork": 18, "keeponfork": 19,
-    "cold": 20, "pageout": 21, "populate_read": 22, "populate_write": 23,
-    "guard_install": 102, "guard_remove": 103,
-}
-MBIND_MODES = ("default", "bind", "interleave", "preferred")
 
-KINDS = ("mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "fork", "name",
-         "mbind", "heap", "brk", "mlock", "munlock", "mlockall", "munlockall")
-
-# The kernel's own ranges (x86-64 with 4-level page tables):
-# TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE (arch/x86/include/asm/page_64_types.h);
-# MAX_NUMNODES = 1 << CONFIG_NODES_SHIFT, at most 1 << 10 (include/linux/numa.h);
-# a length is a size_t.
-TASK_SIZE = (1 << 47) - PAGE_SIZE
-MAX_NUMNODES = 1 << 10
-MAX_LENGTH = (1 << 64) - 1
-MAX_NAME = 4096  # prctl(PR_SET_VMA_ANON_NAME) refuses more than 80 bytes (EINVAL)
-MAX_TOKEN = 64  # a number token longer than this is never in range
 
 _NUM = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)([pPkKmMgG]?)$")
 _UNITS = {"": 1, "p": PAGE_SIZE, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -93,6 +66,9 @@ class Op:
     name: str | None = None
     mode: str | None = None
     nodes: tuple[int, ...] = ()
+    fd: str | None = None  # mmap: the memfd mapped (its NAME), None for anonymous memory
+    offset: int = 0  # mmap of a memfd: the file offset in bytes
+    index: int = 0  # exit: the fork child; pkey_mprotect: the protection key
     line: int = 0  # line in the script it came from (0 when built in code)
 
     @property
@@ -116,7 +92,7 @@ class Op:
 
     def shifted(self, base: int) -> Op:
         """The same op with every address moved by ``base`` (arena-relative -> absolute)."""
-        if self.kind == "fork":
+        if self.kind in NO_ADDRESS:
             return self
         new_addr = None if self.new_addr is None else self.new_addr + base
         return dataclasses.replace(self, addr=self.addr + base, new_addr=new_addr)
@@ -153,7 +129,10 @@ def format_op(op: Op) -> str:
     n = format_number
     k = op.kind
     if k == "mmap":
-        return f"mmap {n(op.addr)} {n(op.length)} {prot_text(op.prot)} {_flag_text(op.flags, MMAP_ORDER)}"
+        text = f"mmap {n(op.addr)} {n(op.length)} {prot_text(op.prot)} {_flag_text(op.flags, MMAP_ORDER)}"
+        if op.fd is not None:
+            text += f" fd={op.fd}" + (f" off={n(op.offset)}" if op.offset else "")
+        return text
     if k == "munmap":
         return f"munmap {n(op.addr)} {n(op.length)}"
     if k == "mprotect":
@@ -186,8 +165,16 @@ def format_op(op: Op) -> str:
         return f"munlock {n(op.addr)} {n(op.length)}"
     if k == "mlockall":
         return f"mlockall {_flag_text(op.flags, MLOCKALL_ORDER)}"
-    if k == "munlockall":
-        return "munlockall"
+    if k in ("munlockall", "pkey_alloc"):
+        return k
+    if k == "mseal":
+        return f"mseal {n(op.addr)} {n(op.length)}"
+    if k == "exit":
+        return f"exit {op.index}"
+    if k == "memfd":
+        return f"memfd {op.name} {n(op.length)}"
+    if k == "pkey_mprotect":
+        return f"pkey_mprotect {n(op.addr)} {n(op.length)} {prot_text(op.prot)} {op.index}"
     raise ValueError(f"unknown op kind {k!r}")
 
 
@@ -221,6 +208,9 @@ def parse_script(text: str, source: str = "<script>") -> list[Op]:
         if not line:
             continue
         ops.append(parse_line(line, source, lineno))
+    problem = check_script(ops)
+    if problem:
+        raise ParseError(source, problem[0] or None, problem[1])
     return ops
 
 
@@ -261,17 +251,35 @@ def _parse_line(line: str, source: str, lineno: int) -> Op:
             raise fail(usage)
 
     if kind == "mmap":
-        count(3, 4, "mmap ADDR LEN PROT [FLAGS]")
+        usage = "mmap ADDR LEN PROT [FLAGS [fd=NAME] [off=N]]"
+        count(3, 6, usage)
         flags = frozenset({"private", "anonymous"})
-        if len(args) == 4:
+        fd, off = None, 0
+        for word in args[4:]:
+            key, eq, value = word.partition("=")
+            if key.lower() == "fd" and eq and fd is None:
+                fd = value
+            elif key.lower() == "off" and eq and not off:
+                try:
+                    off = parse_number(value)
+                except ValueError:
+                    raise fail("off=N as a number") from None
+            else:
+                raise fail(usage)
+        if off and fd is None:
+            raise fail("off=N with fd=NAME only")
+        if len(args) >= 4:
             flags = frozenset(args[3].lower().split(","))
             bad = flags - MMAP_FLAGS
             if bad or ("private" in flags) == ("shared" in flags):
                 raise fail("FLAGS: a comma list with private or shared, and of "
                             + ", ".join(sorted(MMAP_FLAGS)))
-            flags = flags | {"anonymous"}
+            if fd is None:
+                flags = flags | {"anonymous"}
+            elif "anonymous" in flags:
+                raise fail("no anonymous with fd=NAME")
         return Op("mmap", addr=num(0, "ADDR"), length=num(1, "LEN"), prot=prot(2),
-                  flags=flags, line=lineno)
+                  flags=flags, fd=fd, offset=off, line=lineno)
     if kind == "munmap":
         count(2, 2, "munmap ADDR LEN")
         return Op("munmap", addr=num(0, "ADDR"), length=num(1, "LEN"), line=lineno)
@@ -352,73 +360,25 @@ def _parse_line(line: str, source: str, lineno: int) -> Op:
         if flags - MLOCKALL_FLAGS or not flags:
             raise fail("FLAGS: a comma list of current, future, onfault")
         return Op("mlockall", flags=flags, line=lineno)
-    if kind == "munlockall":
-        count(0, 0, "munlockall (no arguments)")
-        return Op("munlockall", line=lineno)
+    if kind in ("munlockall", "pkey_alloc"):
+        count(0, 0, f"{kind} (no arguments)")
+        return Op(kind, line=lineno)
+    if kind == "mseal":
+        count(2, 2, "mseal ADDR LEN")
+        return Op("mseal", addr=num(0, "ADDR"), length=num(1, "LEN"), line=lineno)
+    if kind == "exit":
+        count(1, 1, "exit CHILD (a fork child's number, from 0)")
+        return Op("exit", index=num(0, "CHILD"), line=lineno)
+    if kind == "memfd":
+        count(2, 2, "memfd NAME LEN")
+        return Op("memfd", name=args[0], length=num(1, "LEN"), line=lineno)
+    if kind == "pkey_mprotect":
+        count(4, 4, "pkey_mprotect ADDR LEN PROT PKEY")
+        key = -1 if args[3] == "-1" else num(3, "PKEY")
+        return Op("pkey_mprotect", addr=num(0, "ADDR"), length=num(1, "LEN"), prot=prot(2),
+                  index=key, line=lineno)
     raise ParseError(source, lineno or None, f"unknown operation {words[0]!r}; expected one of "
                      + ", ".join(KINDS))
-
-
-def check_op(op: Op) -> str | None:
-    """What is wrong with ``op`` against the kernel's ranges, or None.
-
-    Addresses are below TASK_SIZE, lengths fit a size_t, PROT has only the read, write
-    and exec bits, flags and advice are known names, node ids are below MAX_NUMNODES.
-    Every op that passes can be run by the simulator and the lab executor.
-    """
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    k = op.kind
-    if k not in KINDS:
-        return "an operation, one of " + ", ".join(KINDS)
-    for field, hi, what in (("addr", TASK_SIZE - 1, "ADDR"), ("length", MAX_LENGTH, "LEN"),
-                            ("new_len", MAX_LENGTH, "NEWLEN")):
-        v = getattr(op, field)
-        if not is_int(v) or not 0 <= v <= hi:
-            return f"{what} an integer from 0 to {hi:#x}"
-    if op.new_addr is not None and (not is_int(op.new_addr)
-                                    or not 0 <= op.new_addr < TASK_SIZE):
-        return f"NEWADDR an integer from 0 to {TASK_SIZE - 1:#x}"
-    if not is_int(op.prot) or not 0 <= op.prot <= (PROT_READ | PROT_WRITE | PROT_EXEC):
-        return "PROT of the read (1), write (2) and exec (4) bits"
-    if not isinstance(op.flags, frozenset) or not all(isinstance(f, str) for f in op.flags):
-        return "FLAGS as a set of flag names"
-    if k == "mmap":
-        if op.flags - MMAP_FLAGS or ("private" in op.flags) == ("shared" in op.flags):
-            return ("FLAGS: a comma list with private or shared, and of "
-                    + ", ".join(sorted(MMAP_FLAGS)))
-    elif k == "mremap":
-        if op.flags - MREMAP_FLAGS:
-            return "FLAGS: a comma list of maymove, fixed, dontunmap"
-    elif k == "mlock":
-        if op.flags - MLOCK_FLAGS:
-            return "FLAGS: onfault or nothing"
-    elif k == "mlockall":
-        if op.flags - MLOCKALL_FLAGS or not op.flags:
-            return "FLAGS: a comma list of current, future, onfault"
-    elif op.flags:
-        return "no FLAGS"
-    if (k == "madvise") != (op.advice is not None):
-        return "ADVICE with madvise only"
-    if op.advice is not None and op.advice not in MADVICE:
-        return "ADVICE, one of " + " ".join(MADVICE)
-    if not isinstance(op.write, bool):
-        return "write or read"
-    if op.name is not None and (not isinstance(op.name, str) or len(op.name) > MAX_NAME):
-        return f"NAME of at most {MAX_NAME} characters"
-    if not isinstance(op.nodes, tuple) or not all(is_int(n) and 0 <= n < MAX_NUMNODES
-                                                  for n in op.nodes):
-        return f"node ids below MAX_NUMNODES ({MAX_NUMNODES})"
-    if k == "mbind":
-        mode = op.mode or "default"
-        if mode not in MBIND_MODES:
-            return "MODE: default, bind:NODES, interleave:NODES or preferred:NODE"
-        if (mode == "default") != (not op.nodes) or (mode == "preferred" and len(op.nodes) != 1):
-            return "MODE: default, bind:NODES, interleave:NODES or preferred:NODE"
-    elif op.mode is not None or op.nodes:
-        return "MODE and NODES with mbind only"
-    return None
 
 
 def load_script(text: str, source: str = "<script>") -> list[Op]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ...ops.language import Op
 from .. import vmflags as F
-from .mm import MM, SVma
-from .rmap import anon_vma_fork
+from .mm import MM, OpFailed, SVma
+from .rmap import anon_vma_fork, unlink_anon_vmas
 
 
 def dup_mmap(mm: MM, op: Op) -> None:
@@ -33,3 +33,17 @@ def dup_mmap(mm: MM, op: Op) -> None:
         mm.note(f"fork: child {len(mm.children)} has {child.map_count} VMAs, {made} "
                 "linked to new child anon_vmas (fork children: their chains are not "
                 "singular)")
+
+
+def mmput(mm: MM, op: Op) -> None:
+    """The ``exit CHILD`` op: fork child CHILD exits (kernel/exit.c do_exit -> exit_mm
+    -> kernel/fork.c mmput -> mm/mmap.c exit_mmap). Its VMAs go; the anon_vma counters drop (unlink_anon_vmas), which
+    changes which anon_vma a later fork may reuse."""
+    child = mm.children[op.index] if op.index < len(mm.children) else None
+    if child is None or child.exited:
+        raise OpFailed("ESRCH")
+    child.exited = True
+    alive = [mm] + [c for c in mm.children if not c.exited]
+    unlink_anon_vmas(alive, list(child))
+    if mm.tracing:
+        mm.note(f"exit: child {op.index} unmapped {child.map_count} VMAs")

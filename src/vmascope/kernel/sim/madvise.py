@@ -12,7 +12,8 @@ from typing import Any
 from ...kconst import PAGE_MASK, PAGE_SHIFT, page_align
 from ...ops.language import Op
 from .. import vmflags as F
-from .mm import MM, OpFailed, ShmemFile, SVma
+from .mm import MM, PMD_SIZE, OpFailed, ShmemFile, SVma
+from .mseal import check_madvise
 from .rmap import anon_vma_prepare
 from .vma import KEEP, vma_modify
 
@@ -82,6 +83,8 @@ def do_madvise(mm: MM, op: Op) -> None:
         raise OpFailed("EINVAL")  # madvise_behavior_valid: unknown advice before 5.14
     if adv in ("guard_install", "guard_remove") and not ep.guard_regions:
         raise OpFailed("EINVAL")
+    if adv == "collapse" and not ep.madv_collapse:
+        raise OpFailed("EINVAL")
     length = page_align(op.length)
     end = start + length
     if length == 0:
@@ -90,6 +93,7 @@ def do_madvise(mm: MM, op: Op) -> None:
         add, clear = _FLAG_CHANGE[adv]
 
         def visit(v: SVma, s: int, e: int) -> SVma:
+            check_madvise(v, adv)
             if adv == "dofork" and v.flags & F.VM_IO:
                 raise OpFailed("EINVAL")
             if adv == "wipeonfork" and (v.file is not None or v.flags & F.VM_SHARED):
@@ -114,7 +118,7 @@ def do_madvise(mm: MM, op: Op) -> None:
             if write and not v.flags & F.VM_WRITE or not v.flags & (
                     F.VM_READ | F.VM_WRITE | F.VM_EXEC):
                 raise OpFailed("EINVAL")
-            if write and v.file is None and not v.flags & F.VM_SHARED:
+            if write and not v.flags & F.VM_SHARED:  # copy on write, files too
                 anon_vma_prepare(mm, v)
             return v
 
@@ -133,6 +137,7 @@ def do_madvise(mm: MM, op: Op) -> None:
         return
 
     def check(v: SVma, s: int, e: int) -> SVma:
+        check_madvise(v, adv)
         if adv == "dontneed" and v.flags & (F.VM_LOCKED | F.VM_PFNMAP | F.VM_HUGETLB):
             raise OpFailed("EINVAL")
         if adv == "free" and (v.file is not None or v.flags & F.VM_SHARED):
@@ -151,9 +156,19 @@ def do_madvise(mm: MM, op: Op) -> None:
             mm.guards.update(range(s >> PAGE_SHIFT, e >> PAGE_SHIFT))
         elif adv == "guard_remove":
             mm.guards.difference_update(range(s >> PAGE_SHIFT, e >> PAGE_SHIFT))
+        elif adv == "collapse" and not thp_vma_suitable(v):
+            raise OpFailed("EINVAL")
         return v
 
     madvise_walk_vmas(mm, start, end, check)
+
+
+def thp_vma_suitable(v: SVma) -> bool:
+    """MADV_COLLAPSE's thp_vma_allowable_order, as far as the model goes: the VMA holds a
+    2 MiB aligned range and is not VM_NOHUGEPAGE (the sysfs setting does not matter)."""
+    lo = (v.start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    return not v.flags & (F.VM_NOHUGEPAGE | F.VM_SPECIAL | F.VM_HUGETLB) and (
+        lo + PMD_SIZE <= v.end)
 
 
 def madvise_set_anon_name(mm: MM, op: Op) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...kconst import PAGE_SHIFT
 from ...ops.language import Op
 from .. import vmflags as F
+from .memfd import beyond_eof
 from .mm import MM, PMD_SIZE, SVma
 from .mmap import expand_downwards
 from .rmap import anon_vma_prepare
@@ -26,7 +27,13 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
         return "SIGSEGV"
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
         return "SIGSEGV"
-    if v.anon_vma is not None or v.file is not None or flags & F.VM_SHARED:
+    if beyond_eof(v, addr):
+        return "SIGBUS"
+    if v.anon_vma is not None or flags & F.VM_SHARED:
+        return None
+    if v.file is not None:
+        if op.write:  # copy on write of a private file page
+            anon_vma_prepare(mm, v)
         return None
     if op.write or thp_read_fault(mm, v, addr):
         anon_vma_prepare(mm, v)

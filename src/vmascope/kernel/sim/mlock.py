@@ -40,11 +40,11 @@ def mm_populate(mm: MM, start: int, end: int, ignore_errors: bool) -> None:
                 raise OpFailed("EFAULT")
         elif onfault:
             pass  # walked (before 5.18) but not faulted in
-        elif v.file is None and not f & F.VM_SHARED:
+        elif not f & F.VM_SHARED:
             s, e = max(v.start, start), min(v.end, end)
             if f & F.VM_WRITE:
                 anon_vma_prepare(mm, v)  # a write fault (FOLL_WRITE) on private memory
-            elif any(thp_read_fault(mm, v, a) for a in range(s, e, 1 << 21)):
+            elif v.file is None and any(thp_read_fault(mm, v, a) for a in range(s, e, 1 << 21)):
                 anon_vma_prepare(mm, v)
         v = v.next
 

@@ -100,6 +100,20 @@ class ShmemFile:
         return f"/dev/zero (deleted) inode {self.inode}"
 
 
+class MemFile:
+    """A memfd (mm/memfd.c memfd_create): a shmem file with a name and a size."""
+
+    __slots__ = ("inode", "name", "size")
+
+    def __init__(self, inode: int, name: str, size: int) -> None:
+        self.inode = inode
+        self.name = name
+        self.size = size  # bytes (ftruncate)
+
+    def __repr__(self) -> str:
+        return f"/memfd:{self.name} inode {self.inode}"
+
+
 class _StartIndex:
     """Sorted VMA start addresses in blocks: O(log n) search, cheap insert and remove."""
 
@@ -177,7 +191,8 @@ class MM:
     """One simulated address space (struct mm_struct)."""
 
     def __init__(self, epoch: Epoch, *, max_map_count: int = DEFAULT_MAX_MAP_COUNT,
-                 trace: bool = False, thp: str = "madvise", numa_nodes: int = 1) -> None:
+                 trace: bool = False, thp: str = "madvise", numa_nodes: int = 1,
+                 pku: bool = True) -> None:
         self.epoch = epoch
         self.max_map_count = max_map_count
         self.map_count = 0
@@ -199,6 +214,10 @@ class MM:
         self.sticky = F.VM_MAYBE_GUARD if epoch.sticky_guard_flag else 0
         self.inferred_anon_vmas = 0  # anon_vmas guessed by from_snapshot
         self.def_flags = 0  # mm->def_flags: VM_LOCKED(ONFAULT) after mlockall(MCL_FUTURE)
+        self.files: dict[str, MemFile] = {}  # the script's memfds by name (the latest)
+        self.exited = False  # a fork child that has exited (exit_mmap)
+        self.pku = pku  # the CPU has protection keys (and the kernel uses them: OSPKE)
+        self.pkeys = 1  # bit set of allocated protection keys (key 0 is the default)
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:
@@ -295,6 +314,8 @@ class MM:
         return None if s is None else self._by_start[s]
 
     def vma_name(self, v: SVma) -> str | None:
+        if isinstance(v.file, MemFile):
+            return f"/memfd:{v.file.name} (deleted)"
         if isinstance(v.file, ShmemFile):
             return "/dev/zero (deleted)"
         if (self.start_brk is not None and self.brk is not None and v.file is None

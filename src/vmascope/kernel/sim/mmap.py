@@ -48,6 +48,13 @@ def do_mmap(mm: MM, op: Op) -> None:
     fixed = "fixed" in op.flags
     if fixed and op.addr & ~PAGE_MASK:
         raise OpFailed("EINVAL")
+    file = None
+    if op.fd is not None:  # a memfd (opened read-write: VM_MAYWRITE stays)
+        file = mm.files.get(op.fd)
+        if file is None:
+            raise OpFailed("EBADF")
+        if op.offset & ~PAGE_MASK:
+            raise OpFailed("EINVAL")
     flags = prot_bits(op.prot) | F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC
     if shared:
         if "growsdown" in op.flags:
@@ -77,17 +84,17 @@ def do_mmap(mm: MM, op: Op) -> None:
     prev = mm.prev_of(addr)
     nxt = prev.next if prev is not None else mm.head
     v: SVma | None = None
-    if shared:
+    if shared and file is None:
         # The shmem file is set up after the merge attempt, so shared anonymous
         # memory never merges at mmap time.
         pgoff = 0
     else:
-        pgoff = addr >> PAGE_SHIFT
-        vmg = R.Vmg(addr, end, pgoff, flags)
+        pgoff = op.offset >> PAGE_SHIFT if file is not None else addr >> PAGE_SHIFT
+        vmg = R.Vmg(addr, end, pgoff, flags, file=file)
         v = vma_merge_new_range(mm, vmg, prev, nxt, ep.new_range)
     if v is None:
-        v = SVma(addr, end, pgoff, flags)
-        if shared:
+        v = SVma(addr, end, pgoff, flags, file)
+        if shared and file is None:
             v.file = ShmemFile(mm.next_inode)
             mm.next_inode += 1
         mm.insert(v, prev)

@@ -1,4 +1,10 @@
-"""mm/mprotect.c: the mprotect syscall (do_mprotect_pkey and mprotect_fixup)."""
+"""mm/mprotect.c: mprotect and pkey_mprotect (do_mprotect_pkey, mprotect_fixup), pkey_alloc.
+
+Protection keys as x86 has them: with OSPKE the mm starts with key 0 allocated and
+pkey_alloc hands out 1, 2, ... (16 keys); without, pkey_alloc fails with EINVAL
+(arch_set_user_pkey_access) and every key but -1 is EINVAL in pkey_mprotect. A key is
+part of the VMA's flags (VM_PKEY_BIT*): VMAs with different keys do not merge.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
 from .mm import MM, OpFailed, prot_bits
-from .vma import vma_modify
+from .vma import check_modify, vma_modify
 
 
 def do_mprotect_pkey(mm: MM, op: Op) -> None:
@@ -22,6 +28,9 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
         if length == 0:
             return
         raise OpFailed("ENOMEM")
+    pkey = op.index if op.kind == "pkey_mprotect" else -1
+    if pkey != -1 and not mm_pkey_is_allocated(mm, pkey):
+        raise OpFailed("EINVAL")
     v = mm.find_vma(start)
     if v is None or v.start > start:
         raise OpFailed("ENOMEM")
@@ -33,8 +42,11 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
                 prot & F.VM_EXEC and not v.flags & F.VM_MAYEXEC):
             raise OpFailed("EACCES")
         tmp = min(v.end, end)
+        check_modify(v)  # mprotect_fixup: even when nothing would change
         newflags = R.mprotect_newflags(ep, v.flags, prot, v.file is None,
                                        v.anon_vma is not None)
+        if pkey != -1:  # else the VMA keeps its key
+            newflags = (newflags & ~F.VM_PKEY_MASK) | (pkey << F.PKEY_SHIFT)
         if newflags != v.flags:
             v = vma_modify(mm, v, nstart, tmp, flags=newflags)
         # Continue after the (possibly merged) VMA: vma_iter_end().
@@ -45,3 +57,19 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
         if nxt is None or nxt.start != nstart:
             raise OpFailed("ENOMEM")
         v = nxt
+
+
+def mm_pkey_is_allocated(mm: MM, pkey: int) -> bool:
+    """arch/x86/include/asm/pkeys.h mm_pkey_is_allocated (no OSPKE: arch_max_pkey() is 1
+    and nothing is allocated)."""
+    return 0 <= pkey < (16 if mm.pku else 1) and bool(mm.pkeys & (1 << pkey)) and mm.pku
+
+
+def sys_pkey_alloc(mm: MM, op: Op) -> None:
+    """The pkey_alloc syscall (flags 0, access rights 0)."""
+    if not mm.pku:
+        raise OpFailed("EINVAL")  # arch_set_user_pkey_access without OSPKE
+    free = next((k for k in range(16) if not mm.pkeys & (1 << k)), None)
+    if free is None:
+        raise OpFailed("ENOSPC")
+    mm.pkeys |= 1 << free

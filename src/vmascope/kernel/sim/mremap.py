@@ -8,7 +8,7 @@ from .. import rules as R
 from .. import vmflags as F
 from .mm import MM, OpFailed, SVma, av_text
 from .mmap import get_unmapped_area
-from .vma import do_vmi_munmap, vma_merge_new_range
+from .vma import check_modify, do_vmi_munmap, vma_merge_new_range
 
 
 def do_mremap(mm: MM, op: Op) -> None:
@@ -32,8 +32,11 @@ def do_mremap(mm: MM, op: Op) -> None:
     if fixed and ep.mremap_multi_vma:
         # 6.17's mremap rewrite checks all parameters before looking anything up.
         check_new_addr(addr, old_len, new_len, op.new_addr)
-    if ep.mremap_lookup_first and mm.vma_lookup(addr) is None:
+    first = mm.vma_lookup(addr)
+    if ep.mremap_lookup_first and first is None:
         raise OpFailed("EFAULT")
+    if first is not None:
+        check_modify(first)  # a sealed source: before anything is unmapped
     if fixed or dontunmap:
         mremap_to(mm, addr, old_len, new_len, op.new_addr, fixed, dontunmap)
         return

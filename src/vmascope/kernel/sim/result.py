@@ -19,15 +19,17 @@ from ...ops.language import Op, format_op, load_script
 from ...outcome import Fault, OpError, Outcome
 from .. import vmflags as F
 from ..epochs import Epoch, epoch_for
-from .fork import dup_mmap
+from .fork import dup_mmap, mmput
 from .madvise import do_madvise, madvise_set_anon_name
 from .memory import handle_mm_fault
+from .memfd import sys_memfd_create
 from .mempolicy import do_mbind, policy_text
 from .mlock import do_mlock, sys_mlockall, sys_munlock, sys_munlockall
-from .mm import MM, OpFailed, ShmemFile
+from .mm import MM, OpFailed
 from .mmap import do_mmap, prctl_set_mm_brk, sys_brk, vm_munmap
-from .mprotect import do_mprotect_pkey
+from .mprotect import do_mprotect_pkey, sys_pkey_alloc
 from .mremap import do_mremap
+from .mseal import do_mseal
 
 # The syscall table: op kind -> handler (touch, a fault, is handled apart).
 SYSCALLS: dict[str, Callable[[MM, Op], None]] = {
@@ -35,7 +37,9 @@ SYSCALLS: dict[str, Callable[[MM, Op], None]] = {
     "madvise": do_madvise, "mremap": do_mremap, "fork": dup_mmap,
     "name": madvise_set_anon_name, "mbind": do_mbind, "heap": prctl_set_mm_brk,
     "brk": sys_brk, "mlock": do_mlock, "munlock": sys_munlock, "mlockall": sys_mlockall,
-    "munlockall": sys_munlockall,
+    "munlockall": sys_munlockall, "mseal": do_mseal, "exit": mmput,
+    "memfd": sys_memfd_create, "pkey_alloc": sys_pkey_alloc,
+    "pkey_mprotect": do_mprotect_pkey,
 }
 
 
@@ -123,7 +127,7 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
             policies.append(policy_text(v.policy))
         return pid
 
-    inode = col((v.file.inode if isinstance(v.file, ShmemFile) else 0 for v in vs), np.uint64)
+    inode = col((getattr(v.file, "inode", 0) for v in vs), np.uint64)
     flag_names = KNOWN_VMFLAGS if mm.epoch.lf_mnemonic else tuple(
         "??" if m == "lf" else m for m in KNOWN_VMFLAGS)  # smaps before 6.2 (8614d6c5eda0)
     return Snapshot(
@@ -133,7 +137,8 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         offset=col((v.pgoff << PAGE_SHIFT for v in vs), np.uint64),
         dev=(inode != 0).astype(np.uint32), inode=inode,
         name_id=col((name_id(v) for v in vs), np.int32), names=names, meta=meta,
-        vmflags=col((v.flags for v in vs), np.uint64), flag_names=flag_names,
+        vmflags=col((v.flags & ~F.VM_PKEY_MASK for v in vs), np.uint64),
+        flag_names=flag_names,
         policy_id=col((policy_id(v) for v in vs), np.int32), policies=policies,
         anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64))
 
@@ -156,7 +161,8 @@ def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
         faults = [Fault(f.op, f.line, f.addr - shift, f.signal) for f in faults]
     return Outcome(
         snapshot=snap, errors=errors, faults=faults,
-        children=[] if arena else [snapshot_of(c, meta()) for c in mm.children],
+        children=[] if arena else [snapshot_of(c, meta()) for c in mm.children
+                                   if not c.exited],
         process_map_count=mm.map_count + (outside or 0) if arena else None,
         epoch=epoch.name, brk=None if mm.brk is None else mm.brk - shift,
         trace=mm.log)
@@ -164,7 +170,7 @@ def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
 
 def simulate_ops(ops: Sequence[Op], kernel: str | Epoch, *,
                  max_map_count: int = DEFAULT_MAX_MAP_COUNT, trace: bool = False,
-                 thp: str = "never", numa_nodes: int = 1,
+                 thp: str = "never", numa_nodes: int = 1, pku: bool = True,
                  script: str | None = None) -> Outcome:
     """Run parsed ops on a fresh simulated address space of ``kernel`` (an Epoch or a
     release string).
@@ -175,7 +181,8 @@ def simulate_ops(ops: Sequence[Op], kernel: str | Epoch, *,
     (``vmascope.simulate`` uses them).
     """
     epoch = kernel if isinstance(kernel, Epoch) else epoch_for(kernel)
-    mm = MM(epoch, max_map_count=max_map_count, trace=trace, thp=thp, numa_nodes=numa_nodes)
+    mm = MM(epoch, max_map_count=max_map_count, trace=trace, thp=thp, numa_nodes=numa_nodes,
+            pku=pku)
     errors, faults = run_ops(mm, ops)
     return outcome_of(mm, errors, faults, script=script)
 

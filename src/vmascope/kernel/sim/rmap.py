@@ -74,3 +74,24 @@ def clone_reusable(mm: MM, av: AnonVma, src: SVma) -> bool:
         # Before 2555283eb40d: anon_vma != src->anon_vma && degree < 2.
         return av is not src.anon_vma and av.num_active_vmas + av.num_children < 2
     return av.num_children < 2 and av.num_active_vmas == 0
+
+
+def unlink_anon_vmas(family: list[MM], gone: list[SVma]) -> None:
+    """mm/rmap.c unlink_anon_vmas for every VMA of ``gone`` (an exiting mm's VMAs).
+
+    Each VMA drops its anon_vma's num_active_vmas (5.10: degree); an anon_vma no VMA of
+    ``family`` (the mms still alive) links to any more drops its parent's num_children
+    (5.10: degree), the parent being itself for a root anon_vma.
+    """
+    linked: dict[int, AnonVma] = {}
+    for v in gone:
+        if v.anon_vma is not None:
+            v.anon_vma.num_active_vmas -= 1
+        for av in v.chain:
+            linked[id(av)] = av
+    if not linked:
+        return
+    still = {id(av) for m in family for w in m for av in w.chain}
+    for key, av in linked.items():
+        if key not in still:
+            av.parent.num_children -= 1

@@ -33,6 +33,12 @@ def set_attrs(v: Any, flags: int | None, anon_name: Any, policy: Any) -> Any:
     return v
 
 
+def check_modify(v: SVma) -> None:
+    """mm/vma.h can_modify_vma: a sealed VMA (mseal) may not be changed: EPERM."""
+    if v.flags & F.VM_SEALED:
+        raise OpFailed("EPERM")
+
+
 def split_vma(mm: MM, v: SVma, addr: int, check: bool = True) -> SVma:
     """mm/vma.c split_vma (check=True: map_count >= max -> ENOMEM) / __split_vma.
 
@@ -270,9 +276,11 @@ def do_vmi_munmap(mm: MM, start: int, end: int) -> None:
                 mm.note(f"munmap {start:#x}-{end:#x} inside {v} refused: map_count "
                         f"{mm.map_count} >= max_map_count {mm.max_map_count}")
             raise OpFailed("ENOMEM")
+        check_modify(v)  # no split of a VMA that cannot be unmapped anyway
         v = split_vma(mm, v, start, check=False)
     doomed = []
     while v is not None and v.start < end:
+        check_modify(v)  # a split made before stays
         if v.end > end:
             split_vma(mm, v, end, check=False)
             doomed.append(v)

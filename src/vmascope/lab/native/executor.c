@@ -12,7 +12,8 @@
  *   A BASE SIZE                 arena (optional; before the first script)
  *   Y N                         write N to /proc/sys/vm/max_map_count (microVM only)
  *   S ID TIMEOUT                start of a script
- *   M ADDR LEN PROT MAPFLAGS    mmap (a hint of BASE+ADDR without MAP_FIXED)
+ *   M ADDR LEN PROT MAPFLAGS [FD OFF]   mmap (a hint of BASE+ADDR without MAP_FIXED);
+ *                               FD: 0 anonymous, K the K-th memfd of the script (from 1)
  *   U ADDR LEN                  munmap
  *   P ADDR LEN PROT             mprotect
  *   D ADDR LEN ADVICE           madvise (the kernel's MADV_* number)
@@ -27,6 +28,12 @@
  *   W ADDR LEN                  munlock
  *   J FLAGS                     mlockall (MCL_CURRENT 1, MCL_FUTURE 2, MCL_ONFAULT 4)
  *   Q                           munlockall
+ *   O LEN NAME                  memfd_create(NAME, 0) and ftruncate(LEN): the next memfd
+ *   I ADDR LEN                  mseal (syscall 462; ENOSYS before 6.10)
+ *   e CHILD                     the fork child CHILD (0-based, in fork order) exits now
+ *                               (SIGKILL, then reaped)
+ *   a                           pkey_alloc(0, 0)
+ *   p ADDR LEN PROT PKEY        pkey_mprotect (PKEY -1: no key)
  *   E                           end of the script
  *
  * Output per script (stdout on the host, /dev/ttyS1 in a microVM), in this order:
@@ -63,7 +70,12 @@
 #define PR_SET_VMA_ANON_NAME 0
 #endif
 
+#ifndef SYS_mseal
+#define SYS_mseal 462
+#endif
+
 #define PAGE 4096UL
+#define MAX_MEMFDS 64
 
 struct op {
     char kind;
@@ -86,6 +98,8 @@ static int *flt_op, *flt_sig;
 static size_t nerr, nflt;
 static pid_t kids[64];
 static int nkids;
+static int memfds[MAX_MEMFDS];
+static int nmemfds;
 
 static sigjmp_buf touch_jmp;
 static volatile sig_atomic_t touching;
@@ -175,11 +189,45 @@ static void run_op(size_t i)
     long r;
     switch (o->kind) {
     case 'M': {
-        void *p = mmap((void *)(B + o->a), o->b, (int)o->c, (int)o->d, -1, 0);
+        int fd = o->e == 0 ? -1 : o->e <= (uint64_t)nmemfds ? memfds[o->e - 1] : -1;
+        void *p = mmap((void *)(B + o->a), o->b, (int)o->c, (int)o->d, fd, (off_t)o->f);
         if (p == MAP_FAILED)
             record_err(i, errno);
         break;
     }
+    case 'O': {
+        int fd = (int)syscall(SYS_memfd_create, o->name >= 0 ? names + o->name : "", 0U);
+        if (fd < 0 || nmemfds == MAX_MEMFDS) {
+            record_err(i, fd < 0 ? errno : EMFILE);
+            fd = -1;
+        } else if (ftruncate(fd, (off_t)o->a)) {
+            record_err(i, errno);
+        }
+        if (nmemfds < MAX_MEMFDS)
+            memfds[nmemfds++] = fd; /* a failed memfd still takes its number */
+        break;
+    }
+    case 'I':
+        if (syscall(SYS_mseal, B + o->a, o->b, 0UL) == -1)
+            record_err(i, errno);
+        break;
+    case 'e':
+        if (o->a < (uint64_t)nkids && kids[o->a] > 0) {
+            kill(kids[o->a], SIGKILL);
+            waitpid(kids[o->a], NULL, 0);
+            kids[o->a] = 0;
+        } else {
+            record_err(i, ESRCH);
+        }
+        break;
+    case 'a':
+        if (syscall(SYS_pkey_alloc, 0UL, 0UL) == -1)
+            record_err(i, errno);
+        break;
+    case 'p':
+        if (syscall(SYS_pkey_mprotect, B + o->a, o->b, (int)o->c, (int)o->d) == -1)
+            record_err(i, errno);
+        break;
     case 'U':
         if (munmap((void *)(B + o->a), o->b))
             record_err(i, errno);
@@ -456,6 +504,8 @@ static void run_script(long id)
         out_s("\n");
     }
     for (int k = 0; k < nkids; k++) {
+        if (kids[k] <= 0)
+            continue;
         kill(kids[k], SIGKILL);
         waitpid(kids[k], NULL, 0);
     }
@@ -479,6 +529,7 @@ static void start_script(long id, long timeout)
         die("out of memory");
     nerr = nflt = 0;
     nkids = 0;
+    nmemfds = 0;
     flush_out();
     pid_t pid = fork();
     if (pid < 0)
@@ -554,9 +605,10 @@ static int run_input(FILE *in)
         o.kind = line[0];
         o.name = -1;
         char *p = line + 1;
-        if (o.kind == 'N') {
+        if (o.kind == 'N' || o.kind == 'O') {
             o.a = strtoull(p, &p, 0);
-            o.b = strtoull(p, &p, 0);
+            if (o.kind == 'N')
+                o.b = strtoull(p, &p, 0);
             if (*p == ' ' && p[1])
                 o.name = add_name(p + 1);
             add_op(&o);
@@ -592,7 +644,8 @@ static int run_input(FILE *in)
             nops = 0;
             break;
         case 'M': case 'U': case 'P': case 'D': case 'R': case 'T': case 'F': case 'B':
-        case 'H': case 'K': case 'L': case 'W': case 'J': case 'Q':
+        case 'H': case 'K': case 'L': case 'W': case 'J': case 'Q': case 'I': case 'e':
+        case 'a': case 'p':
             o.a = v[0]; o.b = v[1]; o.c = v[2]; o.d = v[3]; o.e = v[4]; o.f = v[5];
             add_op(&o);
             break;
