@@ -48,12 +48,16 @@ class Generator_:
             flags = r.choice(("private", "private,noreserve", "private,fixed"))
             lines.append(f"mmap 0 {self.pages}p {prot} {flags}")
         forks = 0
+        alive: list[int] = []  # fork children that have not exited
+        memfd = False
+        keys = 0
         heap_at: int | None = None
         for _ in range(r.randint(2, 12)):
             kind = r.choices(
                 ("commit", "touch", "decommit", "madvise", "mmap", "munmap", "mremap",
-                 "fork", "name", "heap", "protect", "mbind", "lock"),
-                weights=(24, 22, 8, 10, 8, 5, 7, 3, 4, 4, 5, 2, 4))[0]
+                 "fork", "name", "heap", "protect", "mbind", "lock", "seal", "file", "exit",
+                 "pkey"),
+                weights=(24, 22, 8, 10, 8, 5, 7, 3, 4, 4, 5, 2, 4, 4, 4, 2, 2))[0]
             s, n = self._range()
             if kind == "commit":
                 lines.append(f"mprotect {s}p {n}p rw-")
@@ -71,7 +75,8 @@ class Generator_:
                 advice = r.choice(("dontneed", "free", "dontdump", "dodump", "dontfork",
                                    "dofork", "wipeonfork", "keeponfork", "hugepage",
                                    "nohugepage", "random", "sequential", "normal",
-                                   "willneed", "populate_write"))
+                                   "willneed", "populate_write", "mergeable",
+                                   "unmergeable", "collapse"))
                 lines.append(f"madvise {s}p {n}p {advice}")
             elif kind == "mmap":
                 prot = r.choice(("rw-", "rw-", "---", "r--"))
@@ -92,7 +97,30 @@ class Generator_:
             elif kind == "fork":
                 if forks < 2:
                     lines.append("fork")
+                    alive.append(forks)
                     forks += 1
+            elif kind == "exit":
+                if alive:
+                    lines.append(f"exit {alive.pop(r.randrange(len(alive)))}")
+            elif kind == "seal":
+                lines.append(f"mseal {s}p {n}p")
+            elif kind == "file":
+                # a memfd mapped twice or more (a W^X double mapping, offsets that may or
+                # may not continue their neighbour's)
+                if not memfd:
+                    lines.append(f"memfd dm {r.choice((4, 8, 16))}p")
+                    memfd = True
+                prot = r.choice(("rw-", "r-x", "r--"))
+                share = r.choice(("shared,fixed", "shared,fixed", "private,fixed"))
+                off = r.choice((0, s, r.randrange(0, 8)))
+                lines.append(f"mmap {s}p {n}p {prot} {share} fd=dm"
+                             + (f" off={off}p" if off else ""))
+            elif kind == "pkey":
+                if keys == 0 or r.random() < 0.2:
+                    lines.append("pkey_alloc")
+                    keys += 1
+                key = r.choice((-1, 0, 1, min(keys, 2)))
+                lines.append(f"pkey_mprotect {s}p {n}p {r.choice(('rw-', 'r--'))} {key}")
             elif kind == "mbind":
                 # node 0 exists everywhere; a policy different from its neighbours' keeps
                 # a range apart (vma_policy is compared when merging)

@@ -217,7 +217,7 @@ class MM:
         self.files: dict[str, MemFile] = {}  # the script's memfds by name (the latest)
         self.exited = False  # a fork child that has exited (exit_mmap)
         self.pku = pku  # the CPU has protection keys (and the kernel uses them: OSPKE)
-        self.pkeys = 1  # bit set of allocated protection keys (key 0 is the default)
+        self.pkeys = 1 if pku else 0  # allocated protection keys (with PKU: key 0)
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:

@@ -1,8 +1,8 @@
 """mm/mprotect.c: mprotect and pkey_mprotect (do_mprotect_pkey, mprotect_fixup), pkey_alloc.
 
 Protection keys as x86 has them: with OSPKE the mm starts with key 0 allocated and
-pkey_alloc hands out 1, 2, ... (16 keys); without, pkey_alloc fails with EINVAL
-(arch_set_user_pkey_access) and every key but -1 is EINVAL in pkey_mprotect. A key is
+pkey_alloc hands out 1, 2, ... (16 keys); without, pkey_alloc fails (EINVAL, then
+ENOSPC) and every key but -1 is EINVAL in pkey_mprotect. A key is
 part of the VMA's flags (VM_PKEY_BIT*): VMAs with different keys do not merge.
 """
 
@@ -60,16 +60,18 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
 
 
 def mm_pkey_is_allocated(mm: MM, pkey: int) -> bool:
-    """arch/x86/include/asm/pkeys.h mm_pkey_is_allocated (no OSPKE: arch_max_pkey() is 1
-    and nothing is allocated)."""
-    return 0 <= pkey < (16 if mm.pku else 1) and bool(mm.pkeys & (1 << pkey)) and mm.pku
+    """arch/x86/include/asm/pkeys.h mm_pkey_is_allocated. Without OSPKE arch_max_pkey()
+    is 1 and key 0 is the mm's execute_only_pkey, which no interface may use: no key."""
+    return mm.pku and 0 <= pkey < 16 and bool(mm.pkeys & (1 << pkey))
 
 
 def sys_pkey_alloc(mm: MM, op: Op) -> None:
     """The pkey_alloc syscall (flags 0, access rights 0)."""
-    if not mm.pku:
-        raise OpFailed("EINVAL")  # arch_set_user_pkey_access without OSPKE
-    free = next((k for k in range(16) if not mm.pkeys & (1 << k)), None)
+    free = next((k for k in range(16 if mm.pku else 1) if not mm.pkeys & (1 << k)), None)
     if free is None:
         raise OpFailed("ENOSPC")
     mm.pkeys |= 1 << free
+    if not mm.pku:
+        # arch_set_user_pkey_access fails without OSPKE, and key 0 is never freed: the
+        # first pkey_alloc is EINVAL, every later one ENOSPC (seen on 6.18.44).
+        raise OpFailed("EINVAL")

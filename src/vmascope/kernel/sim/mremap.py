@@ -115,7 +115,8 @@ def mremap_to(mm: MM, addr: int, old_len: int, new_len: int, new_addr: int | Non
         move_vma(mm, v, addr, old_len, new_len, new_addr, dontunmap,
                        check=ep.mremap_limit == "legacy")
         return
-    # 6.17+: move each VMA of the range, keeping the gaps between them.
+    # 6.17+: move each VMA of the range, keeping the gaps between them; a sealed VMA
+    # stops the move there (EPERM), the pieces before it stay moved.
     pieces = []
     w: SVma | None = v
     end = addr + old_len
@@ -126,6 +127,9 @@ def mremap_to(mm: MM, addr: int, old_len: int, new_len: int, new_addr: int | Non
         # Each piece replaces what is at its destination; the gaps between the
         # pieces leave the destination alone (as 6.18.44 does).
         dst = new_addr + (s - addr)
+        piece = mm.vma_lookup(s)
+        assert piece is not None
+        check_modify(piece)  # before its destination is unmapped
         do_vmi_munmap(mm, dst, dst + (e - s))
         piece = mm.vma_lookup(s)
         assert piece is not None

@@ -34,6 +34,11 @@
  *                               (SIGKILL, then reaped)
  *   a                           pkey_alloc(0, 0)
  *   p ADDR LEN PROT PKEY        pkey_mprotect (PKEY -1: no key)
+ *
+ * A touch that faults is caught by a signal handler and left with siglongjmp. Signal
+ * delivery resets the thread's PKRU to the kernel's default (no access to keys other
+ * than 0), and no sigreturn restores it; so once a pkey_alloc has succeeded, the PKRU
+ * of before the touch is written back, and a fault leaves the script's keys as they were.
  *   E                           end of the script
  *
  * Output per script (stdout on the host, /dev/ttyS1 in a microVM), in this order:
@@ -100,6 +105,20 @@ static pid_t kids[64];
 static int nkids;
 static int memfds[MAX_MEMFDS];
 static int nmemfds;
+
+static int pkeys_used; /* a pkey_alloc succeeded: PKRU is saved around touches */
+
+static unsigned rdpkru(void)
+{
+    unsigned eax, edx;
+    __asm__ volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
+    return eax;
+}
+
+static void wrpkru(unsigned v)
+{
+    __asm__ volatile(".byte 0x0f,0x01,0xef" : : "a"(v), "c"(0), "d"(0));
+}
 
 static sigjmp_buf touch_jmp;
 static volatile sig_atomic_t touching;
@@ -223,6 +242,8 @@ static void run_op(size_t i)
     case 'a':
         if (syscall(SYS_pkey_alloc, 0UL, 0UL) == -1)
             record_err(i, errno);
+        else
+            pkeys_used = 1;
         break;
     case 'p':
         if (syscall(SYS_pkey_mprotect, B + o->a, o->b, (int)o->c, (int)o->d) == -1)
@@ -249,6 +270,7 @@ static void run_op(size_t i)
     }
     case 'T': {
         volatile char *p = (volatile char *)(B + o->a);
+        volatile unsigned pkru = pkeys_used ? rdpkru() : 0;
         int sig = sigsetjmp(touch_jmp, 1);
         if (sig == 0) {
             touching = 1;
@@ -259,6 +281,8 @@ static void run_op(size_t i)
             touching = 0;
         } else {
             touching = 0;
+            if (pkeys_used)
+                wrpkru(pkru);
             flt_op[nflt] = (int)i;
             flt_addr[nflt] = o->a;
             flt_sig[nflt] = sig;
@@ -530,6 +554,7 @@ static void start_script(long id, long timeout)
     nerr = nflt = 0;
     nkids = 0;
     nmemfds = 0;
+    pkeys_used = 0;
     flush_out();
     pid_t pid = fork();
     if (pid < 0)
