@@ -240,3 +240,26 @@ def test_a_failing_compiler_is_one_lab_error(tmp_path, monkeypatch) -> None:  # 
         executor.executor_path()
     # nothing half-built is left in the cache
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_new_ops_encode_as_executor_records() -> None:
+    ops = parse_script("memfd dm 6p\nmmap 1p 2p r-x shared,fixed fd=dm off=2p\nfork\nexit 0\n"
+                       "mseal 0 1p\npkey_alloc\npkey_mprotect 0 1p r-- -1\n"
+                       "madvise 0 1p collapse\n")
+    lines = executor.encode_input([ops]).splitlines()[2:-1]
+    # MAP_SHARED|MAP_FIXED = 0x11, the first memfd of the script is number 1;
+    # MADV_COLLAPSE = 25
+    assert lines == [f"O {6 * P} dm", f"M {P} {2 * P} 5 17 1 {2 * P}", "F", "e 0",
+                     f"I 0 {P}", "a", f"p 0 {P} 1 -1", f"D 0 {P} 25"]
+
+
+def test_exit_reaps_a_child_once_and_an_unknown_child_is_esrch() -> None:
+    from vmascope.ops.language import Op
+
+    ops = parse_script("mmap 0 4p rw-\ntouch 0\nfork\nfork\nexit 1\n")
+    (res,) = executor.run_on_host([ops + [Op("exit", index=1), Op("exit", index=5)]],
+                                  timeout=60)
+    assert res.crash is None
+    # the same child twice, and a child never forked: the executor says ESRCH
+    assert [(e.op, e.errno) for e in res.errors] == [(5, "ESRCH"), (6, "ESRCH")]
+    assert _executor_children() == set()

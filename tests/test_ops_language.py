@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -189,3 +191,57 @@ def test_garbage_only_raises_parse_error(text: str) -> None:
         parse_script(text)
     except ParseError:
         pass
+
+
+def test_file_seal_exit_and_key_ops() -> None:
+    ops = parse_script("memfd dm 6p\nmmap 0 2p r-x shared,fixed fd=dm off=2p\n"
+                       "mmap 4p 1p rw- private fd=dm\nfork\nexit 0\nmseal 0 2p\n"
+                       "pkey_alloc\npkey_mprotect 0 1p r-- -1\npkey_mprotect 0 1p r-- 1\n"
+                       "madvise 0 2p collapse\n", "f.ops")
+    assert [o.kind for o in ops] == ["memfd", "mmap", "mmap", "fork", "exit", "mseal",
+                                     "pkey_alloc", "pkey_mprotect", "pkey_mprotect",
+                                     "madvise"]
+    assert (ops[0].name, ops[0].length) == ("dm", 6 * 4096)
+    assert (ops[1].fd, ops[1].offset, ops[1].flags) == ("dm", 2 * 4096,
+                                                        {"shared", "fixed"})
+    assert ops[2].flags == {"private"} and ops[2].offset == 0
+    assert ops[4].index == 0 and ops[7].index == -1 and ops[8].index == 1
+    # the file, the child and the key are not addresses: an arena leaves them alone
+    assert [o.shifted(1 << 30) for o in (ops[0], ops[4], ops[6])] == [ops[0], ops[4], ops[6]]
+    assert parse_script(script_text(ops)) == [
+        dataclasses.replace(o, line=i + 1) for i, o in enumerate(ops)]
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("exit 0", "exit: child 0 is not a running fork child"),
+        ("fork\nexit 0\nexit 0", "exit: child 0 is not a running fork child"),
+        ("mmap 0 1p rw- shared fd=nope", "fd=nope names no earlier memfd"),
+        ("memfd a 1p\nmmap 0 1p rw- shared,anonymous fd=a", "no anonymous with fd=NAME"),
+        ("mmap 0 1p rw- private off=1p", "off=N with fd=NAME only"),
+        ("memfd a/b 1p", "NAME of 1 to 64"),
+        ("pkey_mprotect 0 1p r-- -2", "PKEY"),
+        ("mseal 0", "mseal ADDR LEN"),
+        ("pkey_alloc 1", "no arguments"),
+    ],
+)
+def test_new_op_errors_are_one_line(text: str, needle: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_script(text, "bad.ops")
+    msg = str(info.value)
+    assert msg.startswith("bad.ops:") and "\n" not in msg and needle in msg, msg
+
+
+def test_new_ops_in_jsonl() -> None:
+    import json
+
+    ops = parse_script("memfd dm 2p\nmmap 0 2p rw- shared,fixed fd=dm off=1p\nfork\nexit 0\n"
+                       "pkey_mprotect 0 1p r-- -1\n")
+    text = "".join(json.dumps(o.to_json()) + "\n" for o in ops)
+    assert [format_op(o) for o in parse_jsonl(text)] == [format_op(o) for o in ops]
+    with pytest.raises(ParseError, match="names no earlier memfd"):
+        parse_jsonl('{"op": "mmap", "addr": 0, "length": 4096, "flags": ["shared"], '
+                    '"fd": "x"}\n', "x.jsonl")
+    with pytest.raises(ParseError, match="exit: fields index"):
+        parse_jsonl('{"op": "exit", "addr": 1}\n', "x.jsonl")

@@ -233,3 +233,28 @@ def test_special_vmas_never_merge_in_the_simulator() -> None:
         new = R.Vmg(0x103000, 0x104000, 0x103, v.flags)
         assert vma_merge_new_range(mm, new, list(mm)[1], None, "merge_new_range") is None
         assert len(list(mm)) == 2
+
+
+@pytest.mark.parametrize("kernel", ["5.10", "6.12", "7.2.13"])
+def test_exit_gives_back_the_anon_vma_counters(kernel: str) -> None:
+    """mm/rmap.c: a fork child's VMA links the parent's anon_vma and a child anon_vma
+    (parent's num_children + 1, one more active VMA on the child's); when the child
+    exits, unlink_anon_vmas takes both back: the parent's anon_vma is as before."""
+    from vmascope.kernel.sim import SYSCALLS
+    from vmascope.kernel.sim.memory import handle_mm_fault
+
+    mm = MM(epoch_for(kernel))
+    for line in ("mmap 0x100000 4p rw- private,fixed", "touch 0x100000"):
+        (op,) = parse_script(line)
+        (handle_mm_fault if op.kind == "touch" else SYSCALLS[op.kind])(mm, op)
+    av = mm.head.anon_vma
+    before = (av.num_children, av.num_active_vmas)
+    SYSCALLS["fork"](mm, parse_script("fork")[0])
+    child_av = mm.children[0].head.anon_vma
+    assert child_av is not av and child_av.parent is av
+    assert (av.num_children, av.num_active_vmas) == (before[0] + 1, before[1])
+    SYSCALLS["exit"](mm, parse_script("fork\nexit 0")[1])
+    assert (av.num_children, av.num_active_vmas) == before
+    assert child_av.num_active_vmas == 0
+    assert simulate("mmap 0x100000 4p rw- private,fixed\ntouch 0x100000\nfork\nexit 0\n",
+                    kernel=kernel).children == []

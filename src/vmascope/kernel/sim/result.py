@@ -15,7 +15,7 @@ import numpy as np
 
 from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT
 from ...model import KNOWN_VMFLAGS, Snapshot, SnapshotMeta
-from ...ops.language import Op, format_op, load_script
+from ...ops.language import NO_ADDRESS, Op, format_op, load_script
 from ...outcome import Fault, OpError, Outcome
 from .. import vmflags as F
 from ..epochs import Epoch, epoch_for
@@ -45,9 +45,9 @@ SYSCALLS: dict[str, Callable[[MM, Op], None]] = {
 
 def op_text(op: Op) -> str:
     """An op as the language writes it, with addresses in hex (for the decision log)."""
+    if op.kind in NO_ADDRESS:
+        return format_op(op)
     words = format_op(op).split()
-    if op.kind in ("fork",):
-        return words[0]
     words[1] = hex(op.addr)
     if op.kind == "mremap" and op.new_addr is not None:
         words[4] = hex(op.new_addr)
