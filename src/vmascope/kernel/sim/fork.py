@@ -30,7 +30,7 @@ def dup_mmap(mm: MM, op: Op) -> None:
     mm.children.append(child)
     if mm.tracing:
         made = sum(1 for c in child if c.anon_vma is not None)
-        mm.note(f"fork: child {len(mm.children)} has {child.map_count} VMAs, {made} "
+        mm.note(f"fork: child {len(mm.children) - 1} has {child.map_count} VMAs, {made} "
                 "linked to new child anon_vmas (fork children: their chains are not "
                 "singular)")
 
