@@ -40,6 +40,8 @@ _MAP_BITS = {"shared": MAP_SHARED, "private": MAP_PRIVATE, "fixed": MAP_FIXED,
 _MREMAP_BITS = {"maymove": 1, "fixed": 2, "dontunmap": 4}
 _MPOL = {"default": 0, "preferred": 1, "bind": 2, "interleave": 3}
 _MCL_BITS = {"current": 1, "future": 2, "onfault": 4}
+# Ops of an address and a length only, and their executor records.
+_RANGE_RECORDS = {"munmap": "U", "munlock": "W", "mseal": "I"}
 SIGNALS = {int(s): s.name for s in signal.Signals}
 
 # Seconds one script may run before its process is killed (reported as a crash).
@@ -85,8 +87,8 @@ def encode_op(op: Op, memfds: dict[str, int] | None = None) -> str:
             return f"M {op.addr} {op.length} {op.prot} {flags}"
         fd = (memfds or {}).get(op.fd, 1 << 20)  # no such memfd: the executor uses fd -1
         return f"M {op.addr} {op.length} {op.prot} {flags} {fd} {op.offset}"
-    if k == "munmap":
-        return f"U {op.addr} {op.length}"
+    if k in _RANGE_RECORDS:
+        return f"{_RANGE_RECORDS[k]} {op.addr} {op.length}"
     if k == "mprotect":
         return f"P {op.addr} {op.length} {op.prot}"
     if k == "madvise":
@@ -115,16 +117,12 @@ def encode_op(op: Op, memfds: dict[str, int] | None = None) -> str:
         return f"K {op.addr}"
     if k == "mlock":
         return f"L {op.addr} {op.length} {1 if 'onfault' in op.flags else 0}"
-    if k == "munlock":
-        return f"W {op.addr} {op.length}"
     if k == "mlockall":
         return f"J {sum(_MCL_BITS[f] for f in op.flags)}"
     if k == "munlockall":
         return "Q"
     if k == "memfd":
         return f"O {op.length} {op.name}"
-    if k == "mseal":
-        return f"I {op.addr} {op.length}"
     if k == "exit":
         return f"e {op.index}"
     if k == "pkey_alloc":

@@ -133,8 +133,8 @@ def format_op(op: Op) -> str:
         if op.fd is not None:
             text += f" fd={op.fd}" + (f" off={n(op.offset)}" if op.offset else "")
         return text
-    if k == "munmap":
-        return f"munmap {n(op.addr)} {n(op.length)}"
+    if k in ("munmap", "munlock", "mseal"):
+        return f"{k} {n(op.addr)} {n(op.length)}"
     if k == "mprotect":
         return f"mprotect {n(op.addr)} {n(op.length)} {prot_text(op.prot)}"
     if k == "madvise":
@@ -161,14 +161,10 @@ def format_op(op: Op) -> str:
         return f"{k} {n(op.addr)}"
     if k == "mlock":
         return f"mlock {n(op.addr)} {n(op.length)}" + (" onfault" if op.flags else "")
-    if k == "munlock":
-        return f"munlock {n(op.addr)} {n(op.length)}"
     if k == "mlockall":
         return f"mlockall {_flag_text(op.flags, MLOCKALL_ORDER)}"
     if k in ("munlockall", "pkey_alloc"):
         return k
-    if k == "mseal":
-        return f"mseal {n(op.addr)} {n(op.length)}"
     if k == "exit":
         return f"exit {op.index}"
     if k == "memfd":
