@@ -66,19 +66,29 @@ class SimulatorBackend:
         self.name = name
 
     def run(self, scripts: Sequence[Sequence[Op]], *, like: Sequence[Outcome] | None = None,
-            names: Sequence[str | None] | None = None) -> list[Outcome]:
+            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            resident: bool = False) -> list[Outcome]:
         """Predict each script. ``like``: the real Outcomes of the same scripts, whose
-        limit and executor overhead the prediction takes over."""
+        limit, executor overhead and machine memory (for the overcommit policy) the
+        prediction takes over. ``sample_every``: record the map count every N ops;
+        ``resident``: keep the resident pages (smaps Anonymous in the Outcome)."""
         from ..kernel.sim import MM, outcome_of, run_ops
+        from ..kernel.sim.util import Overcommit
         from .executor import ARENA_BASE, ARENA_SIZE
 
         out = []
         for k, ops in enumerate(scripts):
             limit, outside = self.max_map_count, 0
+            overcommit = None
             if like is not None:
                 limit = like[k].max_map_count or limit
                 outside = like[k].outside
+                overcommit = Overcommit.from_memory(like[k].memory)
             mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp, pku=self.pku)
+            mm.overcommit = overcommit
+            mm.sample_every = sample_every
+            if resident:
+                mm.resident = set()
             errors, faults = run_ops(mm, [op.shifted(ARENA_BASE) for op in ops])
             out.append(outcome_of(mm, errors, faults,
                                   script=names[k] if names is not None else None,
@@ -130,16 +140,32 @@ class HostBackend(_RealBackend):
     """The lab executor on the running kernel."""
 
     def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
-                 host_sysctl: bool = False) -> None:
+                 host_sysctl: bool = False, fill: bool = False) -> None:
         super().__init__(kernel, max_map_count)
         self.host_sysctl = host_sysctl
+        self.fill = fill
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None) -> list[Outcome]:
-        with host_max_map_count(self.max_map_count, allow_lower=self.host_sysctl):
+            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            limits: Sequence[int | None] | None = None) -> list[Outcome]:
+        """``fill`` (set at construction): reach a --max-map-count below the host's
+        inside the script's process, by mapping the difference as VMAs first, instead of
+        touching the sysctl (the executor reports them as VMAs outside the arena).
+        ``limits``: such a limit per script (fill only)."""
+        wanted = self.max_map_count
+        now = host.max_map_count() or DEFAULT_MAX_MAP_COUNT
+        if self.fill and wanted is not None and wanted < now:
+            limits, wanted = [wanted] * len(scripts), None
+        fillers = None
+        if limits is not None:
+            if not self.fill:
+                raise UsageError("a limit per script needs fill=True on the host")
+            fillers = [max(now - n, 0) if n else 0 for n in limits]
+        with host_max_map_count(wanted, allow_lower=self.host_sysctl):
             limit = host.max_map_count() or DEFAULT_MAX_MAP_COUNT
             return executor.run_on_host(scripts, release=self.release, max_map_count=limit,
-                                        names=names)
+                                        names=names, sample_every=sample_every,
+                                        fillers=fillers)
 
 
 def _vm_timeout(scripts: Sequence[Sequence[Op]]) -> float:
@@ -151,30 +177,54 @@ class MicroVMBackend(_RealBackend):
     """The lab executor as /init of a kernel booted in a qemu microVM."""
 
     def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
-                 smp: int = 1) -> None:
+                 smp: int = 1, overcommit: int | None = None) -> None:
         if kernel.vmlinuz is None:
             raise LabError(f"{kernel.name}: no kernel image to boot")
         super().__init__(kernel, max_map_count)
         self.smp = smp
+        self.overcommit = overcommit
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None) -> list[Outcome]:
+            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            limits: Sequence[int | None] | None = None,
+            overcommits: Sequence[int | None] | None = None) -> list[Outcome]:
+        """``limits`` / ``overcommits``: vm.max_map_count / vm.overcommit_memory per
+        script (None: the backend's own)."""
         assert self.kernel.vmlinuz is not None
-        data = executor.encode_input(scripts, max_map_count=self.max_map_count)
+        settings = None
+        if limits is not None or overcommits is not None:
+            base = self.max_map_count or DEFAULT_MAX_MAP_COUNT
+            settings = []
+            for i in range(len(scripts)):
+                limit = limits[i] if limits is not None else None
+                mode = overcommits[i] if overcommits is not None else None
+                settings.append({"max_map_count": limit or base,
+                                 "overcommit": self.overcommit or 0 if mode is None else mode,
+                                 "sample_every": 0 if limit else sample_every})
+            limits = [int(st["max_map_count"]) for st in settings]
+        data = executor.encode_input(scripts, max_map_count=self.max_map_count,
+                                     sample_every=sample_every, overcommit=self.overcommit,
+                                     settings=settings)
         out = microvm.boot(self.kernel.vmlinuz, data, timeout=_vm_timeout(scripts),
                            smp=self.smp)
         self.release = out.release or self.kernel.release
         return executor.parse_output(out.body, scripts, self.kernel.name, release=self.release,
                                      max_map_count=self.max_map_count or DEFAULT_MAX_MAP_COUNT,
-                                     names=names)
+                                     names=names, limits=limits)
 
 
 def real_backend(kernel: Kernel, *, max_map_count: int | None = None,
-                 host_sysctl: bool = False, smp: int = 1) -> HostBackend | MicroVMBackend:
+                 host_sysctl: bool = False, smp: int = 1, fill: bool = False,
+                 overcommit: int | None = None) -> HostBackend | MicroVMBackend:
     """The backend that runs scripts on a real kernel: the host's, or a microVM."""
     if kernel.is_host:
-        return HostBackend(kernel, max_map_count=max_map_count, host_sysctl=host_sysctl)
-    return MicroVMBackend(kernel, max_map_count=max_map_count, smp=smp)
+        if overcommit is not None:
+            raise UsageError("vm.overcommit_memory is set inside microVMs only, never on "
+                             "this host: choose Debian kernels")
+        return HostBackend(kernel, max_map_count=max_map_count, host_sysctl=host_sysctl,
+                           fill=fill)
+    return MicroVMBackend(kernel, max_map_count=max_map_count, smp=smp,
+                          overcommit=overcommit)
 
 
 def timed_run(backend: Backend, scripts: Sequence[Sequence[Op]],

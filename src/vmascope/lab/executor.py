@@ -133,11 +133,26 @@ def encode_op(op: Op, memfds: dict[str, int] | None = None) -> str:
 
 
 def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None = None,
-                 timeout: int = SCRIPT_TIMEOUT) -> str:
+                 timeout: int = SCRIPT_TIMEOUT, sample_every: int = 0, fillers: int = 0,
+                 overcommit: int | None = None,
+                 settings: Sequence[dict[str, int]] | None = None) -> str:
+    """The executor's input. ``sample_every``: report the map count after every N ops;
+    ``fillers``: VMAs mapped outside the arena first; ``overcommit``: the
+    vm.overcommit_memory mode to set (microVMs only). ``settings``: per script, any of
+    max_map_count / overcommit / fillers / sample_every, set before that script when they
+    change."""
     lines = [f"A {ARENA_BASE} {ARENA_SIZE}"]
-    if max_map_count is not None:
-        lines.append(f"Y {max_map_count}")
+    now = {"max_map_count": max_map_count, "overcommit": overcommit, "fillers": fillers,
+           "sample_every": sample_every}
+    record = {"max_map_count": "Y", "overcommit": "o", "fillers": "f", "sample_every": "c"}
+    for key, value in now.items():
+        if value:
+            lines.append(f"{record[key]} {value}")
     for i, ops in enumerate(scripts):
+        for key, value in (settings[i] if settings is not None else {}).items():
+            if value != now[key]:
+                lines.append(f"{record[key]} {value}")
+                now[key] = value
         lines.append(f"S {i} {timeout}")
         memfds: dict[str, int] = {}
         made = 0
@@ -150,15 +165,16 @@ def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None =
     return "\n".join(lines) + "\n"
 
 
-def _outcome(vmas: list[Vma], errors: list[OpError], faults: list[Fault], total: int,
-             crash: int | None, meta: SnapshotMeta) -> Outcome:
-    return Outcome(snapshot=Snapshot.from_vmas(vmas, meta=meta), errors=errors,
-                   faults=faults, process_map_count=total, crash=crash)
+# The I record: the overcommit settings and memory before a script's ops (kB).
+MEMORY_FIELDS = ("overcommit_memory", "overcommit_ratio", "mem_total_kb", "swap_total_kb",
+                 "commit_limit_kb", "committed_as_kb", "user_reserve_kb", "admin_reserve_kb",
+                 "vm_size_kb")
 
 
 def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
                  release: str | None = None, max_map_count: int | None = None,
-                 names: Sequence[str | None] | None = None) -> list[Outcome]:
+                 names: Sequence[str | None] | None = None,
+                 limits: Sequence[int | None] | None = None) -> list[Outcome]:
     """Parse the executor's output for ``scripts`` into Outcomes (arena-relative).
 
     LabError if it is incomplete or unreadable."""
@@ -173,6 +189,8 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
     raw_errors: list[tuple[int, int]] = []
     raw_faults: list[tuple[int, int, int]] = []
     total, crash = -1, None
+    samples: list[tuple[int, int]] = []
+    memory: dict[str, int] = {}
     for raw in text.splitlines():
         line = raw.rstrip("\r")
         if not line:
@@ -196,18 +214,29 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
                 raw_faults.append((int(i), int(a, 16), int(s)))
             elif tag == "C":
                 crash = int(line.split()[2])
+            elif tag == "O":
+                _, i, n = line.split()
+                samples.append((int(i), int(n)))
+            elif tag == "I":
+                memory = dict(zip(MEMORY_FIELDS, map(int, line.split()[1:]), strict=True))
             elif tag == "Z":
                 idx = int(line.split()[1])
                 if 0 <= idx < count:
-                    meta = SnapshotMeta(kernel_release=release, max_map_count=max_map_count,
+                    limit = limits[idx] if limits is not None else None
+                    meta = SnapshotMeta(kernel_release=release,
+                                        max_map_count=limit or max_map_count,
                                         source="lab",
                                         comm=names[idx] if names is not None else None)
                     errors = [OpError(i, line_of(idx, i), errno_mod.errorcode.get(e, str(e)))
                               for i, e in raw_errors]
                     faults = [Fault(i, line_of(idx, i), a, SIGNALS.get(s, str(s)))
                               for i, a, s in raw_faults]
-                    results[idx] = _outcome(vmas, errors, faults, total, crash, meta)
+                    results[idx] = Outcome(
+                        snapshot=Snapshot.from_vmas(vmas, meta=meta), errors=errors,
+                        faults=faults, process_map_count=total, crash=crash,
+                        samples=samples, memory=memory)
                 vmas, raw_errors, raw_faults, total, crash = [], [], [], -1, None
+                samples, memory = [], {}
         except (IndexError, ValueError):
             raise LabError(f"{where}: unreadable executor output line {line!r}") from None
     missing = [i for i, r in enumerate(results) if r is None]
@@ -219,10 +248,15 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
 
 def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None,
                 release: str | None = None, max_map_count: int | None = None,
-                names: Sequence[str | None] | None = None) -> list[Outcome]:
-    """Run scripts on the running kernel, each in a fresh child of the executor."""
+                names: Sequence[str | None] | None = None, sample_every: int = 0,
+                fillers: Sequence[int] | None = None) -> list[Outcome]:
+    """Run scripts on the running kernel, each in a fresh child of the executor.
+    ``fillers``: per script, VMAs to map outside the arena first (a lower limit)."""
     exe = executor_path()
-    data = encode_input(scripts)
+    # No samples where fillers are: each would read tens of thousands of maps lines.
+    data = encode_input(scripts, sample_every=sample_every, settings=None if fillers is None
+                        else [{"fillers": n, "sample_every": 0 if n else sample_every}
+                              for n in fillers])
     limit = timeout if timeout is not None else 30 + 0.5 * len(scripts)
     with procs.managed([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE) as proc:

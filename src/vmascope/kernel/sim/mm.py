@@ -218,6 +218,21 @@ class MM:
         self.exited = False  # a fork child that has exited (exit_mmap)
         self.pku = pku  # the CPU has protection keys (and the kernel uses them: OSPKE)
         self.pkeys = 1 if pku else 0  # allocated protection keys (with PKU: key 0)
+        self.overcommit: Any = None  # util.Overcommit: the machine's policy (None: never refuse)
+        self.sample_every = 0  # run_ops records (op index, map_count) every N ops
+        self.samples: list[tuple[int, int]] = []
+        self.resident: set[int] | None = None  # pages with private anonymous memory, if kept
+
+    def drop_resident(self, start: int, end: int) -> None:
+        """Pages in [start, end) are no longer resident (unmapped, zapped)."""
+        res = self.resident
+        if not res:
+            return
+        lo, hi = start >> 12, end >> 12
+        if hi - lo > len(res):
+            self.resident = {p for p in res if not lo <= p < hi}
+        else:
+            res.difference_update(range(lo, hi))
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:

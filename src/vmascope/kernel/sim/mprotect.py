@@ -8,11 +8,12 @@ part of the VMA's flags (VM_PKEY_BIT*): VMAs with different keys do not merge.
 
 from __future__ import annotations
 
-from ...kconst import PAGE_MASK, page_align
+from ...kconst import PAGE_MASK, PAGE_SHIFT, page_align
 from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
 from .mm import MM, OpFailed, prot_bits
+from .util import vm_enough_memory
 from .vma import check_modify, vma_modify
 
 
@@ -47,6 +48,8 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
                                        v.anon_vma is not None)
         if pkey != -1:  # else the VMA keeps its key
             newflags = (newflags & ~F.VM_PKEY_MASK) | (pkey << F.PKEY_SHIFT)
+        if newflags & F.VM_ACCOUNT and not v.flags & F.VM_ACCOUNT:
+            vm_enough_memory(mm, (tmp - nstart) >> PAGE_SHIFT)  # mprotect_fixup's charge
         if newflags != v.flags:
             v = vma_modify(mm, v, nstart, tmp, flags=newflags)
         # Continue after the (possibly merged) VMA: vma_iter_end().

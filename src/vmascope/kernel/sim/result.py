@@ -60,7 +60,10 @@ def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[OpError], list[Fault]]:
     faults: list[Fault] = []
     tracing = mm.tracing
     handlers = SYSCALLS
+    every = mm.sample_every
     for i, op in enumerate(ops):
+        if every and i and i % every == 0:
+            mm.samples.append((i - 1, mm.map_count))
         kind = op.kind
         if tracing:
             mm.log.append(f"op {i} (line {op.line}): {op_text(op)}")
@@ -77,6 +80,8 @@ def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[OpError], list[Fault]]:
             errors.append(OpError(i, op.line, exc.errno))
             if tracing:
                 mm.log.append(f"  -> fails with {exc.errno}")
+    if every and ops and len(ops) % every == 0:
+        mm.samples.append((len(ops) - 1, mm.map_count))
     return errors, faults
 
 
@@ -128,6 +133,13 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         return pid
 
     inode = col((getattr(v.file, "inode", 0) for v in vs), np.uint64)
+    smaps = {}
+    if mm.resident is not None:  # Anonymous (bytes), from the pages the model keeps
+        pages = np.fromiter(sorted(mm.resident), dtype=np.int64, count=len(mm.resident))
+        lo_p = np.fromiter((v.start >> PAGE_SHIFT for v in vs), np.int64, count=n)
+        hi_p = np.fromiter((v.end >> PAGE_SHIFT for v in vs), np.int64, count=n)
+        smaps["Anonymous"] = (np.searchsorted(pages, hi_p) - np.searchsorted(pages, lo_p)
+                              ) << PAGE_SHIFT
     flag_names = KNOWN_VMFLAGS if mm.epoch.lf_mnemonic else tuple(
         "??" if m == "lf" else m for m in KNOWN_VMFLAGS)  # smaps before 6.2 (8614d6c5eda0)
     return Snapshot(
@@ -140,7 +152,8 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         vmflags=col((v.flags & ~F.VM_PKEY_MASK for v in vs), np.uint64),
         flag_names=flag_names,
         policy_id=col((policy_id(v) for v in vs), np.int32), policies=policies,
-        anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64))
+        anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64),
+        smaps=smaps)
 
 
 def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
@@ -165,7 +178,7 @@ def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
                                    if not c.exited],
         process_map_count=mm.map_count + (outside or 0) if arena else None,
         epoch=epoch.name, brk=None if mm.brk is None else mm.brk - shift,
-        trace=mm.log)
+        trace=mm.log, samples=[(i, n + (outside or 0)) for i, n in mm.samples])
 
 
 def simulate_ops(ops: Sequence[Op], kernel: str | Epoch, *,
