@@ -150,7 +150,7 @@ def machine_thp(release_: str) -> str:
 def machine_pku(release_: str) -> bool:
     """Whether the machine ``release_`` runs on has protection keys in use (OSPKE): this
     host's /proc/cpuinfo when it is the running kernel; otherwise True, which is what the
-    lab's microVMs have had (their guest kernels enable PKU; seen with KVM)."""
+    lab's microVMs have had (qemu's -cpu max offers PKU and the guest kernels use it)."""
     if release_.strip() == release():
         try:
             text = proc_path("cpuinfo").read_text()
