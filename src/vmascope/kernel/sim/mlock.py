@@ -9,9 +9,10 @@ then. A PROT_NONE VMA is locked but cannot be populated, which mlock reports as 
 
 from __future__ import annotations
 
-from ...kconst import PAGE_MASK, TASK_SIZE, page_align
+from ...kconst import PAGE_MASK, PAGE_SIZE, TASK_SIZE, page_align
 from ...ops.language import Op
 from .. import vmflags as F
+from .memfd import beyond_eof
 from .memory import thp_read_fault
 from .mm import MM, OpFailed, SVma
 from .rmap import anon_vma_prepare
@@ -40,12 +41,19 @@ def mm_populate(mm: MM, start: int, end: int, ignore_errors: bool) -> None:
                 raise OpFailed("EFAULT")
         elif onfault:
             pass  # walked (before 5.18) but not faulted in
-        elif not f & F.VM_SHARED:
+        else:
             s, e = max(v.start, start), min(v.end, end)
-            if f & F.VM_WRITE:
+            # a memfd's pages past its end cannot be faulted in (SIGBUS: EFAULT); the
+            # pages before them are
+            past = beyond_eof(v, e - PAGE_SIZE)
+            if f & F.VM_SHARED or (past and beyond_eof(v, s)):
+                pass
+            elif f & F.VM_WRITE:
                 anon_vma_prepare(mm, v)  # a write fault (FOLL_WRITE) on private memory
             elif v.file is None and any(thp_read_fault(mm, v, a) for a in range(s, e, 1 << 21)):
                 anon_vma_prepare(mm, v)
+            if past and not ignore_errors:
+                raise OpFailed("EFAULT")
         v = v.next
 
 
