@@ -80,8 +80,8 @@ def register(subparsers: Any) -> None:
                    help="override a workload parameter (repeatable)")
     c.add_argument("--seed", type=int, default=1, help="random seed of the workloads")
     c.add_argument("--what-if", default="all", metavar="RULE[,RULE...]",
-                   help="HYPOTHETICAL rules to simulate on the last kernel: anon-merge, "
-                        "eager-anon-vma, all (default) or none")
+                   help="HYPOTHETICAL rules to simulate on the first and the last kernel: "
+                        "anon-merge, eager-anon-vma, all (default) or none")
     c.add_argument("--no-overcommit", action="store_true",
                    help="skip the vm.overcommit_memory 1 and 2 runs")
     c.add_argument("--list", action="store_true", help="list workloads and strategies")
@@ -228,8 +228,9 @@ def run_compare(args: argparse.Namespace) -> int:
             ws, ss, ks, max_map_count=args.max_map_count,
             overcommit=not args.no_overcommit, seed=args.seed, size=args.size,
             params=params, progress=lambda k, state: bar.update(tasks[k.name], state=state))
-    for rule in what_if:
-        workbench.what_if(mx, ks[-1], [rule])
+    for k in {k.name: k for k in (ks[0], ks[-1])}.values():
+        for rule in what_if:
+            workbench.what_if(mx, k, [rule])
     if args.format == "json":
         print_json(rw.to_json(mx))
     elif args.format == "html":

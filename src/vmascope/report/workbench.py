@@ -32,8 +32,8 @@ def text_report(mx: Matrix) -> str:
            f"strategies x {len(mx.kernels)} kernel(s), {total} runs",
            f"prediction = measurement in {ok} of {total} runs"
            + ("" if ok == total else "  (≠: measured≠predicted, listed at the end)"),
-           "VMAs: the workload's VMAs at the end (! = an op failed); RSS and commit in "
-           "MiB and calls", f"on {mx.kernels[0]}.", ""]
+           "VMAs at the end, per kernel (! = an op failed); RSS and commit (MiB) and",
+           f"system calls on {mx.kernels[0]}.", ""]
     kn = mx.kernels
     width = max(7, *(len(k) for k in kn))
     for w in mx.workloads:

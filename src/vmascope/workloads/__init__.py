@@ -95,7 +95,7 @@ class Workload:
     name: str
     title: str
     generate: Callable[[Alloc, random.Random, Params], None]
-    decommit: str  # "map-fixed", "dontneed", "free", "nohugepage"
+    decommit: str  # "map-fixed", "mprotect", "dontneed", "free", "nohugepage"
     dump_toggle: bool
     commit: str  # "mprotect" or "map-fixed": how the workload itself commits
     defaults: dict[str, Any]
@@ -170,6 +170,9 @@ class Alloc:
     def native_decommit(self, addr: int, length: int, *, dump: bool = True) -> bool:
         """Decommit the way the workload itself does; True if that makes it PROT_NONE."""
         how = self.workload.decommit
+        if how == "mprotect":
+            self.mprotect(addr, length, PROT_NONE)
+            return True
         if how == "map-fixed":
             self.mmap(addr, length, PROT_NONE, FIXED_NORESERVE)
             if self.dump_toggle and dump:

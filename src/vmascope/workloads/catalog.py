@@ -87,6 +87,26 @@ def dotnet_regions(a: Alloc, rng: random.Random, p: Params) -> None:
                 free.append(d)
 
 
+@workload("seed-threads",
+          "the seed's reproducer repeated over one reservation: per 6-page group, a "
+          "pre-step commits, touches and decommits (mprotect PROT_NONE) the last page, "
+          "then three workers commit and touch pages 0-1, 4-5 and 2-3, in that order",
+          decommit="mprotect", groups=64)
+def seed_threads(a: Alloc, rng: random.Random, p: Params) -> None:
+    g = 6 * PAGE_SIZE
+    base = a.reserve(p.groups * g)
+    for k in range(p.groups):
+        last = base + k * g + 5 * PAGE_SIZE
+        a.commit(last, PAGE_SIZE)
+        a.touch(last)
+        a.decommit(last, PAGE_SIZE)
+    for first in (0, 4, 2):  # the workers sleep 10, 20 and 30 s
+        for k in range(p.groups):
+            at = base + k * g + first * PAGE_SIZE
+            a.commit(at, 2 * PAGE_SIZE)
+            a.touch(at)
+
+
 @workload("glibc-arenas",
           "glibc malloc arenas: 64 MiB heaps (HEAP_MAX_SIZE) reserved PROT_NONE, grown by "
           "mprotect RW from the bottom, trimmed from the top with MADV_DONTNEED",
