@@ -35,7 +35,11 @@ def register(subparsers: Any) -> None:
 
     v = sub.add_parser("verify", help="random scripts on real kernels vs the simulator")
     v.add_argument("--kernel", default="host", help="comma list as for `lab run`")
-    v.add_argument("--cases", type=int, default=200, help="random scripts per kernel")
+    v.add_argument("--cases", type=int, default=200,
+                   help="scripts per kernel and family (default 200)")
+    v.add_argument("--family", default="random", metavar="F[,F...]",
+                   help="script families: random (the default), mremap, a workload of "
+                        "`lab compare --list` (dotnet-regions, jit-wx, ...), or all")
     v.add_argument("--seed", type=int, default=1, help="random seed (same seed, same scripts)")
     v.add_argument("--minimise", type=int, default=5, metavar="K",
                    help="minimise at most K disagreements per kernel (default 5)")
@@ -144,13 +148,22 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise UsageError("--cases: expected a positive number")
+    from ..lab.verify import family_names
+
+    families = family_names() if args.family == "all" else [
+        f.strip() for f in args.family.split(",") if f.strip()]
+    unknown = [f for f in families if f not in family_names()]
+    if unknown or not families:
+        raise UsageError(f"--family {','.join(unknown) or args.family!r}: unknown (expected "
+                         f"all or a comma list of {', '.join(family_names())})")
     ks = kernels.resolve_list(args.kernel)
     with display(args.json, bar=True) as bar:
-        tasks = {k.name: bar.add_task(f"{k.name}: random scripts vs the simulator",
-                                      total=args.cases, state="") for k in ks}
+        tasks = {k.name: bar.add_task(f"{k.name}: {len(families)} famil"
+                                      f"{'y' if len(families) == 1 else 'ies'} vs the model",
+                                      total=args.cases * len(families), state="") for k in ks}
         verdicts = session.verify_all(
             ks, cases=args.cases, seed=args.seed, batch=args.batch, minimise=args.minimise,
-            progress=lambda k, n: bar.advance(tasks[k.name], n))
+            families=families, progress=lambda k, n: bar.advance(tasks[k.name], n))
     if args.json:
         print_json([verdict_json(v) for v in verdicts])
     else:

@@ -118,10 +118,10 @@ def _hypothetical_text(mx: Matrix) -> list[str]:
     if not mx.hypothetical:
         return []
     out = ["HYPOTHETICAL kernels (simulated only, no released kernel has these rules):"]
-    by: dict[str, list[dict[str, Any]]] = {}
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for h in mx.hypothetical:
-        by.setdefault(h["hypothesis"], []).append(h)
-    for name, rows in by.items():
+        by.setdefault((h["hypothesis"], h["kernel"]), []).append(h)
+    for (name, _), rows in by.items():
         out.append(f"  {name} on {rows[0]['kernel']} ({rows[0]['release']}): VMAs now -> "
                    "with the rule")
         changed = [r for r in rows if r["saved"]]
