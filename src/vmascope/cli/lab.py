@@ -154,7 +154,8 @@ def run_verify(args: argparse.Namespace) -> int:
         f.strip() for f in args.family.split(",") if f.strip()]
     unknown = [f for f in families if f not in family_names()]
     if unknown or not families:
-        raise UsageError(f"--family {','.join(unknown) or args.family!r}: unknown (expected "
+        bad = ",".join(unknown) or repr(args.family)
+        raise UsageError(f"--family {bad}: unknown (expected "
                          f"all or a comma list of {', '.join(family_names())})")
     ks = kernels.resolve_list(args.kernel)
     with display(args.json, bar=True) as bar:
