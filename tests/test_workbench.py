@@ -338,3 +338,25 @@ def test_every_family_agrees_on_the_host_and_a_debian_kernel(tmp_path) -> None: 
     assert {(v["kernel"], v["family"]) for v in verdicts} == {
         (k, f) for k in ("host", "6.12") for f in family_names()}
     assert all(v["agreed"] == v["cases"] == 15 for v in verdicts)
+
+
+def test_compare_on_the_host_in_text_and_html(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import need_root
+
+    need_root()
+    if not shutil.which("cc"):
+        pytest.skip("needs a C compiler for the executor")
+    args = ("--kernel", "host", "--workload", "seed-threads,jit-wx", "--max-map-count", "120")
+    p = _cli(*args)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "prediction = measurement in 24 of 24 runs" in p.stdout
+    assert "at vm.max_map_count 120" in p.stdout and "HYPOTHETICAL" in p.stdout
+    assert "overcommit: microVM kernels only" in p.stdout
+    out = tmp_path / "c.html"
+    p = _cli(*args, "--format", "html", "-o", str(out))
+    assert p.returncode == 0 and "wrote" in p.stderr
+    page = out.read_text()
+    assert page.count("<img") == 2 and "data:image/png;base64," in page
+    assert "seed-threads" in page and "HYPOTHETICAL" in page
