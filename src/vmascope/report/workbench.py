@@ -48,7 +48,8 @@ def text_report(mx: Matrix) -> str:
                         f"{_mib(first.measured.committed_kb):>8}{first.measured.syscalls:>7}")
             out.append(row)
         out.append("")
-    out += _limit_text(mx) + _overcommit_text(mx) + _hypothetical_text(mx)
+    out += _default_limit_text(mx) + _limit_text(mx) + _overcommit_text(mx)
+    out += _hypothetical_text(mx)
     bad = [c for c in mx.cells if not c.agree]
     if bad:
         out.append("measured ≠ predicted:")
@@ -58,6 +59,16 @@ def text_report(mx: Matrix) -> str:
         if len(bad) > 20:
             out.append(f"  ... and {len(bad) - 20} more (see --json)")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _default_limit_text(mx: Matrix) -> list[str]:
+    hit = [c for c in mx.cells if c.setting == mx.settings[0] and c.measured.enomem is not None]
+    if not hit:
+        return ["at the default vm.max_map_count (65530) no op was refused with ENOMEM", ""]
+    out = ["at the default vm.max_map_count, the first op refused with ENOMEM:"]
+    out += [f"  {c.workload} / {c.strategy} on {c.kernel}: op {c.measured.enomem}"
+            + ("" if c.agree else " (≠ predicted)") for c in hit]
+    return out + [""]
 
 
 def _limit_text(mx: Matrix) -> list[str]:
