@@ -159,8 +159,9 @@ def run_verify(args: argparse.Namespace) -> int:
                          f"all or a comma list of {', '.join(family_names())})")
     ks = kernels.resolve_list(args.kernel)
     with display(args.json, bar=True) as bar:
-        tasks = {k.name: bar.add_task(f"{k.name}: {len(families)} famil"
-                                      f"{'y' if len(families) == 1 else 'ies'} vs the model",
+        what = (f"{families[0]} scripts" if len(families) == 1
+                else f"{len(families)} families of scripts")
+        tasks = {k.name: bar.add_task(f"{k.name}: {what} vs the simulator",
                                       total=args.cases * len(families), state="") for k in ks}
         verdicts = session.verify_all(
             ks, cases=args.cases, seed=args.seed, batch=args.batch, minimise=args.minimise,
