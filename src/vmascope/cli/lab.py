@@ -35,7 +35,11 @@ def register(subparsers: Any) -> None:
 
     v = sub.add_parser("verify", help="random scripts on real kernels vs the simulator")
     v.add_argument("--kernel", default="host", help="comma list as for `lab run`")
-    v.add_argument("--cases", type=int, default=200, help="random scripts per kernel")
+    v.add_argument("--cases", type=int, default=200,
+                   help="scripts per kernel and family (default 200)")
+    v.add_argument("--family", default="random", metavar="F[,F...]",
+                   help="script families: random (the default), mremap, a workload of "
+                        "`lab compare --list` (dotnet-regions, jit-wx, ...), or all")
     v.add_argument("--seed", type=int, default=1, help="random seed (same seed, same scripts)")
     v.add_argument("--minimise", type=int, default=5, metavar="K",
                    help="minimise at most K disagreements per kernel (default 5)")
@@ -80,8 +84,8 @@ def register(subparsers: Any) -> None:
                    help="override a workload parameter (repeatable)")
     c.add_argument("--seed", type=int, default=1, help="random seed of the workloads")
     c.add_argument("--what-if", default="all", metavar="RULE[,RULE...]",
-                   help="HYPOTHETICAL rules to simulate on the last kernel: anon-merge, "
-                        "eager-anon-vma, all (default) or none")
+                   help="HYPOTHETICAL rules to simulate on the first and the last kernel: "
+                        "anon-merge, eager-anon-vma, all (default) or none")
     c.add_argument("--no-overcommit", action="store_true",
                    help="skip the vm.overcommit_memory 1 and 2 runs")
     c.add_argument("--list", action="store_true", help="list workloads and strategies")
@@ -144,13 +148,24 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise UsageError("--cases: expected a positive number")
+    from ..lab.verify import family_names
+
+    families = family_names() if args.family == "all" else [
+        f.strip() for f in args.family.split(",") if f.strip()]
+    unknown = [f for f in families if f not in family_names()]
+    if unknown or not families:
+        bad = ",".join(unknown) or repr(args.family)
+        raise UsageError(f"--family {bad}: unknown (expected "
+                         f"all or a comma list of {', '.join(family_names())})")
     ks = kernels.resolve_list(args.kernel)
     with display(args.json, bar=True) as bar:
-        tasks = {k.name: bar.add_task(f"{k.name}: random scripts vs the simulator",
-                                      total=args.cases, state="") for k in ks}
+        what = (f"{families[0]} scripts" if len(families) == 1
+                else f"{len(families)} families of scripts")
+        tasks = {k.name: bar.add_task(f"{k.name}: {what} vs the simulator",
+                                      total=args.cases * len(families), state="") for k in ks}
         verdicts = session.verify_all(
             ks, cases=args.cases, seed=args.seed, batch=args.batch, minimise=args.minimise,
-            progress=lambda k, n: bar.advance(tasks[k.name], n))
+            families=families, progress=lambda k, n: bar.advance(tasks[k.name], n))
     if args.json:
         print_json([verdict_json(v) for v in verdicts])
     else:
@@ -228,8 +243,9 @@ def run_compare(args: argparse.Namespace) -> int:
             ws, ss, ks, max_map_count=args.max_map_count,
             overcommit=not args.no_overcommit, seed=args.seed, size=args.size,
             params=params, progress=lambda k, state: bar.update(tasks[k.name], state=state))
-    for rule in what_if:
-        workbench.what_if(mx, ks[-1], [rule])
+    for k in {k.name: k for k in (ks[0], ks[-1])}.values():
+        for rule in what_if:
+            workbench.what_if(mx, k, [rule])
     if args.format == "json":
         print_json(rw.to_json(mx))
     elif args.format == "html":

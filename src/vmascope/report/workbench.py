@@ -32,8 +32,8 @@ def text_report(mx: Matrix) -> str:
            f"strategies x {len(mx.kernels)} kernel(s), {total} runs",
            f"prediction = measurement in {ok} of {total} runs"
            + ("" if ok == total else "  (≠: measured≠predicted, listed at the end)"),
-           "VMAs: the workload's VMAs at the end (! = an op failed); RSS and commit in "
-           "MiB and calls", f"on {mx.kernels[0]}.", ""]
+           "VMAs at the end, per kernel (! = an op failed); RSS and commit (MiB) and",
+           f"system calls on {mx.kernels[0]}.", ""]
     kn = mx.kernels
     width = max(7, *(len(k) for k in kn))
     for w in mx.workloads:
@@ -48,7 +48,8 @@ def text_report(mx: Matrix) -> str:
                         f"{_mib(first.measured.committed_kb):>8}{first.measured.syscalls:>7}")
             out.append(row)
         out.append("")
-    out += _limit_text(mx) + _overcommit_text(mx) + _hypothetical_text(mx)
+    out += _default_limit_text(mx) + _limit_text(mx) + _overcommit_text(mx)
+    out += _hypothetical_text(mx)
     bad = [c for c in mx.cells if not c.agree]
     if bad:
         out.append("measured ≠ predicted:")
@@ -58,6 +59,16 @@ def text_report(mx: Matrix) -> str:
         if len(bad) > 20:
             out.append(f"  ... and {len(bad) - 20} more (see --json)")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _default_limit_text(mx: Matrix) -> list[str]:
+    hit = [c for c in mx.cells if c.setting == mx.settings[0] and c.measured.enomem is not None]
+    if not hit:
+        return ["at the default vm.max_map_count (65530) no op was refused with ENOMEM", ""]
+    out = ["at the default vm.max_map_count, the first op refused with ENOMEM:"]
+    out += [f"  {c.workload} / {c.strategy} on {c.kernel}: op {c.measured.enomem}"
+            + ("" if c.agree else " (≠ predicted)") for c in hit]
+    return out + [""]
 
 
 def _limit_text(mx: Matrix) -> list[str]:
@@ -118,10 +129,10 @@ def _hypothetical_text(mx: Matrix) -> list[str]:
     if not mx.hypothetical:
         return []
     out = ["HYPOTHETICAL kernels (simulated only, no released kernel has these rules):"]
-    by: dict[str, list[dict[str, Any]]] = {}
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for h in mx.hypothetical:
-        by.setdefault(h["hypothesis"], []).append(h)
-    for name, rows in by.items():
+        by.setdefault((h["hypothesis"], h["kernel"]), []).append(h)
+    for (name, _), rows in by.items():
         out.append(f"  {name} on {rows[0]['kernel']} ({rows[0]['release']}): VMAs now -> "
                    "with the rule")
         changed = [r for r in rows if r["saved"]]
