@@ -104,3 +104,9 @@ class OutputError(VmascopeError):
     """An output file could not be written (no such directory, no space, no permission)."""
 
     exit_code = 8
+
+
+class KernelViewUnavailable(VmascopeError):
+    """The BPF kernel view cannot be read here (not root, no BTF, no compiler, ...)."""
+
+    exit_code = 9
