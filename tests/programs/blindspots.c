@@ -57,7 +57,8 @@ int main(int argc, char **argv)
 {
     char path[4096];
     char *f, *src;
-    int fd1, fd2;
+    int fd1, fd2, sync[2];
+    char c;
     pid_t child;
 
     if (argc != 2)
@@ -107,6 +108,8 @@ int main(int argc, char **argv)
     f = fence();
     fixed(f + 2 * PG, RW, ANON, -1, 0);
     f[2 * PG] = 1;
+    if (pipe(sync))
+        die("pipe");
     child = fork();
     if (child < 0)
         die("fork");
@@ -114,10 +117,13 @@ int main(int argc, char **argv)
         alarm(120);
         fixed(f + 3 * PG, RW, ANON, -1, 0);
         pair("fork", f + 3 * PG);
+        if (write(sync[1], "x", 1) != 1)
+            die("write");
         for (;;)
             pause();
     }
-    usleep(100000);
+    if (read(sync[0], &c, 1) != 1) /* the child's line comes before READY */
+        die("read");
     puts("READY");
     for (;;)
         pause();

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..model import kview_json
 from .fmt import human_bytes
 
 
@@ -138,6 +139,8 @@ def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
                 row += f',"anon_vma":{av[j] if av[j] >= 0 else "null"}'
             if po is not None:
                 row += f',"policy":{dumps(snap.policies[po[j]]) if po[j] >= 0 else "null"}'
+            if snap.kview is not None:
+                row += ',"kernel":' + dumps(kview_json(snap.kview_of(lo + j)))
             if full[j]:
                 row += smaps_fmt % sm[j]
             elif fields:
@@ -169,6 +172,8 @@ class _FastRows:
             tmpl += ',"anon_vma":%s'
         if snap.policy_id is not None:
             tmpl += ',"policy":%s'
+        if snap.kview is not None:
+            tmpl += ',"kernel":%s'
         if snap.smaps:
             tmpl += ',"smaps":{' + ",".join(esc(dumps(k)) + ":%d" for k in snap.smaps) + "}"
         self.tmpl = tmpl + "}"
@@ -201,5 +206,7 @@ def _fast_rows(snap: Any, lo: int, hi: int, fast: _FastRows, dumps: Any) -> str:
         cols.append([str(a) if a >= 0 else "null" for a in snap.anon_vma[lo:hi].tolist()])
     if snap.policy_id is not None:
         cols.append(fast.policies[snap.policy_id[lo:hi].astype(np.int64) + 1].tolist())
+    if snap.kview is not None:
+        cols.append([dumps(kview_json(snap.kview_of(i))) for i in range(lo, hi)])
     cols += [col[lo:hi].tolist() for col in snap.smaps.values()]
     return ",".join(map(fast.tmpl.__mod__, zip(*cols)))
