@@ -65,11 +65,11 @@ struct bpf_iter__task_vma {
 #define KV_CLOSE      1ULL  /* vm_ops->close is set */
 #define KV_DEGREE     2ULL  /* children holds the old anon_vma degree */
 #define KV_NOCOUNTS   4ULL  /* the anon_vma has neither degree nor num_children */
-#define KV_CHAINMAX   8ULL  /* the chain walk stopped at CHAIN_MAX */
+#define KV_CHAINMAX   8ULL  /* the chain is CHAIN_MAX long or longer */
 #define KV_NOPOLICY  16ULL  /* no vm_policy field (CONFIG_NUMA off) */
 #define KV_NOUFFD    32ULL  /* no userfaultfd context field */
 #define KV_NONAME    64ULL  /* no anon_name field (CONFIG_ANON_VMA_NAME off) */
-#define CHAIN_MAX 512
+#define CHAIN_MAX 64
 
 struct kv_rec {
 	__u64 start, end, flags, pgoff, dev, ino, file, anon_vma, root, chain,
@@ -85,6 +85,7 @@ int kview(struct bpf_iter__task_vma *ctx)
 	struct vm_area_struct *vma = ctx->vma;
 	struct task_struct *task = ctx->task;
 	struct seq_file *seq = ctx->meta->seq;
+	const struct vm_operations_struct *ops;
 	struct kv_rec r = {};
 	struct anon_vma *av;
 	struct file *file;
@@ -93,59 +94,62 @@ int kview(struct bpf_iter__task_vma *ctx)
 
 	if (!vma || !task)
 		return 0;
-	if (BPF_CORE_READ(task, tgid) != target_tgid)
+	if (task->tgid != target_tgid)
 		return 0;
 	/* Threads share the process's VMAs: report them through one task only. */
-	tid = BPF_CORE_READ(task, pid);
+	tid = task->pid;
 	if (!emitting_tid)
 		emitting_tid = tid;
 	if (tid != emitting_tid)
 		return 0;
 
-	r.start = BPF_CORE_READ(vma, vm_start);
-	r.end = BPF_CORE_READ(vma, vm_end);
-	r.flags = BPF_CORE_READ(vma, vm_flags);
-	r.pgoff = BPF_CORE_READ(vma, vm_pgoff);
-	file = BPF_CORE_READ(vma, vm_file);
+	/* Direct loads through the BTF-typed pointers (the verifier makes them faulting-
+	 * safe loads), far cheaper than a bpf_probe_read_kernel per field. */
+	r.start = vma->vm_start;
+	r.end = vma->vm_end;
+	r.flags = vma->vm_flags;
+	r.pgoff = vma->vm_pgoff;
+	file = vma->vm_file;
 	if (file) {
 		r.file = (__u64)file;
-		r.ino = BPF_CORE_READ(file, f_inode, i_ino);
-		r.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+		r.ino = file->f_inode->i_ino;
+		r.dev = file->f_inode->i_sb->s_dev;
 	}
-	av = BPF_CORE_READ(vma, anon_vma);
+	av = vma->anon_vma;
 	if (av) {
 		r.anon_vma = (__u64)av;
-		r.root = (__u64)BPF_CORE_READ(av, root);
+		r.root = (__u64)av->root;
 		if (bpf_core_field_exists(av->num_children)) {
-			r.children = BPF_CORE_READ(av, num_children);
-			r.active = BPF_CORE_READ(av, num_active_vmas);
+			r.children = av->num_children;
+			r.active = av->num_active_vmas;
 		} else if (bpf_core_field_exists(av->degree)) {
-			r.children = BPF_CORE_READ(av, degree);
+			r.children = av->degree;
 			r.bits |= KV_DEGREE;
 		} else {
 			r.bits |= KV_NOCOUNTS;
 		}
 	}
-	head = (struct list_head *)__builtin_preserve_access_index(&vma->anon_vma_chain);
-	p = BPF_CORE_READ(vma, anon_vma_chain.next);
+	head = &vma->anon_vma_chain;
+	p = vma->anon_vma_chain.next;
 	for (i = 0; i < CHAIN_MAX && p && p != head; i++)
-		p = BPF_CORE_READ(p, next);
+		p = p->next;
 	r.chain = i;
 	if (i == CHAIN_MAX)
 		r.bits |= KV_CHAINMAX;
 	if (bpf_core_field_exists(vma->vm_policy))
-		r.policy = (__u64)BPF_CORE_READ(vma, vm_policy);
+		r.policy = (__u64)vma->vm_policy;
 	else
 		r.bits |= KV_NOPOLICY;
 	if (bpf_core_field_exists(vma->vm_userfaultfd_ctx.ctx))
-		r.uffd = (__u64)BPF_CORE_READ(vma, vm_userfaultfd_ctx.ctx);
+		r.uffd = (__u64)vma->vm_userfaultfd_ctx.ctx;
 	else
 		r.bits |= KV_NOUFFD;
 	if (bpf_core_field_exists(vma->anon_name))
-		r.name = (__u64)BPF_CORE_READ(vma, anon_name);
+		r.name = (__u64)vma->anon_name;
 	else
 		r.bits |= KV_NONAME;
-	if (BPF_CORE_READ(vma, vm_ops) && BPF_CORE_READ(vma, vm_ops, close))
+	ops = vma->vm_ops;
+	if (ops && ops->close)
 		r.bits |= KV_CLOSE;
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -38,6 +39,21 @@ struct kv_rec {
 };
 
 static char last_msg[512];
+static int timing;
+
+/* KVIEW_TIMING=1: the time of each stage on stderr (for the benchmark). */
+static void stage(const char *what)
+{
+	static struct timespec last;
+	struct timespec now;
+	if (!timing)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (last.tv_sec)
+		fprintf(stderr, "kview: %s %.1f ms\n", what,
+			(now.tv_sec - last.tv_sec) * 1e3 + (now.tv_nsec - last.tv_nsec) / 1e6);
+	last = now;
+}
 
 static int quiet_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -147,6 +163,8 @@ int main(int argc, char **argv)
 	}
 	if (pid <= 0)
 		die(2, "usage: kview PID [--text]");
+	timing = getenv("KVIEW_TIMING") != NULL;
+	stage("start");
 	if (access("/sys/kernel/btf/vmlinux", R_OK))
 		die(4, "the kernel has no BTF (/sys/kernel/btf/vmlinux: "
 		    "CONFIG_DEBUG_INFO_BTF is off)");
@@ -169,7 +187,9 @@ int main(int argc, char **argv)
 			*ro = (int)pid;
 		}
 	}
+	stage("open");
 	err = bpf_object__load(obj);
+	stage("load");
 	if (err) {
 		if (err == -EPERM || err == -EACCES)
 			die(3, "not permitted to load BPF programs (needs root: CAP_BPF and "
@@ -208,6 +228,7 @@ int main(int argc, char **argv)
 		bpf_object__close(obj);
 		die(1, "creating the iterator failed: %s", strerror(err));
 	}
+	stage("attach");
 	buf = malloc(size);
 	if (!buf)
 		die(1, "out of memory");
@@ -232,6 +253,7 @@ int main(int argc, char **argv)
 			break;
 		len += (size_t)n;
 	}
+	stage("read");
 	/* Detach everything before anything is printed. */
 	close(iter_fd);
 	bpf_link__destroy(link);
@@ -269,5 +291,6 @@ int main(int argc, char **argv)
 		die(1, "writing the output failed: %s", strerror(errno));
 	if (fflush(stdout))
 		die(1, "writing the output failed: %s", strerror(errno));
+	stage("renumber and write");
 	return 0;
 }
