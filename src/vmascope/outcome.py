@@ -74,6 +74,10 @@ class Outcome:
     brk: int | None = None
     crash: int | None = None  # wait status when the script's process died
     trace: list[str] = dataclasses.field(default_factory=list)
+    # (op index, process map count after it), when sampled (lab compare)
+    samples: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    # overcommit settings and memory before the ops, in kB (the lab's I record)
+    memory: dict[str, int] = dataclasses.field(default_factory=dict)
 
     # -- access ---------------------------------------------------------------------------
 

@@ -65,19 +65,25 @@ class SimulatorBackend:
         self.name = name
 
     def run(self, scripts: Sequence[Sequence[Op]], *, like: Sequence[Outcome] | None = None,
-            names: Sequence[str | None] | None = None) -> list[Outcome]:
+            names: Sequence[str | None] | None = None, sample_every: int = 0) -> list[Outcome]:
         """Predict each script. ``like``: the real Outcomes of the same scripts, whose
-        limit and executor overhead the prediction takes over."""
+        limit, executor overhead and machine memory (for the overcommit policy) the
+        prediction takes over. ``sample_every``: record the map count every N ops."""
         from ..kernel.sim import MM, outcome_of, run_ops
+        from ..kernel.sim.util import Overcommit
         from .executor import ARENA_BASE, ARENA_SIZE
 
         out = []
         for k, ops in enumerate(scripts):
             limit, outside = self.max_map_count, 0
+            overcommit = None
             if like is not None:
                 limit = like[k].max_map_count or limit
                 outside = like[k].outside
+                overcommit = Overcommit.from_memory(like[k].memory)
             mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp)
+            mm.overcommit = overcommit
+            mm.sample_every = sample_every
             errors, faults = run_ops(mm, [op.shifted(ARENA_BASE) for op in ops])
             out.append(outcome_of(mm, errors, faults,
                                   script=names[k] if names is not None else None,
@@ -129,16 +135,26 @@ class HostBackend(_RealBackend):
     """The lab executor on the running kernel."""
 
     def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
-                 host_sysctl: bool = False) -> None:
+                 host_sysctl: bool = False, fill: bool = False) -> None:
         super().__init__(kernel, max_map_count)
         self.host_sysctl = host_sysctl
+        self.fill = fill
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None) -> list[Outcome]:
-        with host_max_map_count(self.max_map_count, allow_lower=self.host_sysctl):
+            names: Sequence[str | None] | None = None, sample_every: int = 0
+            ) -> list[Outcome]:
+        """``fill`` (set at construction): reach a --max-map-count below the host's
+        inside the script's process, by mapping the difference as VMAs first, instead of
+        touching the sysctl (the executor reports them as VMAs outside the arena)."""
+        fillers, wanted = 0, self.max_map_count
+        now = host.max_map_count() or DEFAULT_MAX_MAP_COUNT
+        if self.fill and wanted is not None and wanted < now:
+            fillers, wanted = now - wanted, None
+        with host_max_map_count(wanted, allow_lower=self.host_sysctl):
             limit = host.max_map_count() or DEFAULT_MAX_MAP_COUNT
             return executor.run_on_host(scripts, release=self.release, max_map_count=limit,
-                                        names=names)
+                                        names=names, sample_every=sample_every,
+                                        fillers=fillers)
 
 
 def _vm_timeout(scripts: Sequence[Sequence[Op]]) -> float:
@@ -150,16 +166,19 @@ class MicroVMBackend(_RealBackend):
     """The lab executor as /init of a kernel booted in a qemu microVM."""
 
     def __init__(self, kernel: Kernel, *, max_map_count: int | None = None,
-                 smp: int = 1) -> None:
+                 smp: int = 1, overcommit: int | None = None) -> None:
         if kernel.vmlinuz is None:
             raise LabError(f"{kernel.name}: no kernel image to boot")
         super().__init__(kernel, max_map_count)
         self.smp = smp
+        self.overcommit = overcommit
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None) -> list[Outcome]:
+            names: Sequence[str | None] | None = None, sample_every: int = 0
+            ) -> list[Outcome]:
         assert self.kernel.vmlinuz is not None
-        data = executor.encode_input(scripts, max_map_count=self.max_map_count)
+        data = executor.encode_input(scripts, max_map_count=self.max_map_count,
+                                     sample_every=sample_every, overcommit=self.overcommit)
         out = microvm.boot(self.kernel.vmlinuz, data, timeout=_vm_timeout(scripts),
                            smp=self.smp)
         self.release = out.release or self.kernel.release
@@ -169,11 +188,17 @@ class MicroVMBackend(_RealBackend):
 
 
 def real_backend(kernel: Kernel, *, max_map_count: int | None = None,
-                 host_sysctl: bool = False, smp: int = 1) -> HostBackend | MicroVMBackend:
+                 host_sysctl: bool = False, smp: int = 1, fill: bool = False,
+                 overcommit: int | None = None) -> HostBackend | MicroVMBackend:
     """The backend that runs scripts on a real kernel: the host's, or a microVM."""
     if kernel.is_host:
-        return HostBackend(kernel, max_map_count=max_map_count, host_sysctl=host_sysctl)
-    return MicroVMBackend(kernel, max_map_count=max_map_count, smp=smp)
+        if overcommit is not None:
+            raise UsageError("vm.overcommit_memory is set inside microVMs only, never on "
+                             "this host: choose Debian kernels")
+        return HostBackend(kernel, max_map_count=max_map_count, host_sysctl=host_sysctl,
+                           fill=fill)
+    return MicroVMBackend(kernel, max_map_count=max_map_count, smp=smp,
+                          overcommit=overcommit)
 
 
 def timed_run(backend: Backend, scripts: Sequence[Sequence[Op]],

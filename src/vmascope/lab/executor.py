@@ -121,10 +121,20 @@ def encode_op(op: Op) -> str:
 
 
 def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None = None,
-                 timeout: int = SCRIPT_TIMEOUT) -> str:
+                 timeout: int = SCRIPT_TIMEOUT, sample_every: int = 0, fillers: int = 0,
+                 overcommit: int | None = None) -> str:
+    """The executor's input. ``sample_every``: report the map count after every N ops;
+    ``fillers``: VMAs mapped outside the arena first; ``overcommit``: the
+    vm.overcommit_memory mode to set (microVMs only)."""
     lines = [f"A {ARENA_BASE} {ARENA_SIZE}"]
     if max_map_count is not None:
         lines.append(f"Y {max_map_count}")
+    if overcommit is not None:
+        lines.append(f"o {overcommit}")
+    if sample_every:
+        lines.append(f"c {sample_every}")
+    if fillers:
+        lines.append(f"f {fillers}")
     for i, ops in enumerate(scripts):
         lines.append(f"S {i} {timeout}")
         lines.extend(encode_op(op) for op in ops)
@@ -132,10 +142,10 @@ def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None =
     return "\n".join(lines) + "\n"
 
 
-def _outcome(vmas: list[Vma], errors: list[OpError], faults: list[Fault], total: int,
-             crash: int | None, meta: SnapshotMeta) -> Outcome:
-    return Outcome(snapshot=Snapshot.from_vmas(vmas, meta=meta), errors=errors,
-                   faults=faults, process_map_count=total, crash=crash)
+# The I record: the overcommit settings and memory before a script's ops (kB).
+MEMORY_FIELDS = ("overcommit_memory", "overcommit_ratio", "mem_total_kb", "swap_total_kb",
+                 "commit_limit_kb", "committed_as_kb", "user_reserve_kb", "admin_reserve_kb",
+                 "vm_size_kb")
 
 
 def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
@@ -155,6 +165,8 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
     raw_errors: list[tuple[int, int]] = []
     raw_faults: list[tuple[int, int, int]] = []
     total, crash = -1, None
+    samples: list[tuple[int, int]] = []
+    memory: dict[str, int] = {}
     for raw in text.splitlines():
         line = raw.rstrip("\r")
         if not line:
@@ -178,6 +190,11 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
                 raw_faults.append((int(i), int(a, 16), int(s)))
             elif tag == "C":
                 crash = int(line.split()[2])
+            elif tag == "O":
+                _, i, n = line.split()
+                samples.append((int(i), int(n)))
+            elif tag == "I":
+                memory = dict(zip(MEMORY_FIELDS, map(int, line.split()[1:]), strict=True))
             elif tag == "Z":
                 idx = int(line.split()[1])
                 if 0 <= idx < count:
@@ -188,8 +205,12 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
                               for i, e in raw_errors]
                     faults = [Fault(i, line_of(idx, i), a, SIGNALS.get(s, str(s)))
                               for i, a, s in raw_faults]
-                    results[idx] = _outcome(vmas, errors, faults, total, crash, meta)
+                    results[idx] = Outcome(
+                        snapshot=Snapshot.from_vmas(vmas, meta=meta), errors=errors,
+                        faults=faults, process_map_count=total, crash=crash,
+                        samples=samples, memory=memory)
                 vmas, raw_errors, raw_faults, total, crash = [], [], [], -1, None
+                samples, memory = [], {}
         except (IndexError, ValueError):
             raise LabError(f"{where}: unreadable executor output line {line!r}") from None
     missing = [i for i, r in enumerate(results) if r is None]
@@ -201,10 +222,11 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
 
 def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None,
                 release: str | None = None, max_map_count: int | None = None,
-                names: Sequence[str | None] | None = None) -> list[Outcome]:
+                names: Sequence[str | None] | None = None, sample_every: int = 0,
+                fillers: int = 0) -> list[Outcome]:
     """Run scripts on the running kernel, each in a fresh child of the executor."""
     exe = executor_path()
-    data = encode_input(scripts)
+    data = encode_input(scripts, sample_every=sample_every, fillers=fillers)
     limit = timeout if timeout is not None else 30 + 0.5 * len(scripts)
     with procs.managed([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE) as proc:

@@ -199,6 +199,9 @@ class MM:
         self.sticky = F.VM_MAYBE_GUARD if epoch.sticky_guard_flag else 0
         self.inferred_anon_vmas = 0  # anon_vmas guessed by from_snapshot
         self.def_flags = 0  # mm->def_flags: VM_LOCKED(ONFAULT) after mlockall(MCL_FUTURE)
+        self.overcommit: Any = None  # util.Overcommit: the machine's policy (None: never refuse)
+        self.sample_every = 0  # run_ops records (op index, map_count) every N ops
+        self.samples: list[tuple[int, int]] = []
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:

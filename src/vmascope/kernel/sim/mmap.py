@@ -11,6 +11,7 @@ from ...kconst import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, page_align
 from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
+from .util import noreserve_honoured, vm_enough_memory
 from .mm import MM, MMAP_BASE, MMAP_MIN_ADDR, OpFailed, ShmemFile, SVma, prot_bits
 from .rmap import anon_vma_prepare
 from .vma import do_vmi_munmap, refusal, vma_merge_new_range
@@ -55,7 +56,7 @@ def do_mmap(mm: MM, op: Op) -> None:
         flags |= F.VM_SHARED | F.VM_MAYSHARE
     if "growsdown" in op.flags:
         flags |= F.VM_GROWSDOWN
-    if "noreserve" in op.flags:
+    if "noreserve" in op.flags and noreserve_honoured(mm):
         flags |= F.VM_NORESERVE
     # mm/mmap.c do_mmap: "Too many mappings?" uses '>' (every release).
     if mm.map_count > mm.max_map_count:
@@ -71,6 +72,9 @@ def do_mmap(mm: MM, op: Op) -> None:
         addr = get_unmapped_area(mm, op.addr, length)
     end = addr + length
     if R.accountable_mapping(flags):
+        if mm.overcommit is not None:  # mmap_region: charged less what MAP_FIXED unmaps
+            vm_enough_memory(mm, length >> PAGE_SHIFT,
+                             releasing=accounted_in(mm, addr, end) if fixed else 0)
         flags |= F.VM_ACCOUNT
     flags |= mm.soft_dirty | mm.def_flags  # def_flags: mlockall(MCL_FUTURE)
     do_vmi_munmap(mm, addr, end)  # MAP_FIXED replaces what was there
@@ -99,6 +103,17 @@ def do_mmap(mm: MM, op: Op) -> None:
         from .mlock import mm_populate  # locked by mlockall(MCL_FUTURE): faulted in
 
         mm_populate(mm, addr, end, ignore_errors=True)
+
+
+def accounted_in(mm: MM, start: int, end: int) -> int:
+    """Pages with VM_ACCOUNT inside [start, end)."""
+    n = 0
+    v = mm.find_vma(start)
+    while v is not None and v.start < end:
+        if v.flags & F.VM_ACCOUNT:
+            n += (min(v.end, end) - max(v.start, start)) >> PAGE_SHIFT
+        v = v.next
+    return n
 
 
 def vm_munmap(mm: MM, op: Op) -> None:
@@ -170,6 +185,7 @@ def sys_brk(mm: MM, op: Op) -> None:
     # do_brk_flags
     if mm.map_count > mm.max_map_count:
         raise OpFailed("ENOMEM")
+    vm_enough_memory(mm, (newbrk - oldbrk) >> PAGE_SHIFT)
     flags = (F.VM_READ | F.VM_WRITE | F.VM_MAYREAD | F.VM_MAYWRITE | F.VM_MAYEXEC
              | F.VM_ACCOUNT | mm.soft_dirty | mm.def_flags)
     prev = mm.prev_of(oldbrk)

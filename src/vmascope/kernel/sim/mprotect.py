@@ -7,6 +7,7 @@ from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
 from .mm import MM, OpFailed, prot_bits
+from .util import vm_enough_memory
 from .vma import vma_modify
 
 
@@ -35,6 +36,8 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
         tmp = min(v.end, end)
         newflags = R.mprotect_newflags(ep, v.flags, prot, v.file is None,
                                        v.anon_vma is not None)
+        if newflags & F.VM_ACCOUNT and not v.flags & F.VM_ACCOUNT:
+            vm_enough_memory(mm, (tmp - nstart) >> PAGE_SHIFT)  # mprotect_fixup's charge
         if newflags != v.flags:
             v = vma_modify(mm, v, nstart, tmp, flags=newflags)
         # Continue after the (possibly merged) VMA: vma_iter_end().

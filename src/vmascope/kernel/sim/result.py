@@ -56,7 +56,10 @@ def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[OpError], list[Fault]]:
     faults: list[Fault] = []
     tracing = mm.tracing
     handlers = SYSCALLS
+    every = mm.sample_every
     for i, op in enumerate(ops):
+        if every and i and i % every == 0:
+            mm.samples.append((i - 1, mm.map_count))
         kind = op.kind
         if tracing:
             mm.log.append(f"op {i} (line {op.line}): {op_text(op)}")
@@ -73,6 +76,8 @@ def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[OpError], list[Fault]]:
             errors.append(OpError(i, op.line, exc.errno))
             if tracing:
                 mm.log.append(f"  -> fails with {exc.errno}")
+    if every and ops and len(ops) % every == 0:
+        mm.samples.append((len(ops) - 1, mm.map_count))
     return errors, faults
 
 
@@ -159,7 +164,7 @@ def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
         children=[] if arena else [snapshot_of(c, meta()) for c in mm.children],
         process_map_count=mm.map_count + (outside or 0) if arena else None,
         epoch=epoch.name, brk=None if mm.brk is None else mm.brk - shift,
-        trace=mm.log)
+        trace=mm.log, samples=[(i, n + (outside or 0)) for i, n in mm.samples])
 
 
 def simulate_ops(ops: Sequence[Op], kernel: str | Epoch, *,

@@ -11,6 +11,10 @@
  * line, numbers in decimal or 0x-hex, addresses relative to the arena:
  *   A BASE SIZE                 arena (optional; before the first script)
  *   Y N                         write N to /proc/sys/vm/max_map_count (microVM only)
+ *   o N                         write N to /proc/sys/vm/overcommit_memory (microVM only)
+ *   c N                         report the map count after every N ops of each script
+ *   f N                         map N one-page VMAs outside the arena before each script
+ *                               (a lower limit for the script without lowering the sysctl)
  *   S ID TIMEOUT                start of a script
  *   M ADDR LEN PROT MAPFLAGS    mmap (a hint of BASE+ADDR without MAP_FIXED)
  *   U ADDR LEN                  munmap
@@ -30,6 +34,9 @@
  *   E                           end of the script
  *
  * Output per script (stdout on the host, /dev/ttyS1 in a microVM), in this order:
+ *   I MODE RATIO MEMTOTAL SWAPTOTAL COMMITLIMIT COMMITTED USERRES ADMINRES VMSIZE
+ *                               (before the ops: overcommit settings and memory, in kB)
+ *   O OPINDEX MAP_COUNT         (after op OPINDEX, every N ops when asked with c N)
  *   V START END PERMS PGOFF ANON_KB FLAG... <TAB> NAME      (START/END/PGOFF hex, relative)
  *   R ID MAP_COUNT              (the whole process, as vm.max_map_count counts it)
  *   X OPINDEX ERRNO
@@ -89,6 +96,9 @@ static int nkids;
 
 static sigjmp_buf touch_jmp;
 static volatile sig_atomic_t touching;
+
+static long sample_every; /* c N */
+static long fillers;      /* f N */
 
 static int out_fd = 1;
 static char obuf[1 << 16];
@@ -408,6 +418,97 @@ static long report_smaps(void)
     return total;
 }
 
+/* The process's map count: the lines of /proc/self/maps, less the [vsyscall] gate. */
+static long count_maps(void)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    long lines = 0;
+    char tail[32] = {0};
+    size_t tl = 0;
+    for (;;) {
+        ssize_t n = read(fd, sbuf, sizeof sbuf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t k = 0; k < n; k++)
+            if (sbuf[k] == '\n')
+                lines++;
+        size_t keep = (size_t)n < sizeof tail - 1 ? (size_t)n : sizeof tail - 1;
+        if (tl + keep > sizeof tail - 1) {
+            size_t drop = tl + keep - (sizeof tail - 1);
+            memmove(tail, tail + drop, tl - drop);
+            tl -= drop;
+        }
+        memcpy(tail + tl, sbuf + n - keep, keep);
+        tl += keep;
+        tail[tl] = 0;
+    }
+    close(fd);
+    if (strstr(tail, "[vsyscall]"))
+        lines--;
+    return lines;
+}
+
+/* The value of "KEY: N" in a /proc file, or of its only number (sysctls); -1 if absent. */
+static long proc_value(const char *path, const char *key)
+{
+    char buf[8192];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    char *p = buf;
+    if (key) {
+        p = strstr(buf, key);
+        if (!p)
+            return -1;
+        p += strlen(key);
+    }
+    return strtol(p, NULL, 10);
+}
+
+static void report_memory(void)
+{
+    long v[9] = {
+        proc_value("/proc/sys/vm/overcommit_memory", NULL),
+        proc_value("/proc/sys/vm/overcommit_ratio", NULL),
+        proc_value("/proc/meminfo", "MemTotal:"),
+        proc_value("/proc/meminfo", "SwapTotal:"),
+        proc_value("/proc/meminfo", "CommitLimit:"),
+        proc_value("/proc/meminfo", "Committed_AS:"),
+        proc_value("/proc/sys/vm/user_reserve_kbytes", NULL),
+        proc_value("/proc/sys/vm/admin_reserve_kbytes", NULL),
+        proc_value("/proc/self/status", "VmSize:"),
+    };
+    out_s("I");
+    for (int k = 0; k < 9; k++) {
+        out_s(" ");
+        out_i(v[k]);
+    }
+    out_s("\n");
+}
+
+/* n one-page VMAs that cannot merge (alternating PROT_NONE and PROT_READ). */
+static void map_fillers(long n)
+{
+    if (n <= 0)
+        return;
+    char *f = mmap(NULL, (size_t)n * PAGE, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (f == MAP_FAILED)
+        die("cannot map the fillers");
+    for (long k = 1; k < n; k += 2)
+        if (mprotect(f + k * PAGE, PAGE, PROT_READ))
+            die("cannot split the fillers");
+}
+
 static void run_script(long id)
 {
     /* Fences: one shared anonymous PROT_NONE page on each side of the arena. */
@@ -431,8 +532,18 @@ static void run_script(long id)
     sigaction(SIGSEGV, &sa, NULL);
     sigaction(SIGBUS, &sa, NULL);
 
-    for (size_t i = 0; i < nops; i++)
+    map_fillers(fillers);
+    report_memory();
+    for (size_t i = 0; i < nops; i++) {
         run_op(i);
+        if (sample_every > 0 && (i + 1) % (size_t)sample_every == 0) {
+            out_s("O ");
+            out_u((uint64_t)i, 10);
+            out_s(" ");
+            out_i(count_maps());
+            out_s("\n");
+        }
+    }
 
     /* The V lines come first, then R (its count is known only after the walk). */
     long total = report_smaps();
@@ -581,6 +692,21 @@ static int run_input(FILE *in)
             set_max_map_count(tmp);
             break;
         }
+        case 'o': {
+            char tmp[32];
+            snprintf(tmp, sizeof tmp, "%llu\n", (unsigned long long)v[0]);
+            int fd = open("/proc/sys/vm/overcommit_memory", O_WRONLY);
+            if (fd < 0 || write(fd, tmp, strlen(tmp)) < 0)
+                die("cannot set vm.overcommit_memory");
+            close(fd);
+            break;
+        }
+        case 'c':
+            sample_every = (long)v[0];
+            break;
+        case 'f':
+            fillers = (long)v[0];
+            break;
         case 'S':
             id = (long)v[0];
             timeout = (long)v[1];
