@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...kconst import PAGE_MASK, page_align
+from ...kconst import PAGE_MASK, PAGE_SHIFT, page_align
 from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
