@@ -198,13 +198,12 @@ def kernel_view_problem() -> str | None:
     compiler, libbpf's headers and library)."""
 
     if not (_has_cap(CAP_BPF) or _has_cap(CAP_SYS_ADMIN)):
-        return "not root: loading BPF programs needs CAP_BPF or CAP_SYS_ADMIN"
+        return "not root (BPF needs CAP_BPF or CAP_SYS_ADMIN)"
     if not sys_path("kernel", "btf", "vmlinux").exists():
-        return ("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing: "
-                "CONFIG_DEBUG_INFO_BTF is off)")
+        return "no kernel BTF (CONFIG_DEBUG_INFO_BTF)"
     m = re.match(r"(\d+)\.(\d+)", release())
     if m and (int(m.group(1)), int(m.group(2))) < (5, 12):
-        return f"kernel {release()} has no task_vma BPF iterator (Linux 5.12 or newer)"
+        return f"kernel {release()} has no task_vma iterator (5.12+)"
     return bpf_build_problem()
 
 
@@ -213,11 +212,11 @@ def bpf_build_problem() -> str | None:
     import shutil
 
     if not (os.environ.get("VMASCOPE_CLANG") or shutil.which("clang")):
-        return "no clang to compile the BPF reader (install clang)"
+        return "no clang (install clang)"
     if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
-        return "no C compiler for the BPF reader's loader (install build-essential)"
+        return "no C compiler (install build-essential)"
     if not any(Path(d, "bpf", "bpf_helpers.h").exists() for d in _INCLUDE_DIRS):
-        return "no libbpf headers (install libbpf-dev, libelf-dev and zlib1g-dev)"
+        return "no libbpf (install libbpf-dev libelf-dev zlib1g-dev)"
     return None
 
 

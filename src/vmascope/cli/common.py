@@ -118,8 +118,9 @@ def add_kernel_view(parser: Any, what: str) -> None:
 
 
 def kernel_view_notice(exc: Exception) -> None:
-    """The one line that says the kernel view could not be read (the run goes on)."""
-    print(f"vmascope: {exc}; using /proc alone (reasons inferred)", file=sys.stderr)
+    """The one line that says the kernel view could not be read (the run goes on with
+    /proc alone: the reasons are inferred)."""
+    print(f"vmascope: {exc}", file=sys.stderr)
 
 
 def read_live(pid: int | str, option: bool | None, **kwargs: Any) -> Any:

@@ -87,8 +87,8 @@ def capture(
             return _capture(pid, path, smaps, numa, level, before)
         except _Moved:
             continue
-    raise KernelViewUnavailable(f"kernel view: pid {pid} kept changing its mappings "
-                                f"({kview.TRIES} captures disagreed with the kernel view)")
+    raise KernelViewUnavailable(f"no kernel view: pid {pid} kept changing its mappings "
+                                f"({kview.TRIES} tries)")
 
 
 class _Moved(Exception):

@@ -74,7 +74,7 @@ def reader_path() -> Path:
         return target
     problem = host.bpf_build_problem()
     if problem:
-        raise KernelViewUnavailable(f"kernel view: {problem}")
+        raise KernelViewUnavailable(f"no kernel view: {problem}")
     clang = os.environ.get("VMASCOPE_CLANG") or shutil.which("clang") or "clang"
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
     work = Path(tempfile.mkdtemp(prefix=".build.", dir=target.parent))
@@ -104,31 +104,31 @@ def _run(cmd: list[str], what: str) -> None:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelViewUnavailable(f"kernel view: {what} failed: {exc}") from None
+        raise KernelViewUnavailable(f"no kernel view: {what} failed: {exc}") from None
     if proc.returncode != 0:
         raise KernelViewUnavailable(
-            f"kernel view: {what} failed: {_first_line(proc.stderr)}")
+            f"no kernel view: {what} failed: {_first_line(proc.stderr)}")
 
 
 def read_records(pid: int) -> np.ndarray:
     """The iterator's records of process ``pid`` (identities already renumbered)."""
     problem = host.kernel_view_problem()
     if problem:
-        raise KernelViewUnavailable(f"kernel view: {problem}")
+        raise KernelViewUnavailable(f"no kernel view: {problem}")
     exe = reader_path()
     try:
         proc = subprocess.run([str(exe), str(int(pid))], capture_output=True,
                               timeout=READ_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise KernelViewUnavailable(f"kernel view: the reader took more than "
+        raise KernelViewUnavailable(f"no kernel view: the reader took more than "
                                     f"{READ_TIMEOUT} s") from None
     err = _first_line(proc.stderr.decode(errors="replace")).removeprefix("kview: ")
     if proc.returncode == _NO_PROCESS:
         raise ProcessNotFound(int(pid))
     if proc.returncode != 0:
-        raise KernelViewUnavailable(f"kernel view: {err}")
+        raise KernelViewUnavailable(f"no kernel view: {err}")
     if len(proc.stdout) % RECORD.itemsize:
-        raise KernelViewUnavailable("kernel view: the reader's output is cut")
+        raise KernelViewUnavailable("no kernel view: the reader's output is cut")
     return np.frombuffer(proc.stdout, dtype=RECORD)
 
 
@@ -180,8 +180,8 @@ def read_consistent(pid: int, read: Callable[[], Snapshot], tries: int = TRIES) 
         cols = align(snap, recs)
         if cols is not None:
             return attach(snap, cols)
-    raise KernelViewUnavailable(f"kernel view: pid {pid} kept changing its mappings "
-                                f"({tries} reads of maps and the kernel view disagreed)")
+    raise KernelViewUnavailable(f"no kernel view: pid {pid} kept changing its mappings "
+                                f"({tries} tries)")
 
 
 def wanted(option: bool | None) -> bool:
