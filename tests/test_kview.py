@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from conftest import PROGRAMS, need, python_child, running, stopped
 from test_real_programs import tiny_class  # noqa: F401 (a fixture)
+from test_runtimes import CPYTHON_THREADS
 
 from vmascope import host
 from vmascope.analysis import analyze
@@ -311,13 +312,7 @@ def test_runtime_nodejs() -> None:
 
 def test_runtime_cpython_threads() -> None:
     python = shutil.which("python3") or sys.executable
-    code = ("import threading, time\n"
-            "e = threading.Event()\n"
-            "ts = [threading.Thread(target=e.wait) for _ in range(16)]\n"
-            "[t.start() for t in ts]\n"
-            "print('READY', flush=True)\n"
-            "time.sleep(120)\n")
-    check_runtime("CPython threads", [python, "-c", code], "READY")
+    check_runtime("CPython threads", [python, "-c", CPYTHON_THREADS], "READY")
 
 
 def test_runtime_glibc_arenas(tmp_path: Path) -> None:
