@@ -14,7 +14,20 @@ def summary_json(snap: Any, top: list[tuple[str, int]], *, vmas: bool) -> dict[s
     out["mappings_left"] = None if mmc is None else mmc - count
     out["top_backings"] = [{"backing": b, "vmas": c} for b, c in top]
     out["total_size"] = int(snap.sizes().sum())
+    if snap.kview is not None:
+        out["kernel_view"] = kview_summary(snap)
     return out
+
+
+def kview_summary(snap: Any) -> dict[str, int]:
+    """What the kernel view counts: distinct anon_vmas and open files, VMAs with a fork
+    child's chain (more than one anon_vma linked)."""
+    import numpy as np
+
+    kv = snap.kview
+    return {"anon_vmas": len(np.unique(kv["anon_vma"][kv["anon_vma"] > 0])),
+            "open_files": len(np.unique(kv["file"][kv["file"] > 0])),
+            "fork_chains": int((kv["chain"] > 1).sum())}
 
 
 def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
@@ -42,6 +55,10 @@ def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
     else:
         console.print(f"mappings [bold]{count}[/] (max_map_count unknown for this source)")
     console.print(f"mapped {human_bytes(int(snap.sizes().sum()), spaced=True)}")
+    if snap.kview is not None:
+        k = kview_summary(snap)
+        console.print(f"kernel view: {k['anon_vmas']} anon_vmas, {k['open_files']} open "
+                      f"files, {k['fork_chains']} VMAs with a fork chain")
     if top:
         table = Table(title="Top backings by VMA count", title_justify="left", box=None)
         table.add_column("VMAs", justify="right")
