@@ -43,7 +43,7 @@ def _need_bpf(request: pytest.FixtureRequest) -> None:
         return
     if os.geteuid() != 0:
         pytest.skip("the kernel view needs root")
-    problem = host.kernel_view_problem()
+    problem = host.kernel_view_problem() or host.bpf_build_problem()
     if problem:
         pytest.skip(problem)
 

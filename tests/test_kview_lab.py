@@ -41,7 +41,7 @@ touch 11p write
 def runs():  # type: ignore[no-untyped-def]
     if os.geteuid() != 0:
         pytest.skip("the kernel view needs root")
-    problem = host.kernel_view_problem()
+    problem = host.kernel_view_problem() or host.bpf_build_problem()
     if problem:
         pytest.skip(problem)
     if not shutil.which("qemu-system-x86_64") or not shutil.which("apt-get"):

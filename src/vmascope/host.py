@@ -193,9 +193,9 @@ def can_use_bpf() -> bool:
 
 def kernel_view_problem() -> str | None:
     """Why the BPF kernel view (``procfs.kview``) cannot run here, as one line; None when
-    it can. Checks what the machine offers, cheapest first: BPF privileges, the kernel's
-    BTF, the task_vma iterator (5.12), then the tools to build the reader (clang, a C
-    compiler, libbpf's headers and library)."""
+    it can. Checks what the machine offers: BPF privileges, the kernel's BTF, the
+    task_vma iterator (5.12). The tools to build the reader are checked when it is
+    built (:func:`bpf_build_problem`)."""
 
     if not (_has_cap(CAP_BPF) or _has_cap(CAP_SYS_ADMIN)):
         return "not root (BPF needs CAP_BPF or CAP_SYS_ADMIN)"
@@ -204,7 +204,7 @@ def kernel_view_problem() -> str | None:
     m = re.match(r"(\d+)\.(\d+)", release())
     if m and (int(m.group(1)), int(m.group(2))) < (5, 12):
         return f"kernel {release()} has no task_vma iterator (5.12+)"
-    return bpf_build_problem()
+    return None
 
 
 def bpf_build_problem() -> str | None:
@@ -229,8 +229,8 @@ def can_use_tracefs() -> bool:
 
 
 __all__ = [
-    "KernelFacts", "bpf_build_problem", "can_set_brk", "can_use_bpf", "can_use_tracefs", "debian_version",
-    "effective_caps", "epoch_for", "has_numa_maps", "kernel_config", "kernel_facts", "kernel_view_problem",
-    "machine_thp", "max_map_count", "page_size", "proc_path", "release", "set_max_map_count",
-    "set_roots", "sys_path", "thp_enabled",
+    "KernelFacts", "bpf_build_problem", "can_set_brk", "can_use_bpf", "can_use_tracefs",
+    "debian_version", "effective_caps", "epoch_for", "has_numa_maps", "kernel_config",
+    "kernel_facts", "kernel_view_problem", "machine_thp", "max_map_count", "page_size",
+    "proc_path", "release", "set_max_map_count", "set_roots", "sys_path", "thp_enabled",
 ]

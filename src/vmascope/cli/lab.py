@@ -121,11 +121,13 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.cases < 1:
         raise UsageError("--cases: expected a positive number")
     if args.kernel_view:
-        from .. import host
+        from ..errors import KernelViewUnavailable
+        from ..procfs import kview
 
-        problem = host.bpf_build_problem()
-        if problem:
-            raise UsageError(f"--kernel-view: {problem}")
+        try:
+            kview.reader_path()  # built here, once, for the host and the microVMs
+        except KernelViewUnavailable as exc:
+            raise UsageError(f"--kernel-view: {exc}") from None
         os.environ["VMASCOPE_KERNEL_VIEW"] = "1"  # read by the backends
     ks = kernels.resolve_list(args.kernel)
     with display(args.json, bar=True) as bar:

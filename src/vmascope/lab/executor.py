@@ -264,12 +264,15 @@ def _attach_kview(snap: Snapshot, lines: list[str], where: str) -> None:
 def kview_reader() -> str | None:
     """The kernel-view reader for the executor when the setting asks for it
     (VMASCOPE_KERNEL_VIEW=1) and it can be built here; None otherwise."""
-    from .. import host
+    from ..errors import KernelViewUnavailable
     from ..procfs import kview
 
-    if not kview.wanted(None) or host.bpf_build_problem():
+    if not kview.wanted(None):
         return None
-    return str(kview.reader_path())
+    try:
+        return str(kview.reader_path())
+    except KernelViewUnavailable:
+        return None
 
 
 def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None,
