@@ -107,6 +107,7 @@ class OutputError(VmascopeError):
 
 
 class KernelViewUnavailable(VmascopeError):
-    """The BPF kernel view cannot be read here (not root, no BTF, no compiler, ...)."""
+    """The BPF kernel view cannot be read here (not root, no BTF, no compiler, ...). The
+    commands turn it into a one-line notice and go on with /proc alone."""
 
-    exit_code = 9
+    exit_code = 10
