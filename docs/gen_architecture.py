@@ -25,6 +25,7 @@ ROLE = {
     "analysis": "budget of VMAs, why not merged", "lab": "backends, executor, microVMs",
     "report": "text, JSON, HTML", "cli": "one module per verb",
     "output": "the one safe writer", "monitor": "host readings, history, exporter", "_start": "console script, signals",
+    "workloads": "allocator workloads, strategies",
 }
 
 

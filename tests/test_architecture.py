@@ -21,7 +21,7 @@ SRC = Path(__file__).parent.parent / "src" / "vmascope"
 
 # What each layer may import from vmascope (besides itself): the model and the kernel
 # model below everything; analysis on top of the kernel; lab and procfs beside them.
-PURE = {"kernel", "analysis"}
+PURE = {"kernel", "analysis", "workloads"}
 FORBIDDEN_FOR_PURE = {"host", "procfs", "lab", "cli", "report", "util"}
 
 

@@ -36,7 +36,11 @@ def register(subparsers: Any) -> None:
 
     v = sub.add_parser("verify", help="random scripts on real kernels vs the simulator")
     v.add_argument("--kernel", default="host", help="comma list as for `lab run`")
-    v.add_argument("--cases", type=int, default=200, help="random scripts per kernel")
+    v.add_argument("--cases", type=int, default=200,
+                   help="scripts per kernel and family (default 200)")
+    v.add_argument("--family", default="random", metavar="F[,F...]",
+                   help="script families: random (the default), mremap, a workload of "
+                        "`lab compare --list` (dotnet-regions, jit-wx, ...), or all")
     v.add_argument("--seed", type=int, default=1, help="random seed (same seed, same scripts)")
     v.add_argument("--minimise", type=int, default=5, metavar="K",
                    help="minimise at most K disagreements per kernel (default 5)")
@@ -64,6 +68,35 @@ def register(subparsers: Any) -> None:
                    help="minimise and name at most K kinds of difference (default 5)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(run=run_diff)
+
+    c = sub.add_parser(
+        "compare", help="allocator workloads x mitigation strategies x kernels",
+        description="Run allocator workloads under mitigation strategies on real kernels "
+        "beside the model's prediction: VMAs left, peak map count, the op refused at a "
+        "limit, memory cost, calls, which strategies vm.overcommit_memory 0/1/2 allow, "
+        "and HYPOTHETICAL kernels. `--list` says what there is.")
+    c.add_argument("--workload", default="all", metavar="W[,W...]",
+                   help="workloads (default all)")
+    c.add_argument("--strategy", default="all", metavar="S[,S...]",
+                   help="strategies (default all)")
+    c.add_argument("--kernel", default="host,6.1,6.12,newest",
+                   help="comma list as for `lab run` (default host,6.1,6.12,newest)")
+    c.add_argument("--max-map-count", type=int, metavar="N",
+                   help="also run at this limit (inside microVMs; on the host inside the "
+                        "process, without touching the sysctl) and say which op fails")
+    c.add_argument("--size", help="a workload size preset (dotnet-regions: 0.01, 0.1, 1)")
+    c.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a workload parameter (repeatable)")
+    c.add_argument("--seed", type=int, default=1, help="random seed of the workloads")
+    c.add_argument("--what-if", default="all", metavar="RULE[,RULE...]",
+                   help="HYPOTHETICAL rules to simulate on the first and the last kernel: "
+                        "anon-merge, eager-anon-vma, all (default) or none")
+    c.add_argument("--no-overcommit", action="store_true",
+                   help="skip the vm.overcommit_memory 1 and 2 runs")
+    c.add_argument("--list", action="store_true", help="list workloads and strategies")
+    add_format(c, ("text", "json", "html"))
+    add_output(c)
+    c.set_defaults(run=run_compare)
 
     s = sub.add_parser("scenarios", help="list the built-in scenarios")
     s.add_argument("name", nargs="?", help="print this scenario's script")
@@ -129,13 +162,24 @@ def run_verify(args: argparse.Namespace) -> int:
         except KernelViewUnavailable as exc:
             raise UsageError(f"--kernel-view: {exc}") from None
         os.environ["VMASCOPE_KERNEL_VIEW"] = "1"  # read by the backends
+    from ..lab.verify import family_names
+
+    families = family_names() if args.family == "all" else [
+        f.strip() for f in args.family.split(",") if f.strip()]
+    unknown = [f for f in families if f not in family_names()]
+    if unknown or not families:
+        bad = ",".join(unknown) or repr(args.family)
+        raise UsageError(f"--family {bad}: unknown (expected "
+                         f"all or a comma list of {', '.join(family_names())})")
     ks = kernels.resolve_list(args.kernel)
     with display(args.json, bar=True) as bar:
-        tasks = {k.name: bar.add_task(f"{k.name}: random scripts vs the simulator",
-                                      total=args.cases, state="") for k in ks}
+        what = (f"{families[0]} scripts" if len(families) == 1
+                else f"{len(families)} families of scripts")
+        tasks = {k.name: bar.add_task(f"{k.name}: {what} vs the simulator",
+                                      total=args.cases * len(families), state="") for k in ks}
         verdicts = session.verify_all(
             ks, cases=args.cases, seed=args.seed, batch=args.batch, minimise=args.minimise,
-            progress=lambda k, n: bar.advance(tasks[k.name], n))
+            families=families, progress=lambda k, n: bar.advance(tasks[k.name], n))
     if args.json:
         print_json([verdict_json(v) for v in verdicts])
     else:
@@ -174,6 +218,56 @@ def run_diff(args: argparse.Namespace) -> int:
     else:
         print_diff(diff, Console(highlight=False))
     return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..errors import UsageError
+    from ..kernel.whatif import HYPOTHESES
+    from ..lab import kernels, workbench
+    from ..report import workbench as rw
+    from ..report.progress import display
+    from ..workloads import STRATEGIES, WORKLOADS, names
+
+    known_w, known_s = names()
+    if args.list:
+        sys.stdout.write(rw.list_text([WORKLOADS[w] for w in known_w],
+                                      [STRATEGIES[s] for s in known_s]))
+        return 0
+    params: dict[str, str] = {}
+    for item in args.param:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--param {item!r}: expected KEY=VALUE")
+        params[key] = value
+    ws = workbench.parse_list(args.workload, known_w, "workload")
+    ss = workbench.parse_list(args.strategy, known_s, "strategy")
+    what_if = [] if args.what_if == "none" else workbench.parse_list(
+        args.what_if, list(HYPOTHESES), "what-if")
+    try:
+        scripts = workbench.scripts_for(ws, ss, seed=args.seed, size=args.size,
+                                        params=params)
+    except ValueError as exc:
+        raise UsageError(f"--param: {exc}") from None
+    del scripts  # checked the names and parameters before any kernel is fetched
+    ks = kernels.resolve_list(args.kernel)
+    with display(args.format == "json") as bar:
+        tasks = {k.name: bar.add_task(f"{k.name}: {len(ws)} x {len(ss)} scripts",
+                                      total=None, state="waiting") for k in ks}
+        mx = workbench.compare_matrix(
+            ws, ss, ks, max_map_count=args.max_map_count,
+            overcommit=not args.no_overcommit, seed=args.seed, size=args.size,
+            params=params, progress=lambda k, state: bar.update(tasks[k.name], state=state))
+    for k in {k.name: k for k in (ks[0], ks[-1])}.values():
+        for rule in what_if:
+            workbench.what_if(mx, k, [rule])
+    if args.format == "json":
+        print_json(rw.to_json(mx))
+    elif args.format == "html":
+        sys.stdout.write(rw.html_report(mx))
+    else:
+        sys.stdout.write(rw.text_report(mx))
+    ok, total = mx.agreement
+    return 0 if ok == total else 1
 
 
 def kernels_scenarios() -> list[str]:

@@ -137,7 +137,8 @@ CHANGES: tuple[Change, ...] = (
     Change("mremap_multi_vma", True, (6, 17), "d23cb648e365",
            "mm/mremap: permit mremap() move of multiple VMAs",
            "mremap(MREMAP_FIXED) with old_len == new_len may move a range that spans "
-           "several VMAs, keeping the gaps; before: EFAULT",
+           "several VMAs, keeping the gaps (with MREMAP_DONTUNMAP too: the sources stay); "
+           "before: EFAULT",
            verified=("6.18.44", "7.2.13", "7.3.4")),
     Change("mremap_limit", "6.17", (6, 17), None,
            "mremap checks map_count once, before unmapping anything",

@@ -55,6 +55,8 @@ class Epoch:
     sticky_guard_flag: bool  # VM_MAYBE_GUARD ("gu"), ignored for merging
     copied_from_dup: bool  # mremap merge duplicates the moved anon_vma (vmg->copied_from)
     clone_reuse: str  # anon_vma_clone reuse: "degree" / "num_children"
+    # Rules no released kernel has (kernel/whatif.py): the workbench's what-if kernels.
+    hypotheses: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -72,10 +74,13 @@ class Epoch:
             era = "6.1-6.6"
         else:
             era = "5.15-6.0"
+        if self.hypotheses:
+            era += " + HYPOTHETICAL " + ", ".join(sorted(self.hypotheses))
         return era
 
     def to_json(self) -> dict[str, object]:
         out = dataclasses.asdict(self)
+        out["hypotheses"] = sorted(self.hypotheses)
         out["version"] = ".".join(str(x) for x in self.version)
         out["name"] = self.name
         return out

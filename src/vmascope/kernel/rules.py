@@ -246,6 +246,8 @@ def is_mergeable_anon_vma(epoch: Epoch, vmg: Any, tgt: Any, tgt_is_left: bool,
                            f"the {side_t} VMA belongs to a forked child (its anon_vma_chain "
                            f"links the parent's anon_vma too), so an unfaulted VMA cannot "
                            f"merge with it", confidence, "is_mergeable_anon_vma", cite),)
+        if _whatif_merge(epoch, vmg, tgt):
+            return ()
         return (Reason(Code.ANON_VMA, "the two VMAs have different anon_vmas (each was "
                        "faulted separately)", confidence, "is_mergeable_anon_vma", cite),)
     # 879bca0a2c4f (6.16): mm/vma.c is_mergeable_anon_vma(vmg, merge_next).
@@ -265,10 +267,21 @@ def is_mergeable_anon_vma(epoch: Epoch, vmg: Any, tgt: Any, tgt_is_left: bool,
                            f"the {side_t} VMA belongs to a forked child (linked to more than "
                            f"one anon_vma)", confidence, "is_mergeable_anon_vma", cite),)
         return ()
-    if a_src is a_tgt:
+    if a_src is a_tgt or _whatif_merge(epoch, vmg, tgt):
         return ()
     return (Reason(Code.ANON_VMA, "the two VMAs have different anon_vmas (each was faulted "
                    "separately)", confidence, "is_mergeable_anon_vma", cite),)
+
+
+def _whatif_merge(epoch: Epoch, vmg: Any, tgt: Any) -> bool:
+    """HYPOTHETICAL (kernel/whatif.py "anon-merge"): different anon_vmas merge when
+    neither is shared with another process."""
+    if "anon-merge" not in epoch.hypotheses:
+        return False
+    from .whatif import unshared
+
+    return (unshared(vmg.anon_vma) and unshared(tgt.anon_vma) and len(tgt.chain) == 1
+            and not fork_child(getattr(vmg, "middle", None)))
 
 
 def anon_vmas_compatible(epoch: Epoch, prev: Any, nxt: Any) -> bool:
@@ -278,6 +291,11 @@ def anon_vmas_compatible(epoch: Epoch, prev: Any, nxt: Any) -> bool:
     written out in can_vma_merge_right from 879bca0a2c4f (6.16); same truth table.
     """
     a, b = prev.anon_vma, nxt.anon_vma
+    if "anon-merge" in epoch.hypotheses:  # HYPOTHETICAL (kernel/whatif.py)
+        from .whatif import unshared
+
+        if unshared(a) and unshared(b) and len(prev.chain) == 1 and len(nxt.chain) == 1:
+            return True
     return a is None or b is None or a is b
 
 

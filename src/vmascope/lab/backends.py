@@ -66,10 +66,12 @@ class SimulatorBackend:
         self.name = name
 
     def run(self, scripts: Sequence[Sequence[Op]], *, like: Sequence[Outcome] | None = None,
-            names: Sequence[str | None] | None = None, sample_every: int = 0) -> list[Outcome]:
+            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            resident: bool = False) -> list[Outcome]:
         """Predict each script. ``like``: the real Outcomes of the same scripts, whose
         limit, executor overhead and machine memory (for the overcommit policy) the
-        prediction takes over. ``sample_every``: record the map count every N ops."""
+        prediction takes over. ``sample_every``: record the map count every N ops;
+        ``resident``: keep the resident pages (smaps Anonymous in the Outcome)."""
         from ..kernel.sim import MM, outcome_of, run_ops
         from ..kernel.sim.util import Overcommit
         from .executor import ARENA_BASE, ARENA_SIZE
@@ -85,6 +87,8 @@ class SimulatorBackend:
             mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp)
             mm.overcommit = overcommit
             mm.sample_every = sample_every
+            if resident:
+                mm.resident = set()
             errors, faults = run_ops(mm, [op.shifted(ARENA_BASE) for op in ops])
             out.append(outcome_of(mm, errors, faults,
                                   script=names[k] if names is not None else None,
@@ -142,15 +146,21 @@ class HostBackend(_RealBackend):
         self.fill = fill
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None, sample_every: int = 0
-            ) -> list[Outcome]:
+            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            limits: Sequence[int | None] | None = None) -> list[Outcome]:
         """``fill`` (set at construction): reach a --max-map-count below the host's
         inside the script's process, by mapping the difference as VMAs first, instead of
-        touching the sysctl (the executor reports them as VMAs outside the arena)."""
-        fillers, wanted = 0, self.max_map_count
+        touching the sysctl (the executor reports them as VMAs outside the arena).
+        ``limits``: such a limit per script (fill only)."""
+        wanted = self.max_map_count
         now = host.max_map_count() or DEFAULT_MAX_MAP_COUNT
         if self.fill and wanted is not None and wanted < now:
-            fillers, wanted = now - wanted, None
+            limits, wanted = [wanted] * len(scripts), None
+        fillers = None
+        if limits is not None:
+            if not self.fill:
+                raise UsageError("a limit per script needs fill=True on the host")
+            fillers = [max(now - n, 0) if n else 0 for n in limits]
         with host_max_map_count(wanted, allow_lower=self.host_sysctl):
             limit = host.max_map_count() or DEFAULT_MAX_MAP_COUNT
             return executor.run_on_host(scripts, release=self.release, max_map_count=limit,
@@ -177,12 +187,27 @@ class MicroVMBackend(_RealBackend):
         self.overcommit = overcommit
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None, sample_every: int = 0
-            ) -> list[Outcome]:
+            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            limits: Sequence[int | None] | None = None,
+            overcommits: Sequence[int | None] | None = None) -> list[Outcome]:
+        """``limits`` / ``overcommits``: vm.max_map_count / vm.overcommit_memory per
+        script (None: the backend's own)."""
         assert self.kernel.vmlinuz is not None
+        settings = None
+        if limits is not None or overcommits is not None:
+            base = self.max_map_count or DEFAULT_MAX_MAP_COUNT
+            settings = []
+            for i in range(len(scripts)):
+                limit = limits[i] if limits is not None else None
+                mode = overcommits[i] if overcommits is not None else None
+                settings.append({"max_map_count": limit or base,
+                                 "overcommit": self.overcommit or 0 if mode is None else mode,
+                                 "sample_every": 0 if limit else sample_every})
+            limits = [int(st["max_map_count"]) for st in settings]
         reader = executor.kview_reader()  # with the setting VMASCOPE_KERNEL_VIEW=1
         data = executor.encode_input(scripts, max_map_count=self.max_map_count,
                                      sample_every=sample_every, overcommit=self.overcommit,
+                                     settings=settings,
                                      kview=None if reader is None else "/kview")
         out = microvm.boot(self.kernel.vmlinuz, data,
                            timeout=_vm_timeout(scripts, reader is not None),
@@ -190,7 +215,7 @@ class MicroVMBackend(_RealBackend):
         self.release = out.release or self.kernel.release
         return executor.parse_output(out.body, scripts, self.kernel.name, release=self.release,
                                      max_map_count=self.max_map_count or DEFAULT_MAX_MAP_COUNT,
-                                     names=names)
+                                     names=names, limits=limits)
 
 
 def real_backend(kernel: Kernel, *, max_map_count: int | None = None,

@@ -29,7 +29,7 @@ from .kernels import Kernel
 from .verify import Disagreement, minimise_all, one_of_each, random_scripts
 
 # Epoch fields that are not behaviour switches.
-_NOT_SWITCHES = {"release", "version"}
+_NOT_SWITCHES = {"release", "version", "hypotheses"}
 
 
 @dataclasses.dataclass

@@ -124,23 +124,28 @@ def encode_op(op: Op) -> str:
 
 def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None = None,
                  timeout: int = SCRIPT_TIMEOUT, sample_every: int = 0, fillers: int = 0,
-                 overcommit: int | None = None, kview: str | None = None) -> str:
+                 overcommit: int | None = None,
+                 settings: Sequence[dict[str, int]] | None = None,
+                 kview: str | None = None) -> str:
     """The executor's input. ``sample_every``: report the map count after every N ops;
     ``fillers``: VMAs mapped outside the arena first; ``overcommit``: the
-    vm.overcommit_memory mode to set (microVMs only); ``kview``: the path of the
-    kernel-view reader to run after each script."""
+    vm.overcommit_memory mode to set (microVMs only). ``settings``: per script, any of
+    max_map_count / overcommit / fillers / sample_every, set before that script when they
+    change. ``kview``: the path of the kernel-view reader to run after each script."""
     lines = [f"A {ARENA_BASE} {ARENA_SIZE}"]
     if kview is not None:
         lines.append(f"k {kview}")
-    if max_map_count is not None:
-        lines.append(f"Y {max_map_count}")
-    if overcommit is not None:
-        lines.append(f"o {overcommit}")
-    if sample_every:
-        lines.append(f"c {sample_every}")
-    if fillers:
-        lines.append(f"f {fillers}")
+    now = {"max_map_count": max_map_count, "overcommit": overcommit, "fillers": fillers,
+           "sample_every": sample_every}
+    record = {"max_map_count": "Y", "overcommit": "o", "fillers": "f", "sample_every": "c"}
+    for key, value in now.items():
+        if value:
+            lines.append(f"{record[key]} {value}")
     for i, ops in enumerate(scripts):
+        for key, value in (settings[i] if settings is not None else {}).items():
+            if value != now[key]:
+                lines.append(f"{record[key]} {value}")
+                now[key] = value
         lines.append(f"S {i} {timeout}")
         lines.extend(encode_op(op) for op in ops)
         lines.append("E")
@@ -155,7 +160,8 @@ MEMORY_FIELDS = ("overcommit_memory", "overcommit_ratio", "mem_total_kb", "swap_
 
 def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
                  release: str | None = None, max_map_count: int | None = None,
-                 names: Sequence[str | None] | None = None) -> list[Outcome]:
+                 names: Sequence[str | None] | None = None,
+                 limits: Sequence[int | None] | None = None) -> list[Outcome]:
     """Parse the executor's output for ``scripts`` into Outcomes (arena-relative).
 
     LabError if it is incomplete or unreadable."""
@@ -206,7 +212,9 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
             elif tag == "Z":
                 idx = int(line.split()[1])
                 if 0 <= idx < count:
-                    meta = SnapshotMeta(kernel_release=release, max_map_count=max_map_count,
+                    limit = limits[idx] if limits is not None else None
+                    meta = SnapshotMeta(kernel_release=release,
+                                        max_map_count=limit or max_map_count,
                                         source="lab",
                                         comm=names[idx] if names is not None else None)
                     errors = [OpError(i, line_of(idx, i), errno_mod.errorcode.get(e, str(e)))
@@ -278,13 +286,17 @@ def kview_reader() -> str | None:
 def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None,
                 release: str | None = None, max_map_count: int | None = None,
                 names: Sequence[str | None] | None = None, sample_every: int = 0,
-                fillers: int = 0) -> list[Outcome]:
-    """Run scripts on the running kernel, each in a fresh child of the executor."""
+                fillers: Sequence[int] | None = None) -> list[Outcome]:
+    """Run scripts on the running kernel, each in a fresh child of the executor.
+    ``fillers``: per script, VMAs to map outside the arena first (a lower limit)."""
     from .. import host
 
     exe = executor_path()
     reader = kview_reader() if not host.kernel_view_problem() else None
-    data = encode_input(scripts, sample_every=sample_every, fillers=fillers, kview=reader)
+    # No samples where fillers are: each would read tens of thousands of maps lines.
+    data = encode_input(scripts, sample_every=sample_every, settings=None if fillers is None
+                        else [{"fillers": n, "sample_every": 0 if n else sample_every}
+                              for n in fillers], kview=reader)
     limit = timeout if timeout is not None else 30 + 0.5 * len(scripts)
     with procs.managed([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE) as proc:

@@ -92,23 +92,29 @@ def run(loaded: Sequence[tuple[str, list[Op]]], kernels: Sequence[Kernel], *,
 
 
 def verify_all(kernels: Sequence[Kernel], *, cases: int, seed: int, batch: int = 500,
-               minimise: int = 5,
+               minimise: int = 5, families: Sequence[str] = ("random",),
                progress: Callable[[Kernel, int], None] | None = None) -> list[verify.KernelVerdict]:
-    """Random scripts on every kernel (in parallel) against the simulator."""
+    """Scripts of each family on every kernel (in parallel) against the simulator; one
+    verdict per kernel and family, kernel by kernel."""
     from .. import host
 
-    def one(k: Kernel) -> verify.KernelVerdict:
+    def one(k: Kernel) -> list[verify.KernelVerdict]:
         heap = not k.is_host or host.can_set_brk()
-        scripts = verify.random_scripts(cases, seed, heap=heap)
-        return verify.verify_kernel(
-            k, scripts, batch=batch, minimise=minimise,
-            progress=(lambda n: progress(k, n)) if progress else None)
+        out = []
+        for fam in families:
+            scripts = verify.family_scripts(fam, cases, seed, heap=heap)
+            out.append(verify.verify_kernel(
+                k, scripts, batch=batch, minimise=minimise, family=fam,
+                progress=(lambda n: progress(k, n)) if progress else None))
+        return out
 
+    for fam in families:  # a bad name fails before any kernel boots
+        verify.family_scripts(fam, 1, seed)
     with procs.signal_guard(), concurrent.futures.ThreadPoolExecutor(
             max_workers=len(kernels)) as pool:
         futures = [pool.submit(one, k) for k in kernels]
         try:
-            return [f.result() for f in futures]
+            return [v for f in futures for v in f.result()]
         except BaseException:
             procs.stop()
             raise

@@ -129,6 +129,67 @@ def random_scripts(count: int, seed: int, *, heap: bool = True) -> list[list[Op]
 
 
 # ---------------------------------------------------------------------------------------
+# Families: scripts that imitate one allocator or runtime (each workload of
+# vmascope.workloads at its "verify" size, under a random strategy), or stress one
+# system call ("mremap").
+
+_MREMAP_FLAGS = ("", "maymove", "maymove,fixed", "maymove,fixed,dontunmap",
+                 "maymove,dontunmap")
+
+
+def mremap_script(rng: random.Random) -> list[str]:
+    """mremap with every flag combination over ranges spanning VMAs and holes."""
+    lines = ["mmap 0 32p --- private,anonymous,noreserve"]
+    for _ in range(rng.randint(2, 6)):
+        s, n = rng.randrange(0, 30), rng.choice((1, 2, 3))
+        lines.append(f"mprotect {s}p {n}p rw-")
+        if rng.random() < 0.7:
+            lines.append(f"touch {s}p")
+    if rng.random() < 0.4:
+        lines.append(f"munmap {rng.randrange(0, 30)}p 1p")
+    for _ in range(rng.randint(1, 3)):
+        old = rng.randrange(0, 28)
+        oldlen, newlen = rng.choice((1, 2, 3, 4)), rng.choice((1, 2, 3, 4, 6))
+        flags = rng.choice(_MREMAP_FLAGS)
+        new = f" {rng.randrange(34, 60)}p" if "fixed" in flags else ""
+        lines.append(f"mremap {old}p {oldlen}p {newlen}p{new} {flags}".rstrip())
+        if rng.random() < 0.5:
+            lines.append(f"touch {rng.randrange(0, 60)}p")
+    return lines
+
+
+def family_names() -> list[str]:
+    from ..workloads import names
+
+    return ["random", "mremap", *names()[0]]
+
+
+def family_scripts(family: str, count: int, seed: int, *,
+                   heap: bool = True) -> list[list[Op]]:
+    """``count`` scripts of one family (see :func:`family_names`)."""
+    if family == "random":
+        return random_scripts(count, seed, heap=heap)
+    rng = random.Random(f"{family}/{seed}")
+    if family == "mremap":
+        return [[dataclasses.replace(parse_line(t, "<mremap>", i + 1), line=i + 1)
+                 for i, t in enumerate(mremap_script(rng))] for _ in range(count)]
+    from ..errors import UsageError
+    from ..workloads import STRATEGIES, build, get_workload
+
+    if family not in family_names():
+        raise UsageError(f"--family {family}: unknown (expected all or a comma list of "
+                         f"{', '.join(family_names())})")
+    wl = get_workload(family)
+    size = "verify" if "verify" in wl.sizes else None
+    out = []
+    for _ in range(count):
+        ops = build(family, rng.choice(list(STRATEGIES)), seed=rng.randrange(1 << 30),
+                    size=size)
+        out.append([dataclasses.replace(op, line=k + 1) for k, op in enumerate(ops)])
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # Delta debugging (ddmin), written as a generator so that many minimisations can share
 # one real-kernel batch per round: it yields candidate scripts and receives, for each,
 # whether it still disagrees.
@@ -200,6 +261,7 @@ class KernelVerdict:
     minimised: list[Disagreement]
     seconds: float  # running and comparing the random scripts (not minimising)
     minimise_seconds: float = 0.0
+    family: str = "random"
 
     @property
     def percent(self) -> float:
@@ -236,7 +298,8 @@ class Checker:
 
 def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 500,
                   minimise: int = 5, max_map_count: int | None = None,
-                  progress: Callable[[int], None] | None = None) -> KernelVerdict:
+                  progress: Callable[[int], None] | None = None,
+                  family: str = "random") -> KernelVerdict:
     import time
 
     t0 = time.monotonic()
@@ -256,7 +319,7 @@ def verify_kernel(kernel: Kernel, scripts: Sequence[list[Op]], *, batch: int = 5
     t1 = time.monotonic()
     minimised = minimise_all(checker, one_of_each(bad)[:minimise])
     return KernelVerdict(kernel, checker.release, len(scripts), agreed, bad, minimised,
-                         seconds, time.monotonic() - t1)
+                         seconds, time.monotonic() - t1, family)
 
 
 def one_of_each(found: Sequence[Disagreement]) -> list[Disagreement]:

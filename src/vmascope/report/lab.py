@@ -120,7 +120,8 @@ def verdict_json(v: Any) -> dict[str, Any]:
     from ..lab.verify import script_lines
 
     return {
-        "kernel": v.kernel.name, "release": v.release, "cases": v.cases, "agreed": v.agreed,
+        "kernel": v.kernel.name, "release": v.release, "family": v.family,
+        "cases": v.cases, "agreed": v.agreed,
         "percent": round(v.percent, 3), "seconds": round(v.seconds, 1),
         "scripts_per_minute": round(60 * v.cases / v.seconds) if v.seconds else None,
         "disagreements": len(v.disagreements),
@@ -138,17 +139,23 @@ def print_verdicts(verdicts: Sequence[Any], console: Any) -> None:
     from ..lab.verify import script_lines
 
     table = Table(title="lab verify: real kernel vs simulator")
-    for col in ("kernel", "release", "cases", "agree", "%", "scripts/min"):
+    families = len({v.family for v in verdicts}) > 1 or any(
+        v.family != "random" for v in verdicts)
+    for col in ("kernel", *(("family",) if families else ()), "release", "cases", "agree",
+                "%", "scripts/min"):
         table.add_column(col)
     for v in verdicts:
         rate = f"{60 * v.cases / v.seconds:.0f}" if v.seconds else "-"
         pct = f"{v.percent:.2f}"
-        table.add_row(v.kernel.name, v.release, str(v.cases), str(v.agreed),
-                      pct if v.agreed == v.cases else f"[bold red]{pct}[/]", rate)
+        table.add_row(v.kernel.name, *((v.family,) if families else ()),
+                      v.release.split("+")[0] if families else v.release, str(v.cases),
+                      str(v.agreed), pct if v.agreed == v.cases else f"[bold red]{pct}[/]",
+                      rate)
     console.print(table)
     for v in verdicts:
         for i, d in enumerate(v.minimised, 1):
-            console.print(f"\n[bold]{v.kernel.name} disagreement {i}[/] ({d.similar} "
+            console.print(f"\n[bold]{v.kernel.name} {v.family} disagreement {i}[/] "
+                          f"({d.similar} "
                           f"script(s) of this kind; minimised from {len(d.original)} to "
                           f"{len(d.script)} ops):")
             for line in script_lines(d.script):

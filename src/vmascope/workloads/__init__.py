@@ -95,7 +95,7 @@ class Workload:
     name: str
     title: str
     generate: Callable[[Alloc, random.Random, Params], None]
-    decommit: str  # "map-fixed", "dontneed", "free", "nohugepage"
+    decommit: str  # "map-fixed", "mprotect", "dontneed", "free", "nohugepage"
     dump_toggle: bool
     commit: str  # "mprotect" or "map-fixed": how the workload itself commits
     defaults: dict[str, Any]
@@ -170,6 +170,9 @@ class Alloc:
     def native_decommit(self, addr: int, length: int, *, dump: bool = True) -> bool:
         """Decommit the way the workload itself does; True if that makes it PROT_NONE."""
         how = self.workload.decommit
+        if how == "mprotect":
+            self.mprotect(addr, length, PROT_NONE)
+            return True
         if how == "map-fixed":
             self.mmap(addr, length, PROT_NONE, FIXED_NORESERVE)
             if self.dump_toggle and dump:
@@ -294,8 +297,6 @@ class Alloc:
 def build(name: str, strategy_name: str = "mprotect", *, seed: int = 1,
           size: str | None = None, **params: Any) -> list[Op]:
     """The op script of workload ``name`` under strategy ``strategy_name``."""
-    from . import catalog, strategies  # noqa: F401  (they register themselves)
-
     wl = get_workload(name)
     strat = get_strategy(strategy_name)
     a = Alloc(wl, strat)
@@ -303,24 +304,22 @@ def build(name: str, strategy_name: str = "mprotect", *, seed: int = 1,
     return a.ops
 
 
-def get_workload(name: str) -> Workload:
-    from . import catalog  # noqa: F401
+def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
+    from . import catalog, strategies  # noqa: F401  (they register themselves)
 
     try:
-        return WORKLOADS[name]
+        return table[name]
     except KeyError:
-        raise UsageError(f"unknown workload {name!r} (expected one of "
-                         f"{', '.join(WORKLOADS)})") from None
+        raise UsageError(f"unknown {what} {name!r} (expected one of "
+                         f"{', '.join(table)})") from None
+
+
+def get_workload(name: str) -> Workload:
+    return _lookup(WORKLOADS, name, "workload")  # type: ignore[no-any-return]
 
 
 def get_strategy(name: str) -> Strategy:
-    from . import strategies  # noqa: F401
-
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise UsageError(f"unknown strategy {name!r} (expected one of "
-                         f"{', '.join(STRATEGIES)})") from None
+    return _lookup(STRATEGIES, name, "strategy")  # type: ignore[no-any-return]
 
 
 def names() -> tuple[list[str], list[str]]:

@@ -21,7 +21,10 @@ KiB, MiB = 1 << 10, 1 << 20
           "region, new streams started as old ones end; commit = mprotect RW + "
           "MADV_DODUMP, decommit = mmap(MAP_FIXED, PROT_NONE) + MADV_DONTDUMP",
           decommit="map-fixed", dump_toggle=True,
-          sizes={"0.01": {"live_mb": 10}, "0.1": {"live_mb": 100}, "1": {"live_mb": 1000}},
+          sizes={"0.01": {"live_mb": 10}, "0.1": {"live_mb": 100}, "1": {"live_mb": 1000},
+                 "verify": {"cores": 1, "region_kb": 64, "extent_kb": 16, "commit_kb": 4,
+                            "touch_kb": 8, "alloc_factor": 6, "live_mb": 1,
+                            "scale": 0.0625}},
           live_mb=10, scale=0.25, cores=2, alloc_factor=8, region_kb=4096, extent_kb=192,
           commit_kb=16, touch_kb=32, decommit_share=0.5)
 def dotnet_regions(a: Alloc, rng: random.Random, p: Params) -> None:
@@ -58,7 +61,7 @@ def dotnet_regions(a: Alloc, rng: random.Random, p: Params) -> None:
     while budget > 0:
         k = rng.randrange(streams)
         r, pos, top, stop = active[k]
-        q = rng.randrange(8, 33) * KiB
+        q = align_up(rng.randrange(extent // 24, extent // 6 + 1), PAGE_SIZE)
         if pos + q > stop:
             users[r] -= 1
             if users[r] == 0 and r != current[0]:
@@ -87,10 +90,31 @@ def dotnet_regions(a: Alloc, rng: random.Random, p: Params) -> None:
                 free.append(d)
 
 
+@workload("seed-threads",
+          "the seed's reproducer repeated over one reservation: per 6-page group, a "
+          "pre-step commits, touches and decommits (mprotect PROT_NONE) the last page, "
+          "then three workers commit and touch pages 0-1, 4-5 and 2-3, in that order",
+          decommit="mprotect", sizes={"verify": {"groups": 3}}, groups=64)
+def seed_threads(a: Alloc, rng: random.Random, p: Params) -> None:
+    g = 6 * PAGE_SIZE
+    base = a.reserve(p.groups * g)
+    for k in range(p.groups):
+        last = base + k * g + 5 * PAGE_SIZE
+        a.commit(last, PAGE_SIZE)
+        a.touch(last)
+        a.decommit(last, PAGE_SIZE)
+    for first in (0, 4, 2):  # the workers sleep 10, 20 and 30 s
+        for k in range(p.groups):
+            at = base + k * g + first * PAGE_SIZE
+            a.commit(at, 2 * PAGE_SIZE)
+            a.touch(at)
+
+
 @workload("glibc-arenas",
           "glibc malloc arenas: 64 MiB heaps (HEAP_MAX_SIZE) reserved PROT_NONE, grown by "
           "mprotect RW from the bottom, trimmed from the top with MADV_DONTNEED",
-          decommit="dontneed", arenas=4, steps=400, touch_kb=16)
+          decommit="dontneed", sizes={"verify": {"arenas": 2, "steps": 25}}, arenas=4, steps=400,
+          touch_kb=16)
 def glibc_arenas(a: Alloc, rng: random.Random, p: Params) -> None:
     heap = 64 * MiB
     heaps = [a.reserve(heap, align=heap) for _ in range(p.arenas)]
@@ -118,7 +142,9 @@ def glibc_arenas(a: Alloc, rng: random.Random, p: Params) -> None:
           "mimalloc with lazy commit: a reserved arena of 32 MiB segments, 64 KiB slices "
           "committed with mprotect RW on first use by several threads, purged after a "
           "delay with MADV_DONTNEED",
-          decommit="dontneed", threads=4, segments=8, steps=800, purge_every=50)
+          decommit="dontneed", sizes={"verify": {"threads": 2, "segments": 2, "steps": 40,
+                                                 "purge_every": 10}},
+          threads=4, segments=8, steps=800, purge_every=50)
 def mimalloc_lazy(a: Alloc, rng: random.Random, p: Params) -> None:
     seg, slice_ = 32 * MiB, 64 * KiB
     arena = a.reserve(p.segments * seg, align=seg)
@@ -150,7 +176,8 @@ def mimalloc_lazy(a: Alloc, rng: random.Random, p: Params) -> None:
 @workload("jemalloc-purge",
           "jemalloc with retain: read-write extents mapped in growing sizes and never "
           "unmapped; decay purging with MADV_FREE (muzzy) then MADV_DONTNEED",
-          decommit="free", steps=600, purge_every=60)
+          decommit="free", sizes={"verify": {"steps": 40, "purge_every": 10, "touch_kb": 512}},
+          steps=600, purge_every=60, touch_kb=16)
 def jemalloc_purge(a: Alloc, rng: random.Random, p: Params) -> None:
     grow = 2 * MiB
     extents: list[tuple[int, int]] = []  # free (addr, len) in mapped chunks
@@ -172,7 +199,7 @@ def jemalloc_purge(a: Alloc, rng: random.Random, p: Params) -> None:
             if fit[1] > n:
                 extents.append((fit[0] + n, fit[1] - n))
             live.append((fit[0], n))
-            a.touch(fit[0], n, 16 * KiB)
+            a.touch(fit[0], n, p.touch_kb * KiB)
         if step % p.purge_every == p.purge_every - 1:
             for addr, n in muzzy:
                 a.madvise(addr, n, "dontneed")
@@ -186,7 +213,8 @@ def jemalloc_purge(a: Alloc, rng: random.Random, p: Params) -> None:
           "Go 1.21.0 heap: 64 MiB arenas reserved PROT_NONE, mapped with mmap(MAP_FIXED) RW "
           "and MADV_HUGEPAGE in 4 MiB chunks; the scavenger returns 64 KiB pieces with "
           "MADV_DONTNEED + MADV_NOHUGEPAGE, reuse marks them MADV_HUGEPAGE again",
-          decommit="nohugepage", commit="map-fixed", arenas=1, steps=600)
+          decommit="nohugepage", commit="map-fixed", sizes={"verify": {"steps": 30}}, arenas=1,
+          steps=600)
 def go_hugepage(a: Alloc, rng: random.Random, p: Params) -> None:
     chunk, piece = 4 * MiB, 64 * KiB
     arena_len = 64 * MiB
@@ -223,7 +251,8 @@ def go_hugepage(a: Alloc, rng: random.Random, p: Params) -> None:
           "Boehm GC with USE_MUNMAP: heap chunks mapped read-write; blocks free for a few "
           "collections are unmapped with mmap(MAP_FIXED, PROT_NONE) and remapped with "
           "mprotect RW when reused; incremental=1 adds the mprotect dirty-bit tracking",
-          decommit="map-fixed", steps=600, incremental=0, unmap_after=2)
+          decommit="map-fixed", sizes={"verify": {"steps": 80, "incremental": 1}}, steps=600,
+          incremental=0, unmap_after=2)
 def bdwgc_unmap(a: Alloc, rng: random.Random, p: Params) -> None:
     blk = PAGE_SIZE
     heap: list[tuple[int, int]] = []
@@ -265,7 +294,8 @@ def bdwgc_unmap(a: Alloc, rng: random.Random, p: Params) -> None:
 @workload("guard-pages",
           "a guarded allocator (page heap, sandboxes): each object committed inside a "
           "reservation with a PROT_NONE guard page on each side, freed by decommit",
-          decommit="map-fixed", objects=300, steps=600)
+          decommit="map-fixed", sizes={"verify": {"objects": 10, "steps": 30}}, objects=300,
+          steps=600)
 def guard_pages(a: Alloc, rng: random.Random, p: Params) -> None:
     slot = 16 * PAGE_SIZE
     base = a.reserve(p.objects * slot)
@@ -287,7 +317,9 @@ def guard_pages(a: Alloc, rng: random.Random, p: Params) -> None:
           "glibc thread stacks: each mapped PROT_NONE with the usable part mprotect RW "
           "above a guard page; exited threads' stacks cached, their unused part "
           "MADV_DONTNEED, the oldest unmapped when the cache is full",
-          decommit="dontneed", threads=64, cache=16, steps=500, stack_kb=256)
+          decommit="dontneed", sizes={"verify": {"threads": 4, "cache": 2, "steps": 30,
+                                                 "stack_kb": 64}},
+          threads=64, cache=16, steps=500, stack_kb=256)
 def thread_stacks(a: Alloc, rng: random.Random, p: Params) -> None:
     size = p.stack_kb * KiB
     running: list[int] = []
@@ -307,3 +339,32 @@ def thread_stacks(a: Alloc, rng: random.Random, p: Params) -> None:
                 a.commit(st + PAGE_SIZE, size - PAGE_SIZE, exact=True)
             a.touch(st + size - 32 * KiB, 32 * KiB, 8 * KiB)
             running.append(st)
+
+
+@workload("jit-wx",
+          "a JIT code heap with W^X: functions committed read-write, written, then made "
+          "read-execute; patching flips one page back to RW and to RX again; freed code "
+          "is decommitted with mprotect PROT_NONE",
+          decommit="mprotect", sizes={"verify": {"steps": 30}}, steps=500, patch_share=0.3)
+def jit_wx(a: Alloc, rng: random.Random, p: Params) -> None:
+    heap = a.reserve(64 * MiB)
+    top = heap
+    code: list[tuple[int, int]] = []
+    for _ in range(p.steps):
+        roll = rng.random()
+        if roll < p.patch_share and code:
+            at, n = rng.choice(code)
+            page = at + rng.randrange(n // PAGE_SIZE) * PAGE_SIZE
+            a.mprotect(page, PAGE_SIZE, 3)
+            a.write(page)
+            a.mprotect(page, PAGE_SIZE, 5)
+        elif roll < p.patch_share + 0.15 and code:
+            at, n = code.pop(rng.randrange(len(code)))
+            a.decommit(at, n)
+        else:
+            n = rng.randrange(1, 9) * PAGE_SIZE
+            a.commit(top, n)
+            a.touch(top, n)
+            a.mprotect(top, n, 5)
+            code.append((top, n))
+            top += n

@@ -135,6 +135,8 @@ def do_madvise(mm: MM, op: Op) -> None:
     def check(v: SVma, s: int, e: int) -> SVma:
         if adv == "dontneed" and v.flags & (F.VM_LOCKED | F.VM_PFNMAP | F.VM_HUGETLB):
             raise OpFailed("EINVAL")
+        if adv == "dontneed":
+            mm.drop_resident(s, e)  # zapped (MADV_FREE keeps them until reclaim)
         if adv == "free" and (v.file is not None or v.flags & F.VM_SHARED):
             raise OpFailed("EINVAL")
         if adv in ("free", "cold", "pageout") and v.flags & (

@@ -26,6 +26,8 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
         return "SIGSEGV"
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
         return "SIGSEGV"
+    if mm.resident is not None and op.write and v.file is None and not flags & F.VM_SHARED:
+        fault_in(mm, v, addr)
     if v.anon_vma is not None or v.file is not None or flags & F.VM_SHARED:
         return None
     if op.write or thp_read_fault(mm, v, addr):
@@ -35,9 +37,32 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
 
 def thp_read_fault(mm: MM, v: SVma, addr: int) -> bool:
     """A read fault that takes the huge-page path prepares an anon_vma too."""
+    return thp_suitable(mm, v, addr)
+
+
+def thp_suitable(mm: MM, v: SVma, addr: int) -> bool:
+    """THP is on for the VMA and the aligned 2 MiB around addr lies inside it
+    (thp_vma_allowable_order + thp_vma_suitable_order)."""
     if v.flags & F.VM_NOHUGEPAGE or mm.thp == "never":
         return False
     if mm.thp == "madvise" and not v.flags & F.VM_HUGEPAGE:
         return False
     lo = addr & ~(PMD_SIZE - 1)
     return v.start <= lo and lo + PMD_SIZE <= v.end
+
+
+def fault_in(mm: MM, v: SVma, addr: int) -> None:
+    """A write fault on private anonymous memory makes a page resident, or a whole huge
+    page when THP applies and nothing of its 2 MiB is resident yet (do_huge_pmd_anonymous_page;
+    assumes a huge page is available, as on an idle machine)."""
+    res = mm.resident
+    assert res is not None
+    page = addr >> PAGE_SHIFT
+    if page in res:
+        return
+    per = PMD_SIZE >> PAGE_SHIFT
+    block = page & ~(per - 1)
+    if thp_suitable(mm, v, addr) and not any(p in res for p in range(block, block + per)):
+        res.update(range(block, block + per))
+    else:
+        res.add(page)

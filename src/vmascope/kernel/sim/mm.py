@@ -202,6 +202,18 @@ class MM:
         self.overcommit: Any = None  # util.Overcommit: the machine's policy (None: never refuse)
         self.sample_every = 0  # run_ops records (op index, map_count) every N ops
         self.samples: list[tuple[int, int]] = []
+        self.resident: set[int] | None = None  # pages with private anonymous memory, if kept
+
+    def drop_resident(self, start: int, end: int) -> None:
+        """Pages in [start, end) are no longer resident (unmapped, zapped)."""
+        res = self.resident
+        if not res:
+            return
+        lo, hi = start >> 12, end >> 12
+        if hi - lo > len(res):
+            self.resident = {p for p in res if not lo <= p < hi}
+        else:
+            res.difference_update(range(lo, hi))
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:

@@ -99,6 +99,8 @@ def do_mmap(mm: MM, op: Op) -> None:
             mm.note(f"new VMA {v} -> map_count {mm.map_count}")
     if "populate" in op.flags and not shared and flags & F.VM_WRITE:
         anon_vma_prepare(mm, mm.vma_lookup(addr) or v)
+    elif not shared and "eager-anon-vma" in ep.hypotheses:
+        anon_vma_prepare(mm, mm.vma_lookup(addr) or v)  # HYPOTHETICAL (kernel/whatif.py)
     if flags & (F.VM_LOCKED | F.VM_LOCKONFAULT) == F.VM_LOCKED:
         from .mlock import mm_populate  # locked by mlockall(MCL_FUTURE): faulted in
 

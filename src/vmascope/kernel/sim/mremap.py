@@ -90,8 +90,9 @@ def mremap_to(mm: MM, addr: int, old_len: int, new_len: int, new_addr: int | Non
     else:
         mremap_count_check(mm, 1 if dontunmap else 0)
     first = mm.vma_lookup(addr)
+    # MREMAP_DONTUNMAP too: 6.18.44 moves each VMA and leaves the sources in place.
     multi = (first is not None and old_len > first.end - addr and ep.mremap_multi_vma
-             and fixed and old_len == new_len and not dontunmap)
+             and fixed and old_len == new_len)
     if fixed and not multi:
         assert new_addr is not None
         do_vmi_munmap(mm, new_addr, new_addr + new_len)
@@ -126,7 +127,7 @@ def mremap_to(mm: MM, addr: int, old_len: int, new_len: int, new_addr: int | Non
         do_vmi_munmap(mm, dst, dst + (e - s))
         piece = mm.vma_lookup(s)
         assert piece is not None
-        move_vma(mm, piece, s, e - s, e - s, dst, dontunmap=False, check=False)
+        move_vma(mm, piece, s, e - s, e - s, dst, dontunmap=dontunmap, check=False)
 
 
 def check_new_addr(addr: int, old_len: int, new_len: int, new_addr: int | None) -> None:

@@ -129,6 +129,13 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         return pid
 
     inode = col((v.file.inode if isinstance(v.file, ShmemFile) else 0 for v in vs), np.uint64)
+    smaps = {}
+    if mm.resident is not None:  # Anonymous (bytes), from the pages the model keeps
+        pages = np.fromiter(sorted(mm.resident), dtype=np.int64, count=len(mm.resident))
+        lo_p = np.fromiter((v.start >> PAGE_SHIFT for v in vs), np.int64, count=n)
+        hi_p = np.fromiter((v.end >> PAGE_SHIFT for v in vs), np.int64, count=n)
+        smaps["Anonymous"] = (np.searchsorted(pages, hi_p) - np.searchsorted(pages, lo_p)
+                              ) << PAGE_SHIFT
     flag_names = KNOWN_VMFLAGS if mm.epoch.lf_mnemonic else tuple(
         "??" if m == "lf" else m for m in KNOWN_VMFLAGS)  # smaps before 6.2 (8614d6c5eda0)
     return Snapshot(
@@ -140,7 +147,8 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         name_id=col((name_id(v) for v in vs), np.int32), names=names, meta=meta,
         vmflags=col((v.flags for v in vs), np.uint64), flag_names=flag_names,
         policy_id=col((policy_id(v) for v in vs), np.int32), policies=policies,
-        anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64))
+        anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64),
+        smaps=smaps)
 
 
 def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,

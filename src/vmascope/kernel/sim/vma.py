@@ -282,6 +282,7 @@ def do_vmi_munmap(mm: MM, start: int, end: int) -> None:
     for d in doomed:
         assert d is not None
         mm.unlink(d)
+    mm.drop_resident(start, end)
     if mm.guards:
         mm.guards.difference_update(range(start >> PAGE_SHIFT, end >> PAGE_SHIFT))
     if mm.tracing:
