@@ -168,15 +168,18 @@ def test_mono(tmp_path: Path) -> None:
     identify("mono", [mono, str(tmp_path / "Tiny.exe")], "READY")
 
 
+# CPython with 16 threads waiting: prints READY, then sleeps (at most 120 s).
+CPYTHON_THREADS = ("import threading, time\n"
+                   "e = threading.Event()\n"
+                   "ts = [threading.Thread(target=e.wait) for _ in range(16)]\n"
+                   "[t.start() for t in ts]\n"
+                   "print('READY', flush=True)\n"
+                   "time.sleep(120)\n")
+
+
 def test_cpython_threads() -> None:
     python = shutil.which("python3") or sys.executable
-    code = ("import threading, time\n"
-            "e = threading.Event()\n"
-            "ts = [threading.Thread(target=e.wait) for _ in range(16)]\n"
-            "[t.start() for t in ts]\n"
-            "print('READY', flush=True)\n"
-            "time.sleep(120)\n")
-    identify("CPython threads", [python, "-c", code], "READY")
+    identify("CPython threads", [python, "-c", CPYTHON_THREADS], "READY")
 
 
 def test_glibc_threads(exes: dict[str, Path]) -> None:

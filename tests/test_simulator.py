@@ -258,3 +258,18 @@ def test_exit_gives_back_the_anon_vma_counters(kernel: str) -> None:
     assert child_av.num_active_vmas == 0
     assert simulate("mmap 0x100000 4p rw- private,fixed\ntouch 0x100000\nfork\nexit 0\n",
                     kernel=kernel).children == []
+
+
+def test_a_locked_vma_made_writable_is_populated_and_gets_its_anon_vma() -> None:
+    """mprotect_fixup faults a private VM_LOCKED VMA in for write when it becomes
+    writable (found by lab verify --kernel-view: the kernel's anon_vma grouping)."""
+    script = ("mmap 0 24p --- private,anonymous,fixed\nmlock 9p 3p\n"
+              "mprotect 10p 1p rw-\n")
+    for kernel in ("6.1", "6.12", "6.18"):
+        out = vmascope.simulate(script, kernel=kernel)
+        s = out.snapshot
+        rw = [i for i in range(len(s)) if s.perms_text(i) == "rw-p"]
+        assert len(rw) == 1 and s.anon_vma is not None and s.anon_vma[rw[0]] >= 0
+    onfault = script.replace("mlock 9p 3p", "mlock 9p 3p onfault")
+    s = vmascope.simulate(onfault, kernel="6.18").snapshot
+    assert all(a < 0 for a in s.anon_vma.tolist())

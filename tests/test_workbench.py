@@ -92,10 +92,17 @@ def test_a_workload_and_a_strategy_in_a_few_lines() -> None:
         def commit(self, a: Alloc, addr: int, length: int) -> None:
             a.mmap(addr, length, 3, frozenset({"private", "anonymous", "fixed"}))
 
-    ops = build("test-seed")
+    from vmascope.workloads import STRATEGIES, WORKLOADS
+
+    try:
+        ops = build("test-seed")
+        fixed = build("test-seed", "test-fixed")
+    finally:  # the registry is the process's: leave it as it was for the other tests
+        WORKLOADS.pop("test-seed")
+        STRATEGIES.pop("test-fixed")
     assert [o.kind for o in ops] == ["mmap", "mprotect", "touch", "mprotect", "mprotect",
                                      "touch", "mprotect", "touch", "mprotect", "touch"]
-    assert [o.kind for o in build("test-seed", "test-fixed")].count("mmap") == 4
+    assert [o.kind for o in fixed].count("mmap") == 4
     # the seed's count on 6.1 (DESIGN.md); with MAP_NORESERVE no piece is accounted, so
     # from 6.16 nothing keeps them apart: the running kernel says the same as the model
     assert len(simulate_ops(ops, "6.1.0").snapshot) == 3

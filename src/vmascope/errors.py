@@ -104,3 +104,10 @@ class OutputError(VmascopeError):
     """An output file could not be written (no such directory, no space, no permission)."""
 
     exit_code = 8
+
+
+class KernelViewUnavailable(VmascopeError):
+    """The BPF kernel view cannot be read here (not root, no BTF, no compiler, ...). The
+    commands turn it into a one-line notice and go on with /proc alone."""
+
+    exit_code = 10

@@ -204,14 +204,46 @@ def can_use_bpf() -> bool:
         "kernel", "btf", "vmlinux").exists()
 
 
+def kernel_view_problem() -> str | None:
+    """Why the BPF kernel view (``procfs.kview``) cannot run here, as one line; None when
+    it can. Checks what the machine offers: BPF privileges, the kernel's BTF, the
+    task_vma iterator (5.12). The tools to build the reader are checked when it is
+    built (:func:`bpf_build_problem`)."""
+
+    if not (_has_cap(CAP_BPF) or _has_cap(CAP_SYS_ADMIN)):
+        return "not root (BPF needs CAP_BPF or CAP_SYS_ADMIN)"
+    if not sys_path("kernel", "btf", "vmlinux").exists():
+        return "no kernel BTF (CONFIG_DEBUG_INFO_BTF)"
+    m = re.match(r"(\d+)\.(\d+)", release())
+    if m and (int(m.group(1)), int(m.group(2))) < (5, 12):
+        return f"kernel {release()} has no task_vma iterator (5.12+)"
+    return None
+
+
+def bpf_build_problem() -> str | None:
+    """What is missing to build the BPF reader (None if nothing)."""
+    import shutil
+
+    if not (os.environ.get("VMASCOPE_CLANG") or shutil.which("clang")):
+        return "no clang (install clang)"
+    if not (os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")):
+        return "no C compiler (install build-essential)"
+    if not any(Path(d, "bpf", "bpf_helpers.h").exists() for d in _INCLUDE_DIRS):
+        return "no libbpf (install libbpf-dev libelf-dev zlib1g-dev)"
+    return None
+
+
+_INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
+
+
 def can_use_tracefs() -> bool:
     """tracefs needs root (CAP_SYS_ADMIN to mount it) and the kernel's tracing support."""
     return _has_cap(CAP_SYS_ADMIN) and sys_path("kernel", "tracing").exists()
 
 
 __all__ = [
-    "KernelFacts", "can_set_brk", "can_use_bpf", "can_use_tracefs", "debian_version",
-    "effective_caps", "epoch_for", "has_numa_maps", "kernel_config", "kernel_facts",
-    "machine_thp", "max_map_count", "page_size", "proc_path", "release", "set_max_map_count",
-    "set_roots", "sys_path", "thp_enabled",
+    "KernelFacts", "bpf_build_problem", "can_set_brk", "can_use_bpf", "can_use_tracefs",
+    "debian_version", "effective_caps", "epoch_for", "has_numa_maps", "kernel_config",
+    "kernel_facts", "kernel_view_problem", "machine_thp", "max_map_count", "page_size",
+    "proc_path", "release", "set_max_map_count", "set_roots", "sys_path", "thp_enabled",
 ]

@@ -19,7 +19,9 @@ Column conventions
 Optional columns: ``smaps`` (field name -> int64 array; kB fields are stored in bytes;
 -1 where the field was absent), ``vmflags`` (uint64 bit set over ``flag_names``),
 ``policy_id`` (int32 index into ``policies``, from numa_maps; -1 unknown) and
-``anon_vma`` (int64 anon_vma identity, only known for simulated VMAs; -1 none).
+``anon_vma`` (int64 anon_vma identity, known for simulated VMAs and with the kernel
+view; -1 none) and ``kview`` (field name -> uint64 array: the kernel's view of each VMA
+read by ``procfs.kview``; identities renumbered per capture, 0 none).
 """
 
 from __future__ import annotations
@@ -110,6 +112,25 @@ def bits_to_perms(bits: int) -> str:
 _PERMS_TABLE = [bits_to_perms(b) for b in range(16)]
 
 
+_KVIEW_IDS = {"file": "f", "anon_vma": "av", "root": "av", "policy": "p", "uffd": "u",
+              "name": "n"}
+
+
+def kview_json(kv: dict[str, int] | None) -> dict[str, Any] | None:
+    """One VMA's kernel view for JSON: identities as av3, f1, ... (None: not seen)."""
+    if kv is None:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in kv.items():
+        if k in _KVIEW_IDS:
+            out[k] = f"{_KVIEW_IDS[k]}{v}" if v else None
+        elif k in ("vm_flags", "pgoff"):
+            out[k] = hex(v)
+        else:
+            out[k] = v
+    return out
+
+
 def encode_dev(major: int, minor: int) -> int:
     return (major << 20) | minor
 
@@ -133,9 +154,10 @@ class Vma:
     inode: int = 0
     name: str | None = None
     flags: frozenset[str] | None = None  # VmFlags mnemonics, None when unknown
-    anon_vma: int | None = None  # identity, only known in simulated/lab snapshots
+    anon_vma: int | None = None  # identity, known in simulated/lab snapshots, kview
     policy: str | None = None  # numa_maps policy text
     smaps: dict[str, int] | None = None
+    kview: dict[str, int] | None = None  # the kernel's view (procfs.kview.FIELDS)
 
     @property
     def size(self) -> int:
@@ -189,6 +211,7 @@ class Snapshot:
     __slots__ = (
         "start", "end", "perms", "offset", "dev", "inode", "name_id", "names",
         "smaps", "vmflags", "flag_names", "policy_id", "policies", "anon_vma", "meta",
+        "kview",
     )
 
     def __init__(
@@ -209,6 +232,7 @@ class Snapshot:
         policy_id: np.ndarray | None = None,
         policies: Sequence[str] = (),
         anon_vma: np.ndarray | None = None,
+        kview: dict[str, np.ndarray] | None = None,
     ) -> None:
         n = len(start)
         self.start = np.asarray(start, dtype=np.uint64)
@@ -229,6 +253,8 @@ class Snapshot:
         self.policies = list(policies)
         self.anon_vma = None if anon_vma is None else np.asarray(anon_vma, dtype=np.int64)
         self.meta = meta or SnapshotMeta()
+        self.kview = None if kview is None else {
+            k: np.asarray(v, dtype=np.uint64) for k, v in kview.items()}
 
     # -- construction -------------------------------------------------------------------
 
@@ -347,7 +373,14 @@ class Snapshot:
             anon_vma=None if anon is None or anon < 0 else anon,
             policy=None if pid is None or pid < 0 else self.policies[pid],
             smaps={k: int(col[i]) for k, col in self.smaps.items() if col[i] >= 0} or None,
+            kview=self.kview_of(i),
         )
+
+    def kview_of(self, i: int) -> dict[str, int] | None:
+        """The kernel's view of VMA i (None without one, or if the iterator missed it)."""
+        if self.kview is None or int(self.kview["bits"][i]) >> 16 & 1:
+            return None
+        return {k: int(col[i]) for k, col in self.kview.items()}
 
     def __iter__(self) -> Iterator[Vma]:
         for i in range(len(self)):
@@ -366,6 +399,7 @@ class Snapshot:
                     self.name_id, self.vmflags, self.policy_id, self.anon_vma):
             if col is not None:
                 total += col.nbytes
+        total += sum(c.nbytes for c in (self.kview or {}).values())
         return total + sum(c.nbytes for c in self.smaps.values())
 
     def backing_counts(self) -> list[tuple[str, int]]:
@@ -410,6 +444,8 @@ class Snapshot:
             out["policy"] = v.policy
         if v.smaps:
             out["smaps"] = v.smaps
+        if self.kview is not None:
+            out["kernel"] = kview_json(v.kview)
         return out
 
     def to_json(self, *, vmas: bool = True) -> dict[str, Any]:

@@ -92,6 +92,28 @@ class Code(str, enum.Enum):
         f"`{LAB}` with a `fork` op before the pattern",
         "create the runtime's reservations after fork, or exec",
     ))
+    # What only the kernel view (BPF) sees: the blind spots of /proc.
+    ANON_PGOFF = ("anon_pgoff", "moved anonymous memory: page offsets differ", (
+        "Anonymous memory was moved with mremap: it keeps the page offset of its old "
+        "address, which /proc prints as 0, so it never merges with its new neighbour.",
+        f"`vmascope simulate {SCRIPT} --kernel {{kernel}}` with the mremap ops",
+        "avoid moving written anonymous memory next to other memory; map it where it "
+        "is to stay",
+    ))
+    ANON_VMA_EMPTIED = ("anon_vma_emptied", "emptied side keeps its anon_vma", (
+        "A piece emptied by MADV_DONTNEED (or never refilled) holds no pages, yet keeps "
+        "the anon_vma of its first write, so it still never merges with a neighbour "
+        "that has another one.",
+        f"`vmascope simulate {SCRIPT} --kernel {{kernel}}` with the madvise ops",
+        "write the pieces through one VMA before splitting it, so they share one "
+        "anon_vma",
+    ))
+    FILE_TWICE = ("file_twice", "one file opened twice", (
+        "The same file (same device and inode) is mapped through two open() calls: the "
+        "kernel compares the open file, not the inode, so the pieces never merge.",
+        f"`vmascope simulate {SCRIPT} --kernel {{kernel}}`",
+        "map all pieces through one file descriptor (open the file once)",
+    ))
     SPECIAL = ("special", "special mapping (VM_IO/VM_PFNMAP/VM_MIXEDMAP/VM_DONTEXPAND)",
                (
         "These are special mappings (device or PFN maps) that the kernel never merges.",

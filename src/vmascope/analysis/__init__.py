@@ -19,6 +19,7 @@ from .explain import WhyNotMerged, why_not_merged
 from .fixes import Fix, fixes, summary_line
 from .fragmentation import Fragmentation, Run, fragmentation, lookalike_pairs
 from .headroom import Headroom, headroom
+from .kview import KernelCheck, kernel_check
 from .limit import LimitAdvice, recommend
 from .patterns import Pattern, find_patterns
 from .runtimes import Fingerprint, claim, fingerprint
@@ -39,6 +40,7 @@ class Analysis:
     runtimes: list[Fingerprint] = dataclasses.field(default_factory=list)
     fixes: list[Fix] = dataclasses.field(default_factory=list)
     limit: LimitAdvice | None = None
+    kernel_check: KernelCheck | None = None  # with the kernel view: what it changed
 
     @property
     def healthy_line(self) -> str | None:
@@ -73,6 +75,7 @@ class Analysis:
             "reservations": [r.to_json() for r in self.attribution.reservations],
             "fragmentation": self._fragmentation_json(run_limit),
             "why_not_merged": self.why.to_json(),
+            "kernel_view": None if self.kernel_check is None else self.kernel_check.to_json(),
             "reasons": [r.to_json() for r in self.why.reasons],
             "advice": [a.to_json() for a in self.advice],
             **self._budget_json(),
@@ -151,10 +154,11 @@ def analyze(
         fixes=[dataclasses.replace(f, command=_named(f.command, snap))
                for f in fixes(b, pats, fps, h)],
         limit=recommend(h.map_count, h.max_map_count),
+        kernel_check=kernel_check(snap, pairs, why, kernel, epoch),
     )
 
 
 __all__ = [
     "Advice", "Analysis", "Attribution", "Budget", "Fingerprint", "Fix", "Fragmentation",
-    "Headroom", "LimitAdvice", "Pattern", "Reservation", "Run", "WhyNotMerged", "analyze",
+    "Headroom", "KernelCheck", "LimitAdvice", "Pattern", "Reservation", "Run", "WhyNotMerged", "analyze",
 ]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..kconst import PAGE_SHIFT
 from ..kernel.epochs import Epoch, epoch_for
 from ..kernel.pairs import explain_pair
 from ..kernel.rules import Reason
@@ -150,6 +151,12 @@ def vma_columns(snap: Snapshot) -> list[np.ndarray]:
             cols.append(_page_state(col))
     if snap.anon_vma is not None:
         cols.append(snap.anon_vma >= 0)
+    if snap.kview is not None:
+        # The kernel view: a fork child's chain (length other than 1), a userfaultfd
+        # context, an open file, a VMA the iterator did not see.
+        kv = snap.kview
+        cols += [np.minimum(kv["chain"], 2), kv["uffd"] > 0, kv["file"] > 0,
+                 kv["bits"] >> np.uint64(16)]
     return cols
 
 
@@ -169,11 +176,16 @@ def pair_kinds(snap: Snapshot, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     _, vkind = group_kinds(vma_columns(snap))
     groups = int(vkind.max()) + 1
     off, start, end = snap.offset, snap.start, snap.end
+    if snap.kview is not None:  # the real page offsets, anonymous memory's too
+        off = snap.kview["pgoff"] << np.uint64(PAGE_SHIFT)
     offcode = (off[1:] == off[:-1] + (end[:-1] - start[:-1]))[pairs].astype(np.int64)
     offcode |= ((off[:-1] == 0) & (off[1:] == 0))[pairs].astype(np.int64) << 1
     key = (vkind[prev] * groups + vkind[prev + 1]) * 4 + offcode
     if snap.anon_vma is not None:
         key = key * 2 + (snap.anon_vma[:-1] == snap.anon_vma[1:])[pairs]
+    if snap.kview is not None:
+        for col in (snap.kview["file"], snap.kview["uffd"]):
+            key = key * 2 + (col[:-1] == col[1:])[pairs]
     _, rep, kind = np.unique(key, return_index=True, return_inverse=True)
     return prev, rep, kind.reshape(-1)
 

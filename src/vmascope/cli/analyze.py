@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from typing import Any
 
-from .common import add_format, add_max_map_count, add_output, add_target, add_verb, write_output
+from .common import (
+    add_format,
+    add_kernel_view,
+    add_max_map_count,
+    add_output,
+    add_target,
+    add_verb,
+    read_live,
+    write_output,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +30,7 @@ def register(subparsers: Any) -> None:
     add_target(p)
     p.add_argument("--kernel", metavar="RELEASE",
                    help="explain for this kernel release (default: the snapshot's own)")
+    add_kernel_view(p, "for a live pid:")
     add_format(p, ("text", "json", "html"))
     add_max_map_count(p)
     p.add_argument("--previous", metavar="SNAPSHOT",
@@ -38,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import host
     from ..analysis.explain import resolve_kernel
 
-    snap = vmascope.load(args.target)
+    target = str(args.target).strip()
+    if target.isdigit() and not os.path.exists(target):
+        snap = read_live(target, args.kernel_view)
+    else:
+        snap = vmascope.load(args.target)
     if args.max_map_count:
         snap.meta.max_map_count = args.max_map_count
     release, _ = resolve_kernel(snap, args.kernel)

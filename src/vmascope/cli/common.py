@@ -106,3 +106,33 @@ def add_group(subparsers: Any, name: str, help_text: str, description: str) -> A
     p = add_verb(subparsers, name, help_text, description)
     p.set_defaults(run=lambda args: (p.print_help(sys.stderr), 2)[1])
     return p.add_subparsers(dest=f"{name}_cmd", metavar="COMMAND", parser_class=type(p))
+
+
+def add_kernel_view(parser: Any, what: str) -> None:
+    parser.add_argument(
+        "--kernel-view", action=argparse.BooleanOptionalAction, default=None,
+        help=f"{what} also read each VMA's anon_vma, page offset and open file from the "
+        "kernel (a BPF iterator; needs root and a kernel with BTF; built on first use). "
+        "Where it cannot be read, one line says why and /proc alone is used. Default: "
+        "the setting VMASCOPE_KERNEL_VIEW=1 turns it on")
+
+
+def kernel_view_notice(exc: Exception) -> None:
+    """The one line that says the kernel view could not be read (the run goes on with
+    /proc alone: the reasons are inferred)."""
+    print(f"vmascope: {exc}", file=sys.stderr)
+
+
+def read_live(pid: int | str, option: bool | None, **kwargs: Any) -> Any:
+    """/proc/PID read into a Snapshot, with the kernel view when it is wanted (the
+    option, else the setting) and can be read; otherwise a notice and /proc alone."""
+    from ..errors import KernelViewUnavailable
+    from ..procfs import kview
+    from ..procfs.live import read_process
+
+    if kview.wanted(option):
+        try:
+            return kview.read_consistent(int(pid), lambda: read_process(pid, **kwargs))
+        except KernelViewUnavailable as exc:
+            kernel_view_notice(exc)
+    return read_process(pid, **kwargs)

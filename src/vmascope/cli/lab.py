@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -44,6 +45,10 @@ def register(subparsers: Any) -> None:
     v.add_argument("--minimise", type=int, default=5, metavar="K",
                    help="minimise at most K disagreements per kernel (default 5)")
     v.add_argument("--batch", type=int, default=500, help="scripts per microVM boot")
+    v.add_argument("--kernel-view", action="store_true",
+                   help="read each arena with the BPF kernel-view reader (in the microVMs "
+                   "too) and compare the anon_vma grouping as well (the same as the "
+                   "setting VMASCOPE_KERNEL_VIEW=1)")
     add_format(v)
     add_output(v)
     v.set_defaults(run=run_verify)
@@ -148,6 +153,15 @@ def run_verify(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise UsageError("--cases: expected a positive number")
+    if args.kernel_view:
+        from ..errors import KernelViewUnavailable
+        from ..procfs import kview
+
+        try:
+            kview.reader_path()  # built here, once, for the host and the microVMs
+        except KernelViewUnavailable as exc:
+            raise UsageError(f"--kernel-view: {exc}") from None
+        os.environ["VMASCOPE_KERNEL_VIEW"] = "1"  # read by the backends
     from ..lab.verify import family_names
 
     families = family_names() if args.family == "all" else [

@@ -8,7 +8,17 @@ import sys
 from typing import Any
 
 from ..report.snapshot import capture_json, capture_text, print_summary, summary_json
-from .common import add_format, add_max_map_count, add_target, add_verb, print_json, wrote
+from .common import (
+    add_format,
+    add_kernel_view,
+    add_max_map_count,
+    add_target,
+    add_verb,
+    kernel_view_notice,
+    print_json,
+    read_live,
+    wrote,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -32,6 +42,7 @@ def register(subparsers: Any) -> None:
                    help="with -o: do not capture /proc/PID/numa_maps")
     p.add_argument("--numa", action="store_true",
                    help="with --vmas: also read /proc/PID/numa_maps (each VMA's policy)")
+    add_kernel_view(p, "with -o, --smaps or --vmas:")
     add_format(p)
     add_max_map_count(p)
     p.add_argument("--vmas", action="store_true",
@@ -56,13 +67,13 @@ def run(args: argparse.Namespace) -> int:
         if not _is_pid(args.target):
             raise UsageError("-o captures a live process: TARGET must be a pid")
         return _capture(args)
-    from ..procfs.live import read_process
     from ..procfs.load import load_target
 
     if _is_pid(args.target):
         # The summary needs only maps; smaps (and numa_maps) only when asked for.
         smaps = (args.smaps or args.vmas) and not args.no_smaps
-        snap = read_process(args.target, smaps=smaps, numa=args.numa and not args.no_numa)
+        snap = read_live(args.target, args.kernel_view, smaps=smaps,
+                         numa=args.numa and not args.no_numa)
     else:
         snap = load_target(args.target)
     if args.max_map_count:
@@ -90,11 +101,23 @@ def _capture(args: argparse.Namespace) -> int:
     with display(args.json) as bar:
         bar.add_task(f"pid {args.target}: capturing /proc into {args.output}", total=None,
                      state="")
-        res = capture(args.target, args.output, smaps=not args.no_smaps,
-                      numa=not args.no_numa)
+        res = _capture_with_view(args, capture)
     if args.json:
         print_json(capture_json(res, args.top))
         wrote(str(res.path), res.file_bytes)
     else:
         sys.stderr.write(capture_text(res))
     return 0
+
+
+def _capture_with_view(args: argparse.Namespace, capture: Any) -> Any:
+    from ..errors import KernelViewUnavailable
+    from ..procfs import kview
+
+    if kview.wanted(args.kernel_view):
+        try:
+            return capture(args.target, args.output, smaps=not args.no_smaps,
+                           numa=not args.no_numa, kernel_view=True)
+        except KernelViewUnavailable as exc:
+            kernel_view_notice(exc)
+    return capture(args.target, args.output, smaps=not args.no_smaps, numa=not args.no_numa)

@@ -3,7 +3,9 @@
 This is how ``vmascope analyze`` asks the one rule module why two neighbours are apart:
 each side is seen through the attributes the predicates read, with what /proc cannot
 show (anon_vma, pgoff of anonymous memory) taken from the Snapshot when it knows it, and
-inferred from smaps otherwise.
+inferred from smaps otherwise. With the kernel view (``Vma.kview``, read by BPF) the
+anon_vma, its chain, the real page offset, the open file and the userfaultfd context
+are known, and the blind spots of /proc get their own reasons (:func:`_refine`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class _View:
 
     __slots__ = ("start", "end", "pgoff", "flags", "file", "file_label", "anon_vma", "chain",
                  "anon_name", "policy", "uffd", "middle", "copied_from", "flags_known",
-                 "anon_known", "anon_certain")
+                 "anon_known", "anon_certain", "kview", "emptied")
 
     def __init__(self, v: Vma, extra: dict[str, int], ids_known: bool) -> None:
         self.start, self.end = v.start, v.end
@@ -70,12 +72,55 @@ class _View:
             self.anon_vma = None
             self.anon_known = False
         self.chain = (self.anon_vma,) if self.anon_vma is not None else ()
+        self.kview = v.kview
+        self.emptied = False
+        if v.kview is not None:
+            self._from_kernel(v, v.kview)
+
+    def _from_kernel(self, v: Vma, kv: dict[str, int]) -> None:
+        """What the kernel view knows for certain replaces what /proc suggests."""
+        self.pgoff = kv["pgoff"]
+        if self.file is not None and kv["file"]:
+            self.file = ("file", kv["file"])
+        self.anon_vma = kv["anon_vma"] or None
+        self.anon_known = self.anon_certain = True
+        # The chain's entries are not identities here: only its length matters.
+        self.chain = tuple(range(kv["chain"])) if self.anon_vma is not None else ()
+        self.uffd = kv["uffd"] or None
+        pages = (v.smaps or {}).get("Anonymous", -1) + (v.smaps or {}).get("Swap", 0)
+        self.emptied = self.anon_vma is not None and pages == 0
 
 
 def _same_file(a: _View, b: _View) -> None:
-    """Make two views of the same file share one identity object (the predicates use 'is')."""
+    """Make equal identities of two views one object (the predicates use 'is')."""
     if a.file is not None and a.file == b.file:
         b.file = a.file
+    if a.anon_vma is not None and a.anon_vma == b.anon_vma:
+        b.anon_vma = a.anon_vma
+    if a.uffd is not None and a.uffd == b.uffd:
+        b.uffd = a.uffd
+
+
+def _refine(r: Reason, prev: Vma, nxt: Vma, left: _View, right: _View) -> Reason:
+    """A reason in the blind spots of /proc, seen through the kernel view, under its own
+    code: moved anonymous memory (pgoff), an emptied side that keeps its anon_vma, one
+    file opened twice."""
+    if r.code == Code.PGOFF and left.file is None and right.file is None:
+        pages = (left.end - left.start) >> PAGE_SHIFT
+        return dataclasses.replace(r, code=Code.ANON_PGOFF, detail=(
+            f"anonymous memory with page offsets {left.pgoff:#x} (+{pages:#x} pages) and "
+            f"{right.pgoff:#x}: one side was moved by mremap (/proc prints 0 for both)"))
+    if r.code == Code.ANON_VMA and (left.emptied or right.emptied):
+        side = "left" if left.emptied else "right"
+        return dataclasses.replace(r, code=Code.ANON_VMA_EMPTIED, detail=(
+            f"the {side} VMA holds no pages (emptied, e.g. by MADV_DONTNEED) but keeps "
+            f"its own anon_vma, which differs from its neighbour's"))
+    if (r.code == Code.FILE and prev.inode and prev.inode == nxt.inode
+            and prev.dev == nxt.dev):
+        return dataclasses.replace(r, code=Code.FILE_TWICE, detail=(
+            f"the same file (inode {prev.inode}) through two open files "
+            f"(f{(left.kview or {}).get('file', 0)} and f{(right.kview or {}).get('file', 0)})"))
+    return r
 
 
 def explain_pair(prev: Vma, next: Vma, epoch: Epoch) -> list[Reason]:  # noqa: A002
@@ -86,7 +131,8 @@ def explain_pair(prev: Vma, next: Vma, epoch: Epoch) -> list[Reason]:  # noqa: A
     (simulated snapshots) and "inferred" from smaps' Anonymous otherwise.
     """
     extra: dict[str, int] = {}
-    ids_known = prev.anon_vma is not None or next.anon_vma is not None
+    ids_known = (prev.anon_vma is not None or next.anon_vma is not None
+                 or (prev.kview is not None and next.kview is not None))
     left = _View(prev, extra, ids_known)
     right = _View(next, extra, ids_known)
     _same_file(left, right)
@@ -106,7 +152,9 @@ def explain_pair(prev: Vma, next: Vma, epoch: Epoch) -> list[Reason]:  # noqa: A
         right.flags &= PERM_FLAGS
     if left.policy is None or right.policy is None:
         left.policy = right.policy = None
-    if left.file is None and right.file is None and left.pgoff == 0 and right.pgoff == 0:
+    certain = left.kview is not None and right.kview is not None
+    if (left.file is None and right.file is None and left.pgoff == 0 and right.pgoff == 0
+            and not certain):
         # /proc prints 0 as the offset of anonymous memory: the real pgoff is unknown.
         right.pgoff = left.pgoff + ((left.end - left.start) >> PAGE_SHIFT)
     anon_conf = "certain" if (left.anon_certain and right.anon_certain) else "inferred"
@@ -127,6 +175,10 @@ def explain_pair(prev: Vma, next: Vma, epoch: Epoch) -> list[Reason]:  # noqa: A
             if anon_conf == "inferred":
                 r = dataclasses.replace(r, detail=r.detail + " (judged from smaps Anonymous: "
                                         "most likely)")
+        if certain:
+            r = _refine(r, prev, next, left, right)
+            if r.code in codes:
+                continue
         codes.add(r.code)
         reasons.append(r)
     if extra:

@@ -8,8 +8,12 @@ Two Outcomes agree when they have:
 * the same errors: (op index, errno name), in order;
 * the same faults: (op index, address, signal), in order.
 
-``anon_vma`` (unknowable from /proc), ``pgoff`` (maps prints 0 for anonymous VMAs),
-the process-wide map count and the smaps byte counts are not compared.
+When the real side was read with the kernel view (the BPF reader, setting
+VMASCOPE_KERNEL_VIEW=1) and the layouts agree, the anon_vma *grouping* is compared too:
+which VMAs share one anon_vma (the identities themselves are numbered independently).
+Without it, ``anon_vma`` (unknowable from /proc) is not compared; ``pgoff`` (maps
+prints 0 for anonymous VMAs), the process-wide map count and the smaps byte counts never
+are.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from ..kconst import PAGE_SIZE
 from ..outcome import IGNORED_FLAGS, Outcome
 
-__all__ = ["IGNORED_FLAGS", "agree", "differences", "fmt_vma", "pages"]
+__all__ = ["IGNORED_FLAGS", "agree", "differences", "fmt_vma", "grouping", "pages"]
 
 _Vma = tuple[int, int, str, tuple[str, ...], "str | None"]
 
@@ -28,6 +32,31 @@ def _errors(o: Outcome) -> list[tuple[int, str]]:
 
 def _faults(o: Outcome) -> list[tuple[int, int, str]]:
     return [(f.op, f.addr, f.signal) for f in o.faults]
+
+
+def grouping(o: Outcome) -> tuple[int, ...] | None:
+    """Which VMAs share an anon_vma: each VMA's anon_vma renumbered in order of first
+    appearance (-1: none); None when the Outcome does not know its anon_vmas."""
+    ids = o.snapshot.anon_vma
+    if ids is None:
+        return None
+    first: dict[int, int] = {}
+    return tuple(-1 if a < 0 else first.setdefault(a, len(first)) for a in ids.tolist())
+
+
+def _grouping_diff(real: Outcome, sim: Outcome) -> tuple[int, ...] | None:
+    """The real grouping when it is known (kernel view) and differs from the other's."""
+    if real.snapshot.kview is None or real.layout() != sim.layout():
+        return None
+    rg, sg = grouping(real), grouping(sim)
+    return rg if sg is not None and rg != sg else None
+
+
+def fmt_grouping(g: tuple[int, ...] | None) -> str:
+    if g is None:
+        return "unknown"
+    return " ".join("-" if a < 0 else f"av{a + 1}" for a in g[:12]) + (
+        " ..." if len(g) > 12 else "")
 
 
 def differences(real: Outcome, sim: Outcome, *,
@@ -55,12 +84,16 @@ def differences(real: Outcome, sim: Outcome, *,
     rf, sf = _faults(real), _faults(sim)
     if rf != sf:
         out.append(f"faults: {ra} {fmt_faults(rf)}, {sa} {fmt_faults(sf)}")
+    rg = _grouping_diff(real, sim)
+    if rg is not None:
+        out.append(f"anon_vma grouping: {ra} {fmt_grouping(rg)}, "
+                   f"{sa} {fmt_grouping(grouping(sim))}")
     return out
 
 
 def agree(real: Outcome, sim: Outcome) -> bool:
     return (real.layout() == sim.layout() and _errors(real) == _errors(sim)
-            and _faults(real) == _faults(sim))
+            and _faults(real) == _faults(sim) and _grouping_diff(real, sim) is None)
 
 
 def fmt_vma(v: tuple[int, int, str, tuple[str, ...], str | None]) -> str:

@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import LabError
 from ..model import Snapshot, SnapshotMeta, Vma
 from ..ops.language import MADV_NUMBERS, Op, format_op
@@ -135,13 +137,16 @@ def encode_op(op: Op, memfds: dict[str, int] | None = None) -> str:
 def encode_input(scripts: Sequence[Sequence[Op]], *, max_map_count: int | None = None,
                  timeout: int = SCRIPT_TIMEOUT, sample_every: int = 0, fillers: int = 0,
                  overcommit: int | None = None,
-                 settings: Sequence[dict[str, int]] | None = None) -> str:
+                 settings: Sequence[dict[str, int]] | None = None,
+                 kview: str | None = None) -> str:
     """The executor's input. ``sample_every``: report the map count after every N ops;
     ``fillers``: VMAs mapped outside the arena first; ``overcommit``: the
     vm.overcommit_memory mode to set (microVMs only). ``settings``: per script, any of
     max_map_count / overcommit / fillers / sample_every, set before that script when they
-    change."""
+    change. ``kview``: the path of the kernel-view reader to run after each script."""
     lines = [f"A {ARENA_BASE} {ARENA_SIZE}"]
+    if kview is not None:
+        lines.append(f"k {kview}")
     now = {"max_map_count": max_map_count, "overcommit": overcommit, "fillers": fillers,
            "sample_every": sample_every}
     record = {"max_map_count": "Y", "overcommit": "o", "fillers": "f", "sample_every": "c"}
@@ -186,6 +191,7 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
         return ops[i].line if 0 <= i < len(ops) else 0
 
     vmas: list[Vma] = []
+    kv_lines: list[str] = []
     raw_errors: list[tuple[int, int]] = []
     raw_faults: list[tuple[int, int, int]] = []
     total, crash = -1, None
@@ -206,6 +212,8 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
                     smaps={"Anonymous": max(int(parts[5]), 0) * 1024}))
             elif tag == "R":
                 total = int(line.split()[2])
+            elif tag == "k":
+                kv_lines.append(line)
             elif tag == "X":
                 _, i, e = line.split()
                 raw_errors.append((int(i), int(e)))
@@ -231,11 +239,15 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
                               for i, e in raw_errors]
                     faults = [Fault(i, line_of(idx, i), a, SIGNALS.get(s, str(s)))
                               for i, a, s in raw_faults]
+                    snap = Snapshot.from_vmas(vmas, meta=meta)
+                    if kv_lines:
+                        _attach_kview(snap, kv_lines, f"{where}: script {idx}")
                     results[idx] = Outcome(
-                        snapshot=Snapshot.from_vmas(vmas, meta=meta), errors=errors,
+                        snapshot=snap, errors=errors,
                         faults=faults, process_map_count=total, crash=crash,
                         samples=samples, memory=memory)
                 vmas, raw_errors, raw_faults, total, crash = [], [], [], -1, None
+                kv_lines = []
                 samples, memory = [], {}
         except (IndexError, ValueError):
             raise LabError(f"{where}: unreadable executor output line {line!r}") from None
@@ -246,17 +258,63 @@ def parse_output(text: str, scripts: Sequence[Sequence[Op]], where: str, *,
     return [r for r in results if r is not None]
 
 
+# The reader's exit status when the kernel has no task_vma iterator (kview.c).
+NO_ITERATOR = 5
+
+
+def _attach_kview(snap: Snapshot, lines: list[str], where: str) -> None:
+    """The reader's lines (k START END FLAGS PGOFF DEV INO FILE AV ROOT CHAIN CHILDREN
+    ACTIVE POLICY UFFD NAME BITS, arena-relative) as the arena Snapshot's kernel view."""
+    from ..procfs import kview
+
+    if any(line.startswith("k !") for line in lines):
+        status = int(lines[-1].split()[-1])
+        if status >= 0 and status >> 8 == NO_ITERATOR:
+            return  # a kernel before 5.12: no task_vma iterator, no kernel view
+        raise LabError(f"{where}: the kernel-view reader failed (wait status {status})")
+    rows = []
+    for line in lines:
+        if line == "k .":
+            continue
+        parts = line.split()[1:]
+        rows.append(tuple(int(p, 16) if k < 4 else
+                          int(p.lstrip("afpuvn") or 0) if p != "-" else 0
+                          for k, p in enumerate(parts)))
+    recs = np.array(rows, dtype=kview.RECORD) if rows else np.zeros(0, kview.RECORD)
+    cols = kview.align(snap, recs)
+    if cols is None:
+        raise LabError(f"{where}: the kernel view and smaps disagree on the arena")
+    kview.attach(snap, cols)
+
+
+def kview_reader() -> str | None:
+    """The kernel-view reader for the executor when the setting asks for it
+    (VMASCOPE_KERNEL_VIEW=1) and it can be built here; None otherwise."""
+    from ..errors import KernelViewUnavailable
+    from ..procfs import kview
+
+    if not kview.wanted(None):
+        return None
+    try:
+        return str(kview.reader_path())
+    except KernelViewUnavailable:
+        return None
+
+
 def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None,
                 release: str | None = None, max_map_count: int | None = None,
                 names: Sequence[str | None] | None = None, sample_every: int = 0,
                 fillers: Sequence[int] | None = None) -> list[Outcome]:
     """Run scripts on the running kernel, each in a fresh child of the executor.
     ``fillers``: per script, VMAs to map outside the arena first (a lower limit)."""
+    from .. import host
+
     exe = executor_path()
+    reader = kview_reader() if not host.kernel_view_problem() else None
     # No samples where fillers are: each would read tens of thousands of maps lines.
     data = encode_input(scripts, sample_every=sample_every, settings=None if fillers is None
                         else [{"fillers": n, "sample_every": 0 if n else sample_every}
-                              for n in fillers])
+                              for n in fillers], kview=reader)
     limit = timeout if timeout is not None else 30 + 0.5 * len(scripts)
     with procs.managed([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE) as proc:

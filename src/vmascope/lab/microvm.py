@@ -40,8 +40,9 @@ def _newc(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0
     return out
 
 
-def build_initramfs(scripts_input: str, path: Path) -> None:
-    """Write a newc cpio archive with /init (the executor) and /scripts.txt."""
+def build_initramfs(scripts_input: str, path: Path, kview: Path | None = None) -> None:
+    """Write a newc cpio archive with /init (the executor) and /scripts.txt, and with
+    ``kview`` (the static kernel-view reader) as /kview."""
     exe = executor_path().read_bytes()
     entries = [
         _newc("dev", 0o040755, ino=1),
@@ -51,6 +52,10 @@ def build_initramfs(scripts_input: str, path: Path) -> None:
         _newc("proc", 0o040555, ino=5),
         _newc("init", 0o100755, exe, ino=6),
         _newc("scripts.txt", 0o100644, scripts_input.encode(), ino=7),
+    ]
+    if kview is not None:
+        entries.append(_newc("kview", 0o100755, kview.read_bytes(), ino=8))
+    entries += [
         _newc("TRAILER!!!", 0),
     ]
     with atomic_write(path) as fh:
@@ -126,13 +131,15 @@ class BootOutput:
 
 
 def boot(vmlinuz: Path, scripts_input: str, *, kvm: bool | None = None,
-         timeout: float = 120.0, smp: int = 1, memory_mb: int = 512) -> BootOutput:
-    """Boot ``vmlinuz`` with the executor as /init, run ``scripts_input``, return the output."""
+         timeout: float = 120.0, smp: int = 1, memory_mb: int = 512,
+         kview: Path | None = None) -> BootOutput:
+    """Boot ``vmlinuz`` with the executor as /init, run ``scripts_input``, return the output.
+    ``kview``: the kernel-view reader to put in the initramfs as /kview."""
     if kvm is None:
         kvm = kvm_usable(vmlinuz)
     qemu = qemu_binary()
     with run_dir() as t:
-        build_initramfs(scripts_input, t / "initrd")
+        build_initramfs(scripts_input, t / "initrd", kview)
         console, out = t / "console.txt", t / "out.txt"
         argv = [qemu, "-cpu", "host" if kvm else "max", "-m", str(memory_mb), "-smp", str(smp),
                 "-kernel", str(vmlinuz), "-initrd", str(t / "initrd"),

@@ -281,6 +281,6 @@ def what_if(matrix: Matrix, kernel: Kernel, hypotheses: Sequence[str]) -> None:
         alt = SimulatorBackend(epoch, thp=base.thp).run(scripts)
         for (w, s), a, b in zip(keys, now, alt):
             matrix.hypothetical.append({
-                "hypothesis": name, "kernel": kernel.name, "release": base.release,
+                "hypothetical": True, "hypothesis": name, "kernel": kernel.name, "release": base.release,
                 "workload": w, "strategy": s, "vmas": len(a.snapshot),
                 "vmas_hypothetical": len(b.snapshot), "saved": len(a.snapshot) - len(b.snapshot)})

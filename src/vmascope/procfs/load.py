@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from ..errors import FileAccessDenied, ParseError, SnapshotFormatError, UsageError
 from ..model import Snapshot, SnapshotMeta
 from .live import meta_from_raw, read_process
@@ -17,6 +19,8 @@ from .reader import CHUNK, as_pid
 from .snapfile import MAGIC, iter_sections, parse_json_section, read_small_section
 
 _META_SECTIONS = ("comm", "cmdline", "status", "smaps_rollup")
+# The kernel view: 128 bytes a VMA, for at most 4 Mi VMAs.
+MAX_KVIEW_SECTION = 128 << 22
 
 
 # Memory the columns of a snapshot file's text may take: per byte of the file read so
@@ -34,6 +38,7 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
     end: dict[str, Any] | None = None
     seen: dict[str, int] = {}
     body: list[Any] = []
+    kview_data: bytes | None = None
     for name, chunks in iter_sections(fh, source, body_out=body):
         if name in seen:
             raise SnapshotFormatError(source, None, f"corrupt snapshot file (section {name} "
@@ -46,6 +51,9 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
                 meta_json = obj
             else:
                 end = obj
+        elif name == "kview":
+            kview_data = read_small_section(chunks, name, source, limit=MAX_KVIEW_SECTION)
+            seen[name] = len(kview_data)
         elif name in _META_SECTIONS:
             raw[name] = read_small_section(chunks, name, source)
             seen[name] = len(raw[name])
@@ -102,7 +110,23 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
     meta.source = "file"
     meta.extra["captured_from"] = main_name
     meta.extra["path"] = source
-    return snapshot_from_result(main, meta, numa=numa)
+    snap = snapshot_from_result(main, meta, numa=numa)
+    if kview_data is not None:
+        _attach_kview(snap, kview_data, source)
+    return snap
+
+
+def _attach_kview(snap: Snapshot, data: bytes, source: str) -> None:
+    from . import kview
+
+    cols = None
+    if len(data) % kview.RECORD.itemsize == 0:
+        recs = np.frombuffer(data, dtype=kview.RECORD)
+        cols = kview.align(snap, recs) if len(recs) else None
+    if cols is None:
+        raise SnapshotFormatError(source, None, "corrupt snapshot file (the kview section "
+                                  "does not match the maps text)")
+    kview.attach(snap, cols)
 
 
 def _load_text(fh: IO[bytes], source: str, first: bytes) -> Snapshot:

@@ -10,8 +10,10 @@
               b"E"                    the end: nothing follows
 
 Sections: ``meta.json`` first, then raw /proc text (``comm``, ``cmdline``, ``status``,
-``smaps`` or ``maps``, ``numa_maps``, ``smaps_rollup``), then ``end.json``. Readers skip
-sections they do not know. A file without its ``E`` record is truncated.
+``smaps`` or ``maps``, ``numa_maps``, ``smaps_rollup``), from version 2 optionally
+``kview`` (the kernel view: the BPF reader's records, identities renumbered), then
+``end.json``. Readers skip sections they do not know. A file without its ``E`` record
+is truncated. Files of version 1 (no ``kview``) load as before.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import zstandard
 from ..errors import SnapshotFormatError
 
 MAGIC = b"\x89VMASNAP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER = struct.Struct("<8sI")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")

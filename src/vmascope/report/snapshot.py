@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..model import kview_json
 from .fmt import human_bytes
 
 
@@ -13,7 +14,20 @@ def summary_json(snap: Any, top: list[tuple[str, int]], *, vmas: bool) -> dict[s
     out["mappings_left"] = None if mmc is None else mmc - count
     out["top_backings"] = [{"backing": b, "vmas": c} for b, c in top]
     out["total_size"] = int(snap.sizes().sum())
+    if snap.kview is not None:
+        out["kernel_view"] = kview_summary(snap)
     return out
+
+
+def kview_summary(snap: Any) -> dict[str, int]:
+    """What the kernel view counts: distinct anon_vmas and open files, VMAs with a fork
+    child's chain (more than one anon_vma linked)."""
+    import numpy as np
+
+    kv = snap.kview
+    return {"anon_vmas": len(np.unique(kv["anon_vma"][kv["anon_vma"] > 0])),
+            "open_files": len(np.unique(kv["file"][kv["file"] > 0])),
+            "fork_chains": int((kv["chain"] > 1).sum())}
 
 
 def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
@@ -41,6 +55,10 @@ def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
     else:
         console.print(f"mappings [bold]{count}[/] (max_map_count unknown for this source)")
     console.print(f"mapped {human_bytes(int(snap.sizes().sum()), spaced=True)}")
+    if snap.kview is not None:
+        k = kview_summary(snap)
+        console.print(f"kernel view: {k['anon_vmas']} anon_vmas, {k['open_files']} open "
+                      f"files, {k['fork_chains']} VMAs with a fork chain")
     if top:
         table = Table(title="Top backings by VMA count", title_justify="left", box=None)
         table.add_column("VMAs", justify="right")
@@ -138,6 +156,8 @@ def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
                 row += f',"anon_vma":{av[j] if av[j] >= 0 else "null"}'
             if po is not None:
                 row += f',"policy":{dumps(snap.policies[po[j]]) if po[j] >= 0 else "null"}'
+            if snap.kview is not None:
+                row += ',"kernel":' + dumps(kview_json(snap.kview_of(lo + j)))
             if full[j]:
                 row += smaps_fmt % sm[j]
             elif fields:
@@ -169,6 +189,8 @@ class _FastRows:
             tmpl += ',"anon_vma":%s'
         if snap.policy_id is not None:
             tmpl += ',"policy":%s'
+        if snap.kview is not None:
+            tmpl += ',"kernel":%s'
         if snap.smaps:
             tmpl += ',"smaps":{' + ",".join(esc(dumps(k)) + ":%d" for k in snap.smaps) + "}"
         self.tmpl = tmpl + "}"
@@ -201,5 +223,7 @@ def _fast_rows(snap: Any, lo: int, hi: int, fast: _FastRows, dumps: Any) -> str:
         cols.append([str(a) if a >= 0 else "null" for a in snap.anon_vma[lo:hi].tolist()])
     if snap.policy_id is not None:
         cols.append(fast.policies[snap.policy_id[lo:hi].astype(np.int64) + 1].tolist())
+    if snap.kview is not None:
+        cols.append([dumps(kview_json(snap.kview_of(i))) for i in range(lo, hi)])
     cols += [col[lo:hi].tolist() for col in snap.smaps.values()]
     return ",".join(map(fast.tmpl.__mod__, zip(*cols)))

@@ -134,6 +134,8 @@ def why_part(a: Analysis) -> RenderableType:
     for r in w.reasons[:3]:
         parts.append(Text(f"{r.reason}: {r.detail} [{r.rule}, {r.citation}; e.g. at "
                           f"{r.example:x}]", style="dim"))
+    if a.kernel_check is not None:
+        parts += [Text(line) for line in a.kernel_check.lines()]
     return Group(*parts)
 
 

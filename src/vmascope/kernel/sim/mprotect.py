@@ -13,6 +13,7 @@ from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
 from .mm import MM, OpFailed, prot_bits
+from .rmap import anon_vma_prepare
 from .util import vm_enough_memory
 from .vma import check_modify, vma_modify
 
@@ -50,8 +51,16 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
             newflags = (newflags & ~F.VM_PKEY_MASK) | (pkey << F.PKEY_SHIFT)
         if newflags & F.VM_ACCOUNT and not v.flags & F.VM_ACCOUNT:
             vm_enough_memory(mm, (tmp - nstart) >> PAGE_SHIFT)  # mprotect_fixup's charge
+        oldflags = v.flags
         if newflags != v.flags:
             v = vma_modify(mm, v, nstart, tmp, flags=newflags)
+        if (oldflags & (F.VM_WRITE | F.VM_SHARED | F.VM_LOCKED) == F.VM_LOCKED
+                and newflags & F.VM_WRITE and not newflags & F.VM_LOCKONFAULT):
+            # mprotect_fixup: a private VM_LOCKED VMA that becomes writable is populated
+            # with write faults at once (populate_vma_page_range breaks COW; not with
+            # VM_LOCKONFAULT), so it gets its anon_vma here, as the
+            # kernel view shows on 6.1, 6.12, 6.18 and 7.2 (lab verify --kernel-view).
+            anon_vma_prepare(mm, v)
         # Continue after the (possibly merged) VMA: vma_iter_end().
         nstart = v.end if v.end > tmp else tmp
         if nstart >= end:

@@ -15,6 +15,8 @@
  *   c N                         report the map count after every N ops of each script
  *   f N                         map N one-page VMAs outside the arena before each script
  *                               (a lower limit for the script without lowering the sysctl)
+ *   k PATH                      after each script, run vmascope's kernel-view reader
+ *                               (PATH PID --text) on the script's process and report it
  *   S ID TIMEOUT                start of a script
  *   M ADDR LEN PROT MAPFLAGS [FD OFF]   mmap (a hint of BASE+ADDR without MAP_FIXED);
  *                               FD: 0 anonymous, K the K-th memfd of the script (from 1)
@@ -50,6 +52,9 @@
  *                               (before the ops: overcommit settings and memory, in kB)
  *   O OPINDEX MAP_COUNT         (after op OPINDEX, every N ops when asked with c N)
  *   V START END PERMS PGOFF ANON_KB FLAG... <TAB> NAME      (START/END/PGOFF hex, relative)
+ *   k START END REST            (with k PATH: the reader's line of an arena VMA, START and
+ *                               END made relative; then "k ." or, if the reader failed,
+ *                               "k ! STATUS")
  *   R ID MAP_COUNT              (the whole process, as vm.max_map_count counts it)
  *   X OPINDEX ERRNO
  *   G OPINDEX ADDR SIGNO
@@ -72,7 +77,10 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <spawn.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -581,6 +589,54 @@ static void map_fillers(long n)
             die("cannot split the fillers");
 }
 
+/* The kernel view of the arena (record k PATH): the reader runs on this process through
+ * posix_spawn (no fork: the arena's anon_vmas are left as they are) and its lines of
+ * arena VMAs are passed on with relative addresses. */
+static char kview_path[512];
+
+static void report_kview(void)
+{
+    char pid[24], line[512];
+    int fds[2], st = 0;
+    pid_t child;
+    posix_spawn_file_actions_t fa;
+
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    char *argv[] = {kview_path, pid, "--text", NULL};
+    if (pipe(fds))
+        die("pipe failed");
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    if (posix_spawn(&child, kview_path, &fa, NULL, argv, environ) != 0)
+        child = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    FILE *in = fdopen(fds[0], "r");
+    while (in && fgets(line, sizeof line, in)) {
+        char *rest;
+        uint64_t s = strtoull(line, &rest, 16), e = strtoull(rest, &rest, 16);
+        if (s < arena_base || e > arena_base + arena_size)
+            continue;
+        out_s("k ");
+        out_u(s - arena_base, 16);
+        out_s(" ");
+        out_u(e - arena_base, 16);
+        out_s(rest); /* " FLAGS ... BITS\n" */
+    }
+    if (in)
+        fclose(in);
+    if (child > 0)
+        while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+            ;
+    if (child <= 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(line, sizeof line, "k ! %d\n", child <= 0 ? -1 : st);
+        out_s(line);
+    } else {
+        out_s("k .\n");
+    }
+}
+
 static void run_script(long id)
 {
     /* Fences: one shared anonymous PROT_NONE page on each side of the arena. */
@@ -619,6 +675,8 @@ static void run_script(long id)
 
     /* The V lines come first, then R (its count is known only after the walk). */
     long total = report_smaps();
+    if (kview_path[0])
+        report_kview();
     char hdr[64];
     int hn = snprintf(hdr, sizeof hdr, "R %ld %ld\n", id, total);
     out_str(hdr, (size_t)hn);
@@ -741,6 +799,14 @@ static int run_input(FILE *in)
         o.kind = line[0];
         o.name = -1;
         char *p = line + 1;
+        if (o.kind == 'k') { /* k PATH: the kernel-view reader (needs sysfs for BTF) */
+            snprintf(kview_path, sizeof kview_path, "%s", line + 2);
+            if (getpid() == 1) {
+                mkdir("/sys", 0555);
+                mount("sysfs", "/sys", "sysfs", 0, NULL);
+            }
+            continue;
+        }
         if (o.kind == 'N' || o.kind == 'O') {
             o.a = strtoull(p, &p, 0);
             if (o.kind == 'N')

@@ -1,0 +1,89 @@
+"""The kernel view in the lab: the executor runs the BPF reader on its arena, on the host
+and as part of the initramfs of the Debian 6.1, 6.12 and newest microVMs, and the
+simulator's anon_vma grouping (which VMAs share one) is compared with the real one.
+
+Needs root, a kernel with BTF on the host, qemu and the Debian kernels (skipped
+otherwise; under CI as root a skip fails). Prints the grouping agreement per kernel on a
+random sample (pytest -s shows it); it found that mprotect populates a locked VMA that
+becomes writable (the simulator now does too).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from vmascope import host
+from vmascope.lab import compare, kernels, runner, scenarios, verify
+from vmascope.lab.backends import SimulatorBackend
+from vmascope.ops.language import parse_script
+
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+
+KERNELS = ["host", "6.1", "6.12", "newest"]
+SAMPLE = 60  # random scripts per kernel (the reader costs about a second a script in TCG)
+# A fork child's chain, a split anon_vma shared by two pieces, moved anonymous memory.
+FIXED = """mmap 0 24p --- private,anonymous,fixed
+mprotect 2p 4p rw-
+touch 2p write
+touch 4p write
+mprotect 3p 1p r--
+mprotect 3p 1p rw-
+fork
+mremap 2p 1p 1p 10p maymove,fixed
+touch 11p write
+"""
+
+
+@pytest.fixture(scope="module")
+def runs():  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.skip("the kernel view needs root")
+    problem = host.kernel_view_problem() or host.bpf_build_problem()
+    if problem:
+        pytest.skip(problem)
+    if not shutil.which("qemu-system-x86_64") or not shutil.which("apt-get"):
+        pytest.skip("needs qemu-system-x86_64 and apt-get (Debian kernels)")
+    scripts = [scenarios.get(n) for n in ("seed", *scenarios.MERGE)]
+    scripts.append(parse_script(FIXED, "fixed"))
+    fixed = len(scripts)
+    scripts += verify.random_scripts(SAMPLE, seed=11)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VMASCOPE_KERNEL_VIEW", "1")
+    try:
+        ks = [kernels.resolve(k) for k in KERNELS]
+        done = runner.run_many(ks, scripts)
+    finally:
+        mp.undo()
+    return {k: (run, scripts, fixed) for k, run in zip(KERNELS, done)}
+
+
+@pytest.mark.parametrize("alias", KERNELS)
+def test_every_arena_has_the_kernel_view(runs, alias: str) -> None:  # type: ignore[no-untyped-def]
+    run, scripts, _ = runs[alias]
+    # The executor's reader lines are aligned with its smaps V lines (same VMAs, same
+    # ranges, same permissions) or the run fails; here every script has them.
+    for out in run.results:
+        assert out.snapshot.kview is not None
+        assert out.snapshot.anon_vma is not None
+
+
+@pytest.mark.parametrize("alias", KERNELS)
+def test_the_simulator_groups_anon_vmas_as_the_kernel(runs, alias: str) -> None:  # type: ignore[no-untyped-def]
+    run, scripts, fixed = runs[alias]
+    sim = SimulatorBackend(verify.sim_release(run.kernel))
+    predicted = sim.run(scripts, like=run.results)
+    same = [compare.grouping(r) == compare.grouping(p)
+            for r, p in zip(run.results, predicted) if r.layout() == p.layout()]
+    # The scenarios and the fixed script: exactly.
+    for i in range(fixed):
+        r, p = run.results[i], predicted[i]
+        assert r.layout() == p.layout(), (alias, i)
+        assert compare.grouping(r) == compare.grouping(p), (
+            alias, i, compare.fmt_grouping(compare.grouping(r)),
+            compare.fmt_grouping(compare.grouping(p)))
+    print(f"\n{alias} ({run.release}): anon_vma grouping agrees on {sum(same)} of "
+          f"{len(same)} scripts with the same layout")
+    assert sum(same) == len(same)
