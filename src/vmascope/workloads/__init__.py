@@ -97,7 +97,6 @@ class Workload:
     generate: Callable[[Alloc, random.Random, Params], None]
     decommit: str  # "map-fixed", "mprotect", "dontneed", "free", "nohugepage"
     dump_toggle: bool
-    commit: str  # "mprotect" or "map-fixed": how the workload itself commits
     defaults: dict[str, Any]
     sizes: dict[str, dict[str, Any]]
 
@@ -121,11 +120,11 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def workload(name: str, title: str, *, decommit: str, dump_toggle: bool = False,
-             commit: str = "mprotect", sizes: dict[str, dict[str, Any]] | None = None,
+             sizes: dict[str, dict[str, Any]] | None = None,
              **defaults: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a workload generator (see the module's docstring)."""
     def add(fn: Callable[..., None]) -> Callable[..., None]:
-        WORKLOADS[name] = Workload(name, title, fn, decommit, dump_toggle, commit,
+        WORKLOADS[name] = Workload(name, title, fn, decommit, dump_toggle,
                                    defaults, sizes or {})
         return fn
     return add
@@ -148,7 +147,6 @@ class Alloc:
         self.top = FIRST
         self.state = bytearray()  # one byte a page from FIRST: UNMAPPED/RESERVED/COMMITTED
         self.reservations: list[tuple[int, int]] = []  # sorted (start, end)
-        self.verbs = {"reserve": 0, "commit": 0, "decommit": 0, "touch": 0, "release": 0}
 
     # -- raw system calls (the strategies use these) ---------------------------------
 
@@ -238,7 +236,6 @@ class Alloc:
         addr = align_up(self.top + gap, align)
         self.top = addr + length
         bisect.insort(self.reservations, (addr, addr + length))
-        self.verbs["reserve"] += 1
         if committed:
             self.mmap(addr, length, RW, FIXED)
             self._set(addr, length, COMMITTED)
@@ -264,7 +261,6 @@ class Alloc:
     def commit(self, addr: int, length: int, *, exact: bool = False) -> None:
         """Make [addr, addr+length) usable; only what is not committed yet is.
         ``exact``: never widen it (its neighbours are guard pages)."""
-        self.verbs["commit"] += 1
         if not exact:
             addr, length = self._widen(addr, length, outward=True)
         for a, n in self.runs(addr, length, COMMITTED, other=True):
@@ -273,7 +269,6 @@ class Alloc:
 
     def decommit(self, addr: int, length: int) -> None:
         """Give [addr, addr+length) back to the system, keeping the reservation."""
-        self.verbs["decommit"] += 1
         addr, length = self._widen(addr, length, outward=False)
         if length <= 0:
             return
@@ -283,13 +278,11 @@ class Alloc:
 
     def touch(self, addr: int, length: int = PAGE_SIZE, stride: int = PAGE_SIZE) -> None:
         """Write to [addr, addr+length), one touch every ``stride`` bytes."""
-        self.verbs["touch"] += 1
         for a in range(align_down(addr, PAGE_SIZE), addr + length, max(stride, PAGE_SIZE)):
             self.write(a)
 
     def release(self, addr: int, length: int) -> None:
         """Unmap [addr, addr+length) for good."""
-        self.verbs["release"] += 1
         self.munmap(addr, length)
         self._set(addr, length, UNMAPPED)
 

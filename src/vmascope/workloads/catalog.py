@@ -10,7 +10,10 @@ from __future__ import annotations
 import random
 
 from ..kconst import PAGE_SIZE
-from . import Alloc, Params, align_up, workload
+from ..ops.language import PROT_EXEC, PROT_READ
+from . import COMMITTED, RW, Alloc, Params, align_up, workload
+
+RX = PROT_READ | PROT_EXEC
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -210,10 +213,11 @@ def jemalloc_purge(a: Alloc, rng: random.Random, p: Params) -> None:
 
 
 @workload("go-hugepage",
-          "Go 1.21.0 heap: 64 MiB arenas reserved PROT_NONE, mapped with mmap(MAP_FIXED) RW "
-          "and MADV_HUGEPAGE in 4 MiB chunks; the scavenger returns 64 KiB pieces with "
-          "MADV_DONTNEED + MADV_NOHUGEPAGE, reuse marks them MADV_HUGEPAGE again",
-          decommit="nohugepage", commit="map-fixed", sizes={"verify": {"steps": 30}}, arenas=1,
+          "Go 1.21.0 heap: 64 MiB arenas reserved PROT_NONE, made RW and MADV_HUGEPAGE in "
+          "4 MiB chunks (Go maps them with mmap(MAP_FIXED): the map-fixed strategy); the "
+          "scavenger returns 64 KiB pieces with MADV_DONTNEED + MADV_NOHUGEPAGE, reuse marks "
+          "them MADV_HUGEPAGE again",
+          decommit="nohugepage", sizes={"verify": {"steps": 30}}, arenas=1,
           steps=600)
 def go_hugepage(a: Alloc, rng: random.Random, p: Params) -> None:
     chunk, piece = 4 * MiB, 64 * KiB
@@ -284,10 +288,10 @@ def bdwgc_unmap(a: Alloc, rng: random.Random, p: Params) -> None:
                     unmapped.add(b)
             if p.incremental:
                 for h, size in heap:
-                    for s, n in a.runs(h, size, 2):
-                        a.mprotect(s, n, 1)  # PROT_READ: the dirty bits
+                    for s, n in a.runs(h, size, COMMITTED):
+                        a.mprotect(s, n, PROT_READ)  # the dirty bits
                 for b in used[-8:]:
-                    a.mprotect(b, blk, 3)  # the write fault handler
+                    a.mprotect(b, blk, RW)  # the write fault handler
                     a.write(b)
 
 
@@ -355,9 +359,9 @@ def jit_wx(a: Alloc, rng: random.Random, p: Params) -> None:
         if roll < p.patch_share and code:
             at, n = rng.choice(code)
             page = at + rng.randrange(n // PAGE_SIZE) * PAGE_SIZE
-            a.mprotect(page, PAGE_SIZE, 3)
+            a.mprotect(page, PAGE_SIZE, RW)
             a.write(page)
-            a.mprotect(page, PAGE_SIZE, 5)
+            a.mprotect(page, PAGE_SIZE, RX)
         elif roll < p.patch_share + 0.15 and code:
             at, n = code.pop(rng.randrange(len(code)))
             a.decommit(at, n)
@@ -365,6 +369,6 @@ def jit_wx(a: Alloc, rng: random.Random, p: Params) -> None:
             n = rng.randrange(1, 9) * PAGE_SIZE
             a.commit(top, n)
             a.touch(top, n)
-            a.mprotect(top, n, 5)
+            a.mprotect(top, n, RX)
             code.append((top, n))
             top += n
