@@ -55,7 +55,7 @@ def main() -> int:
     ks = kernels.resolve_list(args.kernels)
     ws, ss = names()
     print("the default matrix ...", flush=True)
-    mx = workbench.compare_matrix(ws, ss, ks, max_map_count=300)
+    mx = workbench.compare_matrix(workbench.scripts_for(ws, ss), ks, max_map_count=300)
     for k in {k.name: k for k in (ks[1] if len(ks) > 1 else ks[0], ks[-1])}.values():
         for h in HYPOTHESES:
             workbench.what_if(mx, k, [h])
@@ -65,8 +65,9 @@ def main() -> int:
     print("the seed's table ...", flush=True)
     seed = {}
     for size in SEED_SIZES:
-        seed[size] = workbench.compare_matrix(["dotnet-regions"], ["mprotect", "prefault"],
-                                              ks, overcommit=False, size=size)
+        seed[size] = workbench.compare_matrix(
+            workbench.scripts_for(["dotnet-regions"], ["mprotect", "prefault"], size=size),
+            ks, overcommit=False)
     ok, total = mx.agreement
     lines = [BEGIN, "",
              f"Measured with `vmascope lab compare --kernel {args.kernels} "

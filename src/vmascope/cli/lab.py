@@ -243,20 +243,19 @@ def run_compare(args: argparse.Namespace) -> int:
     ss = workbench.parse_list(args.strategy, known_s, "strategy")
     what_if = [] if args.what_if == "none" else workbench.parse_list(
         args.what_if, list(HYPOTHESES), "what-if")
-    try:
+    workbench.check_limit(args.max_map_count)
+    try:  # the names and parameters are checked before any kernel is fetched
         scripts = workbench.scripts_for(ws, ss, seed=args.seed, size=args.size,
                                         params=params)
     except ValueError as exc:
         raise UsageError(f"--param: {exc}") from None
-    del scripts  # checked the names and parameters before any kernel is fetched
     ks = kernels.resolve_list(args.kernel)
     with display(args.format == "json") as bar:
         tasks = {k.name: bar.add_task(f"{k.name}: {len(ws)} x {len(ss)} scripts",
                                       total=None, state="waiting") for k in ks}
         mx = workbench.compare_matrix(
-            ws, ss, ks, max_map_count=args.max_map_count,
-            overcommit=not args.no_overcommit, seed=args.seed, size=args.size,
-            params=params, progress=lambda k, state: bar.update(tasks[k.name], state=state))
+            scripts, ks, max_map_count=args.max_map_count, overcommit=not args.no_overcommit,
+            progress=lambda k, state: bar.update(tasks[k.name], state=state))
     for k in {k.name: k for k in (ks[0], ks[-1])}.values():
         for rule in what_if:
             workbench.what_if(mx, k, [rule])

@@ -67,11 +67,12 @@ class SimulatorBackend:
         self.name = name
 
     def run(self, scripts: Sequence[Sequence[Op]], *, like: Sequence[Outcome] | None = None,
-            names: Sequence[str | None] | None = None, sample_every: int = 0,
-            resident: bool = False) -> list[Outcome]:
+            names: Sequence[str | None] | None = None,
+            sample_every: int | Sequence[int] = 0, resident: bool = False) -> list[Outcome]:
         """Predict each script. ``like``: the real Outcomes of the same scripts, whose
         limit, executor overhead and machine memory (for the overcommit policy) the
-        prediction takes over. ``sample_every``: record the map count every N ops;
+        prediction takes over. ``sample_every``: record the map count every N ops (one N
+        for all, or one per script);
         ``resident``: keep the resident pages (smaps Anonymous in the Outcome)."""
         from ..kernel.sim import MM, outcome_of, run_ops
         from ..kernel.sim.util import Overcommit
@@ -87,7 +88,7 @@ class SimulatorBackend:
                 overcommit = Overcommit.from_memory(like[k].memory)
             mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp, pku=self.pku)
             mm.overcommit = overcommit
-            mm.sample_every = sample_every
+            mm.sample_every = executor.per_script(sample_every, k)
             if resident:
                 mm.resident = set()
             errors, faults = run_ops(mm, [op.shifted(ARENA_BASE) for op in ops])
@@ -147,7 +148,8 @@ class HostBackend(_RealBackend):
         self.fill = fill
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            names: Sequence[str | None] | None = None,
+            sample_every: int | Sequence[int] = 0,
             limits: Sequence[int | None] | None = None) -> list[Outcome]:
         """``fill`` (set at construction): reach a --max-map-count below the host's
         inside the script's process, by mapping the difference as VMAs first, instead of
@@ -188,14 +190,16 @@ class MicroVMBackend(_RealBackend):
         self.overcommit = overcommit
 
     def run(self, scripts: Sequence[Sequence[Op]], *,
-            names: Sequence[str | None] | None = None, sample_every: int = 0,
+            names: Sequence[str | None] | None = None,
+            sample_every: int | Sequence[int] = 0,
             limits: Sequence[int | None] | None = None,
             overcommits: Sequence[int | None] | None = None) -> list[Outcome]:
         """``limits`` / ``overcommits``: vm.max_map_count / vm.overcommit_memory per
-        script (None: the backend's own)."""
+        script (None: the backend's own); ``sample_every``: one period, or one per
+        script."""
         assert self.kernel.vmlinuz is not None
         settings = None
-        if limits is not None or overcommits is not None:
+        if limits is not None or overcommits is not None or not isinstance(sample_every, int):
             base = self.max_map_count or DEFAULT_MAX_MAP_COUNT
             settings = []
             for i in range(len(scripts)):
@@ -203,11 +207,12 @@ class MicroVMBackend(_RealBackend):
                 mode = overcommits[i] if overcommits is not None else None
                 settings.append({"max_map_count": limit or base,
                                  "overcommit": self.overcommit or 0 if mode is None else mode,
-                                 "sample_every": 0 if limit else sample_every})
+                                 "sample_every": executor.per_script(sample_every, i)})
             limits = [int(st["max_map_count"]) for st in settings]
         reader = executor.kview_reader()  # with the setting VMASCOPE_KERNEL_VIEW=1
         data = executor.encode_input(scripts, max_map_count=self.max_map_count,
-                                     sample_every=sample_every, overcommit=self.overcommit,
+                                     sample_every=executor.per_script(sample_every, 0)
+                                     if settings is None else 0, overcommit=self.overcommit,
                                      settings=settings,
                                      kview=None if reader is None else "/kview")
         out = microvm.boot(self.kernel.vmlinuz, data,

@@ -301,9 +301,15 @@ def kview_reader() -> str | None:
         return None
 
 
+def per_script(value: int | Sequence[int], k: int) -> int:
+    """A setting given once for all scripts, or one per script: script k's."""
+    return value if isinstance(value, int) else value[k]
+
+
 def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None,
                 release: str | None = None, max_map_count: int | None = None,
-                names: Sequence[str | None] | None = None, sample_every: int = 0,
+                names: Sequence[str | None] | None = None,
+                sample_every: int | Sequence[int] = 0,
                 fillers: Sequence[int] | None = None) -> list[Outcome]:
     """Run scripts on the running kernel, each in a fresh child of the executor.
     ``fillers``: per script, VMAs to map outside the arena first (a lower limit)."""
@@ -311,10 +317,12 @@ def run_on_host(scripts: Sequence[Sequence[Op]], *, timeout: float | None = None
 
     exe = executor_path()
     reader = kview_reader() if not host.kernel_view_problem() else None
-    # No samples where fillers are: each would read tens of thousands of maps lines.
-    data = encode_input(scripts, sample_every=sample_every, settings=None if fillers is None
-                        else [{"fillers": n, "sample_every": 0 if n else sample_every}
-                              for n in fillers], kview=reader)
+    if fillers is None and isinstance(sample_every, int):
+        data = encode_input(scripts, sample_every=sample_every, kview=reader)
+    else:
+        data = encode_input(scripts, kview=reader, settings=[
+            {"fillers": fillers[i] if fillers is not None else 0,
+             "sample_every": per_script(sample_every, i)} for i in range(len(scripts))])
     limit = timeout if timeout is not None else 30 + 0.5 * len(scripts)
     with procs.managed([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE) as proc:

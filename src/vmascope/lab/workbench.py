@@ -208,7 +208,10 @@ def run_kernel(kernel: Kernel, scripts: dict[tuple[str, str], list[Op]],
     runs = [(key, st) for st in settings for key in keys
             if st.overcommit is None or not kernel.is_host]
     ops_list = [scripts[key] for key, _ in runs]
-    every = max(1, max(len(o) for o in ops_list) // SAMPLES)
+    # About SAMPLES map counts a script. None at a lower limit: on the host the filler
+    # VMAs would make every count read tens of thousands of maps lines.
+    every = [0 if st.limit else max(1, len(ops) // SAMPLES)
+             for ops, (_, st) in zip(ops_list, runs)]
     backend = real_backend(kernel, fill=True)
     if progress:
         progress(kernel, f"running {len(runs)} scripts")
@@ -220,15 +223,8 @@ def run_kernel(kernel: Kernel, scripts: dict[tuple[str, str], list[Op]],
                            overcommits=[st.overcommit for _, st in runs])
     if progress:
         progress(kernel, "predicting")
-    sim_backend = SimulatorBackend(sim_release(kernel))
-    sim = []
-    for st in settings:  # a limit run samples nothing (see the backends)
-        part = [k for k, (_, s2) in enumerate(runs) if s2 == st]
-        if part:
-            got = sim_backend.run([ops_list[k] for k in part], like=[real[k] for k in part],
-                                  sample_every=0 if st.limit else every, resident=True)
-            sim += list(zip(part, got))
-    sim = [o for _, o in sorted(sim, key=lambda t: t[0])]
+    sim = SimulatorBackend(sim_release(kernel)).run(ops_list, like=real, sample_every=every,
+                                                    resident=True)
     cells = []
     for ((w, s), st), r, p, ops in zip(runs, real, sim, ops_list):
         m, pr = Metrics.of(r, ops), Metrics.of(p, ops)
@@ -239,16 +235,20 @@ def run_kernel(kernel: Kernel, scripts: dict[tuple[str, str], list[Op]],
     return cells
 
 
-def compare_matrix(workloads: Sequence[str], strategies: Sequence[str],
-                   kernels: Sequence[Kernel], *, max_map_count: int | None = None,
-                   overcommit: bool = True, seed: int = 1, size: str | None = None,
-                   params: dict[str, Any] | None = None,
-                   progress: Callable[[Kernel, str], None] | None = None) -> Matrix:
-    """The whole matrix; kernels run side by side (microVMs in parallel)."""
+def check_limit(max_map_count: int | None) -> None:
     if max_map_count is not None and not 100 <= max_map_count <= DEFAULT_MAX_MAP_COUNT:
         raise UsageError(f"--max-map-count {max_map_count}: expected 100 to "
                          f"{DEFAULT_MAX_MAP_COUNT} (the workbench lowers the limit)")
-    scripts = scripts_for(workloads, strategies, seed=seed, size=size, params=params)
+
+
+def compare_matrix(scripts: dict[tuple[str, str], list[Op]], kernels: Sequence[Kernel], *,
+                   max_map_count: int | None = None, overcommit: bool = True,
+                   progress: Callable[[Kernel, str], None] | None = None) -> Matrix:
+    """The whole matrix of ``scripts`` (from :func:`scripts_for`); kernels run side by
+    side (microVMs in parallel)."""
+    check_limit(max_map_count)
+    workloads = list(dict.fromkeys(w for w, _ in scripts))
+    strategies = list(dict.fromkeys(s for _, s in scripts))
     settings = [Setting()]
     if max_map_count is not None:
         settings.append(Setting(limit=max_map_count))
@@ -263,8 +263,7 @@ def compare_matrix(workloads: Sequence[str], strategies: Sequence[str],
             procs.stop()
             raise
     cells = [c for part in parts for c in part]
-    return Matrix(list(workloads), list(strategies), [k.name for k in kernels], settings,
-                  cells, scripts)
+    return Matrix(workloads, strategies, [k.name for k in kernels], settings, cells, scripts)
 
 
 def what_if(matrix: Matrix, kernel: Kernel, hypotheses: Sequence[str]) -> None:
