@@ -52,6 +52,9 @@ class Event:
     args: tuple[int, ...] = ()
     ret: int | None = None
     stack: tuple[int, ...] = ()
+    # the same frames already symbolized by the recorder ("libc.so.6:__mmap+0x26"), when
+    # it knows them (strace -k); empty otherwise, and the trace's symbolizer names them
+    frames: tuple[str, ...] = ()
     file: FileRef | None = None  # mmap with a file descriptor
     inferred: bool = False
     text: str | None = None  # a string argument: prctl's anon name, memfd's name, exec path
