@@ -41,6 +41,8 @@ class Analysis:
     fixes: list[Fix] = dataclasses.field(default_factory=list)
     limit: LimitAdvice | None = None
     kernel_check: KernelCheck | None = None  # with the kernel view: what it changed
+    # analyze --trace: (trace.replay.Replay, trace.sites.Attribution) of a recorded run
+    trace: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def healthy_line(self) -> str | None:

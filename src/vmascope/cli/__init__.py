@@ -25,6 +25,9 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("analyze", "analyze"),  # also "analyse"
     ("check", "check"),
     ("simulate", "simulate"),
+    ("record", "record"),
+    ("import-strace", "import_strace"),
+    ("replay", "replay"),
     ("lab", "lab"),
     ("top", "top"),
     ("watch", "watch"),

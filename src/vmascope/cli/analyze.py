@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from .common import (
+    TRACE_TARGET,
     add_format,
     add_kernel_view,
     add_max_map_count,
@@ -36,8 +37,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--previous", metavar="SNAPSHOT",
                    help="an earlier snapshot of the same process: the recommended "
                    "vm.max_map_count then follows the trend between the two")
+    p.add_argument("--trace", metavar="TRACE",
+                   help="a trace from vmascope record: replay it and add where the VMAs "
+                   "came from (call sites, causes, the timeline); without TARGET the "
+                   "trace's last snapshot is analysed")
     add_output(p)
-    p.set_defaults(writes_output=True)
+    p.set_defaults(writes_output=True, target_from_trace=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,8 +54,15 @@ def run(args: argparse.Namespace) -> int:
     from .. import host
     from ..analysis.explain import resolve_kernel
 
+    replayed = None
+    if args.trace:
+        from .replay import load_and_replay
+
+        replayed = load_and_replay(args.trace, args.kernel, None, args.format != "text")
     target = str(args.target).strip()
-    if target.isdigit() and not os.path.exists(target):
+    if replayed is not None and args.target == TRACE_TARGET:
+        snap = replayed[0].trace.last or replayed[0].snapshot
+    elif target.isdigit() and not os.path.exists(target):
         snap = read_live(target, args.kernel_view)
     else:
         snap = vmascope.load(args.target)
@@ -58,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         snap.meta.max_map_count = args.max_map_count
     release, _ = resolve_kernel(snap, args.kernel)
     analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
+    analysis.trace = replayed
     if getattr(args, "previous", None):
         from ..analysis.limit import recommend
 

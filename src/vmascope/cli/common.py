@@ -16,6 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 
+TRACE_TARGET = "<the trace's last snapshot>"
+
+
 def add_target(parser: Any, help_text: str | None = None) -> None:
     parser.add_argument(
         "target",
@@ -60,6 +63,8 @@ def finish_args(args: argparse.Namespace) -> None:
             if not pid.strip().isdigit():
                 raise UsageError(f"--pid: not a pid: {pid!r}")
             args.target = pid.strip()
+        elif args.target is None and getattr(args, "target_from_trace", False) and args.trace:
+            args.target = TRACE_TARGET  # analyze --trace: the trace's end state
         elif args.target is None:
             raise UsageError("expected a TARGET (a pid, a file or -) or --pid PID")
     if hasattr(args, "format"):

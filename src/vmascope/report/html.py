@@ -204,6 +204,18 @@ def gauge_svg(a: Analysis) -> str | None:
             f'fill="{colour}"/></svg>')
 
 
+def _trace_context(a: Analysis) -> dict[str, Any]:
+    """analyze --trace: the replay's summary, its top call sites and the timeline."""
+    if a.trace is None:
+        return {"trace": None}
+    from .replay import replay_json, timeline_svg
+
+    rep, att = a.trace
+    return {"trace": replay_json(rep, att), "trace_sites": att.sites[:15],
+            "trace_svg": timeline_svg(att, "map_count over time, by the call site that "
+                                      "made the VMAs")}
+
+
 class HtmlReporter:
     def __init__(self, strips: int = STRIPS) -> None:
         self.strips = strips
@@ -233,6 +245,7 @@ class HtmlReporter:
             "human_bytes": human_bytes,
             "size_range": size_range,
             "pct": pct,
+            **_trace_context(a),
         }
 
     def render(self, a: Analysis) -> str:

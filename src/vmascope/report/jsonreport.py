@@ -15,4 +15,9 @@ class JsonReporter:
         self.indent = indent
 
     def render(self, analysis: Analysis) -> str:
-        return json.dumps(analysis.to_json(self.run_limit), indent=self.indent) + "\n"
+        out = analysis.to_json(self.run_limit)
+        if analysis.trace is not None:
+            from .replay import replay_json
+
+            out["trace"] = replay_json(*analysis.trace)
+        return json.dumps(out, indent=self.indent) + "\n"

@@ -216,8 +216,13 @@ class TextReporter:
 
     def renderables(self, a: Analysis) -> list[RenderableType]:
         title = Text(f"vmascope analyze: {process_title(a)}", style="bold")
-        return [title, budget_part(a), headroom_part(a), backing_part(a), reservations_part(a),
-                fragmentation_part(a), why_part(a), advice_part(a)]
+        parts = [title, budget_part(a), headroom_part(a), backing_part(a),
+                 reservations_part(a), fragmentation_part(a), why_part(a), advice_part(a)]
+        if a.trace is not None:
+            from .replay import replay_text
+
+            parts.append(Text(replay_text(*a.trace).rstrip("\n")))
+        return parts
 
     def print(self, a: Analysis, console: Console) -> None:
         for part in self.renderables(a):

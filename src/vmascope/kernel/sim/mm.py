@@ -59,7 +59,7 @@ class SVma:
     """struct vm_area_struct (the fields that matter for merging)."""
 
     __slots__ = ("start", "end", "pgoff", "flags", "file", "anon_vma", "chain", "anon_name",
-                 "policy", "uffd", "prev", "next")
+                 "policy", "uffd", "prev", "next", "born")
 
     def __init__(self, start: int, end: int, pgoff: int, flags: int, file: Any = None,
                  anon_name: str | None = None, policy: Any = None) -> None:
@@ -77,6 +77,7 @@ class SVma:
         self.uffd: Any = None
         self.prev: SVma | None = None
         self.next: SVma | None = None
+        self.born = -1  # the op that made the boundary at start (MM.cur_op at the time)
 
     def copy(self) -> SVma:
         c = SVma(self.start, self.end, self.pgoff, self.flags, self.file, self.anon_name,
@@ -222,6 +223,10 @@ class MM:
         self.sample_every = 0  # run_ops records (op index, map_count) every N ops
         self.samples: list[tuple[int, int]] = []
         self.resident: set[int] | None = None  # pages with private anonymous memory, if kept
+        # Attribution (replay): the op being run, stamped on each VMA whose start it makes
+        # (SVma.born), and when kept (not None) every refused merge: (op, address, codes).
+        self.cur_op = -1
+        self.refusals: list[tuple[int, int, tuple[str, ...]]] | None = None
 
     def drop_resident(self, start: int, end: int) -> None:
         """Pages in [start, end) are no longer resident (unmapped, zapped)."""
@@ -285,6 +290,7 @@ class MM:
         self._index.add(v.start)
         self._by_start[v.start] = v
         self.map_count += 1
+        v.born = self.cur_op
 
     def prev_of(self, addr: int) -> SVma | None:
         """The last VMA that starts below addr."""
@@ -313,6 +319,7 @@ class MM:
         del self._by_start[old]
         self._by_start[start] = v
         v.start = start
+        v.born = self.cur_op
 
     def note(self, text: str) -> None:
         self.log.append("  " + text)

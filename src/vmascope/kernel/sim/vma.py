@@ -83,6 +83,18 @@ def trace_merge(mm: MM, how: str, vmg: Any, prev: SVma | None, nxt: SVma | None,
                 "(anon_vmas_compatible); prev wins")
 
 
+def record_refusals(mm: MM, vmg: Any, rl: Sequence[R.Reason], rr: Sequence[R.Reason],
+                    cross: bool) -> None:
+    """Keep the refused merges of the op being run (replay attributes them)."""
+    assert mm.refusals is not None
+    if rl:
+        mm.refusals.append((mm.cur_op, vmg.start, tuple(str(r.code) for r in rl)))
+    if rr:
+        mm.refusals.append((mm.cur_op, vmg.end, tuple(str(r.code) for r in rr)))
+    if cross:
+        mm.refusals.append((mm.cur_op, vmg.end, ("anon_vmas_compatible",)))
+
+
 def refusal(reasons: Sequence[R.Reason]) -> str:
     return "; ".join(f"{r.code} ({r.rule}): {r.detail}" for r in reasons)
 
@@ -120,6 +132,8 @@ def vma_merge_existing_range(mm: MM, vmg: R.Vmg) -> SVma | None:
         merge_right = False  # prev (left) wins
     if mm.tracing:
         trace_merge(mm, "merge", vmg, prev, nxt, merge_left, merge_right, rl, rr, cross)
+    if mm.refusals is not None and (rl or rr or cross):
+        record_refusals(mm, vmg, rl, rr, cross)
     if not merge_left and not merge_right:
         return None
     # Sticky flags (6.19 VM_MAYBE_GUARD) of every VMA that takes part are kept.
@@ -205,6 +219,8 @@ def vma_merge_new_range(mm: MM, vmg: R.Vmg, prev: SVma | None, nxt: SVma | None,
             if merge_right and merge_left and not R.anon_vmas_compatible(ep, prev, nxt):
                 merge_right = False
                 cross = True
+    if mm.refusals is not None and (rl or rr or cross):
+        record_refusals(mm, vmg, rl, rr, cross)
     if mm.tracing:
         how = {"vma_merge": "vma_merge", "next_first": "mmap_region (next first)",
                "merge_new_range": "vma_merge_new_range"}[mode]

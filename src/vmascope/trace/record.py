@@ -1,0 +1,413 @@
+"""``vmascope record``: a program's mapping calls and faults, between two snapshots.
+
+The order of things for ``record -- CMD``:
+
+1. the command starts stopped right after its exec (``launch.Tracee``), with the exit
+   hook preloaded (``native/exithook.c``: at exit() it waits while the final snapshot
+   is taken);
+2. the first snapshot (with the kernel view where it can be read);
+3. the recorder attaches (BPF as root, else strace; ``--strace`` chooses strace);
+4. the command runs; events become op lines as they come (``convert.Converter``);
+5. the last snapshot: at the command's exit (the hook), at the end of ``--duration``,
+   or at Ctrl-C, while the process is still there; events after it are kept but
+   marked ``skip=after-end``;
+6. the instruction pointers are named from the target's ELF symbol tables (``#sym``).
+
+``record --pid PID`` skips 1 and ends at 5 with the process still running. The trace
+appears only when complete (written to a temporary name, renamed); on an error nothing is
+left. Every process started here (the command, strace, the BPF loader) ends with the
+recording: on SIGINT and SIGTERM through the handlers below, on SIGKILL of vmascope
+through PR_SET_PDEATHSIG in each of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import host
+from ..errors import UsageError, VmascopeError
+from .convert import Converter
+from .events import Event
+from .format import TraceWriter
+
+EXIT_HOOK = Path(__file__).with_name("native") / "exithook.c"
+FAULT_RULE_BPF = ("kernel filter: a user page fault is kept when there is no VMA at the "
+                  "address or the VMA is private with no anon_vma yet (the fault that "
+                  "runs anon_vma_prepare); later faults change no VMA")
+FAULT_RULE_STRACE = ("inferred: strace sees no faults; a write fault is assumed at the "
+                     "first page of each part of a newly accessible private anonymous "
+                     "range that the final snapshot shows with anonymous pages")
+
+
+class RecordError(VmascopeError):
+    exit_code = 11
+
+
+@dataclasses.dataclass
+class RecordResult:
+    path: Path
+    recorder: str
+    events: int
+    ops: int
+    lost: int
+    skipped: dict[str, int]
+    final: str  # how the last snapshot was taken ("exit", "duration", "interrupt", "none")
+    exit_status: int | None
+
+
+def exit_hook_path() -> Path:
+    from ..native import build_shared_object
+
+    return build_shared_object("exithook", EXIT_HOOK)
+
+
+def snapshot_bytes(pid: int, kernel_view: bool | None) -> bytes:
+    """A snapshot file of pid, as bytes (a private temporary file, removed)."""
+    from ..errors import KernelViewUnavailable
+    from ..procfs import kview
+    from ..procfs.capture import capture
+
+    d = tempfile.mkdtemp(prefix="vmascope-rec.")
+    try:
+        path = os.path.join(d, "s.vmasnap")
+        want = kview.wanted(kernel_view)
+        try:
+            capture(pid, path, kernel_view=want)
+        except KernelViewUnavailable:
+            capture(pid, path, kernel_view=False)
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class _ExitWatch:
+    """The recorder's side of the exit hook: two FIFOs in a private folder; when the
+    target writes its pid to ``req``, ``take()`` runs and one byte goes to ``ack``."""
+
+    def __init__(self, take: Callable[[], None]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="vmascope-exit.")
+        self.req = os.path.join(self.dir, "req")
+        self.ack = os.path.join(self.dir, "ack")
+        os.mkfifo(self.req, 0o600)
+        os.mkfifo(self.ack, 0o600)
+        # both ends held open read-write: the hook never sees a FIFO without a peer
+        self._req = os.open(self.req, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._ack = os.open(self.ack, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.take = take
+        self.fired = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="exit-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            r, _, _ = select.select([self._req], [], [], 0.2)
+            if not r:
+                continue
+            try:
+                data = os.read(self._req, 64)
+            except BlockingIOError:
+                continue
+            if not data:
+                continue
+            try:
+                self.take()
+            finally:
+                self.fired.set()
+                os.write(self._ack, b"k")
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for fd in (self._req, self._ack):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def choose_recorder(want: str) -> str:
+    """"bpf" or "strace" for ``want`` ("auto", "bpf", "strace")."""
+    from . import bpf
+
+    if want == "strace":
+        return "strace"
+    why = bpf.problem()
+    if want == "bpf" and why:
+        raise RecordError(f"no BPF recording: {why} (--strace records without root)")
+    return "strace" if why else "bpf"
+
+
+def _signals_raise() -> dict[int, Any]:
+    """SIGTERM (and SIGHUP) end the recording like Ctrl-C: KeyboardInterrupt."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = {}
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[s] = signal.signal(s, handler)
+        except ValueError:  # not the main thread
+            pass
+    return old
+
+
+def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
+           pid: int | None = None, duration: float | None = None, recorder: str = "auto",
+           kernel_view: bool | None = None,
+           progress: Callable[[str, int], None] | None = None) -> RecordResult:
+    """Record ``argv`` (started here) or the running process ``pid`` into ``out``."""
+    from . import launch
+
+    if (argv is None) == (pid is None):
+        raise UsageError("record: give --pid PID or -- CMD ARGS...")
+    if duration is not None and duration <= 0:
+        raise UsageError("--duration must be more than 0 seconds")
+    kind = choose_recorder(recorder)
+    out = Path(out)
+    old = _signals_raise()
+    tracee = None
+    watch = None
+    final: dict[str, Any] = {"data": None, "how": "none", "ns": None}
+    try:
+        if argv is not None:
+            env = dict(os.environ)
+            hook = exit_hook_path()
+            env["LD_PRELOAD"] = " ".join(filter(None, [str(hook), env.get("LD_PRELOAD")]))
+            target_pid_box: list[int] = []
+
+            def take_at_exit() -> None:
+                final["ns"] = time.monotonic_ns()
+                final["data"] = snapshot_bytes(target_pid_box[0], kernel_view)
+                final["how"] = "exit"
+
+            watch = _ExitWatch(take_at_exit)
+            env["VMASCOPE_EXIT_DIR"] = watch.dir
+            tracee = launch.Tracee.start(argv, env=env)
+            pid = tracee.pid
+            target_pid_box.append(pid)
+        assert pid is not None
+        from ..procfs.live import read_raw_meta
+
+        try:
+            comm = read_raw_meta(pid)["comm"].decode(errors="replace").strip()
+        except (OSError, KeyError, VmascopeError):
+            comm = None
+        first = snapshot_bytes(pid, kernel_view)
+        header = {"recorder": kind, "pid": pid,
+                  "command": " ".join(argv) if argv else None, "comm": comm,
+                  "kernel": host.kernel_release(), "machine": os.uname().machine,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "faults": FAULT_RULE_BPF if kind == "bpf" else FAULT_RULE_STRACE,
+                  "max_map_count": host.max_map_count()}
+        with TraceWriter(out, header) as writer:
+            writer.snapshot("first", first)
+            result = _run(writer, kind, pid, tracee, duration, kernel_view, final, watch,
+                          first, progress)
+            result.path = out
+        return result
+    except KeyboardInterrupt:
+        raise RecordError("record: interrupted before the recording started") from None
+    finally:
+        if tracee is not None:
+            tracee.kill()
+        if watch is not None:
+            watch.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _first_snapshot_facts(first: bytes) -> tuple[bool, dict[tuple[int, int], str]]:
+    import io
+
+    from ..procfs.load import load_stream
+
+    snap = load_stream(io.BytesIO(first), "<first snapshot>")
+    files = {}
+    for i in range(len(snap)):
+        if int(snap.inode[i]):
+            name = snap.name(i)
+            if name:
+                files[(int(snap.dev[i]), int(snap.inode[i]))] = name
+    heap = any(snap.name(i) == "[heap]" for i in range(len(snap)))
+    return heap, files
+
+
+def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float | None,
+         kernel_view: bool | None, final: dict[str, Any], watch: Any, first: bytes,
+         progress: Callable[[str, int], None] | None) -> RecordResult:
+    heap, files = _first_snapshot_facts(first)
+    conv = Converter(pid, heap_known=heap, files=files)
+    deadline = None if duration is None else time.monotonic() + duration
+    source = _source(kind, pid, tracee)
+    stats: dict[str, Any] = {}
+    exit_status = None
+    events: list[Event] = []  # strace's, kept for the fault inference
+    try:
+        t0_ns = source.start()
+        for ev in source.events(deadline):
+            if final["ns"] is not None and t0_ns is not None and (
+                    t0_ns + int(ev.t * 1e9) > final["ns"]):
+                writer.skipped(f"{ev.call}(...)", conv._note(ev, skip="after-end"))
+                continue
+            if kind == "strace":
+                events.append(ev)
+                continue
+            _write(writer, conv, [ev])
+            if progress is not None and conv.stats.events % 4096 == 0:
+                progress("recording", conv.stats.events)
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    if final["data"] is None:
+        alive = _alive(pid)
+        if alive:
+            final["data"] = snapshot_bytes(pid, kernel_view)
+            final["how"] = "interrupt" if interrupted else "duration"
+    stats = source.stop()
+    if tracee is not None:
+        exit_status = tracee.poll()
+    if kind == "strace":
+        evs = events
+        if final["data"] is not None:
+            import io
+
+            from ..procfs.load import load_stream
+            from .strace import infer_faults
+
+            evs = infer_faults(events, load_stream(io.BytesIO(final["data"]), "<last>"))
+        _write(writer, conv, evs)
+    if final["data"] is not None:
+        writer.snapshot("last", final["data"])
+    else:
+        writer.comment("no last snapshot: the process ended without exit() (or was killed)"
+                       " before it could be taken")
+    lost = int(stats.get("lost", 0) or 0)
+    writer.symbols(_names(writer, first, final["data"]))
+    writer.header({"lost": lost, "events": conv.stats.events,
+                   "skipped": " ".join(f"{k}={v}" for k, v in sorted(conv.stats.skipped.items())),
+                   "final": final["how"]})
+    return RecordResult(path=writer.path, recorder=kind, events=conv.stats.events,
+                        ops=conv.stats.ops, lost=lost, skipped=dict(conv.stats.skipped),
+                        final=final["how"], exit_status=exit_status)
+
+
+def _write(writer: TraceWriter, conv: Converter, events: list[Event]) -> None:
+    for op, skip, note in conv.lines(events):
+        if op is not None:
+            writer.op(op, note)
+            for ip in note.stack:
+                writer.ips.add(ip)
+        else:
+            writer.skipped(skip, note)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _names(writer: TraceWriter, first: bytes, last: bytes | None) -> dict[int, str]:
+    """#sym lines: each instruction pointer of the trace, named from the ELF files the
+    snapshots show (on this machine, now, while the files are there)."""
+    import io
+
+    from ..procfs.load import load_stream
+    from .symbols import Symbolizer
+
+    ips = sorted(writer.ips)
+    if not ips:
+        return {}
+    snaps = [load_stream(io.BytesIO(b), "<snapshot>") for b in (first, last) if b]
+    sym = Symbolizer(snaps)
+    return {ip: str(f) for ip, f in zip(ips, sym.frames(ips))}
+
+
+class _Source:
+    """What the recording loop needs of a recorder."""
+
+    def start(self) -> int | None:  # the monotonic ns that Event.t counts from
+        raise NotImplementedError
+
+    def events(self, deadline: float | None) -> Iterator[Event]:
+        raise NotImplementedError
+
+    def stop(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _source(kind: str, pid: int, tracee: Any) -> _Source:
+    if kind == "bpf":
+        return _BpfSource(pid, tracee)
+    return _StraceSource(pid, tracee)
+
+
+class _BpfSource(_Source):
+    def __init__(self, pid: int, tracee: Any) -> None:
+        from .bpf import BpfRecorder
+
+        self.rec = BpfRecorder([pid], follow=True)
+        self.tracee = tracee
+
+    def start(self) -> int | None:
+        self.rec.start()
+        if self.tracee is not None:
+            self.tracee.detach_stopped()
+            self.tracee.resume()
+        return self.rec.t0
+
+    def events(self, deadline: float | None) -> Iterator[Event]:
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            got = False
+            for ev in self.rec.events(timeout=0.5 if timeout is None else min(timeout, 0.5)):
+                got = True
+                yield ev
+            if self.rec.finished:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if not got:
+                continue
+
+    def stop(self) -> dict[str, Any]:
+        return self.rec.stop()
+
+
+class _StraceSource(_Source):
+    def __init__(self, pid: int, tracee: Any) -> None:
+        from .strace import StraceRecorder
+
+        self.rec = StraceRecorder([pid])
+        self.tracee = tracee
+
+    def start(self) -> int | None:
+        if self.tracee is not None:
+            self.tracee.detach_stopped()
+        self.rec.start()
+        if self.tracee is not None:
+            self.tracee.resume()
+        return self.rec.t0
+
+    def events(self, deadline: float | None) -> Iterator[Event]:
+        yield from self.rec.events(deadline=deadline)
+
+    def stop(self) -> dict[str, Any]:
+        return self.rec.stop()

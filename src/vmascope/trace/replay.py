@@ -1,0 +1,207 @@
+"""Replaying a trace through the model: agreement with the real end state, and a cause and
+a call site for every VMA.
+
+The model starts from the trace's first snapshot (``MM.from_snapshot``), runs its ops with
+attribution on (each VMA remembers the op that made the boundary at its start,
+``SVma.born``; every refused merge is kept with its reason codes), and is compared with the
+last snapshot:
+
+* **agreement**: the share of the real final VMAs the model has exactly (start, end,
+  permissions, shared or private); ``[vsyscall]`` (no VMA of the mm) is left out and the
+  ``[stack]`` is matched by its end (its growth is not a mapping call).
+* **differing regions**: address ranges where the two disagree, with both counts.
+* **sites**: each VMA of the model's end state is put down to the op (the event) that
+  made it, and that event to its call site (``trace.sites``); each boundary gets its
+  cause from the budget analysis of the model's end state, which knows the anon_vmas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..kernel.epochs import Epoch, epoch_for
+from ..kernel.sim.memory import handle_mm_fault
+from ..kernel.sim.mm import MM, OpFailed
+from ..kernel.sim.result import SYSCALLS, snapshot_of
+from ..model import Snapshot, SnapshotMeta
+from .format import Trace
+
+SAMPLES = 120  # points of the map_count timeline
+PRESENT = -1  # born before the trace started
+
+
+@dataclasses.dataclass
+class Region:
+    start: int
+    end: int
+    real: int  # VMAs of the real end state in the region
+    model: int
+    name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Comparison:
+    real: int
+    model: int
+    matched: int
+    regions: list[Region]
+
+    @property
+    def agreement(self) -> float:
+        """VMAs both have, per cent of the VMAs either has (an extra VMA of the model
+        counts against it as much as a missing one)."""
+        either = self.real + self.model - self.matched
+        return 100.0 * self.matched / either if either else 100.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"real": self.real, "model": self.model, "matched": self.matched,
+                "agreement": round(self.agreement, 3),
+                "regions": [r.to_json() for r in self.regions]}
+
+
+@dataclasses.dataclass
+class Replay:
+    trace: Trace
+    epoch: Epoch
+    snapshot: Snapshot  # the model's end state
+    born: np.ndarray  # per VMA of snapshot: the op that made it (PRESENT: before)
+    errors: list[tuple[int, str]]  # ops the model refused (index, errno)
+    faults: list[tuple[int, str]]  # touches the model refused (index, signal)
+    refusals: list[tuple[int, int, tuple[str, ...]]]  # (op, address, reason codes)
+    samples: list[tuple[int, int]]  # (op index, map_count)
+    sample_born: list[tuple[np.ndarray, np.ndarray]]  # per sample: (ops, VMA counts)
+    comparison: Comparison | None
+    seconds: float = 0.0
+
+    @property
+    def diverged(self) -> list[tuple[int, str]]:
+        """Ops the real kernel did but the model refused."""
+        return self.errors
+
+
+def _file_names(snap: Snapshot, files: dict[str, str]) -> Snapshot:
+    """The model names a traced file mapping /memfd:fN (deleted); give it its path."""
+    if not files:
+        return snap
+    names = list(snap.names)
+    for i, n in enumerate(names):
+        if n.startswith("/memfd:") and n.endswith(" (deleted)"):
+            key = n[len("/memfd:"):-len(" (deleted)")]
+            if key in files:
+                names[i] = files[key]
+    return dataclasses.replace(snap, names=names)
+
+
+def replay(trace: Trace, kernel: str | Epoch | None = None, *,
+           max_map_count: int | None = None, samples: int = SAMPLES,
+           progress: Callable[[int, int], None] | None = None) -> Replay:
+    """Run the trace on the model of ``kernel`` (default: the kernel it was recorded on)."""
+    import time
+
+    from ..errors import ParseError
+
+    if trace.first is None:
+        raise ParseError(trace.source, None, "a first snapshot (#snapshot first): replay "
+                         "starts from the state the program was in")
+    t0 = time.perf_counter()
+    release = kernel or trace.header.get("kernel") or trace.first.meta.kernel_release or "6.18"
+    epoch = release if isinstance(release, Epoch) else epoch_for(release)
+    mm = MM.from_snapshot(trace.first, epoch, max_map_count=max_map_count)
+    mm.refusals = []
+    ops = trace.ops
+    n = len(ops)
+    every = max(1, n // samples) if samples else 0
+    handlers = SYSCALLS
+    errors: list[tuple[int, str]] = []
+    faults: list[tuple[int, str]] = []
+    taken: list[tuple[int, int]] = []
+    born_at: list[tuple[np.ndarray, np.ndarray]] = []
+    step = max(1, n // 100)
+    for i, op in enumerate(ops):
+        mm.cur_op = i
+        if op.kind == "touch":
+            sig = handle_mm_fault(mm, op)
+            if sig is not None:
+                faults.append((i, sig))
+        else:
+            try:
+                handlers[op.kind](mm, op)
+            except OpFailed as exc:
+                errors.append((i, exc.errno))
+        if every and (i % every == every - 1 or i == n - 1):
+            taken.append((i, mm.map_count))
+            ops_, counts = np.unique(np.fromiter((v.born for v in mm), np.int64,
+                                                 count=mm.map_count), return_counts=True)
+            born_at.append((ops_, counts))
+        if progress is not None and i % step == 0:
+            progress(i, n)
+    mm.cur_op = -1
+    meta = SnapshotMeta(kernel_release=epoch.release, max_map_count=mm.max_map_count,
+                        source="simulated", comm=trace.header.get("comm"))
+    meta.extra["epoch"] = epoch.name
+    snap = _file_names(snapshot_of(mm, meta), trace.files)
+    born = np.fromiter((v.born for v in mm), np.int64, count=mm.map_count)
+    comparison = compare(trace.last, snap) if trace.last is not None else None
+    return Replay(trace=trace, epoch=epoch, snapshot=snap, born=born, errors=errors,
+                  faults=faults, refusals=mm.refusals, samples=taken, sample_born=born_at,
+                  comparison=comparison, seconds=time.perf_counter() - t0)
+
+
+def _keys(snap: Snapshot) -> tuple[dict[tuple[int, int, int], int], int | None]:
+    """(start, end, perms) -> index, without [vsyscall]; and the [stack]'s index."""
+    keys: dict[tuple[int, int, int], int] = {}
+    stack = None
+    starts, ends, perms = snap.start.tolist(), snap.end.tolist(), snap.perms.tolist()
+    for i in range(len(snap)):
+        name = snap.name(i)
+        if name == "[vsyscall]":
+            continue
+        if name == "[stack]":
+            stack = i
+        keys[(starts[i], ends[i], perms[i])] = i
+    return keys, stack
+
+
+def compare(real: Snapshot, model: Snapshot, limit: int = 20) -> Comparison:
+    """How much of the real end state the model reproduces, and where it does not."""
+    rk, rstack = _keys(real)
+    mk, mstack = _keys(model)
+    matched_keys = rk.keys() & mk.keys()
+    bad_real = [i for k, i in rk.items() if k not in matched_keys]
+    bad_model = [i for k, i in mk.items() if k not in matched_keys]
+    matched = len(matched_keys)
+    if (rstack is not None and mstack is not None and rstack in bad_real
+            and int(real.end[rstack]) == int(model.end[mstack])):
+        matched += 1  # the stack grew by faults the recorder does not keep
+        bad_real.remove(rstack)
+        if mstack in bad_model:
+            bad_model.remove(mstack)
+    spans = sorted([(int(real.start[i]), int(real.end[i]), 0, i) for i in bad_real]
+                   + [(int(model.start[i]), int(model.end[i]), 1, i) for i in bad_model])
+    regions: list[Region] = []
+    for lo, hi, side, i in spans:
+        if regions and lo <= regions[-1].end:
+            r = regions[-1]
+            r.end = max(r.end, hi)
+        else:
+            name = (real if side == 0 else model).name(i) or ""
+            r = Region(lo, hi, 0, 0, name)
+            regions.append(r)
+        if side == 0:
+            r.real += 1
+        else:
+            r.model += 1
+    regions.sort(key=lambda r: (-max(r.real, r.model), r.start))
+    return Comparison(real=len(rk), model=len(mk), matched=matched, regions=regions[:limit])
+
+
+def op_counts(trace: Trace) -> Counter[str]:
+    return Counter(op.kind for op in trace.ops)

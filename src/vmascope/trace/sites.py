@@ -1,0 +1,145 @@
+"""Call sites: which code made the VMAs a replay ends with, and why they stay apart.
+
+Each VMA of the model's end state was made by one op (``Replay.born``); the op's event has
+a user stack; the stack's call site (``symbols.call_site``: the first frame outside the C
+library and the dynamic loader) names the code. Each VMA's start boundary has a cause
+from the budget analysis of the model's end state (protection, anon_vma, ...), and each
+refused merge the model saw has reason codes: both are summed per call site.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+
+from .format import Trace
+from .replay import PRESENT, Replay
+
+AT_START = "(present when recording started)"
+UNKNOWN = "(no stack)"
+
+
+@dataclasses.dataclass
+class Site:
+    key: str
+    vmas: int = 0  # VMAs of the end state this site made
+    excess: int = 0  # of them, VMAs that a merge would have saved (a boundary inside)
+    causes: Counter[str] = dataclasses.field(default_factory=Counter)
+    refused: Counter[str] = dataclasses.field(default_factory=Counter)  # reason -> count
+    ops: Counter[str] = dataclasses.field(default_factory=Counter)  # op kind -> VMAs
+    chain: str = ""  # a short caller chain, innermost first
+    example: int = -1  # an op index
+
+    def to_json(self) -> dict[str, Any]:
+        return {"site": self.key, "vmas": self.vmas, "excess": self.excess,
+                "causes": dict(self.causes.most_common()),
+                "refused_merges": dict(self.refused.most_common()),
+                "ops": dict(self.ops.most_common()), "chain": self.chain,
+                "example_op": self.example}
+
+
+@dataclasses.dataclass
+class Attribution:
+    sites: list[Site]  # most VMAs first
+    op_site: dict[int, str]  # op index -> site key (the ops that were looked at)
+    refusals: int
+    timeline: list[tuple[float, int, dict[str, int]]]  # (t, map_count, {site: VMAs})
+
+    def to_json(self, limit: int = 30) -> dict[str, Any]:
+        return {"sites": [s.to_json() for s in self.sites[:limit]],
+                "refused_merges": self.refusals,
+                "timeline": [{"t": t, "map_count": n, "by_site": by}
+                             for t, n, by in self.timeline]}
+
+
+class SiteNamer:
+    """Op index -> call site key, through the trace's ``#sym`` table, the recorder's own
+    frames (strace -k) or, on the machine the trace was recorded on, the ELF symbols."""
+
+    def __init__(self, trace: Trace, symbolizer: Any = None) -> None:
+        self.trace = trace
+        self.sym = symbolizer
+        self._cache: dict[int, tuple[str, str]] = {}
+
+    def _frames(self, i: int) -> list[Any]:
+        from . import symbols
+
+        a = self.trace.annotation(i)
+        if a.frames:
+            return [symbols.parse_frame(f) for f in a.frames]
+        out = []
+        for ip in a.stack:
+            text = self.trace.symbols.get(ip)
+            if text is not None:
+                out.append(symbols.parse_frame(text, ip))
+            elif self.sym is not None:
+                out.append(self.sym.frame(ip))
+            else:
+                out.append(symbols.parse_frame(f"{ip:#x}", ip))
+        return out
+
+    def site(self, i: int) -> tuple[str, str]:
+        """(site key, short chain) of op i."""
+        if i == PRESENT:
+            return AT_START, ""
+        hit = self._cache.get(i)
+        if hit is None:
+            from . import symbols
+
+            frames = self._frames(i)
+            if not frames:
+                hit = (UNKNOWN, "")
+            else:
+                hit = (symbols.site_key(symbols.call_site(frames)),
+                       symbols.caller_chain(frames))
+            self._cache[i] = hit
+        return hit
+
+
+def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attribution:
+    from ..analysis import analyze
+    from ..analysis.budget import CAUSES, NONE
+
+    namer = namer or SiteNamer(rep.trace)
+    snap = rep.snapshot
+    an = analyze(snap, epoch=rep.epoch)
+    cause = an.budget.cause if an.budget is not None else np.full(max(len(snap) - 1, 0), NONE)
+    sites: dict[str, Site] = {}
+    ops = rep.trace.ops
+
+    def get(i: int) -> Site:
+        key, chain = namer.site(i)
+        s = sites.get(key)
+        if s is None:
+            s = sites[key] = Site(key, chain=chain, example=i)
+        return s
+
+    born = rep.born.tolist()
+    for k, i in enumerate(born):
+        s = get(i)
+        s.vmas += 1
+        s.ops[ops[i].kind if i >= 0 else "present"] += 1
+        if k > 0 and cause[k - 1] != NONE:
+            s.excess += 1
+            s.causes[CAUSES[int(cause[k - 1])]] += 1
+    for i, _addr, codes in rep.refusals:
+        s = get(i)
+        for c in codes:
+            s.refused[c] += 1
+    ordered = sorted(sites.values(), key=lambda s: (-s.vmas, -s.excess, s.key))
+    # the timeline: the top sites by VMAs at the end, the rest as "other"
+    names = [s.key for s in ordered[:top]]
+    timeline: list[tuple[float, int, dict[str, int]]] = []
+    for (i, n), (born_ops, counts) in zip(rep.samples, rep.sample_born):
+        by: dict[str, int] = defaultdict(int)
+        for op_i, c in zip(born_ops.tolist(), counts.tolist()):
+            key = namer.site(op_i)[0]
+            by[key if key in names else "other"] += c
+        t = rep.trace.annotation(i).t
+        timeline.append((t if t is not None else float(i), n, dict(by)))
+    op_site = {i: k for i, (k, _c) in namer._cache.items()}
+    return Attribution(sites=ordered, op_site=op_site, refusals=len(rep.refusals),
+                       timeline=timeline)
