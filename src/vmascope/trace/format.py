@@ -48,7 +48,7 @@ import zstandard
 
 from ..errors import ParseError, UsageError
 from ..model import Snapshot
-from ..ops.language import Op, check_script, parse_line
+from ..ops.language import MADVICE, Op, check_script, parse_line
 
 MAGIC_LINE = "#!vmascope-trace"
 VERSION = 1
@@ -337,6 +337,8 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
             if m:
                 header[m.group(1)] = m.group(2)
             continue
+        if in_snap is not None:
+            raise ParseError(source, lineno, "#= lines or #snapshot end")
         body, sep, note = line.partition("  # ")
         if not sep and "#" in line:
             body, sep, note = line.partition("#")
@@ -356,27 +358,86 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
                  notes=notes, skipped=skipped, symbols=symbols, files=files, source=source)
 
 
+class _TraceOp(Op):
+    """An Op built without the dataclass's checks and field-by-field frozen setattr: a
+    subclass with the defaults as class attributes and only the fields a line sets in
+    the instance's dict. It is an Op in every way (fields, equality, hash, replace)."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Op):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _NAMES)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, n) for n in _NAMES))
+
+
+_NAMES = tuple(f.name for f in dataclasses.fields(Op))
+for _f in dataclasses.fields(Op):
+    setattr(_TraceOp, _f.name, _f.default)
+_new = object.__new__
+
+
+def _op(**fields: Any) -> Op:
+    op = _new(_TraceOp)
+    op.__dict__.update(fields)
+    return op
+
+
+_PROTS = {p: (4 if p[2] == "x" else 0) | (2 if p[1] == "w" else 0) | (1 if p[0] == "r" else 0)
+          for p in ("---", "r--", "rw-", "r-x", "rwx", "-w-", "-wx", "--x")}
+_HEX = re.compile(r"^0x[0-9a-f]{1,16}$")
+_SIMPLE = {"munmap": 3, "mprotect": 4, "madvise": 4, "mlock": 3, "munlock": 3, "mseal": 3}
+
+
 class _FastParser:
-    """The op lines a recorder writes, parsed without the general parser's checks where
-    the line has the recorder's exact shape (hex numbers, canonical words); any other line
-    goes through :func:`vmascope.ops.language.parse_line`, so an edited trace is checked
-    like any script."""
+    """The op lines a recorder writes, parsed without the general parser where the line
+    has the recorder's exact shape (lower-case hex numbers, canonical words, values the
+    general parser would accept); any other line goes through
+    :func:`vmascope.ops.language.parse_line`, so an edited trace is checked like any
+    script."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._flags: dict[str, frozenset[str]] = {}
+        self._flags: dict[str, frozenset[str] | None] = {}
+
+    def _mmap_flags(self, word: str) -> frozenset[str] | None:
+        hit = self._flags.get(word, False)
+        if hit is False:
+            try:
+                hit = parse_line(f"mmap 0x1000 0x1000 rw- {word}").flags
+            except ParseError:
+                hit = None
+            self._flags[word] = hit
+        return hit  # type: ignore[return-value]
 
     def __call__(self, body: str, lineno: int) -> Op:
         w = body.split()
         if not w:
             raise ParseError(self.source, lineno, "an op")
         kind = w[0]
-        try:
-            if kind == "touch" and len(w) == 3 and w[1][:2] == "0x" and w[2] in (
-                    "write", "read"):
-                return Op("touch", addr=int(w[1], 16), write=w[2] == "write", line=lineno)
-        except ValueError:
-            pass
+        n = len(w)
+        hx = _HEX.match
+        if kind == "touch":
+            if n == 3 and hx(w[1]) and w[2] in ("write", "read"):
+                return _op(kind="touch", addr=int(w[1], 16), write=w[2] == "write",
+                           line=lineno)
+        elif _SIMPLE.get(kind) == n and hx(w[1]) and hx(w[2]):
+            addr, length = int(w[1], 16), int(w[2], 16)
+            if kind == "mprotect":
+                prot = _PROTS.get(w[3])
+                if prot is not None:
+                    return _op(kind=kind, addr=addr, length=length, prot=prot, line=lineno)
+            elif kind == "madvise":
+                if w[3] in MADVICE:
+                    return _op(kind=kind, addr=addr, length=length, advice=w[3], line=lineno)
+            else:
+                return _op(kind=kind, addr=addr, length=length, line=lineno)
+        elif kind == "mmap" and n == 5 and hx(w[1]) and hx(w[2]) and w[3] in _PROTS:
+            flags = self._mmap_flags(w[4])
+            if flags is not None and "anonymous" in flags:
+                return _op(kind="mmap", addr=int(w[1], 16), length=int(w[2], 16),
+                           prot=_PROTS[w[3]], flags=flags, line=lineno)
         return parse_line(body.strip(), self.source, lineno)
 
 

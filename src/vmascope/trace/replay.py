@@ -116,6 +116,7 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
     epoch = release if isinstance(release, Epoch) else epoch_for(release)
     mm = MM.from_snapshot(trace.first, epoch, max_map_count=max_map_count)
     mm.refusals = []
+    mm.born_count = {PRESENT: mm.map_count}
     ops = trace.ops
     n = len(ops)
     every = max(1, n // samples) if samples else 0
@@ -138,9 +139,9 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
                 errors.append((i, exc.errno))
         if every and (i % every == every - 1 or i == n - 1):
             taken.append((i, mm.map_count))
-            ops_, counts = np.unique(np.fromiter((v.born for v in mm), np.int64,
-                                                 count=mm.map_count), return_counts=True)
-            born_at.append((ops_, counts))
+            c = mm.born_count
+            born_at.append((np.fromiter(c.keys(), np.int64, count=len(c)),
+                            np.fromiter(c.values(), np.int64, count=len(c))))
         if progress is not None and i % step == 0:
             progress(i, n)
     mm.cur_op = -1

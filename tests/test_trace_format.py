@@ -1,0 +1,257 @@
+"""The trace file (trace/format.py) and the event converter (trace/convert.py)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from vmascope.errors import ParseError
+from vmascope.ops.language import format_op, parse_line
+from vmascope.trace.convert import Converter
+from vmascope.trace.events import Event, FileRef
+from vmascope.trace.format import (Annotation, TraceWriter, _FastParser, parse_annotation,
+                                   parse_trace, read_trace)
+
+PID = 4242
+NEG = lambda e: (1 << 64) - e  # noqa: E731  a negative argument as the kernel sees it
+
+
+def _ev(call: str, args: tuple[int, ...] = (), ret: int | None = 0, **kw: object) -> Event:
+    kw.setdefault("pid", PID)
+    kw.setdefault("tid", PID)
+    return Event(t=kw.pop("t", 0.5), call=call, args=args, ret=ret, **kw)  # type: ignore[arg-type]
+
+
+def _lines(events: list[Event], conv: Converter | None = None) -> list[tuple[str | None, str, Annotation]]:
+    return list((conv or Converter(PID)).lines(events))
+
+
+def _ops(events: list[Event], conv: Converter | None = None) -> list[str]:
+    return [op for op, _s, _n in _lines(events, conv) if op is not None]
+
+
+# -- the converter: each call's meaning, from the uapi values -----------------------------
+
+def test_mmap_anonymous_is_placed_where_the_kernel_put_it() -> None:
+    # mmap(NULL, 5000, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0)
+    ev = _ev("mmap", (0, 5000, 0x3, 0x02 | 0x20 | 0x4000, NEG(1), 0), ret=0x7F0000000000)
+    assert _ops([ev]) == ["mmap 0x7f0000000000 0x2000 rw- private,anonymous,fixed,noreserve"]
+
+
+def test_mmap_shared_populate_growsdown() -> None:
+    ev = _ev("mmap", (0, 0x1000, 0x1, 0x01 | 0x20 | 0x8000, NEG(1), 0), ret=0x10000)
+    assert _ops([ev]) == ["mmap 0x10000 0x1000 r-- shared,anonymous,fixed,populate"]
+    ev = _ev("mmap", (0, 0x1000, 0x3, 0x02 | 0x20 | 0x100, NEG(1), 0), ret=0x20000)
+    assert _ops([ev]) == ["mmap 0x20000 0x1000 rw- private,anonymous,fixed,growsdown"]
+
+
+def test_a_file_is_declared_once_and_mapped_by_name() -> None:
+    libc = FileRef(path="/usr/lib/libc.so.6", dev=0x801, inode=77)
+    evs = [_ev("mmap", (0, 0x2000, 0x1, 0x02, 3, 0), ret=0x7F0000000000, file=libc),
+           _ev("mmap", (0x7F0000002000, 0x1000, 0x5, 0x02 | 0x10, 3, 0x2000),
+               ret=0x7F0000002000, file=libc)]
+    lines = _lines(evs)
+    assert [op for op, _s, _n in lines] == [
+        "memfd f1 0x10000000000",
+        "mmap 0x7f0000000000 0x2000 r-- private,fixed fd=f1",
+        "mmap 0x7f0000002000 0x1000 r-x private,fixed fd=f1 off=0x2000"]
+    assert lines[0][2].file == "/usr/lib/libc.so.6"
+
+
+def test_the_inode_names_a_file_from_the_snapshot() -> None:
+    conv = Converter(PID, files={(0x801, 77): "/opt/lib.so"})
+    lines = _lines([_ev("mmap", (0, 0x1000, 1, 2, 5, 0), ret=0x1000,
+                        file=FileRef(dev=0x801, inode=77, basename="lib.so"))], conv)
+    assert lines[0][2].file == "/opt/lib.so"
+
+
+def test_failed_and_unsupported_calls_are_kept_but_not_replayed() -> None:
+    conv = Converter(PID)
+    evs = [_ev("mmap", (0, 0x1000, 3, 0x22, NEG(1), 0), ret=-12),
+           _ev("mmap", (0, 0x200000, 3, 0x22 | 0x40000, NEG(1), 0), ret=0x7F0000000000),
+           _ev("madvise", (0x1000, 0x1000, 99), ret=0),
+           _ev("mbind", (0x1000, 0x1000, 2, 0x7FFF0000, 64, 0), ret=0)]
+    lines = _lines(evs, conv)
+    assert all(op is None for op, _s, _n in lines)
+    assert [n.skip for _o, _s, n in lines] == ["failed", "unsupported", "unsupported",
+                                               "unsupported"]
+    assert lines[0][2].ret == -12
+    assert conv.stats.skipped == {"failed": 1, "unsupported": 3}
+
+
+def test_mprotect_madvise_munmap_mlock_mseal_lengths_round_up() -> None:
+    evs = [_ev("mprotect", (0x1000, 100, 0x5)), _ev("madvise", (0x1000, 0x3000, 4)),
+           _ev("munmap", (0x1000, 0x1001)), _ev("mlock2", (0x1000, 0x1000, 1)),
+           _ev("mlock", (0x1000, 0x1000)), _ev("munlock", (0x1000, 0x1000)),
+           _ev("mseal", (0x1000, 0x1000, 0)), _ev("mlockall", (2 | 4,)),
+           _ev("munlockall"), _ev("pkey_mprotect", (0x1000, 0x1000, 1, 1)),
+           _ev("pkey_mprotect", (0x1000, 0x1000, 1, NEG(1)))]
+    assert _ops(evs) == [
+        "mprotect 0x1000 0x1000 r-x", "madvise 0x1000 0x3000 dontneed",
+        "munmap 0x1000 0x2000", "mlock 0x1000 0x1000 onfault", "mlock 0x1000 0x1000",
+        "munlock 0x1000 0x1000", "mseal 0x1000 0x1000", "mlockall future,onfault",
+        "munlockall", "pkey_mprotect 0x1000 0x1000 r-- 1", "pkey_mprotect 0x1000 0x1000 r-- -1"]
+
+
+def test_mremap_in_place_and_moved() -> None:
+    evs = [_ev("mremap", (0x10000, 0x1000, 0x2000, 0, 0), ret=0x10000),
+           _ev("mremap", (0x10000, 0x2000, 0x4000, 1, 0), ret=0x40000),
+           _ev("mremap", (0x40000, 0x4000, 0x4000, 1 | 2 | 4, 0x80000), ret=0x80000)]
+    assert _ops(evs) == ["mremap 0x10000 0x1000 0x2000",
+                         "mremap 0x10000 0x2000 0x4000 0x40000 maymove,fixed",
+                         "mremap 0x40000 0x4000 0x4000 0x80000 maymove,fixed,dontunmap"]
+
+
+def test_brk_query_sets_the_heap_once() -> None:
+    evs = [_ev("brk", (0,), ret=0x555000), _ev("brk", (0x576000,), ret=0x576000),
+           _ev("brk", (0,), ret=0x576000)]
+    lines = _lines(evs)
+    assert [op for op, _s, _n in lines] == ["heap 0x555000", "brk 0x576000", None]
+    assert lines[2][2].skip == "query"
+    # a snapshot with [heap] already knows it
+    assert _ops(evs[:1], Converter(PID, heap_known=True)) == []
+
+
+def test_prctl_anon_name() -> None:
+    evs = [_ev("prctl", (0x53564D41, 0, 0x1000, 0x2000, 0x7FFF00), text="java heap"),
+           _ev("prctl", (0x53564D41, 0, 0x1000, 0x2000, 0x7FFF00), text="jheap"),
+           _ev("prctl", (0x53564D41, 0, 0x1000, 0x2000, 0)),
+           _ev("prctl", (15, 0x7FFF00, 0, 0, 0), text="worker")]  # PR_SET_NAME
+    lines = _lines(evs)
+    assert [op for op, _s, _n in lines] == [None, "name 0x1000 0x2000 jheap",
+                                            "name 0x1000 0x2000 -", None]
+    assert [n.skip for _o, _s, n in lines] == ["unsupported", None, None, "query"]
+
+
+def test_faults_become_touches_of_their_page() -> None:
+    evs = [_ev("fault", (0x7F0000001234, 0x6), ret=None, stack=(0x401000,)),
+           _ev("fault", (0x7F0000002000, 0x4), ret=None, inferred=True)]
+    lines = _lines(evs)
+    assert [op for op, _s, _n in lines] == ["touch 0x7f0000001000 write",
+                                            "touch 0x7f0000002000 read"]
+    assert lines[0][2].fault and lines[0][2].stack == (0x401000,)
+    assert lines[1][2].inferred
+
+
+def test_threads_forks_and_children() -> None:
+    conv = Converter(PID)
+    # CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM
+    thread = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000
+    evs = [_ev("clone", (thread, 0, 0, 0, 0), ret=4243),
+           _ev("mmap", (0, 0x1000, 3, 0x22, NEG(1), 0), ret=0x10000, tid=4243),
+           _ev("clone", (0x11, 0, 0, 0, 0), ret=5000),  # SIGCHLD: a fork
+           _ev("mmap", (0, 0x1000, 3, 0x22, NEG(1), 0), ret=0x20000, pid=5000, tid=5000),
+           _ev("exit_group", (0,), ret=None, pid=5000, tid=5000),
+           _ev("vfork", (), ret=5001),
+           _ev("execve", (0, 0, 0), ret=0, pid=5001, tid=5001)]
+    lines = _lines(evs, conv)
+    assert [op for op, _s, _n in lines] == [None, "mmap 0x10000 0x1000 rw- private,anonymous,fixed",
+                                            "fork", None, "exit 0", None, None]
+    assert [n.skip for _o, _s, n in lines] == ["thread", None, None, "child", None, "vfork",
+                                               "child"]
+    assert lines[3][2].pid == 5000
+
+
+# -- the file ----------------------------------------------------------------------------
+
+def _write(path: Path, *, first: bytes | None, last: bytes | None, ops: list[str]) -> None:
+    with TraceWriter(path, {"recorder": "test", "pid": PID, "kernel": "6.18.4"}) as w:
+        if first is not None:
+            w.snapshot("first", first)
+        for i, op in enumerate(ops):
+            w.op(op, Annotation(t=i / 10, tid=PID, stack=(0x401000 + i, 0x7F00)))
+        w.skipped("mmap(0x0, ...)", Annotation(t=9.0, tid=PID, ret=-12, skip="failed"))
+        if last is not None:
+            w.snapshot("last", last)
+        w.symbols({0x401000: "prog:grow+0x10", 0x7F00: "libc.so.6:__mmap+0x26"})
+        w.header({"lost": 3})
+
+
+MAPS = (b"7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n"
+        b"7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]\n")
+
+
+@pytest.mark.parametrize("name", ["t.trace", "t.trace.gz", "t.trace.zst", "t.trace.xz"])
+def test_round_trip(tmp_path: Path, name: str) -> None:
+    ops = ["mmap 0x7f0000001000 0x2000 rw- private,anonymous,fixed",
+           "touch 0x7f0000001000 write", "mprotect 0x7f0000001000 0x1000 r--"]
+    _write(tmp_path / name, first=MAPS, last=MAPS, ops=ops)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left
+    tr = read_trace(tmp_path / name)
+    assert [format_op(op) for op in tr.ops] == [format_op(parse_line(o)) for o in ops]
+    assert tr.header["recorder"] == "test" and tr.header["kernel"] == "6.18.4"
+    assert tr.lost == 3
+    assert tr.first is not None and len(tr.first) == 2 and tr.last is not None
+    a = tr.annotation(1)
+    assert (a.t, a.tid, a.stack) == (0.1, PID, (0x401001, 0x7F00))
+    assert tr.skipped == [("mmap(0x0, ...)", f"t=9.000000 tid={PID} ret=-12 skip=failed")]
+    assert tr.symbols == {0x401000: "prog:grow+0x10", 0x7F00: "libc.so.6:__mmap+0x26"}
+    if name == "t.trace":  # the file's own line numbers
+        text = (tmp_path / name).read_text().splitlines()
+        assert [op.line for op in tr.ops] == [i for i, line in enumerate(text, 1)
+                                              if line.split(" ", 1)[0] in ("mmap", "touch", "mprotect")]
+
+
+def test_a_trace_is_an_op_script(tmp_path: Path) -> None:
+    from vmascope.ops.language import load_script
+
+    _write(tmp_path / "t", first=MAPS, last=None, ops=["mmap 0x10000 0x1000 rw- private,anonymous,fixed"])
+    assert len(load_script((tmp_path / "t").read_text())) == 1
+
+
+def test_abort_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with TraceWriter(tmp_path / "t.gz", {"recorder": "x"}) as w:
+            w.op("touch 0x1000 write", "")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text,line,what", [
+    (b"mmap 0x1000 0x1000 rw-\n", 1, "vmascope trace"),
+    (b"#!vmascope-trace 99\n", 1, "version 1 or older"),
+    (b"#!vmascope-trace 1\n#snapshot first\n#=!!!!\n#snapshot end\n", 2, "base64"),
+    (b"#!vmascope-trace 1\n#snapshot first\n#=AAAA\n", 2, "cut short"),
+    (b"#!vmascope-trace 1\n#snapshot first\nmmap 0 0 rw-\n", 3, "#snapshot end"),
+    (b"#!vmascope-trace 1\n\ntouch 0x1000 sideways\n", 3, "write or read"),
+    (b"#!vmascope-trace 1\nmmap 0x1000 0x1000 rw- private,fixed fd=f9\n", 2, "no earlier memfd"),
+    (b"#!vmascope-trace 1\n#sym zz name\n", 2, "#sym ADDR NAME"),
+    (b"#!vmascope-trace 1\n\xff\n", 2, "UTF-8"),
+])
+def test_bad_traces_name_the_line(text: bytes, line: int, what: str) -> None:
+    with pytest.raises(ParseError) as exc:
+        parse_trace(text, "t.trace")
+    assert exc.value.line == line and what in str(exc.value)
+
+
+def test_a_hand_edited_annotation_is_only_informative() -> None:
+    a = parse_annotation("t=abc tid=12 ret=zz at=0x10/zz fault")
+    assert a.tid == 12 and a.t is None and a.fault
+
+
+def test_the_fast_parser_agrees_with_the_language() -> None:
+    rnd = random.Random(7)
+    words = ["touch {a} write", "touch {a} read", "mprotect {a} {n} {p}", "munmap {a} {n}",
+             "madvise {a} {n} dontneed", "madvise {a} {n} guard_install", "mseal {a} {n}",
+             "mlock {a} {n}", "munlock {a} {n}",
+             "mmap {a} {n} {p} private,anonymous,fixed",
+             "mmap {a} {n} {p} shared,anonymous,fixed,noreserve",
+             "mmap {a} {n} {p} private,fixed,bogus",  # falls through and fails alike
+             "mprotect {a} {n} rwz", "touch {A} write", "munmap {a} {n} extra"]
+    fast = _FastParser("x")
+    for _ in range(3000):
+        line = rnd.choice(words).format(
+            a=hex(rnd.randrange(0, 1 << 47) & ~0xFFF), A=hex(rnd.randrange(1 << 47)).upper(),
+            n=hex(rnd.randrange(1, 1 << 30)), p=rnd.choice(["---", "r--", "rw-", "r-x", "rwx"]))
+        try:
+            want = parse_line(line, "x", 5)
+        except ParseError as exc:
+            with pytest.raises(ParseError) as got:
+                fast(line, 5)
+            assert str(got.value) == str(exc)
+            continue
+        got_op = fast(line, 5)
+        assert got_op == want and want == got_op and hash(got_op) == hash(want)
+        assert format_op(got_op) == format_op(want)
