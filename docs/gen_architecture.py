@@ -26,6 +26,7 @@ ROLE = {
     "report": "text, JSON, HTML", "cli": "one module per verb",
     "output": "the one safe writer", "monitor": "host readings, history, exporter", "_start": "console script, signals",
     "workloads": "allocator workloads, strategies",
+    "trace": "record, trace files, replay",
 }
 
 

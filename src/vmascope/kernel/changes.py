@@ -71,6 +71,7 @@ BASE: dict[str, Any] = {
     "clone_reuse": "degree",
     "mseal": False,
     "madv_collapse": False,
+    "map_stack_nohugepage": False,
 }
 
 CHANGES: tuple[Change, ...] = (
@@ -191,6 +192,12 @@ CHANGES: tuple[Change, ...] = (
            "mremap looks the VMA up before anything else: an unmapped address is EFAULT "
            "even for a shrink",
            verified=("6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4")),
+    Change("map_stack_nohugepage", True, (6, 7), "c4608d1bf7c6",
+           "mm: mmap: map MAP_STACK to VM_NOHUGEPAGE",
+           "mmap(MAP_STACK) sets VM_NOHUGEPAGE (`nh`): a thread stack never merges with "
+           "anonymous memory mapped without it (the op language's `stack` flag). Later "
+           "kernels set it only with CONFIG_TRANSPARENT_HUGEPAGE, which Debian's have",
+           note="a trace of glibc threads shows it: pthread stacks are MAP_STACK"),
     Change("madv_collapse", True, (6, 1), None,
            "mm/madvise: introduce MADV_COLLAPSE sync hugepage collapse",
            "MADV_COLLAPSE (25) exists: EINVAL on a VMA that holds no 2 MiB aligned range or "

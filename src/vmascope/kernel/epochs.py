@@ -57,6 +57,7 @@ class Epoch:
     clone_reuse: str  # anon_vma_clone reuse: "degree" / "num_children"
     mseal: bool  # the mseal syscall (before: ENOSYS)
     madv_collapse: bool  # MADV_COLLAPSE (before: EINVAL, unknown advice)
+    map_stack_nohugepage: bool  # mmap(MAP_STACK) sets VM_NOHUGEPAGE
     # Rules no released kernel has (kernel/whatif.py): the workbench's what-if kernels.
     hypotheses: frozenset[str] = frozenset()
 

@@ -35,10 +35,10 @@ ARENA_BASE = 0x2000_0000_0000
 ARENA_SIZE = 0x10_0000_0000
 
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
-MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE = 0x0100, 0x4000, 0x8000
+MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE, MAP_STACK = 0x0100, 0x4000, 0x8000, 0x20000
 _MAP_BITS = {"shared": MAP_SHARED, "private": MAP_PRIVATE, "fixed": MAP_FIXED,
              "anonymous": MAP_ANONYMOUS, "growsdown": MAP_GROWSDOWN,
-             "noreserve": MAP_NORESERVE, "populate": MAP_POPULATE}
+             "noreserve": MAP_NORESERVE, "populate": MAP_POPULATE, "stack": MAP_STACK}
 _MREMAP_BITS = {"maymove": 1, "fixed": 2, "dontunmap": 4}
 _MPOL = {"default": 0, "preferred": 1, "bind": 2, "interleave": 3}
 _MCL_BITS = {"current": 1, "future": 2, "onfault": 4}

@@ -18,7 +18,8 @@ PROT_READ = 1
 PROT_WRITE = 2
 PROT_EXEC = 4
 
-MMAP_FLAGS = frozenset({"private", "shared", "anonymous", "fixed", "noreserve", "populate", "growsdown"})
+MMAP_FLAGS = frozenset({"private", "shared", "anonymous", "fixed", "noreserve", "populate",
+                        "growsdown", "stack"})
 MREMAP_FLAGS = frozenset({"maymove", "fixed", "dontunmap"})
 MLOCK_FLAGS = frozenset({"onfault"})
 MLOCKALL_FLAGS = frozenset({"current", "future", "onfault"})

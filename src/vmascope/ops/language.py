@@ -3,7 +3,8 @@
 See docs/op-language.md for the full description. In short::
 
     mmap     ADDR LEN PROT [FLAGS [fd=NAME] [off=N]]   FLAGS: private|shared,anonymous,fixed,
-                                          noreserve,populate,growsdown; fd=: a memfd's pages
+                                          noreserve,populate,growsdown,stack; fd=: a
+                                          memfd's pages
     munmap   ADDR LEN
     mprotect ADDR LEN PROT
     madvise  ADDR LEN ADVICE
@@ -174,7 +175,8 @@ def format_op(op: Op) -> str:
     raise ValueError(f"unknown op kind {k!r}")
 
 
-MMAP_ORDER = ("private", "shared", "anonymous", "fixed", "noreserve", "populate", "growsdown")
+MMAP_ORDER = ("private", "shared", "anonymous", "fixed", "noreserve", "populate", "growsdown",
+              "stack")
 MREMAP_ORDER = ("maymove", "fixed", "dontunmap")
 
 

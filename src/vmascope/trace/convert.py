@@ -34,7 +34,7 @@ PROT_RWX = 0x7
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE = 0x01, 0x02, 0x03
 MAP_FIXED, MAP_ANONYMOUS = 0x10, 0x20
 MAP_GROWSDOWN, MAP_NORESERVE, MAP_POPULATE = 0x0100, 0x4000, 0x8000
-MAP_HUGETLB, MAP_FIXED_NOREPLACE = 0x40000, 0x100000
+MAP_STACK, MAP_HUGETLB, MAP_FIXED_NOREPLACE = 0x20000, 0x40000, 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
 MLOCK_ONFAULT = 1
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
@@ -230,7 +230,7 @@ class Converter:
             words.append("anonymous")
         words.append("fixed")
         for bit, name in ((MAP_NORESERVE, "noreserve"), (MAP_POPULATE, "populate"),
-                          (MAP_GROWSDOWN, "growsdown")):
+                          (MAP_GROWSDOWN, "growsdown"), (MAP_STACK, "stack")):
             if flags & bit:
                 words.append(name)
         text = f"mmap {ret:#x} {_page_up(a[1]):#x} {_prot(a[2])} {','.join(words)}"

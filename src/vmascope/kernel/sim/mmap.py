@@ -63,6 +63,8 @@ def do_mmap(mm: MM, op: Op) -> None:
         flags |= F.VM_SHARED | F.VM_MAYSHARE
     if "growsdown" in op.flags:
         flags |= F.VM_GROWSDOWN
+    if "stack" in op.flags and ep.map_stack_nohugepage:
+        flags |= F.VM_NOHUGEPAGE  # c4608d1bf7c6 (6.7): calc_vm_flag_bits
     if "noreserve" in op.flags and noreserve_honoured(mm):
         flags |= F.VM_NORESERVE
     # mm/mmap.c do_mmap: "Too many mappings?" uses '>' (every release).
