@@ -48,7 +48,7 @@ import zstandard
 
 from ..errors import ParseError, UsageError
 from ..model import Snapshot
-from ..ops.language import MADVICE, Op, check_script, parse_line
+from ..ops.language import MADVICE, TASK_SIZE, Op, check_script, parse_line
 
 MAGIC_LINE = "#!vmascope-trace"
 VERSION = 1
@@ -386,7 +386,7 @@ def _op(**fields: Any) -> Op:
 
 _PROTS = {p: (4 if p[2] == "x" else 0) | (2 if p[1] == "w" else 0) | (1 if p[0] == "r" else 0)
           for p in ("---", "r--", "rw-", "r-x", "rwx", "-w-", "-wx", "--x")}
-_HEX = re.compile(r"^0x[0-9a-f]{1,16}$")
+_MAX_LEN = 1 << 64
 _SIMPLE = {"munmap": 3, "mprotect": 4, "madvise": 4, "mlock": 3, "munlock": 3, "mseal": 3}
 
 
@@ -417,27 +417,38 @@ class _FastParser:
             raise ParseError(self.source, lineno, "an op")
         kind = w[0]
         n = len(w)
-        hx = _HEX.match
-        if kind == "touch":
-            if n == 3 and hx(w[1]) and w[2] in ("write", "read"):
-                return _op(kind="touch", addr=int(w[1], 16), write=w[2] == "write",
-                           line=lineno)
-        elif _SIMPLE.get(kind) == n and hx(w[1]) and hx(w[2]):
-            addr, length = int(w[1], 16), int(w[2], 16)
-            if kind == "mprotect":
-                prot = _PROTS.get(w[3])
-                if prot is not None:
-                    return _op(kind=kind, addr=addr, length=length, prot=prot, line=lineno)
-            elif kind == "madvise":
-                if w[3] in MADVICE:
-                    return _op(kind=kind, addr=addr, length=length, advice=w[3], line=lineno)
-            else:
-                return _op(kind=kind, addr=addr, length=length, line=lineno)
-        elif kind == "mmap" and n == 5 and hx(w[1]) and hx(w[2]) and w[3] in _PROTS:
-            flags = self._mmap_flags(w[4])
-            if flags is not None and "anonymous" in flags:
-                return _op(kind="mmap", addr=int(w[1], 16), length=int(w[2], 16),
-                           prot=_PROTS[w[3]], flags=flags, line=lineno)
+        if n >= 2 and "_" not in body:  # int(x, 16) takes 0x1_0; the language does not
+            try:
+                if kind == "touch":
+                    if n == 3 and w[1][:2] == "0x" and w[2] in ("write", "read"):
+                        addr = int(w[1], 16)
+                        if addr < TASK_SIZE:
+                            return _op(kind="touch", addr=addr, write=w[2] == "write",
+                                       line=lineno)
+                elif (_SIMPLE.get(kind) == n and w[1][:2] == "0x" and w[2][:2] == "0x"):
+                    addr, length = int(w[1], 16), int(w[2], 16)
+                    if addr < TASK_SIZE and length < _MAX_LEN:
+                        if kind == "mprotect":
+                            prot = _PROTS.get(w[3])
+                            if prot is not None:
+                                return _op(kind=kind, addr=addr, length=length, prot=prot,
+                                           line=lineno)
+                        elif kind == "madvise":
+                            if w[3] in MADVICE:
+                                return _op(kind=kind, addr=addr, length=length,
+                                           advice=w[3], line=lineno)
+                        else:
+                            return _op(kind=kind, addr=addr, length=length, line=lineno)
+                elif (kind == "mmap" and n == 5 and w[1][:2] == "0x" and w[2][:2] == "0x"
+                      and w[3] in _PROTS):
+                    flags = self._mmap_flags(w[4])
+                    addr, length = int(w[1], 16), int(w[2], 16)
+                    if (flags is not None and "anonymous" in flags and addr < TASK_SIZE
+                            and length < _MAX_LEN):
+                        return _op(kind="mmap", addr=addr, length=length,
+                                   prot=_PROTS[w[3]], flags=flags, line=lineno)
+            except ValueError:
+                pass
         return parse_line(body.strip(), self.source, lineno)
 
 
