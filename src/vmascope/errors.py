@@ -111,3 +111,10 @@ class KernelViewUnavailable(VmascopeError):
     commands turn it into a one-line notice and go on with /proc alone."""
 
     exit_code = 10
+
+
+class RecordingUnavailable(VmascopeError):
+    """A process cannot be recorded here (not root, no BTF, not x86_64, no compiler,
+    ...): one line saying why."""
+
+    exit_code = 11

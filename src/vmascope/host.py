@@ -220,6 +220,24 @@ def kernel_view_problem() -> str | None:
     return None
 
 
+def bpf_record_problem() -> str | None:
+    """Why the BPF recorder (``trace.bpf``) cannot run here, as one line; None when it
+    can. It knows the x86_64 system calls only, needs BPF privileges, the kernel's BTF
+    and BTF tracepoints with bpf_get_current_task_btf (5.11; bpf_find_vma, 5.17, is used
+    where it is there). The tools to build it are checked when it is built."""
+    machine = os.uname().machine
+    if machine != "x86_64":
+        return f"the BPF recorder knows the x86_64 system calls only (this is {machine})"
+    if not (_has_cap(CAP_BPF) or _has_cap(CAP_SYS_ADMIN)):
+        return "not root (BPF needs CAP_BPF or CAP_SYS_ADMIN)"
+    if not sys_path("kernel", "btf", "vmlinux").exists():
+        return "no kernel BTF (CONFIG_DEBUG_INFO_BTF)"
+    m = re.match(r"(\d+)\.(\d+)", release())
+    if m and (int(m.group(1)), int(m.group(2))) < (5, 11):
+        return f"kernel {release()} is too old for the BPF recorder (5.11+)"
+    return None
+
+
 def bpf_build_problem() -> str | None:
     """What is missing to build the BPF reader (None if nothing)."""
     import shutil
@@ -242,8 +260,9 @@ def can_use_tracefs() -> bool:
 
 
 __all__ = [
-    "KernelFacts", "bpf_build_problem", "can_set_brk", "can_use_bpf", "can_use_tracefs",
-    "debian_version", "effective_caps", "epoch_for", "has_numa_maps", "kernel_config",
-    "kernel_facts", "kernel_view_problem", "machine_thp", "max_map_count", "page_size",
-    "proc_path", "release", "set_max_map_count", "set_roots", "sys_path", "thp_enabled",
+    "KernelFacts", "bpf_build_problem", "bpf_record_problem", "can_set_brk", "can_use_bpf",
+    "can_use_tracefs", "debian_version", "effective_caps", "epoch_for", "has_numa_maps",
+    "kernel_config", "kernel_facts", "kernel_view_problem", "machine_thp", "max_map_count",
+    "page_size", "proc_path", "release", "set_max_map_count", "set_roots", "sys_path",
+    "thp_enabled",
 ]

@@ -3,9 +3,10 @@
 /proc shows neither a VMA's anon_vma nor the page offset of anonymous memory nor which
 open file maps it. The reader (``native/kview.bpf.c``, a CO-RE BPF program, and
 ``native/kview.c``, its libbpf loader) reads them from ``struct vm_area_struct``. Both
-are compiled on first use into ``cache_dir("kview", <hash of the sources>)``: the BPF
-program with clang, the loader linked statically where the static libraries are there
-(so that the same binary also runs as part of a microVM's initramfs).
+are compiled on first use into ``cache_dir("kview", <hash of the sources>)`` by
+``native.build_bpf_tool``: the BPF program with clang, the loader linked statically where
+the static libraries are there (so that the same binary also runs as part of a microVM's
+initramfs).
 
 Kernel pointers never leave the loader: it renumbers them per capture (``av1``, ...).
 
@@ -16,11 +17,8 @@ the process) carry :data:`ABSENT` in ``bits``.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 from .. import host
 from ..errors import KernelViewUnavailable, ProcessNotFound
 from ..model import PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, Snapshot
-from ..util import cache_dir
+from ..native import build_bpf_tool
 
 NATIVE = Path(__file__).with_name("native")
 BPF_SOURCE = NATIVE / "kview.bpf.c"
@@ -55,59 +53,14 @@ READ_TIMEOUT = 60
 TRIES = 5
 
 
-def _digest() -> str:
-    h = hashlib.sha256()
-    for path in (BPF_SOURCE, LOADER_SOURCE):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _first_line(text: str) -> str:
     return (text.strip().splitlines() or ["(no output)"])[0]
 
 
 def reader_path() -> Path:
-    """The compiled reader, built on first use (atomic: build in a temporary folder next
-    to the target, then rename)."""
-    target = cache_dir("kview", _digest()) / "kview"
-    if target.exists():
-        return target
-    problem = host.bpf_build_problem()
-    if problem:
-        raise KernelViewUnavailable(f"no kernel view: {problem}")
-    clang = os.environ.get("VMASCOPE_CLANG") or shutil.which("clang") or "clang"
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
-    work = Path(tempfile.mkdtemp(prefix=".build.", dir=target.parent))
-    try:
-        obj = work / "kview.bpf.o"
-        _run([clang, "-O2", "-g", "-target", "bpf", "-c", str(BPF_SOURCE), "-o", str(obj)],
-             f"compiling {BPF_SOURCE.name} with clang")
-        data = obj.read_bytes()
-        (work / "kview_obj.h").write_text(
-            "static const unsigned char kview_obj[] = {"
-            + ",".join(str(b) for b in data) + "};\n")
-        out = work / "kview"
-        base = [cc, "-O2", "-I", str(work), "-o", str(out), str(LOADER_SOURCE)]
-        try:  # static where the archives are there (libbpf, libelf, zlib)
-            _run(base[:2] + ["-static"] + base[2:] + ["-lbpf", "-lelf", "-lz"], "")
-        except KernelViewUnavailable:
-            _run(base + ["-lbpf"], f"linking {LOADER_SOURCE.name} with libbpf "
-                 "(install libbpf-dev, libelf-dev and zlib1g-dev)")
-        os.chmod(out, 0o755)
-        os.replace(out, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
-
-
-def _run(cmd: list[str], what: str) -> None:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KernelViewUnavailable(f"no kernel view: {what} failed: {exc}") from None
-    if proc.returncode != 0:
-        raise KernelViewUnavailable(
-            f"no kernel view: {what} failed: {_first_line(proc.stderr)}")
+    """The compiled reader, built on first use (``native.build_bpf_tool``)."""
+    return build_bpf_tool("kview", BPF_SOURCE, LOADER_SOURCE,
+                          lambda why: KernelViewUnavailable(f"no kernel view: {why}"))
 
 
 def read_records(pid: int) -> np.ndarray:
