@@ -84,7 +84,7 @@ _LINE = re.compile(
     r"(?:(?P<clock>\d\d:\d\d:\d\d(?:\.\d+)?)\s+|(?P<num>\d+\.\d+)\s+)?"
     r"(?P<body>.*)$")
 _CALL = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z_0-9]*)\((?P<rest>.*)$")
-_RESUMED = re.compile(r"^<\.\.\.\s+(?P<name>[A-Za-z_][A-Za-z_0-9]*)\s+resumed>\s?(?P<rest>.*)$")
+_RESUMED = re.compile(r"^<\.\.\.\s+(?P<name>[A-Za-z_][A-Za-z_0-9]*)\s+resumed>(?P<rest>.*)$")
 _UNFINISHED = re.compile(r"\s*<unfinished \.\.\.>\s*$")
 _RESULT = re.compile(
     r"^=\s+(?P<val>-?\d+|0[xX][0-9a-fA-F]+|\?)(?:<[^>]*>)?"
@@ -171,6 +171,8 @@ class StraceParser:
 
     def _tgid_of(self, tid: int) -> int:
         g = self.tgid.get(tid)
+        if g is None and tid in self.orphans:
+            return 0  # a child of the thread not known yet: decided on release
         if g is None:
             # a new thread while a clone of some thread is unfinished: that clone's child
             for parent, flags in self.pending_clone.items():
@@ -218,7 +220,8 @@ class StraceParser:
         tid: int | None = int(prefixed) if prefixed else None
         self._time(m.group("clock"), m.group("num"))
         if tid is not None:
-            if m.group("bpid") and self.sole is None and self.held:
+            if m.group("bpid") and self.sole is None and (
+                    self.held or self.orphans or None in self.pending):
                 # the first [pid N] line of a process that is not a new clone child
                 # names the thread of the unprefixed lines before it
                 root = self._guess_root(tid)
@@ -250,8 +253,9 @@ class StraceParser:
             self.tgid[child] = self._tgid_of(root) if flags & uapi.CLONE_THREAD else child
         self.orphans.clear()
         for ev in self.held:
-            ev.tid = root
-            ev.pid = self._tgid_of(root)
+            if ev.tid == 0:
+                ev.tid = root
+            ev.pid = self._tgid_of(ev.tid)
         held, self.held = self.held, []
         self.stats.events += len(held)
         yield from held
@@ -342,7 +346,7 @@ class StraceParser:
         yield from self._emit(ev, tid)
 
     def _emit(self, ev: Event, tid: int | None) -> Iterator[Event]:
-        if tid is None:
+        if tid is None or self.held:  # keep the order until the held ones are known
             self.held.append(ev)
             return
         self.stats.events += 1

@@ -156,7 +156,7 @@ class StraceRecorder:
 
     def command(self) -> list[str]:
         exe = self.strace or shutil.which("strace")
-        if exe is None:
+        if exe is None or not os.access(exe, os.X_OK):
             raise StraceUnavailable()
         assert self.log is not None
         cmd = [exe, "-f", "-ttt", "-yy", "-qq", "-o", str(self.log),
@@ -183,9 +183,7 @@ class StraceRecorder:
 
     def start(self) -> None:
         """Start strace and return once it traces every thread of the targets."""
-        cmd_exe = self.strace or shutil.which("strace")
-        if cmd_exe is None:
-            raise StraceUnavailable()
+        self.command()  # StraceUnavailable before anything starts
         reap_stale()
         self.tgids = self._threads()
         self._dir = tempfile.mkdtemp(prefix="vmascope-strace-")

@@ -51,6 +51,7 @@ class Malformed(Exception):
 
 _FRAME = re.compile(r"^>\s+(?P<mod>[^(\s][^(]*)\((?P<inner>.*)\)\s+\[(?P<off>0[xX][0-9a-fA-F]+)\]")
 _FRAME_ERR = re.compile(r"^>\s+(?P<what>.*?)(?:\s+\[(?P<off>0[xX][0-9a-fA-F]+)\])?\s*$")
+_CHANGED = re.compile(r"\s*=>\s*")
 _COMMENT = re.compile(r"/\*.*?\*/")
 _INT = re.compile(r"^-?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")
 _SHIFT = re.compile(r"^(\d+)<<([A-Z_0-9]+)$")
@@ -153,8 +154,7 @@ def split_args(text: str) -> tuple[list[str], int | None]:
 def value(tok: str) -> tuple[int, str | None, str | None]:
     """One argument -> (number, its string if it was one, an fd's path)."""
     tok = _COMMENT.sub("", tok).strip()
-    if " => " in tok:  # an argument the call changed: "{...} => {...}"
-        tok = tok.split(" => ", 1)[0].strip()
+    tok = _CHANGED.split(tok, 1)[0].strip()  # an argument the call changed: "{...} => {...}"
     if not tok:
         return 0, None, None
     if tok[0] == '"':
@@ -202,8 +202,7 @@ def value(tok: str) -> tuple[int, str | None, str | None]:
 def struct_fields(tok: str) -> dict[str, str]:
     """``{flags=A|B, stack=0x1}`` -> {"flags": "A|B", "stack": "0x1"}."""
     tok = _COMMENT.sub("", tok).strip()
-    if " => " in tok:
-        tok = tok.split(" => ", 1)[0].strip()
+    tok = _CHANGED.split(tok, 1)[0].strip()
     if not (tok.startswith("{") and tok.endswith("}")):
         raise Malformed("a struct {...}")
     parts, _ = split_args(tok[1:-1])
