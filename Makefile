@@ -7,7 +7,7 @@ APT_PACKAGES := build-essential procps qemu-system-x86 cpio zstd binutils \
                 chromium default-jdk-headless nodejs gpg golang-go mono-runtime \
                 mono-mcs libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgc1 \
                 clang libclang-rt-dev prometheus tmux sqlite3 \
-                libbpf-dev bpftool libelf-dev zlib1g-dev
+                libbpf-dev bpftool libelf-dev zlib1g-dev strace
 
 .PHONY: demo test venv apt bench fuzz clean
 

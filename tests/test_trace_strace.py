@@ -1,0 +1,405 @@
+"""The strace side of recording: strace logs of every form into Events, the inferred
+faults, a command started stopped after its exec, and strace run on it for real.
+
+The numbers the parsed Events must hold are written here from the uapi headers, not
+taken from the parser's table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROGRAMS, need
+
+from vmascope.errors import ParseError
+from vmascope.model import Snapshot, Vma
+from vmascope.trace.events import Event, FileRef
+from vmascope.trace.faults import infer_faults
+from vmascope.trace.strace import ParseStats, parse_strace
+
+# include/uapi/asm-generic/mman-common.h, include/uapi/linux/mman.h
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_GROWSDOWN, MAP_DENYWRITE, MAP_NORESERVE, MAP_POPULATE = 0x100, 0x800, 0x4000, 0x8000
+MAP_STACK, MAP_HUGETLB, MAP_FIXED_NOREPLACE = 0x20000, 0x40000, 0x100000
+MAP_HUGE_SHIFT = 26
+MADV_DONTNEED, MADV_HUGEPAGE = 4, 14
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
+MLOCK_ONFAULT = 1
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+PKEY_DISABLE_WRITE = 2
+# include/uapi/linux/prctl.h
+PR_SET_VMA, PR_SET_VMA_ANON_NAME = 0x53564D41, 0
+# include/uapi/linux/mempolicy.h
+MPOL_DEFAULT, MPOL_BIND, MPOL_F_STATIC_NODES = 0, 2, 1 << 15
+MPOL_MF_STRICT, MPOL_MF_MOVE = 1, 2
+# include/uapi/linux/memfd.h, include/uapi/linux/shm.h
+MFD_CLOEXEC, MFD_ALLOW_SEALING = 1, 2
+SHM_RDONLY = 0o10000
+# include/uapi/linux/sched.h; SIGCHLD from arch/x86/include/uapi/asm/signal.h
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND = 0x100, 0x200, 0x400, 0x800
+CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS = 0x10000, 0x40000, 0x80000
+CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x100000, 0x200000, 0x1000000
+SIGCHLD = 17
+# include/uapi/asm-generic/errno-base.h
+ENOMEM, EINVAL = 12, 22
+FD_NONE = 0xFFFFFFFF  # fd -1 as the kernel reads an int
+FAULT_WRITE = 2  # arch/x86/include/asm/trap_pf.h X86_PF_WRITE
+
+LD_SO = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+
+
+def parse(text: str, source: str = "log", **kw) -> list[Event]:
+    lines = textwrap.dedent(text).lstrip("\n").splitlines(keepends=True)
+    events = list(parse_strace(lines, source, **kw))
+    for ev in events:
+        ev.t = round(ev.t, 6)
+    return events
+
+
+# -- the forms of strace's output -----------------------------------------------------------
+
+LOG_F_O = """
+100   1700000000.000100 execve("./prog", ["./prog"], 0x7ffc0000aa00 /* 3 vars */) = 0
+100   1700000000.000200 brk(NULL)       = 0x555555559000
+ > /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2(__brk+0xb) [0x1fc4b]
+100   1700000000.000300 openat(AT_FDCWD, "/usr/lib/libfoo.so", O_RDONLY|O_CLOEXEC) = 3</usr/lib/libfoo.so>
+ > /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2(__open64_nocancel+0x1f) [0x20b1f]
+100   1700000000.000400 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000
+100   1700000000.000500 mmap(0x7f0000100000, 1400832, PROT_READ|PROT_EXEC, MAP_PRIVATE|MAP_FIXED|MAP_DENYWRITE, 3</usr/lib/libfoo.so>, 0x26000) = 0x7f0000100000
+ > /usr/lib/libfoo.so(foo_init+0x10) [0x26100]
+ > /usr/lib/libfoo.so() [0x26200]
+ > /usr/lib/libfoo.so(+0x26300) [0x26300]
+ > unexpected_backtracing_error [0x7f00deadbeef]
+100   1700000000.000650 munmap(0x7f0000000000, 8192) = 0
+ > /usr/lib/libfoo.so(foo_free+0x8) [0x26400]
+ > /usr/lib/libfoo.so() [0x26500]
+100   1700000000.000700 mmap(NULL, 70368744177664, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_POPULATE, -1, 0) = -1 ENOMEM (Cannot allocate memory)
+100   1700000000.000750 --- SIGSEGV {si_signo=SIGSEGV, si_code=SEGV_MAPERR, si_addr=0x10} ---
+100   1700000000.000800 exit_group(0)   = ?
+100   1700000000.000900 +++ exited with 0 +++
+"""
+
+
+def test_pid_column_unix_times_frames_and_fd_paths() -> None:
+    stats = ParseStats()
+    events = parse(LOG_F_O, stats=stats)
+    anon = MAP_PRIVATE | MAP_ANONYMOUS
+    assert events == [
+        Event(t=0.0, pid=100, tid=100, call="execve", args=(0, 0, 0x7FFC0000AA00), ret=0,
+              text="./prog"),
+        Event(t=0.0001, pid=100, tid=100, call="brk", args=(0,), ret=0x555555559000,
+              frames=("ld-linux-x86-64.so.2:__brk+0xb",)),
+        Event(t=0.0003, pid=100, tid=100, call="mmap",
+              args=(0, 8192, PROT_READ | PROT_WRITE, anon, FD_NONE, 0), ret=0x7F0000000000),
+        Event(t=0.0004, pid=100, tid=100, call="mmap",
+              args=(0x7F0000100000, 1400832, PROT_READ | PROT_EXEC,
+                    MAP_PRIVATE | MAP_FIXED | MAP_DENYWRITE, 3, 0x26000),
+              ret=0x7F0000100000, file=FileRef(path="/usr/lib/libfoo.so"),
+              # a frame that cannot be placed (the unwinder's error): no stack
+              frames=("libfoo.so:foo_init+0x10", "libfoo.so:+0x26200",
+                      "libfoo.so:+0x26300", "?")),
+        # every frame in libfoo, whose offset 0x26000 the trace mapped at 0x7f0000100000
+        Event(t=0.00055, pid=100, tid=100, call="munmap", args=(0x7F0000000000, 8192), ret=0,
+              frames=("libfoo.so:foo_free+0x8", "libfoo.so:+0x26500"),
+              stack=(0x7F0000100400, 0x7F0000100500)),
+        Event(t=0.0006, pid=100, tid=100, call="mmap",
+              args=(0, 1 << 46, PROT_READ | PROT_WRITE, anon | MAP_POPULATE, FD_NONE, 0),
+              ret=-ENOMEM),
+        Event(t=0.0007, pid=100, tid=100, call="exit_group", args=(0,), ret=None),
+    ]
+    # openat, the signal, the exit notice after exit_group
+    assert (stats.skipped, stats.unknown, stats.events) == (3, 0, 7)
+    assert stats.timestamps == "unix" and stats.t0 == pytest.approx(1700000000.0001)
+
+
+def test_frames_become_addresses_with_the_maps_given() -> None:
+    log = """
+    7  brk(NULL) = 0x555555559000
+     > /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2(__brk+0xb) [0x1fc4b]
+     > /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2(_dl_start+0x20) [0x1000]
+    """
+    by_base = parse(log, maps={LD_SO: 0x7F1000000000})
+    assert by_base[0].stack == (0x7F100001FC4B, 0x7F1000001000)
+    snap = Snapshot.from_vmas([
+        Vma(0x7F2000000000, 0x7F2000001000, "r--p", 0, 0xFE00000, 5, LD_SO),
+        Vma(0x7F2000001000, 0x7F2000027000, "r-xp", 0x1000, 0xFE00000, 5, LD_SO),
+    ])
+    assert parse(log, maps=snap)[0].stack == (0x7F200001FC4B, 0x7F2000001000)
+    assert parse(log)[0].stack == ()
+
+
+LOG_STDERR_F = """
+10:00:00.000000 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK|MAP_GROWSDOWN, -1, 0) = 0x7f0000200000
+10:00:00.100000 clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM|CLONE_SETTLS|CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID, child_tid=0x7f0000300990, parent_tid=0x7f0000300990, exit_signal=0, stack=0x7f0000400000, stack_size=0x7fff80, tls=0x7f00003006c0} => {parent_tid=[201]}, 88) = 201
+strace: Process 201 attached
+[pid   201] 10:00:00.200000 mmap(NULL, 12288, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000500000
+[pid   201] 10:00:00.210000 mprotect(0x7f0000500000, 4096, PROT_READ <unfinished ...>
+[pid   200] 10:00:00.250000 munmap(0x7f0000200000, 4096 <unfinished ...>
+[pid   201] 10:00:00.300000 <... mprotect resumed>) = 0
+[pid   200] 10:00:00.350000 <... munmap resumed>) = 0
+[pid   201] 10:00:00.400000 exit(0)     = ?
+[pid   201] 10:00:00.450000 +++ exited with 0 +++
+10:00:00.500000 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f0000600a10) = 202
+strace: Process 202 attached
+[pid   202] 10:00:00.600000 mremap(0x7f0000500000, 4096, 8192, MREMAP_MAYMOVE) = 0x7f0000700000
+[pid   202] 10:00:00.700000 +++ killed by SIGKILL +++
+10:00:00.800000 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_KILLED, si_pid=202, si_uid=0, si_status=SIGKILL, si_utime=0, si_stime=0} ---
+10:00:00.900000 +++ exited with 3 +++
+"""
+
+
+def test_pid_prefixes_threads_forks_unfinished_calls_and_exits() -> None:
+    stats = ParseStats()
+    events = parse(LOG_STDERR_F, stats=stats)
+    thread_flags = (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD
+                    | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID
+                    | CLONE_CHILD_CLEARTID)
+    anon = MAP_PRIVATE | MAP_ANONYMOUS
+    assert events == [
+        # the lines before the first [pid N] belong to the process that was not cloned
+        Event(t=0.0, pid=200, tid=200, call="mmap",
+              args=(0, 4096, PROT_READ, anon | MAP_STACK | MAP_GROWSDOWN, FD_NONE, 0),
+              ret=0x7F0000200000),
+        Event(t=0.1, pid=200, tid=200, call="clone3", args=(thread_flags, 88), ret=201),
+        # a thread: its process is the caller's
+        Event(t=0.2, pid=200, tid=201, call="mmap",
+              args=(0, 12288, PROT_READ | PROT_WRITE, anon, FD_NONE, 0), ret=0x7F0000500000),
+        # an unfinished call is one Event where and when it ended
+        Event(t=0.3, pid=200, tid=201, call="mprotect", args=(0x7F0000500000, 4096, PROT_READ),
+              ret=0),
+        Event(t=0.35, pid=200, tid=200, call="munmap", args=(0x7F0000200000, 4096), ret=0),
+        Event(t=0.4, pid=200, tid=201, call="exit", args=(0,), ret=None),
+        Event(t=0.5, pid=200, tid=200, call="clone",
+              args=(CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID | SIGCHLD, 0, 0,
+                    0x7F0000600A10, 0), ret=202),
+        # a fork: a process of its own
+        Event(t=0.6, pid=202, tid=202, call="mremap",
+              args=(0x7F0000500000, 4096, 8192, MREMAP_MAYMOVE), ret=0x7F0000700000),
+        Event(t=0.7, pid=202, tid=202, call="exit_group", inferred=True, text="SIGKILL"),
+        Event(t=0.9, pid=200, tid=200, call="exit_group", args=(3,), inferred=True),
+    ]
+    assert stats.timestamps == "clock"
+    # two attach messages, thread 201's exit notice, the signal
+    assert stats.skipped == 4
+
+
+LOG_FF = """
+mmap(0x10000, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE, -1, 0) = 0x10000 <0.000011>
+mmap(NULL, 2097152, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE|MAP_HUGETLB|21<<MAP_HUGE_SHIFT, -1, 0) = -1 ENOMEM (Cannot allocate memory) <0.000020>
+mprotect(0x7f0000000000, 0x2000, PROT_NONE) = 0 <0.000005>
+pkey_mprotect(0x7f0000000000, 8192, PROT_READ, 1) = 0
+pkey_alloc(0, PKEY_DISABLE_WRITE) = 1
+madvise(0x7f0000000000, 8192, MADV_DONTNEED) = 0
+madvise(0x7f0000000000, 8192, MADV_HUGEPAGE) = 0
+mremap(0x7f0000000000, 8192, 16384, MREMAP_MAYMOVE|MREMAP_FIXED|MREMAP_DONTUNMAP, 0x7f0000100000) = 0x7f0000100000
+mlock2(0x7f0000100000, 4096, MLOCK_ONFAULT) = 0
+mlockall(MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT) = 0
+munlockall()                            = 0
+prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x7f0000100000, 16384, "my \\"heap\\"\\n") = -1 EINVAL (Invalid argument)
+prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x7f0000100000, 16384, NULL) = 0
+mbind(0x7f0000100000, 16384, MPOL_BIND|MPOL_F_STATIC_NODES, [0x0000000000000001], 2, MPOL_MF_STRICT|MPOL_MF_MOVE) = 0
+set_mempolicy(MPOL_DEFAULT, NULL, 0)    = 0
+memfd_create("pool", MFD_CLOEXEC|MFD_ALLOW_SEALING) = 3
+mmap(NULL, 65536, PROT_READ|PROT_WRITE, MAP_SHARED, 3</memfd:pool (deleted)>, 0) = 0x7f0000200000
+shmat(5, NULL, SHM_RDONLY)              = 0x7f0000300000
+brk(0x555555600000)                     = 0x555555600000
+mmap(0, 0x2000, 0x3, 0x22, 0xffffffff, 0) = 0x7f0000400000
+mmap(0, 0x1000, 0x1, 0x2, 0x3, 0x1000)  = 0x7f0000401000
+mseal(0x7f0000400000, 8192, 0)          = 0
+munmap(0x7f0000400000, 010000)          = 0
+exit_group(1)                           = ?
+"""
+
+
+def test_one_file_of_ff_without_times_symbols_numbers_and_strings() -> None:
+    stats = ParseStats()
+    events = parse(LOG_FF, source="trace.4242", stats=stats)
+    anon = MAP_PRIVATE | MAP_ANONYMOUS
+    R, RW = PROT_READ, PROT_READ | PROT_WRITE
+    A, B = 0x7F0000000000, 0x7F0000100000
+    want = [
+        ("mmap", (0x10000, 4096, R, anon | MAP_FIXED_NOREPLACE, FD_NONE, 0), 0x10000, None),
+        ("mmap", (0, 2 << 20, RW, anon | MAP_NORESERVE | MAP_HUGETLB | 21 << MAP_HUGE_SHIFT,
+                  FD_NONE, 0), -ENOMEM, None),
+        ("mprotect", (A, 0x2000, PROT_NONE), 0, None),
+        ("pkey_mprotect", (A, 8192, R, 1), 0, None),
+        ("pkey_alloc", (0, PKEY_DISABLE_WRITE), 1, None),
+        ("madvise", (A, 8192, MADV_DONTNEED), 0, None),
+        ("madvise", (A, 8192, MADV_HUGEPAGE), 0, None),
+        ("mremap", (A, 8192, 16384, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, B), B,
+         None),
+        ("mlock2", (B, 4096, MLOCK_ONFAULT), 0, None),
+        ("mlockall", (MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT,), 0, None),
+        ("munlockall", (), 0, None),
+        # a string's address is not in the log: 0, and the text in Event.text
+        ("prctl", (PR_SET_VMA, PR_SET_VMA_ANON_NAME, B, 16384, 0), -EINVAL, 'my "heap"\n'),
+        ("prctl", (PR_SET_VMA, PR_SET_VMA_ANON_NAME, B, 16384, 0), 0, None),
+        ("mbind", (B, 16384, MPOL_BIND | MPOL_F_STATIC_NODES, 0, 2,
+                   MPOL_MF_STRICT | MPOL_MF_MOVE), 0, None),
+        ("set_mempolicy", (MPOL_DEFAULT, 0, 0), 0, None),
+        ("memfd_create", (0, MFD_CLOEXEC | MFD_ALLOW_SEALING), 3, "pool"),
+        ("mmap", (0, 65536, RW, MAP_SHARED, 3, 0), 0x7F0000200000, None),
+        ("shmat", (5, 0, SHM_RDONLY), 0x7F0000300000, None),
+        ("brk", (0x555555600000,), 0x555555600000, None),
+        # -e raw=all
+        ("mmap", (0, 0x2000, RW, anon, FD_NONE, 0), 0x7F0000400000, None),
+        ("mmap", (0, 0x1000, R, MAP_PRIVATE, 3, 0x1000), 0x7F0000401000, None),
+        ("mseal", (0x7F0000400000, 8192, 0), 0, None),
+        ("munmap", (0x7F0000400000, 4096), 0, None),  # octal 010000
+        ("exit_group", (1,), None, None),
+    ]
+    assert [(e.call, e.args, e.ret, e.text) for e in events] == want
+    # -ff: the pid is the file name's suffix; no timestamps: every t is 0
+    assert {(e.pid, e.tid, e.t) for e in events} == {(4242, 4242, 0.0)}
+    assert events[16].file == FileRef(path="/memfd:pool (deleted)")
+    assert stats.timestamps == "none" and stats.skipped == 0
+
+
+def test_clock_times_cross_midnight_and_relative_times_add_up() -> None:
+    clock = """
+    23:59:59 munmap(0x7f0000000000, 4096) = 0
+    00:00:01 munmap(0x7f0000001000, 4096) = 0
+    """
+    assert [e.t for e in parse(clock, pid=5)] == [0.0, 2.0]
+    relative = """
+         0.000000 munmap(0x7f0000000000, 4096) = 0
+         0.000250 --- SIGALRM {si_signo=SIGALRM, si_code=SI_KERNEL} ---
+         0.001000 munmap(0x7f0000001000, 4096) = 0
+    """
+    stats = ParseStats()
+    assert [e.t for e in parse(relative, pid=5, stats=stats)] == [0.0, 0.00125]
+    assert stats.timestamps == "relative"
+
+
+def test_threads_that_existed_before_the_trace() -> None:
+    log = """
+    300   munmap(0x7f0000000000, 4096) = 0
+    301   munmap(0x7f0000001000, 4096) = 0
+    """
+    # taken as processes of their own, unless told
+    assert [(e.pid, e.tid) for e in parse(log)] == [(300, 300), (301, 301)]
+    assert [(e.pid, e.tid) for e in parse(log, tgids={300: 300, 301: 300})] == \
+        [(300, 300), (300, 301)]
+
+
+def test_a_thread_seen_before_its_clone_returns_is_that_clone_s_child() -> None:
+    log = """
+    400   clone3({flags=CLONE_VM|CLONE_THREAD|CLONE_SIGHAND, exit_signal=0, stack=0x7f0000000000, stack_size=0x8000, tls=0x7f0000007000} <unfinished ...>
+    401   munmap(0x7f0000001000, 4096) = 0
+    400   <... clone3 resumed> => {parent_tid=[401]}, 88) = 401
+    """
+    events = parse(log)
+    assert [(e.call, e.pid, e.tid) for e in events] == [("munmap", 400, 401),
+                                                       ("clone3", 400, 400)]
+    assert events[1].args == (CLONE_VM | CLONE_THREAD | CLONE_SIGHAND, 88)
+
+
+@pytest.mark.parametrize(("log", "line", "expected"), [
+    ("1 munmap(0x1000, 4096) = 0\nhello world\n", 2, "a system call"),
+    ("1 munmap(0x1000, 4096\n", 1, "the ')' that closes munmap's arguments"),
+    ("1 munmap(0x1000, 4096) = banana\n", 1, "the result of munmap"),
+    ("1 munmap(0x1000, 4k) = 0\n", 1, "an argument"),
+    ('1 prctl(PR_SET_NAME, "abc) = 0\n', 1, "a closing quote"),
+    ("1 +++ exited sideways +++\n", 1, "exited with N"),
+])
+def test_malformed_lines_name_their_line(log: str, line: int, expected: str) -> None:
+    with pytest.raises(ParseError) as info:
+        list(parse_strace(log.splitlines(keepends=True), "bad.log"))
+    assert info.value.line == line and info.value.source == "bad.log"
+    assert expected in info.value.expected
+
+
+def test_strace_s_other_lines_are_skipped_and_unknown_constants_counted() -> None:
+    log = """
+    strace: Process 9 attached
+    9     openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 3
+     > /usr/lib/libc.so.6(open+0x10) [0x1000]
+    9     restart_syscall(<... resuming interrupted clock_nanosleep ...>) = 0
+    9     mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_BOGUS, -1, 0) = 0x7f0000000000
+    9     <... read resumed>"abc", 3) = 3
+    9     munmap(0x7f0000000000, 4096) = 0
+    """
+    stats = ParseStats()
+    events = parse(log, stats=stats)
+    assert [(e.call, e.frames) for e in events] == [("munmap", ())]
+    assert stats.unknown == 1 and stats.unknown_symbols == {"MAP_BOGUS": 1}
+    assert stats.skipped == 4
+
+
+# -- inferred faults --------------------------------------------------------------------------
+
+K = 1 << 10
+
+
+def _ev(call: str, args: tuple[int, ...], ret: int, t: float = 0.0) -> Event:
+    return Event(t=t, pid=50, tid=50, call=call, args=args, ret=ret)
+
+
+def test_faults_are_inferred_where_the_final_snapshot_holds_anonymous_pages() -> None:
+    anon, rw = MAP_PRIVATE | MAP_ANONYMOUS, PROT_READ | PROT_WRITE
+    A, B, C, D, E, F, H = (0x7F0000000000 + i * 0x1000000 for i in range(7))
+    events = [
+        _ev("mmap", (0, 64 * K, rw, anon, FD_NONE, 0), A),  # 0: touched
+        _ev("mmap", (0, 1024 * K, PROT_NONE, anon | MAP_NORESERVE, FD_NONE, 0), B),  # 1
+        _ev("mprotect", (B + 256 * K, 64 * K, rw), 0),  # 2: the committed part, touched
+        _ev("mmap", (0, 64 * K, rw, MAP_PRIVATE, 3, 0), C),  # 3: a file: never
+        _ev("mmap", (0, 64 * K, rw, anon, FD_NONE, 0), D),  # 4: never touched
+        _ev("mmap", (0, 128 * K, rw, anon, FD_NONE, 0), E),  # 5: split later, both touched
+        _ev("mmap", (0, 64 * K, rw, MAP_SHARED | MAP_ANONYMOUS, FD_NONE, 0), F),  # 6: shared
+        _ev("mmap", (0, 1 << 40, rw, anon, FD_NONE, 0), -ENOMEM),  # 7: failed
+        _ev("brk", (0,), H),  # 8
+        _ev("brk", (H + 132 * K,), H + 132 * K),  # 9: the heap grew and was touched
+        _ev("munmap", (A, 64 * K), 0),  # 10
+        _ev("mmap", (A, 64 * K, rw, anon | MAP_FIXED, FD_NONE, 0), A),  # 11: A again
+    ]
+    with_pages = {"Anonymous": 8 * K, "Rss": 8 * K}
+    no_pages = {"Anonymous": 0, "Rss": 0}
+    snap = Snapshot.from_vmas([
+        Vma(A, A + 64 * K, "rw-p", smaps=with_pages),
+        Vma(B, B + 256 * K, "---p", smaps=no_pages),
+        Vma(B + 256 * K, B + 320 * K, "rw-p", smaps=with_pages),
+        Vma(B + 320 * K, B + 1024 * K, "---p", smaps=no_pages),
+        Vma(C, C + 64 * K, "rw-p", 0, 0xFE00001, 77, "/data/file", smaps=with_pages),
+        Vma(D, D + 64 * K, "rw-p", smaps=no_pages),
+        Vma(E, E + 64 * K, "rw-p", smaps=with_pages),
+        Vma(E + 64 * K, E + 128 * K, "r--p", smaps=with_pages),
+        Vma(F, F + 64 * K, "rw-s", 0, 1, 9, "/dev/zero (deleted)", smaps=with_pages),
+        Vma(H, H + 132 * K, "rw-p", name="[heap]", smaps=with_pages),
+    ])
+    out = infer_faults(events, snap)
+    faults = []
+    for e in out:
+        if e.call != "fault":
+            after = e
+        else:
+            faults.append((after.call, after.args[:1], e.args))
+    assert faults == [
+        ("mprotect", (B + 256 * K,), (B + 256 * K, FAULT_WRITE)),
+        ("mmap", (0,), (E, FAULT_WRITE)),
+        ("mmap", (0,), (E + 64 * K, FAULT_WRITE)),
+        ("brk", (H + 132 * K,), (H, FAULT_WRITE)),
+        # A's pages were mapped twice: they come from the second mapping
+        ("mmap", (A,), (A, FAULT_WRITE)),
+    ]
+    assert all(e.inferred and e.pid == 50 for e in out if e.call == "fault")
+    assert [e for e in out if e.call != "fault"] == events
+
+
+def test_a_maps_only_snapshot_takes_writable_anonymous_memory_as_written() -> None:
+    anon = MAP_PRIVATE | MAP_ANONYMOUS
+    A, B = 0x7F0000000000, 0x7F0000100000
+    events = [_ev("mmap", (0, 4096, PROT_READ | PROT_WRITE, anon, FD_NONE, 0), A),
+              _ev("mmap", (0, 4096, PROT_READ, anon, FD_NONE, 0), B)]
+    snap = Snapshot.from_vmas([Vma(A, A + 4096, "rw-p"), Vma(B, B + 4096, "r--p")])
+    out = infer_faults(events, snap)
+    assert [(e.call, e.args) for e in out] == [
+        ("mmap", events[0].args), ("fault", (A, FAULT_WRITE)), ("mmap", events[1].args)]
