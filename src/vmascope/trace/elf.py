@@ -13,6 +13,7 @@ whatever part of it was sound (the program headers without the symbols, say).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 import stat
@@ -88,8 +89,11 @@ class ElfFile:
     build_id: str | None = None
     debuglink: str | None = None
     debug_file: str | None = None  # the detached debug file the symbols came from
-    _cover: np.ndarray | None = None  # running maximum of ``end``
-    _names: dict[int, str] = dataclasses.field(default_factory=dict)
+    # lazily built: the running maximum of ``end``, decoded names, lists for bisect
+    _cover: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False)
+    _names: dict[int, str] = dataclasses.field(default_factory=dict, init=False, repr=False)
+    _lists: tuple[list[int], list[int]] | None = dataclasses.field(
+        default=None, init=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -146,9 +150,21 @@ class ElfFile:
             hit[k] = j >= 0
         return np.where(hit, i, -1)
 
+    def index_of(self, vaddr: int) -> int:
+        """``lookup_many`` for one address, without numpy's overhead in the usual case."""
+        if self._lists is None:
+            self._lists = (self.addr.tolist(), self.end.tolist())
+        addr, end = self._lists
+        i = bisect.bisect_right(addr, vaddr) - 1
+        if i < 0:
+            return -1
+        if vaddr < end[i]:
+            return i
+        return int(self.lookup_many(np.array([vaddr], np.uint64))[0])
+
     def lookup(self, vaddr: int) -> tuple[str, int] | None:
         """(symbol, offset into it) for one virtual address."""
-        i = int(self.lookup_many(np.array([vaddr], np.uint64))[0])
+        i = self.index_of(vaddr)
         if i < 0:
             return None
         return self.name(i), vaddr - int(self.addr[i])
@@ -241,7 +257,7 @@ def _parse(fd: int) -> ElfFile:
 
     tables = []
     for s in secs:
-        stype, offset, length, link = s[1], s[4], s[5], s[6]
+        stype, offset, length = s[1], s[4], s[5]
         if stype in (SHT_SYMTAB, SHT_DYNSYM):
             tables.append(s)
         elif stype == SHT_NOTE and out.build_id is None and 0 < length <= 1 << 16:
@@ -355,8 +371,7 @@ def with_debug(path: str, elf: ElfFile, root: str = "/") -> ElfFile:
         if elf.build_id and dbg.build_id and dbg.build_id != elf.build_id:
             continue
         return dataclasses.replace(elf, addr=dbg.addr, end=dbg.end, name_off=dbg.name_off,
-                                   strtab=dbg.strtab, debug_file=cand, _cover=None,
-                                   _names={})
+                                   strtab=dbg.strtab, debug_file=cand)
     return elf
 
 

@@ -24,6 +24,7 @@ of any snapshot, or in a mapping nothing runs from).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import fnmatch
 import os
@@ -37,7 +38,7 @@ from . import elf as elfmod
 from .events import Event
 
 KINDS = ("elf", "module", "jit", "vdso", "unknown")
-SPECIAL_VDSO = ("[vdso]", "[vsyscall]")
+SPECIAL_VDSO = ("[vdso]", "[vsyscall]")  # names compared whole (brackets are not globs)
 
 # The system modules call_site looks through, by basename: the C library (glibc, musl),
 # the dynamic loader, libpthread and libdl (thin parts of glibc), and the vDSO. An
@@ -45,8 +46,8 @@ SPECIAL_VDSO = ("[vdso]", "[vsyscall]")
 # the allocator is the call site.
 SYSTEM_MODULES: tuple[str, ...] = (
     "libc.so*", "libc-*.so", "libc.musl-*.so*", "ld-linux*.so*", "ld-*.so*", "ld64.so*",
-    "ld-musl-*.so*", "libpthread*", "libdl.so*", "libdl-*.so", "[vdso]", "[vsyscall]",
-    "linux-vdso.so*", "linux-gate.so*",
+    "ld-musl-*.so*", "libpthread*", "libdl.so*", "libdl-*.so", "linux-vdso.so*",
+    "linux-gate.so*",
 )
 
 # Runtimes that generate code into anonymous executable mappings, recognized by a
@@ -107,8 +108,9 @@ _MODSEP = re.compile(r"(?<!:):(?!:)")  # a colon that is not part of a C++ "::"
 
 
 def _kind_of_module(module: str) -> str:
-    return "vdso" if _is(os.path.basename(module), SPECIAL_VDSO + (
-        "linux-vdso.so*", "linux-gate.so*")) else "module"
+    base = os.path.basename(module)
+    return "vdso" if base in SPECIAL_VDSO or _is(base, ("linux-vdso.so*", "linux-gate.so*")) \
+        else "module"
 
 
 def parse_frame(text: str) -> Frame:
@@ -148,7 +150,7 @@ def _is(basename: str, patterns: Iterable[str]) -> bool:
 
 def is_system(frame: Frame) -> bool:
     """Is the frame in the C library, the dynamic loader, libpthread or the vDSO?"""
-    if frame.kind == "vdso":
+    if frame.kind == "vdso" or frame.basename in SPECIAL_VDSO:
         return True
     return frame.kind in ("elf", "module") and _is(frame.basename, SYSTEM_MODULES)
 
@@ -220,6 +222,14 @@ class _Maps:
         self.order = order
         self.start = snap.start[order]
         self.end = snap.end[order]
+        self._lists: tuple[list[int], list[int], list[int]] | None = None
+
+    def find_one(self, ip: int) -> int:
+        if self._lists is None:
+            self._lists = (self.start.tolist(), self.end.tolist(), self.order.tolist())
+        start, end, order = self._lists
+        k = bisect.bisect_right(start, ip) - 1
+        return order[k] if k >= 0 and ip < end[k] else -1
 
     def find(self, ips: np.ndarray) -> np.ndarray:
         """The snapshot's VMA index holding each address, -1 where none does."""
@@ -257,10 +267,36 @@ class Symbolizer:
                            if not _is_file(s.name(int(i)))]
 
     def frame(self, ip: int) -> Frame:
+        """The Frame of one address (``frames`` for many)."""
+        ip = int(ip) & 0xFFFFFFFFFFFFFFFF
         got = self._cache.get(ip)
         if got is None:
-            got = self.frames([ip])[0]
+            got = self._one(ip)
+            if len(self._cache) < 1 << 20:
+                self._cache[ip] = got
         return got
+
+    def _one(self, ip: int) -> Frame:
+        for si, maps in enumerate(self._maps):
+            i = maps.find_one(ip)
+            if i < 0:
+                continue
+            snap = self.snapshots[si]
+            name = snap.name(i)
+            if name in SPECIAL_VDSO or not _is_file(name):
+                return self._in_vma(si, i, np.array([ip], np.uint64))[0]
+            assert name is not None
+            elf = self._elf_of(si, i)
+            fileoff = ip - int(snap.start[i]) + int(snap.offset[i])
+            path = name.removesuffix(" (deleted)")
+            vaddr = elf.vaddr_of(fileoff)
+            if vaddr is None:
+                return Frame(path, None, fileoff, "module", ip=ip)
+            j = elf.index_of(vaddr)
+            if j < 0:
+                return Frame(path, None, vaddr, "module", ip=ip)
+            return Frame(path, elf.name(j), vaddr - int(elf.addr[j]), "elf", ip=ip)
+        return Frame(None, None, 0, "unknown", ip=ip)
 
     def frames(self, ips: Iterable[int] | np.ndarray) -> list[Frame]:
         """One Frame per address, in order (a batch is much faster than one at a time)."""
