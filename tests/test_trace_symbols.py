@@ -219,6 +219,29 @@ def test_several_snapshots_and_batches(builds: dict[str, Path]) -> None:
         assert sym.event_frames(ev) == [Frame("libc.so.6", "__mmap", 0x26, "elf")]
 
 
+def test_a_return_address_is_named_after_the_call_before_it(builds: dict[str, Path]) -> None:
+    exe = builds["pie"]
+    sizes = {}
+    for line in subprocess.run(["nm", "-S", "--defined-only", str(exe)], capture_output=True,
+                               text=True, timeout=60, check=True).stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            sizes[parts[3]] = (int(parts[0], 16), int(parts[1], 16))
+    if sizes["grow_arena"][0] + sizes["grow_arena"][1] != sizes["map_table"][0]:
+        pytest.skip("the compiler did not lay grow_arena right before map_table")
+    with started(exe) as (addrs, snap):
+        sym = Symbolizer([snap])
+        # a call that is grow_arena's last instruction returns to map_table's first
+        top, caller = sym.stack_frames([addrs["mmap"] + 5, addrs["map_table"]])
+        assert top == sym.frame(addrs["mmap"] + 5)
+        assert (caller.symbol, caller.offset, caller.ip) == \
+            ("grow_arena", sizes["grow_arena"][1], addrs["map_table"])
+        assert sym.frame(addrs["map_table"]).symbol == "map_table"
+        assert sym.stack_frames([]) == []
+        assert sym.stack_frames([addrs["mmap"], 0x10])[1] == \
+            Frame(None, None, 0, "unknown", ip=0x10)
+
+
 # -- the ELF reader against nm -----------------------------------------------------------
 
 

@@ -318,15 +318,29 @@ class Symbolizer:
             out[int(k)] = Frame(None, None, 0, "unknown", ip=int(arr[k]))
         frames: list[Frame] = out  # type: ignore[assignment]
         if len(self._cache) < 1 << 20:
-            for x, f in zip(arr, frames):
-                self._cache[int(x)] = f
+            for x, f in zip(arr.tolist(), frames):
+                self._cache[x] = f
         return frames
 
     def event_frames(self, event: Event) -> list[Frame]:
         """An Event's stack as Frames: the recorder's own names when it gave them."""
         if event.frames:
             return [parse_frame(t) for t in event.frames]
-        return self.frames(event.stack)
+        return self.stack_frames(event.stack)
+
+    def stack_frames(self, stack: Sequence[int]) -> list[Frame]:
+        """A stack innermost first: the first address as it is (where the call was made
+        or the faulting instruction), the others return addresses, named after the
+        instruction before them (the call), as a call the last instruction of a function
+        (to a noreturn function) returns to the start of the next one. Offsets stay those
+        of the addresses themselves."""
+        if not stack:
+            return []
+        first = self.frames(stack[:1])
+        callers = self.frames([max(int(ip) - 1, 0) for ip in stack[1:]])
+        return first + [dataclasses.replace(f, offset=f.offset + 1, ip=int(ip))
+                        if f.kind != "unknown" else dataclasses.replace(f, ip=int(ip))
+                        for f, ip in zip(callers, stack[1:])]
 
     # -- one VMA ---------------------------------------------------------------------------
 
@@ -349,16 +363,13 @@ class Symbolizer:
         fileoff = ips - np.uint64(start) + snap.offset[i]
         vaddrs, inside = elf.vaddrs_of(fileoff)
         idx = np.where(inside, elf.lookup_many(vaddrs), -1)
-        out = []
-        for k, ip in enumerate(ips):
-            j = int(idx[k])
-            if j >= 0:
-                out.append(Frame(path, elf.name(j), int(vaddrs[k]) - int(elf.addr[j]), "elf",
-                                 ip=int(ip)))
-            else:
-                off = vaddrs[k] if inside[k] else fileoff[k]
-                out.append(Frame(path, None, int(off), "module", ip=int(ip)))
-        return out
+        named = idx >= 0
+        offs = np.where(named, vaddrs - elf.addr[np.maximum(idx, 0)] if len(elf) else 0,
+                        np.where(inside, vaddrs, fileoff)).tolist()
+        names = {j: elf.name(j) for j in np.unique(idx[named]).tolist()}
+        return [Frame(path, names[j], off, "elf", ip=ip) if j >= 0
+                else Frame(path, None, off, "module", ip=ip)
+                for ip, j, off in zip(ips.tolist(), idx.tolist(), offs)]
 
     def _exec_range(self, start: int, end: int) -> tuple[int | None, int | None]:
         """The executable anonymous mapping overlapping [start, end), if any."""
