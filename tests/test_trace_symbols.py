@@ -278,6 +278,37 @@ def test_a_big_binary_is_read_fast(path: str) -> None:
     _check_against_nm(path, 300)
 
 
+def test_minidebuginfo_adds_the_stripped_symbols(builds: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    """.gnu_debugdata (an xz-compressed ELF holding the symbols a distribution strips,
+    as Fedora ships them) is read when .symtab is gone."""
+    import lzma
+
+    objcopy = need("objcopy")
+    full, stripped = builds["pie"], tmp_path / "stripped"
+    subprocess.run(["strip", "--strip-all", "-o", str(stripped), str(full)], check=True,
+                   timeout=60)
+    keep = tmp_path / "mini.debug"
+    subprocess.run([objcopy, "--only-keep-debug", str(full), str(keep)], check=True,
+                   timeout=60)
+    xz = tmp_path / "mini.xz"
+    xz.write_bytes(lzma.compress(keep.read_bytes(), format=lzma.FORMAT_XZ))
+    mini = tmp_path / "mini"
+    subprocess.run([objcopy, "--add-section", f".gnu_debugdata={xz}", str(stripped),
+                    str(mini)], check=True, timeout=60)
+    assert elf.parse(stripped).lookup(nm_address(full, "grow_arena") + 1) is None
+    e = elf.parse(mini)
+    assert e.minidebuginfo
+    for func in FUNCS:
+        assert e.lookup(nm_address(full, func) + 1) == (func, 1)
+    # a broken one is ignored
+    data = bytearray(mini.read_bytes())
+    at = data.find(xz.read_bytes()[:64])
+    data[at + 100:at + 200] = bytes(100)
+    mini.write_bytes(bytes(data))
+    assert not elf.parse(mini).minidebuginfo
+
+
 def test_elf32(tmp_path: Path) -> None:
     cc = need("gcc")
     ld = need("ld")

@@ -14,7 +14,9 @@ whatever part of it was sound (the program headers without the symbols, say).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
+import lzma
 import os
 import stat
 import struct
@@ -39,6 +41,8 @@ ET_EXEC, ET_DYN = 2, 3
 
 # Where detached debug files are looked for (the GDB convention).
 DEBUG_DIR = "/usr/lib/debug"
+# The largest .gnu_debugdata section read (compressed; it may expand 8 times as much).
+MINI_MAX = 32 << 20
 
 _SYM64 = np.dtype([("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"),
                    ("value", "<u8"), ("size", "<u8")])
@@ -89,6 +93,7 @@ class ElfFile:
     build_id: str | None = None
     debuglink: str | None = None
     debug_file: str | None = None  # the detached debug file the symbols came from
+    minidebuginfo: bool = False  # symbols from .gnu_debugdata were added
     # lazily built: the running maximum of ``end``, decoded names, lists for bisect
     _cover: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False)
     _names: dict[int, str] = dataclasses.field(default_factory=dict, init=False, repr=False)
@@ -173,13 +178,22 @@ class ElfFile:
 EMPTY = ElfFile()
 
 
-def _read(fd: int, size: int, offset: int, length: int) -> bytes:
-    if offset < 0 or length < 0 or offset + length > size:
-        raise _Bad("out of the file")
-    data = os.pread(fd, length, offset)
-    if len(data) != length:
-        raise _Bad("short read")
-    return data
+class _Source:
+    """Bounded reads of a file (by descriptor) or of bytes (an embedded ELF)."""
+
+    def __init__(self, fd: int | None = None, data: bytes | None = None) -> None:
+        self.fd, self.data = fd, data
+        self.size = len(data) if data is not None else os.fstat(fd).st_size  # type: ignore[arg-type]
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise _Bad("out of the file")
+        if self.data is not None:
+            return self.data[offset:offset + length]
+        got = os.pread(self.fd, length, offset)  # type: ignore[arg-type]
+        if len(got) != length:
+            raise _Bad("short read")
+        return got
 
 
 def _notes(data: bytes) -> str | None:
@@ -199,9 +213,14 @@ def _notes(data: bytes) -> str | None:
     return None
 
 
-def _parse(fd: int) -> ElfFile:
-    size = os.fstat(fd).st_size
-    ident = _read(fd, size, 0, 16)
+_Part = tuple[np.ndarray, bytes]  # kept symbols of one table, and its string table
+
+
+def _parse(src: _Source, nested: bool = False) -> tuple[ElfFile, list[_Part]]:
+    """The file's headers, and its symbol tables (finished by ``_finish``). A
+    ``.gnu_debugdata`` section (MiniDebugInfo: an xz-compressed ELF with the symbols
+    stripped from this one) adds its tables, unless ``nested``."""
+    ident = src.read(0, 16)
     if ident[:4] != b"\x7fELF":
         raise _Bad("not ELF")
     if ident[5] != 1:
@@ -211,96 +230,112 @@ def _parse(fd: int) -> ElfFile:
         raise _Bad("unknown class")
     eh = _EHDR[cls]
     (etype, _machine, _version, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum,
-     shentsize, shnum, shstrndx) = eh.unpack(_read(fd, size, 16, eh.size))
+     shentsize, shnum, shstrndx) = eh.unpack(src.read(16, eh.size))
     out = ElfFile(elf_class=cls, etype=etype)
-    build_id = None
     # program headers
     ph = _PHDR64 if cls == 64 else _PHDR32
     segs = []
     if phoff and phnum and phentsize == ph.size and phnum <= _MAX_SEGMENTS:
-        raw = _read(fd, size, phoff, phnum * ph.size)
-        for k in range(phnum):
-            f = ph.unpack_from(raw, k * ph.size)
-            if cls == 64:
-                ptype, pflags, poff, vaddr, _pa, filesz, memsz, _al = f
-            else:
-                ptype, poff, vaddr, _pa, filesz, memsz, pflags, _al = f
-            if ptype == PT_LOAD:
-                segs.append(Segment(poff, vaddr, filesz, memsz, pflags))
-            elif ptype == PT_NOTE and build_id is None and 0 < filesz <= 1 << 16:
-                try:
-                    build_id = _notes(_read(fd, size, poff, filesz))
-                except _Bad:
-                    pass
+        with contextlib.suppress(_Bad):
+            raw = src.read(phoff, phnum * ph.size)
+            for k in range(phnum):
+                f = ph.unpack_from(raw, k * ph.size)
+                if cls == 64:
+                    ptype, pflags, poff, vaddr, _pa, filesz, memsz, _al = f
+                else:
+                    ptype, poff, vaddr, _pa, filesz, memsz, pflags, _al = f
+                if ptype == PT_LOAD:
+                    segs.append(Segment(poff, vaddr, filesz, memsz, pflags))
+                elif ptype == PT_NOTE and out.build_id is None and 0 < filesz <= 1 << 16:
+                    with contextlib.suppress(_Bad):
+                        out.build_id = _notes(src.read(poff, filesz))
     out.segments = tuple(segs)
-    out.build_id = build_id
-    # section headers
+    parts: list[_Part] = []
+    # section headers: what is wrong there leaves the program headers usable
+    with contextlib.suppress(_Bad):
+        _sections(src, cls, shoff, shentsize, shnum, shstrndx, out, parts, nested)
+    return out, parts
+
+
+def _sections(src: _Source, cls: int, shoff: int, shentsize: int, shnum: int,
+              shstrndx: int, out: ElfFile, parts: list[_Part], nested: bool) -> None:
     sh = _SHDR[cls]
     if not shoff or shentsize != sh.size:
-        return out
+        return
     if shnum == 0:  # extended numbering: the count is in section 0's sh_size
-        shnum = sh.unpack(_read(fd, size, shoff, sh.size))[5]
+        shnum = sh.unpack(src.read(shoff, sh.size))[5]
     if not 0 < shnum <= _MAX_SECTIONS:
-        return out
-    raw = _read(fd, size, shoff, shnum * sh.size)
+        return
+    raw = src.read(shoff, shnum * sh.size)
     secs = [sh.unpack_from(raw, k * sh.size) for k in range(shnum)]
     if shstrndx == 0xFFFF:
         shstrndx = secs[0][6]
     names = b""
     if 0 < shstrndx < shnum and secs[shstrndx][1] != SHT_NOBITS \
             and secs[shstrndx][5] <= 1 << 20:
-        names = _read(fd, size, secs[shstrndx][4], secs[shstrndx][5])
+        names = src.read(secs[shstrndx][4], secs[shstrndx][5])
 
     def sec_name(s: tuple[int, ...]) -> bytes:
         stop = names.find(b"\0", s[0])
         return names[s[0]:stop] if s[0] < len(names) and stop >= 0 else b""
 
-    tables = []
+    mini = None
     for s in secs:
         stype, offset, length = s[1], s[4], s[5]
         if stype in (SHT_SYMTAB, SHT_DYNSYM):
-            tables.append(s)
+            parts.extend(_table(src, cls, secs, s))
         elif stype == SHT_NOTE and out.build_id is None and 0 < length <= 1 << 16:
-            out.build_id = _notes(_read(fd, size, offset, length))
-        elif stype != SHT_NOBITS and sec_name(s) == b".gnu_debuglink" and length <= 4096:
-            link_name = _read(fd, size, offset, length).split(b"\0", 1)[0]
+            out.build_id = _notes(src.read(offset, length))
+        elif stype == SHT_NOBITS:
+            continue
+        elif sec_name(s) == b".gnu_debuglink" and length <= 4096:
+            link_name = src.read(offset, length).split(b"\0", 1)[0]
             if link_name and b"/" not in link_name:
                 out.debuglink = os.fsdecode(link_name)
-    _symbols(fd, size, cls, secs, tables, out)
-    return out
+        elif sec_name(s) == b".gnu_debugdata" and not nested and length <= MINI_MAX:
+            mini = (offset, length)
+    if mini is not None:
+        with contextlib.suppress(_Bad, lzma.LZMAError, EOFError):
+            dec = lzma.LZMADecompressor()
+            data = dec.decompress(src.read(*mini), max_length=MINI_MAX * 8)
+            inner, inner_parts = _parse(_Source(data=data), nested=True)
+            if inner.elf_class == cls:
+                parts.extend(inner_parts)
+                out.minidebuginfo = True
 
 
-def _symbols(fd: int, size: int, cls: int, secs: list[tuple[int, ...]],
-             tables: list[tuple[int, ...]], out: ElfFile) -> None:
-    """Read every symbol table into ``out``: one string table for all of them."""
+def _table(src: _Source, cls: int, secs: list[tuple[int, ...]],
+           s: tuple[int, ...]) -> list[_Part]:
+    """The function and object symbols of one symbol table section."""
     dtype = _SYM64 if cls == 64 else _SYM32
-    parts, strtabs, base = [], [], 0
-    for s in tables:
-        stype, offset, length, link, entsize = s[1], s[4], s[5], s[6], s[9]
-        if entsize != dtype.itemsize or not 0 < link < len(secs):
-            continue
-        strsec = secs[link]
-        if strsec[1] == SHT_NOBITS or stype == SHT_NOBITS:
-            continue
-        try:
-            raw = _read(fd, size, offset, length - length % dtype.itemsize)
-            strtab = _read(fd, size, strsec[4], strsec[5])
-        except _Bad:
-            continue
-        syms = np.frombuffer(raw, dtype=dtype)
-        kind = syms["info"] & 0xF
-        keep = ((kind == STT_FUNC) | (kind == STT_GNU_IFUNC) | (kind == STT_OBJECT)) \
-            & (syms["shndx"] != SHN_UNDEF) & (syms["value"] != 0) \
-            & (syms["name"] != 0) & (syms["name"] < len(strtab))
-        syms = syms[keep]
-        parts.append((syms, base))
-        strtabs.append(strtab)
-        base += len(strtab)
+    stype, offset, length, link, entsize = s[1], s[4], s[5], s[6], s[9]
+    if entsize != dtype.itemsize or not 0 < link < len(secs):
+        return []
+    strsec = secs[link]
+    if strsec[1] == SHT_NOBITS or stype == SHT_NOBITS:
+        return []
+    try:
+        raw = src.read(offset, length - length % dtype.itemsize)
+        strtab = src.read(strsec[4], strsec[5])
+    except _Bad:
+        return []
+    syms = np.frombuffer(raw, dtype=dtype)
+    kind = syms["info"] & 0xF
+    keep = ((kind == STT_FUNC) | (kind == STT_GNU_IFUNC) | (kind == STT_OBJECT)) \
+        & (syms["shndx"] != SHN_UNDEF) & (syms["value"] != 0) \
+        & (syms["name"] != 0) & (syms["name"] < len(strtab))
+    return [(syms[keep], strtab)]
+
+
+def _finish(out: ElfFile, parts: list[_Part]) -> ElfFile:
+    """Every table's symbols in one sorted array, one string table for all of them."""
     if not parts:
-        return
+        return out
+    bases = np.cumsum([0] + [len(t) for _, t in parts[:-1]])
     addr = np.concatenate([p["value"].astype(np.uint64) for p, _ in parts])
     size_ = np.concatenate([p["size"].astype(np.uint64) for p, _ in parts])
-    name = np.concatenate([p["name"].astype(np.uint64) + b for p, b in parts])
+    name = np.concatenate([p["name"].astype(np.uint64) + np.uint64(b)
+                           for (p, _), b in zip(parts, bases)])
     info = np.concatenate([p["info"] for p, _ in parts])
     kind, bind = info & 0xF, info >> 4
     # among symbols at one address: functions first, then global, weak, local, and
@@ -315,9 +350,9 @@ def _symbols(fd: int, size: int, cls: int, secs: list[tuple[int, ...]],
     first[1:] = addr[1:] != addr[:-1]
     addr, size_, name = addr[first], size_[first], name[first]
     nxt = np.append(addr[1:], addr[-1] + np.uint64(1) if len(addr) else addr)
-    end = np.where(size_ > 0, addr + size_, nxt)
-    out.addr, out.end, out.name_off = addr, end, name.astype(np.uint64)
-    out.strtab = b"".join(strtabs)
+    out.addr, out.end, out.name_off = addr, np.where(size_ > 0, addr + size_, nxt), name
+    out.strtab = b"".join(t for _, t in parts)
+    return out
 
 
 def parse(path: str | os.PathLike[str]) -> ElfFile:
@@ -329,7 +364,7 @@ def parse(path: str | os.PathLike[str]) -> ElfFile:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return EMPTY
-        return _parse(fd)
+        return _finish(*_parse(_Source(fd)))
     except Exception:  # noqa: BLE001 (a bad file is "no symbols", whatever broke)
         return EMPTY
     finally:
