@@ -202,6 +202,28 @@ def test_a_deleted_executable_is_read_through_map_files(builds: dict[str, Path],
         assert f.kind == "module" and f.module == str(exe), f
 
 
+def test_files_are_read_under_root_and_only_if_they_are_the_mapped_inode(
+        builds: dict[str, Path], tmp_path: Path) -> None:
+    exe = builds["pie"]
+    with started(exe) as (addrs, snap):
+        ip = addrs["grow_arena"] + 5
+        pid = snap.meta.pid
+        f = Symbolizer([snap], root=f"/proc/{pid}/root").frame(ip)
+        assert (f.kind, f.symbol, f.module) == ("elf", "grow_arena", str(exe))
+        # nothing there: the file offset, through no PT_LOAD
+        snap.meta.source = "file"
+        f = Symbolizer([snap], root=str(tmp_path)).frame(ip)
+        assert f.kind == "module" and f.module == str(exe)
+        # the same path, another file (another host's dump, a replaced file)
+        v = next(v for v in snap if v.name == str(exe) and "x" in v.perms)
+        other = Snapshot.from_vmas([Vma(v.start, v.end, v.perms, offset=v.offset,
+                                        name=v.name, inode=v.inode + 1)])
+        assert Symbolizer([other]).frame(ip).kind == "module"
+        same = Snapshot.from_vmas([Vma(v.start, v.end, v.perms, offset=v.offset,
+                                       name=v.name, inode=v.inode)])
+        assert Symbolizer([same]).frame(ip).symbol == "grow_arena"
+
+
 def test_several_snapshots_and_batches(builds: dict[str, Path]) -> None:
     with started(builds["pie"]) as (addrs, snap):
         empty = Snapshot.empty(SnapshotMeta(comm="pie"))
@@ -331,7 +353,8 @@ def test_elf32(tmp_path: Path) -> None:
     text = next(s for s in e.segments if s.flags & 1)
     base = 0xF7000000
     snap = Snapshot.from_vmas([Vma(base + text.vaddr, base + text.vaddr + 0x1000, "r-xp",
-                                   offset=text.offset, name=str(lib), inode=1)])
+                                   offset=text.offset, name=str(lib),
+                                   inode=lib.stat().st_ino)])
     f = Symbolizer([snap]).frame(base + nm_address(lib, "entry") + 3)
     assert (f.kind, f.symbol, f.offset) == ("elf", "entry", 3)
 
@@ -388,7 +411,7 @@ def test_a_truncated_library_is_a_module_frame(builds: dict[str, Path], tmp_path
     cut = tmp_path / "cut"
     cut.write_bytes(good[:len(good) // 2])  # the section headers are at the end
     snap = Snapshot.from_vmas([Vma(0x555555554000, 0x555555556000, "r-xp", offset=0x1000,
-                                   name=str(cut), inode=1)])
+                                   name=str(cut), inode=cut.stat().st_ino)])
     f = Symbolizer([snap]).frame(0x555555554000 + 0x189)
     assert (f.kind, f.module, f.offset) == ("module", str(cut), 0x1189)
 

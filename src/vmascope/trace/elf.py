@@ -21,6 +21,7 @@ import os
 import stat
 import struct
 import threading
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -92,6 +93,7 @@ class ElfFile:
     strtab: bytes = b""
     build_id: str | None = None
     debuglink: str | None = None
+    debuglink_crc: int | None = None
     debug_file: str | None = None  # the detached debug file the symbols came from
     minidebuginfo: bool = False  # symbols from .gnu_debugdata were added
     # lazily built: the running maximum of ``end``, decoded names, lists for bisect
@@ -289,9 +291,12 @@ def _sections(src: _Source, cls: int, shoff: int, shentsize: int, shnum: int,
         elif stype == SHT_NOBITS:
             continue
         elif sec_name(s) == b".gnu_debuglink" and length <= 4096:
-            link_name = src.read(offset, length).split(b"\0", 1)[0]
-            if link_name and b"/" not in link_name:
+            data = src.read(offset, length)
+            link_name = data.split(b"\0", 1)[0]
+            crc_at = (len(link_name) + 1 + 3) & ~3
+            if link_name and b"/" not in link_name and crc_at + 4 <= len(data):
                 out.debuglink = os.fsdecode(link_name)
+                out.debuglink_crc = struct.unpack_from("<I", data, crc_at)[0]
         elif sec_name(s) == b".gnu_debugdata" and not nested and length <= MINI_MAX:
             mini = (offset, length)
     if mini is not None:
@@ -391,9 +396,22 @@ def _debug_candidates(path: str, elf: ElfFile, root: str) -> list[str]:
     return out
 
 
+def _crc32(path: str) -> int | None:
+    """The CRC-32 of a whole file, as .gnu_debuglink records it."""
+    crc = 0
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                crc = zlib.crc32(chunk, crc)
+    except OSError:
+        return None
+    return crc
+
+
 def with_debug(path: str, elf: ElfFile, root: str = "/") -> ElfFile:
-    """``elf`` with the symbols of its detached debug file, when one is installed (a
-    build-id must match; a debuglink is taken on its name) and has more symbols."""
+    """``elf`` with the symbols of its detached debug file, when one is installed and
+    has more symbols: its build-id must match, or when either has none, the CRC-32 that
+    .gnu_debuglink records."""
     if not elf.ok:
         return elf
     for cand in _debug_candidates(path, elf, root):
@@ -402,7 +420,10 @@ def with_debug(path: str, elf: ElfFile, root: str = "/") -> ElfFile:
         dbg = parse(cand)
         if not dbg.ok or len(dbg) <= len(elf):
             continue
-        if elf.build_id and dbg.build_id and dbg.build_id != elf.build_id:
+        if elf.build_id and dbg.build_id:
+            if dbg.build_id != elf.build_id:
+                continue
+        elif elf.debuglink_crc is not None and _crc32(cand) != elf.debuglink_crc:
             continue
         return dataclasses.replace(elf, addr=dbg.addr, end=dbg.end, name_off=dbg.name_off,
                                    strtab=dbg.strtab, debug_file=cand)
@@ -416,14 +437,16 @@ _cache: OrderedDict[tuple[str, int, int, int, str], ElfFile] = OrderedDict()
 _lock = threading.Lock()
 
 
-def load(path: str, root: str = "/", debug: bool = True) -> ElfFile:
+def load(path: str, root: str = "/", debug: bool = True, name: str | None = None) -> ElfFile:
     """``parse`` (and ``with_debug``) cached per (path, device, inode, mtime): a file
-    replaced in place is read again."""
+    replaced in place is read again. ``name``: the path debug files are looked for by
+    when ``path`` is another way to the file (/proc/PID/map_files/...)."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):
         return EMPTY
-    key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, root if debug else "")
+    name = name or path
+    key = (name, st.st_dev, st.st_ino, st.st_mtime_ns, root if debug else "")
     with _lock:
         got = _cache.get(key)
         if got is not None:
@@ -431,7 +454,7 @@ def load(path: str, root: str = "/", debug: bool = True) -> ElfFile:
             return got
     elf = parse(path)
     if debug:
-        elf = with_debug(path, elf, root)
+        elf = with_debug(name, elf, root)
     with _lock:
         _cache[key] = elf
         while len(_cache) > CACHE_SIZE:

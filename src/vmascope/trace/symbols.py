@@ -382,32 +382,34 @@ class Symbolizer:
         got = self._elf.get((si, i))
         if got is None:
             got = elfmod.EMPTY
-            for cand in self._candidates(si, i):
-                got = elfmod.load(cand, self.root, self.debug)
+            for cand, name in self._candidates(si, i):
+                got = elfmod.load(cand, self.root, self.debug, name=name)
                 if got.ok:
                     break
             self._elf[(si, i)] = got
         return got
 
-    def _candidates(self, si: int, i: int) -> list[str]:
-        """Where the mapped file may be read: the path under ``root``; for a deleted
-        file only through /proc/PID/map_files of a live target, or a file at the path
-        that is still the same inode."""
+    def _candidates(self, si: int, i: int) -> list[tuple[str, str]]:
+        """Where the mapped file may be read, as (path to open, path in the target):
+        the path under ``root`` when it is the inode the snapshot names (or the
+        snapshot names none), so that a file replaced since, another host's dump or a
+        container's file read outside its root gives no symbols rather than wrong ones;
+        then /proc/PID/map_files of a live target, which is the mapped file itself."""
         snap = self.snapshots[si]
         name = snap.name(i)
         assert name is not None
-        path = os.path.join(self.root, name.removesuffix(" (deleted)").lstrip("/"))
-        if not name.endswith(" (deleted)"):
-            return [path]
+        target = name.removesuffix(" (deleted)")
+        path = os.path.join(self.root, target.lstrip("/"))
+        inode = int(snap.inode[i])
         out = []
-        if snap.meta.pid and snap.meta.source == "live":
-            out.append(f"/proc/{snap.meta.pid}/map_files/"
-                       f"{int(snap.start[i]):x}-{int(snap.end[i]):x}")
         try:
-            if os.stat(path).st_ino == int(snap.inode[i]):
-                out.append(path)
+            if not inode or os.stat(path).st_ino == inode:
+                out.append((path, path))
         except (OSError, ValueError):
             pass
+        if snap.meta.pid and snap.meta.source == "live":
+            mapped = f"{int(snap.start[i]):x}-{int(snap.end[i]):x}"
+            out.append((f"/proc/{snap.meta.pid}/map_files/{mapped}", path))
         return out
 
 
