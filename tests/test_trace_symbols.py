@@ -237,6 +237,9 @@ def test_several_snapshots_and_batches(builds: dict[str, Path]) -> None:
         # an Event's stack, or the recorder's own names
         ev = Event(t=0.0, pid=1, tid=1, call="mmap", stack=tuple(ips[:2]))
         assert sym.event_frames(ev) == batch[:2]
+        ev = Event(t=0.0, pid=1, tid=1, call="mmap",
+                   stack=(addrs["mmap"] + 5, addrs["reserve_space"] + 0x1a))
+        assert sym.site(ev).symbol == "reserve_space"
         ev = Event(t=0.0, pid=1, tid=1, call="mmap", frames=("libc.so.6:__mmap+0x26",))
         assert sym.event_frames(ev) == [Frame("libc.so.6", "__mmap", 0x26, "elf")]
 
@@ -329,6 +332,29 @@ def test_minidebuginfo_adds_the_stripped_symbols(builds: dict[str, Path],
     data[at + 100:at + 200] = bytes(100)
     mini.write_bytes(bytes(data))
     assert not elf.parse(mini).minidebuginfo
+
+
+def test_debuglink_with_its_crc(tmp_path: Path) -> None:
+    cc, objcopy = need("gcc"), need("objcopy")
+    exe = tmp_path / "prog"
+    # no build-id: the debuglink's CRC is all that ties the two files
+    subprocess.run([cc, "-O0", "-fno-inline", "-Wl,--build-id=none", "-o", str(exe),
+                    str(PROGRAMS / "callsites.c"), "-ldl"], check=True, timeout=120)
+    where = nm_address(exe, "reserve_space")
+    dbg = tmp_path / "prog.debug"
+    subprocess.run([objcopy, "--only-keep-debug", str(exe), str(dbg)], check=True,
+                   timeout=60)
+    subprocess.run(["strip", "--strip-all", str(exe)], check=True, timeout=60)
+    subprocess.run([objcopy, f"--add-gnu-debuglink={dbg}", str(exe)], check=True,
+                   timeout=60)
+    e = elf.load(str(exe))
+    assert e.build_id is None and e.debuglink == "prog.debug"
+    assert (e.lookup(where + 2), e.debug_file) == (("reserve_space", 2), str(dbg))
+    assert elf.load(str(exe), debug=False).lookup(where + 2) is None
+    with dbg.open("ab") as fh:
+        fh.write(b"\0")  # another build of it, as far as the CRC tells
+    elf.clear_cache()
+    assert elf.load(str(exe)).lookup(where + 2) is None
 
 
 def test_elf32(tmp_path: Path) -> None:

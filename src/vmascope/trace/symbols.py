@@ -328,6 +328,10 @@ class Symbolizer:
             return [parse_frame(t) for t in event.frames]
         return self.stack_frames(event.stack)
 
+    def site(self, event: Event) -> Frame:
+        """The call site of an Event (:func:`call_site` of its frames)."""
+        return call_site(self.event_frames(event))
+
     def stack_frames(self, stack: Sequence[int]) -> list[Frame]:
         """A stack innermost first: the first address as it is (where the call was made
         or the faulting instruction), the others return addresses, named after the
