@@ -88,3 +88,22 @@ def _run(cmd: list[str], what: str, fail: Callable[[str], VmascopeError]) -> Non
 
 
 __all__ = ["build_bpf_tool", "cache_dir_for"]
+
+
+def build_preload(name: str, source: Path, fail: Callable[[str], VmascopeError]) -> Path:
+    """A small shared object built from one C file on first use (cached by its hash)."""
+    target = cache_dir_for(name, source) / f"{name}.so"
+    if target.exists():
+        return target
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise fail("no C compiler (cc) to build the exit hook")
+    work = Path(tempfile.mkdtemp(prefix=".build.", dir=target.parent))
+    try:
+        out = work / target.name
+        _run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(source)],
+             f"compiling {source.name}", fail)
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target

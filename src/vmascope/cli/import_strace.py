@@ -23,12 +23,15 @@ def register(subparsers: Any) -> None:
     q.add_argument("--final", metavar="SNAPSHOT",
                    help="a snapshot of the process when the log ends (for the comparison "
                    "and the inferred faults)")
+    q.set_defaults(writes_output=True)
 
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..output import check_target
     from ..trace.importer import import_strace
 
+    check_target(args.output)
     res = import_strace(args.log, args.output, pid=args.pid, first=args.first,
                         final=args.final)
     print(f"vmascope: wrote {args.output}: {res.events:,} events, {res.ops:,} ops to "

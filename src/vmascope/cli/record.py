@@ -27,6 +27,7 @@ def register(subparsers: Any) -> None:
     add_kernel_view(p, "The snapshots")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                    help="the command to start and record")
+    p.set_defaults(writes_output=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if bool(cmd) == (args.pid is not None):
         raise UsageError("record: give --pid PID or -- CMD ARGS..., one of them")
+    from ..output import check_target
+
+    check_target(args.output)
     with display(False) as bar:
         task = bar.add_task("recording", total=None, state="")
         res = record(args.output, argv=cmd or None, pid=args.pid, duration=args.duration,

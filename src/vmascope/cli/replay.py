@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
                    help="write map_count over time, the top call sites stacked, as SVG")
     add_format(p)
     add_output(p)
+    p.set_defaults(writes_output=True)
 
 
 def load_and_replay(path: str, kernel: str | None, max_map_count: int | None,
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         write_output(args.plot, timeline_svg(att, f"map_count of {args.trace} (model of "
                                              f"{rep.epoch.release})"))
+        sys.stderr.flush()
     if args.json:
         data = replay_json(rep, att)
         if args.output:

@@ -48,11 +48,11 @@ def replay_text(rep: Replay, att: Attribution | None, top: int = 10) -> str:
     head = tr.header
     what = head.get("command") or head.get("comm") or f"pid {head.get('pid', '?')}"
     w(_cut(f"Replay of {what}", WIDTH))
-    w(_cut(f"  recorded on {head.get('kernel', '?')} by {head.get('recorder', '?')}; "
-           f"replayed on the model of {rep.epoch.release} ({rep.epoch.name})", WIDTH))
-    ev = head.get("events")
+    w(_cut(f"  recorded on {head.get('kernel', '?')} ({head.get('recorder', '?')}), "
+           f"replayed on the model of {rep.epoch.release}", WIDTH))
+    ev = head.get("events", "")
     w(f"  {len(tr.ops):,} ops replayed, {len(tr.skipped):,} events not replayed"
-      + (f", {ev} events recorded" if ev else ""))
+      + (f", {int(ev):,} recorded" if ev.isdigit() else ""))
     if tr.lost:
         w(f"  WARNING: {tr.lost:,} events were lost while recording: the replay misses them")
     c = rep.comparison
@@ -76,11 +76,12 @@ def replay_text(rep: Replay, att: Attribution | None, top: int = 10) -> str:
         w("")
         w("Top call sites creating VMAs (in the end state)")
         w(f"  {'VMAs':>7} {'extra':>7}  {'main cause':<12} call site")
-        for s in att.sites[:top]:
+        for s in [s for s in att.sites if s.vmas][:top]:
             cause = s.causes.most_common(1)[0][0] if s.causes else "-"
             w(_cut(f"  {s.vmas:>7,} {s.excess:>7,}  {cause:<12} {s.key}", WIDTH))
-            if s.chain and s.chain != s.key:
-                w(_cut(f"  {'':>7} {'':>7}  {'':<12}   via {s.chain}", WIDTH))
+            callers = s.chain.split(" <- ")[1:]
+            if callers:
+                w(_cut(f"  {'':>7} {'':>7}  {'':<12}   from {' <- '.join(callers)}", WIDTH))
         refused = [s for s in att.sites if s.refused]
         if refused:
             w("")

@@ -337,6 +337,17 @@ class BpfRecorder:
                 return self._chunks.popleft()
             return None if self._eof else b""
 
+    @property
+    def t0(self) -> int:
+        """CLOCK_MONOTONIC ns of the loader's first record (Event.t counts from it)."""
+        return self._t0
+
+    @property
+    def finished(self) -> bool:
+        """The loader has ended and every record was read."""
+        with self._cond:
+            return self._eof and not self._chunks
+
     def records(self, timeout: float | None = None) -> Iterator[np.ndarray]:
         """The raw records (arrays of :data:`RECORD`) as they come, the TRAILER
         included, until the end of the recording (or, with ``timeout``, until no

@@ -66,9 +66,9 @@ class RecordResult:
 
 
 def exit_hook_path() -> Path:
-    from ..native import build_shared_object
+    from ..native import build_preload
 
-    return build_shared_object("exithook", EXIT_HOOK)
+    return build_preload("exithook", EXIT_HOOK, RecordError)
 
 
 def snapshot_bytes(pid: int, kernel_view: bool | None) -> bytes:
@@ -80,7 +80,9 @@ def snapshot_bytes(pid: int, kernel_view: bool | None) -> bytes:
     d = tempfile.mkdtemp(prefix="vmascope-rec.")
     try:
         path = os.path.join(d, "s.vmasnap")
-        want = kview.wanted(kernel_view)
+        # the kernel view where it can be read, unless the user said no
+        want = (kernel_view if kernel_view is not None
+                else kview.wanted(None) or host.kernel_view_problem() is None)
         try:
             capture(pid, path, kernel_view=want)
         except KernelViewUnavailable:
@@ -181,7 +183,7 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
     old = _signals_raise()
     tracee = None
     watch = None
-    final: dict[str, Any] = {"data": None, "how": "none", "ns": None}
+    final: dict[str, Any] = {"data": None, "how": "none", "wall": None}
     try:
         if argv is not None:
             env = dict(os.environ)
@@ -190,7 +192,7 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
             target_pid_box: list[int] = []
 
             def take_at_exit() -> None:
-                final["ns"] = time.monotonic_ns()
+                final["wall"] = time.time()
                 final["data"] = snapshot_bytes(target_pid_box[0], kernel_view)
                 final["how"] = "exit"
 
@@ -209,7 +211,7 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
         first = snapshot_bytes(pid, kernel_view)
         header = {"recorder": kind, "pid": pid,
                   "command": " ".join(argv) if argv else None, "comm": comm,
-                  "kernel": host.kernel_release(), "machine": os.uname().machine,
+                  "kernel": host.release(), "machine": os.uname().machine,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "faults": FAULT_RULE_BPF if kind == "bpf" else FAULT_RULE_STRACE,
                   "max_map_count": host.max_map_count()}
@@ -252,15 +254,14 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
     heap, files = _first_snapshot_facts(first)
     conv = Converter(pid, heap_known=heap, files=files)
     deadline = None if duration is None else time.monotonic() + duration
-    source = _source(kind, pid, tracee)
+    source = _source(kind, pid, tracee, duration)
     stats: dict[str, Any] = {}
     exit_status = None
     events: list[Event] = []  # strace's, kept for the fault inference
     try:
-        t0_ns = source.start()
+        source.start()
         for ev in source.events(deadline):
-            if final["ns"] is not None and t0_ns is not None and (
-                    t0_ns + int(ev.t * 1e9) > final["ns"]):
+            if final["wall"] is not None and source.when(ev) > final["wall"]:
                 writer.skipped(f"{ev.call}(...)", conv._note(ev, skip="after-end"))
                 continue
             if kind == "strace":
@@ -279,14 +280,14 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
             final["how"] = "interrupt" if interrupted else "duration"
     stats = source.stop()
     if tracee is not None:
-        exit_status = tracee.poll()
+        exit_status = tracee.wait(timeout=0)
     if kind == "strace":
         evs = events
         if final["data"] is not None:
             import io
 
             from ..procfs.load import load_stream
-            from .strace import infer_faults
+            from .faults import infer_faults
 
             evs = infer_faults(events, load_stream(io.BytesIO(final["data"]), "<last>"))
         _write(writer, conv, evs)
@@ -341,22 +342,27 @@ def _names(writer: TraceWriter, first: bytes, last: bytes | None) -> dict[int, s
 
 
 class _Source:
-    """What the recording loop needs of a recorder."""
+    """What the recording loop needs of a recorder: ``start()`` returns when it records
+    (the target still stopped at its exec is let go then); ``events()`` until the end;
+    ``when(ev)`` the event's time as time.time(); ``stop()`` its stats."""
 
-    def start(self) -> int | None:  # the monotonic ns that Event.t counts from
+    def start(self) -> None:
         raise NotImplementedError
 
     def events(self, deadline: float | None) -> Iterator[Event]:
+        raise NotImplementedError
+
+    def when(self, ev: Event) -> float:
         raise NotImplementedError
 
     def stop(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
-def _source(kind: str, pid: int, tracee: Any) -> _Source:
+def _source(kind: str, pid: int, tracee: Any, duration: float | None) -> _Source:
     if kind == "bpf":
         return _BpfSource(pid, tracee)
-    return _StraceSource(pid, tracee)
+    return _StraceSource(pid, tracee, duration)
 
 
 class _BpfSource(_Source):
@@ -365,49 +371,50 @@ class _BpfSource(_Source):
 
         self.rec = BpfRecorder([pid], follow=True)
         self.tracee = tracee
+        self.wall0 = 0.0
 
-    def start(self) -> int | None:
+    def start(self) -> None:
         self.rec.start()
+        # Event.t counts from the loader's first record (CLOCK_MONOTONIC, as Python's)
+        self.wall0 = time.time() - (time.monotonic_ns() - self.rec.t0) / 1e9
         if self.tracee is not None:
             self.tracee.detach_stopped()
             self.tracee.resume()
-        return self.rec.t0
 
     def events(self, deadline: float | None) -> Iterator[Event]:
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            got = False
-            for ev in self.rec.events(timeout=0.5 if timeout is None else min(timeout, 0.5)):
-                got = True
-                yield ev
-            if self.rec.finished:
-                return
+        while not self.rec.finished:
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            if not got:
-                continue
+            yield from self.rec.events(timeout=0.25)
+
+    def when(self, ev: Event) -> float:
+        return self.wall0 + ev.t
 
     def stop(self) -> dict[str, Any]:
         return self.rec.stop()
 
 
 class _StraceSource(_Source):
-    def __init__(self, pid: int, tracee: Any) -> None:
-        from .strace import StraceRecorder
+    def __init__(self, pid: int, tracee: Any, duration: float | None) -> None:
+        from .strace_record import StraceRecorder
 
-        self.rec = StraceRecorder([pid])
+        self.rec = StraceRecorder([pid], duration=duration)
         self.tracee = tracee
 
-    def start(self) -> int | None:
+    def start(self) -> None:
         if self.tracee is not None:
             self.tracee.detach_stopped()
         self.rec.start()
         if self.tracee is not None:
             self.tracee.resume()
-        return self.rec.t0
 
     def events(self, deadline: float | None) -> Iterator[Event]:
-        yield from self.rec.events(deadline=deadline)
+        yield from self.rec.events()
+
+    def when(self, ev: Event) -> float:
+        return (self.rec.stats.t0 or 0.0) + ev.t
 
     def stop(self) -> dict[str, Any]:
-        return self.rec.stop()
+        self.rec.stop()
+        st = self.rec.stats
+        return {"lost": 0, "unfinished": getattr(st, "unfinished", 0)}

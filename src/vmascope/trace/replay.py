@@ -32,6 +32,7 @@ from ..model import Snapshot, SnapshotMeta
 from .format import Trace
 
 SAMPLES = 120  # points of the map_count timeline
+VSYSCALL = 0xFFFFFFFFFF600000  # x86-64's vsyscall page: in maps, but no VMA of the mm
 PRESENT = -1  # born before the trace started
 
 
@@ -97,7 +98,8 @@ def _file_names(snap: Snapshot, files: dict[str, str]) -> Snapshot:
             key = n[len("/memfd:"):-len(" (deleted)")]
             if key in files:
                 names[i] = files[key]
-    return dataclasses.replace(snap, names=names)
+    snap.names = names
+    return snap
 
 
 def replay(trace: Trace, kernel: str | Epoch | None = None, *,
@@ -163,7 +165,7 @@ def _keys(snap: Snapshot) -> tuple[dict[tuple[int, int, int], int], int | None]:
     starts, ends, perms = snap.start.tolist(), snap.end.tolist(), snap.perms.tolist()
     for i in range(len(snap)):
         name = snap.name(i)
-        if name == "[vsyscall]":
+        if name == "[vsyscall]" or starts[i] == VSYSCALL:
             continue
         if name == "[stack]":
             stack = i

@@ -74,11 +74,11 @@ class SiteNamer:
         for ip in a.stack:
             text = self.trace.symbols.get(ip)
             if text is not None:
-                out.append(symbols.parse_frame(text, ip))
+                out.append(symbols.parse_frame(text))
             elif self.sym is not None:
                 out.append(self.sym.frame(ip))
             else:
-                out.append(symbols.parse_frame(f"{ip:#x}", ip))
+                out.append(symbols.Frame(None, None, 0, "unknown", ip=ip))
         return out
 
     def site(self, i: int) -> tuple[str, str]:
