@@ -155,12 +155,8 @@ class Trace:
 
 # ---------------------------------------------------------------------------- writing
 
-def open_output(path: Path) -> IO[bytes]:
-    """A binary stream that compresses by the file's extension."""
-    raw = open(path, "wb")
-    name = path.name
-    for suffix in (".tmp",):
-        name = name.removesuffix(suffix)
+def _compressing(raw: IO[bytes], name: str) -> IO[bytes]:
+    """A binary stream over ``raw`` that compresses by the file name's extension."""
     if name.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6)  # type: ignore[return-value]
     if name.endswith(".zst"):
@@ -168,6 +164,19 @@ def open_output(path: Path) -> IO[bytes]:
     if name.endswith(".xz"):
         return lzma.LZMAFile(raw, "wb")  # type: ignore[return-value]
     return raw
+
+
+def _name_tmpfile(fd: int, path: Path) -> None:
+    """linkat(fd's /proc link, path, AT_SYMLINK_FOLLOW): give an O_TMPFILE file a name
+    (os.link does not follow the /proc link)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, at_symlink_follow = -100, 0x400
+    if libc.linkat(at_fdcwd, f"/proc/self/fd/{fd}".encode(), at_fdcwd,
+                   os.fsencode(path), at_symlink_follow) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
 
 
 class TraceWriter:
@@ -178,10 +187,21 @@ class TraceWriter:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.ips: set[int] = set()  # instruction pointers written (for the #sym lines)
+        # An unnamed file (O_TMPFILE) that gets its name at close: a recording killed
+        # with SIGKILL leaves nothing; where the file system cannot, a temporary name.
+        self._fd: int | None = None
         try:
-            self._bin = open_output(self.tmp)
+            try:
+                self._fd = os.open(self.path.parent, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
+                                   0o644)
+                raw = os.fdopen(os.dup(self._fd), "wb")
+            except (OSError, AttributeError):
+                self._fd = None
+                raw = open(self.tmp, "wb")
         except OSError as exc:
             raise UsageError(f"{self.path}: cannot write: {exc.strerror}") from None
+        self._raw = raw
+        self._bin = _compressing(raw, self.path.name)
         self._fh = io.TextIOWrapper(self._bin, encoding="utf-8", errors="replace",
                                     newline="\n", write_through=False)
         self._fh.write(f"{MAGIC_LINE} {VERSION}\n")
@@ -221,6 +241,12 @@ class TraceWriter:
     def close(self) -> None:
         self._fh.flush()
         self._fh.close()
+        if not self._raw.closed:
+            self._raw.close()
+        if self._fd is not None:
+            _name_tmpfile(self._fd, self.tmp)
+            os.close(self._fd)
+            self._fd = None
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -228,6 +254,9 @@ class TraceWriter:
             self._fh.close()
         except Exception:  # noqa: BLE001 (the file goes anyway)
             pass
+        if self._fd is not None:
+            os.close(self._fd)  # the unnamed file is gone with its last descriptor
+            self._fd = None
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> TraceWriter:
