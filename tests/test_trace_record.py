@@ -33,7 +33,7 @@ from conftest import PROGRAMS, need, need_root
 VMASCOPE = [sys.executable, "-m", "vmascope"]
 TIMEOUT = 240
 # frag3's three functions and what each makes with the arguments below (from frag3.c):
-# 2*A VMAs by protection, about B by anon_vma, 2*C by VmFlags
+# 2*A VMAs by protection, 2*C by VmFlags, about B/2 by anon_vma
 A, B, C = 1500, 1000, 400
 FUNCTIONS = ("stripe_protections", "mark_dontfork", "commit_out_of_order")
 
@@ -107,7 +107,7 @@ def test_frag3_replays_and_ranks_its_three_call_sites(frag3: Path, tmp_path: Pat
     by = {f: sum(s.vmas for s in att.sites if f":{f}+" in s.key) for f in FUNCTIONS}
     assert abs(by["stripe_protections"] - 2 * A) <= 2
     assert abs(by["mark_dontfork"] - 2 * C) <= 2
-    assert abs(by["commit_out_of_order"] - B) <= 2
+    assert abs(by["commit_out_of_order"] - B // 2) <= 2
     if recorder == "strace":  # faults are inferred, and say so
         assert any(tr.annotation(i).inferred for i in range(len(tr.ops)))
         assert "inferred" in tr.header["faults"]
@@ -251,7 +251,7 @@ def test_real_programs_replay(name: str, tmp_path: Path) -> None:
 
 def _ours(marker: str) -> list[str]:
     """Processes whose command line has marker (the tracee), strace, or the loader."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()[1:]
             if marker in line or " record --follow" in line or "/record " in line]
 
@@ -261,7 +261,7 @@ def _ours(marker: str) -> list[str]:
 def test_nothing_outlives_the_recording(how: str, recorder: str, tmp_path: Path) -> None:
     _need_recording(recorder == "strace")
     marker = f"vmascope-test-{how}-{recorder}-{os.getpid()}"
-    cmd = ["sh", "-c", f"exec -a {marker} sleep 120"] if shutil.which("sh") else []
+    cmd = [sys.executable, "-c", "import time; time.sleep(120)", marker]
     out = tmp_path / "t.trace"
     extra = ["--strace"] if recorder == "strace" else []
     proc = subprocess.Popen([*VMASCOPE, "record", "-o", str(out), *extra, "--", *cmd],
@@ -279,10 +279,15 @@ def test_nothing_outlives_the_recording(how: str, recorder: str, tmp_path: Path)
         while time.monotonic() < deadline and _ours(marker):
             time.sleep(0.2)
         assert _ours(marker) == []
-        if how != "SIGKILL":
-            assert proc.returncode != 0
-            assert proc.stderr.read().count("Traceback") == 0
-        assert not list(tmp_path.glob(".t.trace*"))  # no partial file
+        err = proc.stderr.read()
+        assert "Traceback" not in err
+        if how == "SIGKILL":
+            assert list(tmp_path.iterdir()) == []  # not even a partial file
+        else:  # Ctrl-C or SIGTERM ends the recording: a whole trace, the end state taken
+            assert proc.returncode == 0, err
+            tr = read_trace(out)
+            assert tr.header["final"] == "interrupt" and tr.last is not None
+            assert [p.name for p in tmp_path.iterdir()] == ["t.trace"]
         if how == "SIGKILL" and recorder == "strace":
             # the next start cleans what was left (nothing, if PDEATHSIG did it)
             from vmascope.trace.strace_record import reap_stale

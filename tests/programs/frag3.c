@@ -8,12 +8,13 @@
  *     written in an order that is not the address order (odd pieces first, then even):
  *     each odd piece gets its own anon_vma at its first write, and an even piece made
  *     read-write later merges with the odd piece before it but not with the one after
- *     (distinct anon_vmas): about B VMAs (mprotect, then the fault).
+ *     (distinct anon_vmas): about B/2 VMAs, each split from the next by anon_vma
+ *     (mprotect, then the fault).
  * mark_dontfork(C): an anonymous read-write mapping of 2*C pages, every other page
  *     advised MADV_DONTFORK: 2*C VMAs split by VmFlags (madvise).
  *
  * Defaults 3000, 2000, 700: the three sites make clearly different numbers of VMAs
- * (about 6000, 2000 and 1400). Built -O0 -fno-inline -fno-omit-frame-pointer so that
+ * (about 6000, 1400 and 1000). Built -O0 -fno-inline -fno-omit-frame-pointer so that
  * each call is made from the function named here. Prints "done" and exits normally.
  */
 #define _GNU_SOURCE

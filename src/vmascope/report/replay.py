@@ -59,8 +59,8 @@ def replay_text(rep: Replay, att: Attribution | None, top: int = 10) -> str:
     if c is None:
         w("  no final snapshot in the trace: the end state cannot be compared")
     else:
-        w(f"  agreement with the real end state: {c.agreement:.2f}% ({c.matched:,} VMAs "
-          f"alike; real {c.real:,}, model {c.model:,})")
+        w(_cut(f"  agreement with the real end state: {c.agreement:.2f}% (real "
+               f"{c.real:,} VMAs, model {c.model:,}, alike {c.matched:,})", WIDTH))
         if c.regions:
             w("")
             w("Where the model and the real end state differ")

@@ -154,12 +154,14 @@ def choose_recorder(want: str) -> str:
 
 
 def _signals_raise() -> dict[int, Any]:
-    """SIGTERM (and SIGHUP) end the recording like Ctrl-C: KeyboardInterrupt."""
+    """Ctrl-C, SIGTERM and SIGHUP end the recording (KeyboardInterrupt, caught where the
+    events are read): the trace is finished with the end state, and the command exits 0.
+    These handlers replace the console script's, which would end it as interrupted."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     old = {}
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             old[s] = signal.signal(s, handler)
         except ValueError:  # not the main thread
