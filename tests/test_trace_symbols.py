@@ -385,6 +385,32 @@ def test_elf32(tmp_path: Path) -> None:
     assert (f.kind, f.symbol, f.offset) == ("elf", "entry", 3)
 
 
+def test_symbol_choice_nesting_and_sizeless_symbols() -> None:
+    """Aliases keep one name (a function before an object; global, weak, local), an
+    address past a small symbol nested in a large one is in the large one, a symbol of
+    size 0 runs to the next one."""
+    strtab = b"\0big\0inner\0mmap\0__mmap\0table\0label\0next\0"
+    at = {n: strtab.index(n.encode() + b"\0") for n in
+          ("big", "inner", "mmap", "__mmap", "table", "label", "next")}
+    func, obj = 2, 1
+    glob, weak, local = 1, 2, 0
+    rows = [("big", 0x100, 0x100, func, local), ("inner", 0x120, 0x10, func, local),
+            ("mmap", 0x400, 0x20, func, weak), ("__mmap", 0x400, 0x20, func, glob),
+            ("table", 0x400, 0x8, obj, glob), ("label", 0x500, 0, func, glob),
+            ("next", 0x580, 0x10, func, glob)]
+    syms = np.zeros(len(rows), elf._SYM64)
+    for k, (name, value, size, kind, bind) in enumerate(rows):
+        syms[k] = (at[name], bind << 4 | kind, 0, 1, value, size)
+    e = elf._finish(elf.ElfFile(elf_class=64), [(syms, strtab)])
+    want = {0x100: ("big", 0), 0x125: ("inner", 5), 0x150: ("big", 0x50), 0x1FF: ("big", 0xFF),
+            0x200: None, 0x410: ("__mmap", 0x10), 0x420: None, 0x57F: ("label", 0x7F),
+            0x580: ("next", 0), 0x590: None, 0x50: None}
+    assert {a: e.lookup(a) for a in want} == want
+    got = e.lookup_many(np.array(list(want), np.uint64))
+    assert [e.name(int(i)) if i >= 0 else None for i in got] == \
+        [w[0] if w else None for w in want.values()]
+
+
 # -- bad files never raise ---------------------------------------------------------------
 
 

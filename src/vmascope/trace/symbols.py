@@ -9,6 +9,11 @@ already symbolized as ``module:symbol+0xoff`` strings (strace). Both become
   holds it, then the file offset (``ip - vma.start + vma.offset``), then the ELF virtual
   address through the PT_LOAD header holding that offset, then the symbol (``.symtab``,
   ``.dynsym``, or a detached debug file found by build-id or ``.gnu_debuglink``).
+  A file is read under ``root`` only when it is the inode the snapshot names (else
+  through /proc/PID/map_files of a live target): a file replaced since, another host's
+  dump or a container's file looked for outside its root give ``module`` frames, never
+  another file's symbols. Return addresses (every frame but the innermost) are named
+  after the call instruction before them.
 * :meth:`Frame.parse` reads strace's forms.
 * :func:`call_site` picks the frame that made the call, for ranking: the first frame
   outside the system modules (:data:`SYSTEM_MODULES`), so that ``mmap`` called from
