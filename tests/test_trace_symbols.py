@@ -186,6 +186,23 @@ def test_a_stripped_copy_keeps_its_exported_symbols(builds: dict[str, Path]) -> 
         assert site_key(f) == f"stripped+{f.offset:#x}"
 
 
+def test_node_code_is_v8_jit_and_node_itself_is_named() -> None:
+    """A runtime nobody here wrote: V8's code space is anonymous and executable; node is
+    a big non-PIE executable with its own symbols."""
+    node = need("node")
+    main = nm_address(os.path.realpath(node), "main")
+    with running([node, "-e", "console.log('READY'); setInterval(() => {}, 1000)"], "READY",
+                 timeout=60) as proc:
+        snap = read_process(proc.pid, smaps=False, numa=False)
+    sym = Symbolizer([snap])
+    code = [v for v in snap if "x" in v.perms and v.inode == 0 and not v.name]
+    assert code, "no anonymous executable mapping in node"
+    f = sym.frame(code[0].start + 0x40)
+    assert (f.kind, f.module, f.start) == ("jit", "V8 JIT", code[0].start), f
+    f = sym.frame(main + 3)
+    assert (f.kind, f.symbol, f.offset) == ("elf", "main", 3), f
+
+
 def test_a_deleted_executable_is_read_through_map_files(builds: dict[str, Path],
                                                          tmp_path: Path) -> None:
     exe = tmp_path / "gone"
