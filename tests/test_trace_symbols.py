@@ -203,6 +203,27 @@ def test_node_code_is_v8_jit_and_node_itself_is_named() -> None:
     assert (f.kind, f.symbol, f.offset) == ("elf", "main", 3), f
 
 
+def test_the_vdso_is_named_from_its_image(tmp_path: Path) -> None:
+    snap = read_process(os.getpid(), smaps=False, numa=False)
+    vdso = next((v for v in snap if v.name == "[vdso]"), None)
+    if vdso is None:
+        pytest.skip("no vDSO here")
+    image = tmp_path / "vdso.so"
+    with open("/proc/self/mem", "rb", buffering=0) as fh:
+        fh.seek(vdso.start)
+        image.write_bytes(fh.read(vdso.end - vdso.start))
+    ref = nm(image, dynamic=True)
+    addr = next(a for a, names in ref.items() if a and any("gettime" in n for n in names))
+    for source in ("live", "file"):  # a live target's memory, or this kernel's own
+        snap.meta.source = source
+        f = Symbolizer([snap]).frame(vdso.start + addr + 2)
+        assert f.kind == "vdso" and f.symbol in ref[addr] and f.offset == 2, f
+        assert site_key(f) == f"[vdso]:{f.symbol}+0x2" and is_system(f)
+    snap.meta.kernel_release = "0.0-another"
+    f = Symbolizer([snap]).frame(vdso.start + addr + 2)
+    assert (f.kind, f.symbol, f.offset) == ("vdso", None, addr + 2)
+
+
 def test_a_deleted_executable_is_read_through_map_files(builds: dict[str, Path],
                                                          tmp_path: Path) -> None:
     exe = tmp_path / "gone"

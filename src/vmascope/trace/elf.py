@@ -378,6 +378,14 @@ def parse(path: str | os.PathLike[str]) -> ElfFile:
         os.close(fd)
 
 
+def parse_bytes(data: bytes) -> ElfFile:
+    """``parse`` for an image in memory (the vDSO)."""
+    try:
+        return _finish(*_parse(_Source(data=bytes(data))))
+    except Exception:  # noqa: BLE001
+        return EMPTY
+
+
 def _debug_candidates(path: str, elf: ElfFile, root: str) -> list[str]:
     """Detached debug files for ``path`` (GDB's order): by build-id, then by debuglink."""
     out = []
