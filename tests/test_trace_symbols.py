@@ -272,6 +272,13 @@ def test_several_snapshots_and_batches(builds: dict[str, Path]) -> None:
         assert batch == [one.frame(ip) for ip in ips]
         assert batch == sym.frames(np.array(ips, np.uint64))
         assert [f.kind for f in batch] == ["elf"] * 4 + ["jit", "unknown"]
+        # every VMA of the process, and holes between them: both ways agree
+        rng = random.Random(5)
+        everywhere = [rng.randrange(v.start, v.end) for v in snap for _ in range(3)]
+        everywhere += [rng.randrange(0, 1 << 47) for _ in range(50)]
+        rng.shuffle(everywhere)
+        assert Symbolizer([snap]).frames(everywhere) == \
+            [Symbolizer([snap]).frame(ip) for ip in everywhere]
         # an Event's stack, or the recorder's own names
         ev = Event(t=0.0, pid=1, tid=1, call="mmap", stack=tuple(ips[:2]))
         assert sym.event_frames(ev) == batch[:2]

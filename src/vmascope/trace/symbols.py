@@ -33,6 +33,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import fnmatch
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -319,11 +320,17 @@ class Symbolizer:
             if not len(todo):
                 break
             vma = maps.find(arr[todo])
-            for v in np.unique(vma[vma >= 0]):
-                pick = todo[vma == v]
-                for k, f in zip(pick, self._in_vma(si, int(v), arr[pick])):
-                    out[int(k)] = f
-            todo = todo[vma < 0]
+            found = vma >= 0
+            # the addresses grouped by VMA: one sort, then one slice per VMA
+            order = np.argsort(vma[found], kind="stable")
+            picks, vmas = todo[found][order], vma[found][order]
+            cuts = np.flatnonzero(np.diff(vmas)) + 1
+            bounds = [0, *cuts.tolist(), len(vmas)] if len(vmas) else []
+            for lo, hi in itertools.pairwise(bounds):
+                pick = picks[lo:hi]
+                for k, f in zip(pick.tolist(), self._in_vma(si, int(vmas[lo]), arr[pick])):
+                    out[k] = f
+            todo = todo[~found]
         for k in todo:
             out[int(k)] = Frame(None, None, 0, "unknown", ip=int(arr[k]))
         frames: list[Frame] = out  # type: ignore[assignment]
