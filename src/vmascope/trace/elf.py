@@ -44,6 +44,8 @@ ET_EXEC, ET_DYN = 2, 3
 
 # Where detached debug files are looked for (the GDB convention).
 DEBUG_DIR = "/usr/lib/debug"
+# How many symbols before an address are looked at for one that contains it.
+NEST_SCAN = 256
 # The largest .gnu_debugdata section read (compressed; it may expand 8 times as much).
 MINI_MAX = 32 << 20
 
@@ -151,12 +153,12 @@ class ElfFile:
         if self._cover is None:
             self._cover = np.maximum.accumulate(self.end)
         # an address past its nearest symbol may still be inside an earlier, larger one
+        # (nesting is shallow: look back NEST_SCAN symbols at most)
         for k in np.flatnonzero(~hit & (i >= 0) & (v < self._cover[safe])):
-            j = int(i[k]) - 1
-            while j >= 0 and not (int(self.addr[j]) <= int(v[k]) < int(self.end[j])):
-                j -= 1
-            i[k] = j
-            hit[k] = j >= 0
+            lo = max(int(i[k]) - NEST_SCAN, 0)
+            back = np.flatnonzero((self.addr[lo:i[k]] <= v[k]) & (v[k] < self.end[lo:i[k]]))
+            i[k] = lo + int(back[-1]) if len(back) else -1
+            hit[k] = len(back) > 0
         return np.where(hit, i, -1)
 
     def index_of(self, vaddr: int) -> int:
