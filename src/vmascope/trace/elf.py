@@ -250,7 +250,7 @@ def _parse(src: _Source, nested: bool = False) -> tuple[ElfFile, list[_Part]]:
                     ptype, pflags, poff, vaddr, _pa, filesz, memsz, _al = f
                 else:
                     ptype, poff, vaddr, _pa, filesz, memsz, pflags, _al = f
-                if ptype == PT_LOAD:
+                if ptype == PT_LOAD and max(poff + filesz, vaddr + memsz) < 1 << 64:
                     segs.append(Segment(poff, vaddr, filesz, memsz, pflags))
                 elif ptype == PT_NOTE and out.build_id is None and 0 < filesz <= 1 << 16:
                     with contextlib.suppress(_Bad):
@@ -445,7 +445,7 @@ def with_debug(path: str, elf: ElfFile, root: str = "/") -> ElfFile:
 # -- a cache per file identity -------------------------------------------------------------
 
 CACHE_SIZE = 128
-_cache: OrderedDict[tuple[str, int, int, int, str], ElfFile] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, int, int, int, str], ElfFile] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -458,7 +458,7 @@ def load(path: str, root: str = "/", debug: bool = True, name: str | None = None
     except (OSError, ValueError):
         return EMPTY
     name = name or path
-    key = (name, st.st_dev, st.st_ino, st.st_mtime_ns, root if debug else "")
+    key = (name, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, root if debug else "")
     with _lock:
         got = _cache.get(key)
         if got is not None:
