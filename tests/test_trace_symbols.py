@@ -493,6 +493,14 @@ def test_malformed_files_give_no_symbols(builds: dict[str, Path], tmp_path: Path
         path.write_bytes(data)
         e = elf.parse(path)  # never raises
         e.lookup_many(np.array([0, 0x1189, 1 << 63], np.uint64))
+        e.vaddrs_of(np.array([0, 0x1189, (1 << 64) - 1], np.uint64))
+        # nor does the Symbolizer over it, and both of its ways agree
+        ino = path.stat().st_ino
+        snap = Snapshot.from_vmas([
+            Vma(0x10000, 0x11000, "r--p", offset=0, name=str(path), inode=ino),
+            Vma(0x11000, 0x13000, "r-xp", offset=0x1000, name=str(path), inode=ino)])
+        ips = [rng.randrange(0xF000, 0x14000) for _ in range(20)]
+        assert Symbolizer([snap]).frames(ips) == [Symbolizer([snap]).frame(ip) for ip in ips]
         seen_empty += not len(e)
         if not name.startswith("flip"):
             assert len(e) == 0, name
