@@ -653,5 +653,6 @@ def test_symbolizing_100k_addresses_in_libc(builds: dict[str, Path]) -> None:
     print(f"\n100k libc addresses: {batch:.3f} s in one batch, about {single:.1f} s "
           f"one at a time; {named} named")
     assert all(f.kind in ("elf", "module") for f in frames)
-    assert named > 90_000
+    # .dynsym alone covers about a third of libc's code; its debug file nearly all
+    assert named > (90_000 if debug_file(libc.name) else 20_000)  # type: ignore[arg-type]
     assert batch < 10.0
