@@ -39,7 +39,30 @@ from vmascope.trace.symbols import (
 )
 
 FUNCS = ("grow_arena", "map_table", "reserve_space")
-LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+
+
+def this_libc() -> str:
+    """The C library this test process runs with (from its own maps)."""
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            path = line.split(maxsplit=5)[-1].strip()
+            if os.path.basename(path).startswith("libc.so"):
+                return path
+    pytest.skip("no libc.so mapped here")
+
+
+def big_binary(which: str) -> str:
+    """node, or the JVM's libjvm.so, wherever they are installed."""
+    exe = shutil.which("node" if which == "node" else "java")
+    if exe is None:
+        pytest.skip(f"{which} is not installed")
+    exe = os.path.realpath(exe)
+    if which == "node":
+        return exe
+    lib = os.path.join(os.path.dirname(os.path.dirname(exe)), "lib", "server", "libjvm.so")
+    if not os.path.exists(lib):
+        pytest.skip("no libjvm.so next to java")
+    return lib
 
 
 # -- nm, the reference -------------------------------------------------------------------
@@ -186,6 +209,44 @@ def test_a_stripped_copy_keeps_its_exported_symbols(builds: dict[str, Path]) -> 
         assert site_key(f) == f"stripped+{f.offset:#x}"
 
 
+def test_node_code_is_v8_jit_and_node_itself_is_named() -> None:
+    """A runtime nobody here wrote: V8's code space is anonymous and executable; node is
+    a big non-PIE executable with its own symbols."""
+    node = need("node")
+    main = nm_address(os.path.realpath(node), "main")
+    with running([node, "-e", "console.log('READY'); setInterval(() => {}, 1000)"], "READY",
+                 timeout=60) as proc:
+        snap = read_process(proc.pid, smaps=False, numa=False)
+    sym = Symbolizer([snap])
+    code = [v for v in snap if "x" in v.perms and v.inode == 0 and not v.name]
+    assert code, "no anonymous executable mapping in node"
+    f = sym.frame(code[0].start + 0x40)
+    assert (f.kind, f.module, f.start) == ("jit", "V8 JIT", code[0].start), f
+    f = sym.frame(main + 3)
+    assert (f.kind, f.symbol, f.offset) == ("elf", "main", 3), f
+
+
+def test_the_vdso_is_named_from_its_image(tmp_path: Path) -> None:
+    snap = read_process(os.getpid(), smaps=False, numa=False)
+    vdso = next((v for v in snap if v.name == "[vdso]"), None)
+    if vdso is None:
+        pytest.skip("no vDSO here")
+    image = tmp_path / "vdso.so"
+    with open("/proc/self/mem", "rb", buffering=0) as fh:
+        fh.seek(vdso.start)
+        image.write_bytes(fh.read(vdso.end - vdso.start))
+    ref = nm(image, dynamic=True)
+    addr = next(a for a, names in ref.items() if a and any("gettime" in n for n in names))
+    for source in ("live", "file"):  # a live target's memory, or this kernel's own
+        snap.meta.source = source
+        f = Symbolizer([snap]).frame(vdso.start + addr + 2)
+        assert f.kind == "vdso" and f.symbol in ref[addr] and f.offset == 2, f
+        assert site_key(f) == f"[vdso]:{f.symbol}+0x2" and is_system(f)
+    snap.meta.kernel_release = "0.0-another"
+    f = Symbolizer([snap]).frame(vdso.start + addr + 2)
+    assert (f.kind, f.symbol, f.offset) == ("vdso", None, addr + 2)
+
+
 def test_a_deleted_executable_is_read_through_map_files(builds: dict[str, Path],
                                                          tmp_path: Path) -> None:
     exe = tmp_path / "gone"
@@ -234,6 +295,13 @@ def test_several_snapshots_and_batches(builds: dict[str, Path]) -> None:
         assert batch == [one.frame(ip) for ip in ips]
         assert batch == sym.frames(np.array(ips, np.uint64))
         assert [f.kind for f in batch] == ["elf"] * 4 + ["jit", "unknown"]
+        # every VMA of the process, and holes between them: both ways agree
+        rng = random.Random(5)
+        everywhere = [rng.randrange(v.start, v.end) for v in snap for _ in range(3)]
+        everywhere += [rng.randrange(0, 1 << 47) for _ in range(50)]
+        rng.shuffle(everywhere)
+        assert Symbolizer([snap]).frames(everywhere) == \
+            [Symbolizer([snap]).frame(ip) for ip in everywhere]
         # an Event's stack, or the recorder's own names
         ev = Event(t=0.0, pid=1, tid=1, call="mmap", stack=tuple(ips[:2]))
         assert sym.event_frames(ev) == batch[:2]
@@ -287,14 +355,12 @@ def _check_against_nm(path: str, sample: int, dynamic: bool = False) -> None:
 
 
 def test_elf64_symbols_match_nm() -> None:
-    _check_against_nm(LIBC, 500, dynamic=True)
+    _check_against_nm(this_libc(), 500, dynamic=True)
 
 
-@pytest.mark.parametrize("path", ["/usr/bin/node",
-                                  "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"])
-def test_a_big_binary_is_read_fast(path: str) -> None:
-    if not os.path.exists(path):
-        pytest.skip(f"{path} is not installed")
+@pytest.mark.parametrize("which", ["node", "libjvm"])
+def test_a_big_binary_is_read_fast(which: str) -> None:
+    path = big_binary(which)
     t0 = time.perf_counter()
     e = elf.parse(path)
     took = time.perf_counter() - t0
@@ -385,6 +451,32 @@ def test_elf32(tmp_path: Path) -> None:
     assert (f.kind, f.symbol, f.offset) == ("elf", "entry", 3)
 
 
+def test_symbol_choice_nesting_and_sizeless_symbols() -> None:
+    """Aliases keep one name (a function before an object; global, weak, local), an
+    address past a small symbol nested in a large one is in the large one, a symbol of
+    size 0 runs to the next one."""
+    strtab = b"\0big\0inner\0mmap\0__mmap\0table\0label\0next\0"
+    at = {n: strtab.index(n.encode() + b"\0") for n in
+          ("big", "inner", "mmap", "__mmap", "table", "label", "next")}
+    func, obj = 2, 1
+    glob, weak, local = 1, 2, 0
+    rows = [("big", 0x100, 0x100, func, local), ("inner", 0x120, 0x10, func, local),
+            ("mmap", 0x400, 0x20, func, weak), ("__mmap", 0x400, 0x20, func, glob),
+            ("table", 0x400, 0x8, obj, glob), ("label", 0x500, 0, func, glob),
+            ("next", 0x580, 0x10, func, glob)]
+    syms = np.zeros(len(rows), elf._SYM64)
+    for k, (name, value, size, kind, bind) in enumerate(rows):
+        syms[k] = (at[name], bind << 4 | kind, 0, 1, value, size)
+    e = elf._finish(elf.ElfFile(elf_class=64), [(syms, strtab)])
+    want = {0x100: ("big", 0), 0x125: ("inner", 5), 0x150: ("big", 0x50), 0x1FF: ("big", 0xFF),
+            0x200: None, 0x410: ("__mmap", 0x10), 0x420: None, 0x57F: ("label", 0x7F),
+            0x580: ("next", 0), 0x590: None, 0x50: None}
+    assert {a: e.lookup(a) for a in want} == want
+    got = e.lookup_many(np.array(list(want), np.uint64))
+    assert [e.name(int(i)) if i >= 0 else None for i in got] == \
+        [w[0] if w else None for w in want.values()]
+
+
 # -- bad files never raise ---------------------------------------------------------------
 
 
@@ -422,6 +514,14 @@ def test_malformed_files_give_no_symbols(builds: dict[str, Path], tmp_path: Path
         path.write_bytes(data)
         e = elf.parse(path)  # never raises
         e.lookup_many(np.array([0, 0x1189, 1 << 63], np.uint64))
+        e.vaddrs_of(np.array([0, 0x1189, (1 << 64) - 1], np.uint64))
+        # nor does the Symbolizer over it, and both of its ways agree
+        ino = path.stat().st_ino
+        snap = Snapshot.from_vmas([
+            Vma(0x10000, 0x11000, "r--p", offset=0, name=str(path), inode=ino),
+            Vma(0x11000, 0x13000, "r-xp", offset=0x1000, name=str(path), inode=ino)])
+        ips = [rng.randrange(0xF000, 0x14000) for _ in range(20)]
+        assert Symbolizer([snap]).frames(ips) == [Symbolizer([snap]).frame(ip) for ip in ips]
         seen_empty += not len(e)
         if not name.startswith("flip"):
             assert len(e) == 0, name
@@ -553,5 +653,6 @@ def test_symbolizing_100k_addresses_in_libc(builds: dict[str, Path]) -> None:
     print(f"\n100k libc addresses: {batch:.3f} s in one batch, about {single:.1f} s "
           f"one at a time; {named} named")
     assert all(f.kind in ("elf", "module") for f in frames)
-    assert named > 90_000
+    # .dynsym alone covers about a third of libc's code; its debug file nearly all
+    assert named > (90_000 if debug_file(libc.name) else 20_000)  # type: ignore[arg-type]
     assert batch < 10.0

@@ -1,10 +1,12 @@
 """A small ELF reader for symbolization: PT_LOAD headers and function/object symbols.
 
-Reads ELF64 and ELF32 little-endian files (executables, PIEs, shared libraries, and the
-detached ``.debug`` files of a build-id or ``.gnu_debuglink``). Symbol tables are read
-as numpy structured arrays straight from the file's bytes, so that a library with a
-hundred thousand symbols (libjvm.so, node) loads in tens of milliseconds, and looked up
-with a binary search.
+Reads ELF64 and ELF32 little-endian files (executables, PIEs, shared libraries), with
+the symbols of ``.symtab`` and ``.dynsym``, of an embedded ``.gnu_debugdata``
+(MiniDebugInfo) and of a detached debug file found by build-id
+(``/usr/lib/debug/.build-id/xx/yyyy.debug``) or ``.gnu_debuglink``. Symbol tables are
+read as numpy structured arrays straight from the file's bytes, so that a binary with a
+hundred thousand symbols (node; libjvm.so has fifty thousand) loads in about 50 ms, and
+looked up with a binary search. :func:`load` caches per (path, device, inode, mtime).
 
 Nothing here raises on a bad file: a file that cannot be opened, is not ELF, is
 big-endian, truncated or inconsistent gives :data:`EMPTY` (no segments, no symbols), or
@@ -42,6 +44,8 @@ ET_EXEC, ET_DYN = 2, 3
 
 # Where detached debug files are looked for (the GDB convention).
 DEBUG_DIR = "/usr/lib/debug"
+# How many symbols before an address are looked at for one that contains it.
+NEST_SCAN = 256
 # The largest .gnu_debugdata section read (compressed; it may expand 8 times as much).
 MINI_MAX = 32 << 20
 
@@ -149,12 +153,12 @@ class ElfFile:
         if self._cover is None:
             self._cover = np.maximum.accumulate(self.end)
         # an address past its nearest symbol may still be inside an earlier, larger one
+        # (nesting is shallow: look back NEST_SCAN symbols at most)
         for k in np.flatnonzero(~hit & (i >= 0) & (v < self._cover[safe])):
-            j = int(i[k]) - 1
-            while j >= 0 and not (int(self.addr[j]) <= int(v[k]) < int(self.end[j])):
-                j -= 1
-            i[k] = j
-            hit[k] = j >= 0
+            lo = max(int(i[k]) - NEST_SCAN, 0)
+            back = np.flatnonzero((self.addr[lo:i[k]] <= v[k]) & (v[k] < self.end[lo:i[k]]))
+            i[k] = lo + int(back[-1]) if len(back) else -1
+            hit[k] = len(back) > 0
         return np.where(hit, i, -1)
 
     def index_of(self, vaddr: int) -> int:
@@ -246,7 +250,7 @@ def _parse(src: _Source, nested: bool = False) -> tuple[ElfFile, list[_Part]]:
                     ptype, pflags, poff, vaddr, _pa, filesz, memsz, _al = f
                 else:
                     ptype, poff, vaddr, _pa, filesz, memsz, pflags, _al = f
-                if ptype == PT_LOAD:
+                if ptype == PT_LOAD and max(poff + filesz, vaddr + memsz) < 1 << 64:
                     segs.append(Segment(poff, vaddr, filesz, memsz, pflags))
                 elif ptype == PT_NOTE and out.build_id is None and 0 < filesz <= 1 << 16:
                     with contextlib.suppress(_Bad):
@@ -376,6 +380,14 @@ def parse(path: str | os.PathLike[str]) -> ElfFile:
         os.close(fd)
 
 
+def parse_bytes(data: bytes) -> ElfFile:
+    """``parse`` for an image in memory (the vDSO)."""
+    try:
+        return _finish(*_parse(_Source(data=bytes(data))))
+    except Exception:  # noqa: BLE001
+        return EMPTY
+
+
 def _debug_candidates(path: str, elf: ElfFile, root: str) -> list[str]:
     """Detached debug files for ``path`` (GDB's order): by build-id, then by debuglink."""
     out = []
@@ -433,7 +445,7 @@ def with_debug(path: str, elf: ElfFile, root: str = "/") -> ElfFile:
 # -- a cache per file identity -------------------------------------------------------------
 
 CACHE_SIZE = 128
-_cache: OrderedDict[tuple[str, int, int, int, str], ElfFile] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, int, int, int, str], ElfFile] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -446,7 +458,7 @@ def load(path: str, root: str = "/", debug: bool = True, name: str | None = None
     except (OSError, ValueError):
         return EMPTY
     name = name or path
-    key = (name, st.st_dev, st.st_ino, st.st_mtime_ns, root if debug else "")
+    key = (name, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, root if debug else "")
     with _lock:
         got = _cache.get(key)
         if got is not None:

@@ -9,6 +9,11 @@ already symbolized as ``module:symbol+0xoff`` strings (strace). Both become
   holds it, then the file offset (``ip - vma.start + vma.offset``), then the ELF virtual
   address through the PT_LOAD header holding that offset, then the symbol (``.symtab``,
   ``.dynsym``, or a detached debug file found by build-id or ``.gnu_debuglink``).
+  A file is read under ``root`` only when it is the inode the snapshot names (else
+  through /proc/PID/map_files of a live target): a file replaced since, another host's
+  dump or a container's file looked for outside its root give ``module`` frames, never
+  another file's symbols. Return addresses (every frame but the innermost) are named
+  after the call instruction before them.
 * :meth:`Frame.parse` reads strace's forms.
 * :func:`call_site` picks the frame that made the call, for ranking: the first frame
   outside the system modules (:data:`SYSTEM_MODULES`), so that ``mmap`` called from
@@ -18,7 +23,8 @@ already symbolized as ``module:symbol+0xoff`` strings (strace). Both become
 Frame kinds: ``elf`` (a symbol holds the address), ``module`` (in a file mapping but in
 no symbol: module+0xoff, the offset an ELF virtual address when the file could be read,
 else a file offset), ``jit`` (an anonymous executable mapping: the runtime's name and
-the mapping's range), ``vdso`` (the vDSO or vsyscall page), ``unknown`` (in no mapping
+the mapping's range), ``vdso`` (the vDSO, named from its image in a live target's memory or
+this process's own under the same kernel; or the vsyscall page), ``unknown`` (in no mapping
 of any snapshot, or in a mapping nothing runs from).
 """
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import fnmatch
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -34,6 +41,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..model import PERM_EXEC, Snapshot
+from ..procfs.reader import proc_path
 from . import elf as elfmod
 from .events import Event
 
@@ -71,8 +79,9 @@ class Frame:
 
     ``module`` is the mapped file's path (or the name a recorder gave), the runtime's
     name for ``jit`` ("V8 JIT"), ``[vdso]`` for the vDSO; ``symbol`` is None unless
-    ``kind == "elf"``; ``offset`` is into the symbol (elf), the ELF virtual address or
-    file offset (module), or into the mapping (jit, vdso). ``start``/``end`` are the
+    ``kind == "elf"`` (or ``vdso`` when its image could be read); ``offset`` is into the
+    symbol, else the ELF virtual address or file offset (module), or into the mapping
+    (jit, vdso). ``start``/``end`` are the
     mapping's range for ``jit``.
     """
 
@@ -181,6 +190,8 @@ def site_key(frame: Frame) -> str:
         if frame.start is not None and frame.end is not None:
             return f"[{frame.module} {frame.start:#x}-{frame.end:#x}]"
         return f"[{frame.module}]"
+    if frame.kind == "vdso" and frame.symbol:
+        return f"{frame.basename}:{frame.symbol}+{frame.offset:#x}"
     if frame.kind in ("module", "vdso"):
         return f"{frame.basename}+{frame.offset:#x}"
     if frame.ip is not None:
@@ -309,11 +320,17 @@ class Symbolizer:
             if not len(todo):
                 break
             vma = maps.find(arr[todo])
-            for v in np.unique(vma[vma >= 0]):
-                pick = todo[vma == v]
-                for k, f in zip(pick, self._in_vma(si, int(v), arr[pick])):
-                    out[int(k)] = f
-            todo = todo[vma < 0]
+            found = vma >= 0
+            # the addresses grouped by VMA: one sort, then one slice per VMA
+            order = np.argsort(vma[found], kind="stable")
+            picks, vmas = todo[found][order], vma[found][order]
+            cuts = np.flatnonzero(np.diff(vmas)) + 1
+            bounds = [0, *cuts.tolist(), len(vmas)] if len(vmas) else []
+            for lo, hi in itertools.pairwise(bounds):
+                pick = picks[lo:hi]
+                for k, f in zip(pick.tolist(), self._in_vma(si, int(vmas[lo]), arr[pick])):
+                    out[k] = f
+            todo = todo[~found]
         for k in todo:
             out[int(k)] = Frame(None, None, 0, "unknown", ip=int(arr[k]))
         frames: list[Frame] = out  # type: ignore[assignment]
@@ -353,7 +370,12 @@ class Symbolizer:
         start, end = int(snap.start[i]), int(snap.end[i])
         name = snap.name(i)
         if name in SPECIAL_VDSO:
-            return [Frame(name, None, int(ip) - start, "vdso", ip=int(ip)) for ip in ips]
+            img = self._vdso(si, i)
+            vaddrs, inside = img.vaddrs_of(ips - np.uint64(start))
+            idx = np.where(inside, img.lookup_many(vaddrs), -1).tolist()
+            return [Frame(name, img.name(j), int(v) - int(img.addr[j]), "vdso", ip=int(ip))
+                    if j >= 0 else Frame(name, None, int(ip) - start, "vdso", ip=int(ip))
+                    for ip, v, j in zip(ips, vaddrs, idx)]
         if not _is_file(name):
             lo, hi = self._exec_range(start, end)
             if lo is None:
@@ -393,6 +415,33 @@ class Symbolizer:
             self._elf[(si, i)] = got
         return got
 
+    def _vdso(self, si: int, i: int) -> elfmod.ElfFile:
+        """The vDSO's image: read from a live target's memory, or this process's own
+        when the snapshot was taken under the running kernel (one image per build)."""
+        got = self._elf.get((si, i))
+        if got is not None:
+            return got
+        got = elfmod.EMPTY
+        snap = self.snapshots[si]
+        start, size = int(snap.start[i]), int(snap.end[i] - snap.start[i])
+        where = []
+        if snap.name(i) == "[vdso]" and size <= 1 << 20:
+            if snap.meta.pid and snap.meta.source == "live":
+                where.append((proc_path(snap.meta.pid, "mem"), start))
+            if snap.meta.kernel_release == os.uname().release:
+                where.extend(("/proc/self/mem", lo) for lo in _own_vdso())
+        for path, at in where:
+            try:
+                with open(path, "rb", buffering=0) as fh:
+                    fh.seek(at)
+                    got = elfmod.parse_bytes(fh.read(size))
+            except (OSError, ValueError, OverflowError):
+                continue
+            if len(got):
+                break
+        self._elf[(si, i)] = got
+        return got
+
     def _candidates(self, si: int, i: int) -> list[tuple[str, str]]:
         """Where the mapped file may be read, as (path to open, path in the target):
         the path under ``root`` when it is the inode the snapshot names (or the
@@ -413,8 +462,18 @@ class Symbolizer:
             pass
         if snap.meta.pid and snap.meta.source == "live":
             mapped = f"{int(snap.start[i]):x}-{int(snap.end[i]):x}"
-            out.append((f"/proc/{snap.meta.pid}/map_files/{mapped}", path))
+            out.append((proc_path(snap.meta.pid, f"map_files/{mapped}"), path))
         return out
+
+
+def _own_vdso() -> list[int]:
+    """Where this process's vDSO starts (from /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            return [int(line.split(b"-", 1)[0], 16) for line in fh
+                    if line.rstrip().endswith(b"[vdso]")]
+    except (OSError, ValueError):
+        return []
 
 
 def _is_file(name: str | None) -> bool:
