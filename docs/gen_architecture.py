@@ -27,6 +27,7 @@ ROLE = {
     "output": "the one safe writer", "monitor": "host readings, history, exporter", "_start": "console script, signals",
     "workloads": "allocator workloads, strategies",
     "trace": "record, trace files, replay",
+    "native": "builds the BPF tools and the preload",
 }
 
 
