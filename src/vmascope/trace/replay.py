@@ -78,7 +78,7 @@ class Replay:
     faults: list[tuple[int, str]]  # touches the model refused (index, signal)
     refusals: list[tuple[int, int, tuple[str, ...]]]  # (op, address, reason codes)
     samples: list[tuple[int, int]]  # (op index, map_count)
-    sample_born: list[tuple[np.ndarray, np.ndarray]]  # per sample: (ops, VMA counts)
+    sample_born: list[dict[int, int]]  # per sample: born op -> VMAs alive
     comparison: Comparison | None
     seconds: float = 0.0
 
@@ -126,7 +126,7 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
     errors: list[tuple[int, str]] = []
     faults: list[tuple[int, str]] = []
     taken: list[tuple[int, int]] = []
-    born_at: list[tuple[np.ndarray, np.ndarray]] = []
+    born_at: list[dict[int, int]] = []
     step = max(1, n // 100)
     for i, op in enumerate(ops):
         mm.cur_op = i
@@ -141,9 +141,7 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
                 errors.append((i, exc.errno))
         if every and (i % every == every - 1 or i == n - 1):
             taken.append((i, mm.map_count))
-            c = mm.born_count
-            born_at.append((np.fromiter(c.keys(), np.int64, count=len(c)),
-                            np.fromiter(c.values(), np.int64, count=len(c))))
+            born_at.append(mm.born_count.copy())
         if progress is not None and i % step == 0:
             progress(i, n)
     mm.cur_op = -1
@@ -159,17 +157,14 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
 
 
 def _keys(snap: Snapshot) -> tuple[dict[tuple[int, int, int], int], int | None]:
-    """(start, end, perms) -> index, without [vsyscall]; and the [stack]'s index."""
-    keys: dict[tuple[int, int, int], int] = {}
+    """(start, end, perms) -> index, without the vsyscall page; and the [stack]'s index."""
+    keep = np.flatnonzero(snap.start != VSYSCALL)
+    keys = dict(zip(zip(snap.start[keep].tolist(), snap.end[keep].tolist(),
+                        snap.perms[keep].tolist()), keep.tolist()))
     stack = None
-    starts, ends, perms = snap.start.tolist(), snap.end.tolist(), snap.perms.tolist()
-    for i in range(len(snap)):
-        name = snap.name(i)
-        if name == "[vsyscall]" or starts[i] == VSYSCALL:
-            continue
-        if name == "[stack]":
-            stack = i
-        keys[(starts[i], ends[i], perms[i])] = i
+    if "[stack]" in snap.names:
+        hits = np.flatnonzero(snap.name_id == snap.names.index("[stack]"))
+        stack = int(hits[0]) if len(hits) else None
     return keys, stack
 
 

@@ -10,7 +10,7 @@ refused merge the model saw has reason codes: both are summed per call site.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -63,11 +63,19 @@ class SiteNamer:
         self.trace = trace
         self.sym = symbolizer
         self._cache: dict[int, tuple[str, str]] = {}
+        self._by_stack: dict[str, tuple[str, str]] = {}  # "at=..."/"fr=..." text -> site
 
-    def _frames(self, i: int) -> list[Any]:
+    @staticmethod
+    def _stack_text(note: str) -> str:
+        """The ``at=`` and ``fr=`` words of an annotation: ops with the same ones have
+        the same call site, so the frames are worked out once per stack."""
+        return " ".join(w for w in note.split() if w.startswith(("at=", "fr=")))
+
+    def _frames(self, note: str) -> list[Any]:
         from . import symbols
+        from .format import parse_annotation
 
-        a = self.trace.annotation(i)
+        a = parse_annotation(note)
         if a.frames:
             return [symbols.parse_frame(f) for f in a.frames]
         out = []
@@ -87,14 +95,18 @@ class SiteNamer:
             return AT_START, ""
         hit = self._cache.get(i)
         if hit is None:
-            from . import symbols
+            stack = self._stack_text(self.trace.notes[i])
+            hit = self._by_stack.get(stack)
+            if hit is None:
+                from . import symbols
 
-            frames = self._frames(i)
-            if not frames:
-                hit = (UNKNOWN, "")
-            else:
-                hit = (symbols.site_key(symbols.call_site(frames)),
-                       symbols.caller_chain(frames))
+                frames = self._frames(stack)
+                if not frames:
+                    hit = (UNKNOWN, "")
+                else:
+                    hit = (symbols.site_key(symbols.call_site(frames)),
+                           symbols.caller_chain(frames))
+                self._by_stack[stack] = hit
             self._cache[i] = hit
         return hit
 
@@ -117,14 +129,30 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
             s = sites[key] = Site(key, chain=chain, example=i)
         return s
 
-    born = rep.born.tolist()
-    for k, i in enumerate(born):
-        s = get(i)
-        s.vmas += 1
-        s.ops[ops[i].kind if i >= 0 else "present"] += 1
-        if k > 0 and cause[k - 1] != NONE:
-            s.excess += 1
-            s.causes[CAUSES[int(cause[k - 1])]] += 1
+    # per VMA: its site (through the distinct ops), and per boundary: its cause
+    uniq, inv = np.unique(rep.born, return_inverse=True)
+    site_of = [get(int(i)) for i in uniq.tolist()]
+    index = {id(s): k for k, s in enumerate(sites.values())}
+    col = np.array([index[id(s)] for s in site_of], dtype=np.int64)[inv]
+    nsites = len(sites)
+    listed = list(sites.values())
+    for k, c in enumerate(np.bincount(col, minlength=nsites).tolist()):
+        listed[k].vmas += c
+    kinds = [ops[i].kind if i >= 0 else "present" for i in uniq.tolist()]
+    kind_names = sorted(set(kinds))
+    kind_of = np.array([kind_names.index(k) for k in kinds], dtype=np.int64)[inv]
+    per = np.bincount(col * len(kind_names) + kind_of, minlength=nsites * len(kind_names))
+    for flat in np.flatnonzero(per).tolist():
+        listed[flat // len(kind_names)].ops[kind_names[flat % len(kind_names)]] += int(per[flat])
+    if len(col) > 1:
+        inside = cause != NONE
+        after = col[1:][inside]
+        c_idx = cause[inside].astype(np.int64)
+        per = np.bincount(after * len(CAUSES) + c_idx, minlength=nsites * len(CAUSES))
+        for flat in np.flatnonzero(per).tolist():
+            s = listed[flat // len(CAUSES)]
+            s.causes[CAUSES[flat % len(CAUSES)]] += int(per[flat])
+            s.excess += int(per[flat])
     for i, _addr, codes in rep.refusals:
         s = get(i)
         for c in codes:
@@ -133,13 +161,19 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
     # the timeline: the top sites by VMAs at the end, the rest as "other"
     names = [s.key for s in ordered[:top]]
     timeline: list[tuple[float, int, dict[str, int]]] = []
-    for (i, n), (born_ops, counts) in zip(rep.samples, rep.sample_born):
-        by: dict[str, int] = defaultdict(int)
-        for op_i, c in zip(born_ops.tolist(), counts.tolist()):
-            key = namer.site(op_i)[0]
-            by[key if key in names else "other"] += c
+    seen = sorted(set().union(*rep.sample_born)) if rep.sample_born else []
+    ops_seen = np.array(seen, dtype=np.int64)
+    cols = names + ["other"]
+    col_of = np.array([cols.index(k) if (k := namer.site(o)[0]) in names else len(names)
+                       for o in seen], dtype=np.int64)
+    for (i, n), born_counts in zip(rep.samples, rep.sample_born):
+        keys = np.fromiter(born_counts.keys(), np.int64, count=len(born_counts))
+        vals = np.fromiter(born_counts.values(), np.int64, count=len(born_counts))
+        sums = np.bincount(col_of[np.searchsorted(ops_seen, keys)], weights=vals,
+                           minlength=len(cols))
+        by = {cols[c]: int(v) for c, v in enumerate(sums) if v}
         t = rep.trace.annotation(i).t
-        timeline.append((t if t is not None else float(i), n, dict(by)))
+        timeline.append((t if t is not None else float(i), n, by))
     op_site = {i: k for i, (k, _c) in namer._cache.items()}
     return Attribution(sites=ordered, op_site=op_site, refusals=len(rep.refusals),
                        timeline=timeline)
