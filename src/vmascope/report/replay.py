@@ -53,14 +53,19 @@ def replay_text(rep: Replay, att: Attribution | None, top: int = 10) -> str:
     ev = head.get("events", "")
     w(f"  {len(tr.ops):,} ops replayed, {len(tr.skipped):,} events not replayed"
       + (f", {int(ev):,} recorded" if ev.isdigit() else ""))
+    if tr.restarts:
+        w(f"  the target exec'd another program {tr.restarts} time(s): the replay starts "
+          "from the last")
     if tr.lost:
         w(f"  WARNING: {tr.lost:,} events were lost while recording: the replay misses them")
     c = rep.comparison
     if c is None:
         w("  no final snapshot in the trace: the end state cannot be compared")
     else:
-        w(_cut(f"  agreement with the real end state: {c.agreement:.2f}% (real "
-               f"{c.real:,} VMAs, model {c.model:,}, alike {c.matched:,})", WIDTH))
+        w(_cut(f"  agreement with the real end state: {c.agreement:.2f}% of the VMAs",
+               WIDTH))
+        w(f"    ({c.matched:,} alike; the real end state has {c.real:,}, the model "
+          f"{c.model:,})")
         if c.regions:
             w("")
             w("Where the model and the real end state differ")

@@ -141,6 +141,7 @@ class Trace:
     symbols: dict[int, str]
     files: dict[str, str]  # memfd NAME of a file mapping -> the file's path
     source: str = "<trace>"
+    restarts: int = 0  # the target exec'd: ops before its last exec are dropped
 
     def annotation(self, i: int) -> Annotation:
         return parse_annotation(self.notes[i])
@@ -331,6 +332,7 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
     symbols: dict[int, str] = {}
     files: dict[str, str] = {}
     parse_fast = _FastParser(source)
+    restarts = 0
     in_snap: str | None = None
     snap_lines: list[str] = []
     snap_start = 0
@@ -344,6 +346,10 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
                     continue
                 if line.startswith("#snapshot end"):
                     snaps[in_snap] = _snapshot_from(snap_lines, source, snap_start)
+                    if in_snap == "first" and (ops or skipped):
+                        # the target exec'd another program: the trace starts again
+                        restarts += 1
+                        ops, notes, skipped, files = [], [], [], {}
                     in_snap, snap_lines = None, []
                     continue
                 raise ParseError(source, lineno, "#= lines or #snapshot end")
@@ -384,7 +390,8 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
     if problem:
         raise ParseError(source, problem[0] or None, problem[1])
     return Trace(header=header, first=snaps.get("first"), last=snaps.get("last"), ops=ops,
-                 notes=notes, skipped=skipped, symbols=symbols, files=files, source=source)
+                 notes=notes, skipped=skipped, symbols=symbols, files=files, source=source,
+                 restarts=restarts)
 
 
 class _TraceOp(Op):

@@ -94,10 +94,12 @@ def snapshot_bytes(pid: int, kernel_view: bool | None) -> bytes:
 
 
 class _ExitWatch:
-    """The recorder's side of the exit hook: two FIFOs in a private folder; when the
-    target writes its pid to ``req``, ``take()`` runs and one byte goes to ``ack``."""
+    """The recorder's side of the hook (native/exithook.c): two FIFOs in a private
+    folder. A request line ``x PID`` (the target's exit) runs ``on_exit()``, ``e PID``
+    (the target exec'd another program) ``on_exec()``; then one byte goes to ``ack``
+    and the target goes on."""
 
-    def __init__(self, take: Callable[[], None]) -> None:
+    def __init__(self, on_exit: Callable[[], None], on_exec: Callable[[], None]) -> None:
         self.dir = tempfile.mkdtemp(prefix="vmascope-exit.")
         self.req = os.path.join(self.dir, "req")
         self.ack = os.path.join(self.dir, "ack")
@@ -106,29 +108,29 @@ class _ExitWatch:
         # both ends held open read-write: the hook never sees a FIFO without a peer
         self._req = os.open(self.req, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self._ack = os.open(self.ack, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.take = take
-        self.fired = threading.Event()
+        self.on = {b"x": on_exit, b"e": on_exec}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="exit-watch", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        buf = b""
         while not self._stop.is_set():
             r, _, _ = select.select([self._req], [], [], 0.2)
             if not r:
                 continue
             try:
-                data = os.read(self._req, 64)
+                buf += os.read(self._req, 256)
             except BlockingIOError:
                 continue
-            if not data:
-                continue
-            try:
-                self.take()
-            finally:
-                self.fired.set()
-                os.write(self._ack, b"k")
-            return
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                what = self.on.get(line[:1])
+                try:
+                    if what is not None:
+                        what()
+                finally:
+                    os.write(self._ack, b"k")
 
     def close(self) -> None:
         self._stop.set()
@@ -186,6 +188,7 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
     tracee = None
     watch = None
     final: dict[str, Any] = {"data": None, "how": "none", "wall": None}
+    restarts: list[tuple[float, bytes]] = []  # (time, snapshot) of the target's execs
     try:
         if argv is not None:
             env = dict(os.environ)
@@ -198,7 +201,11 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
                 final["data"] = snapshot_bytes(target_pid_box[0], kernel_view)
                 final["how"] = "exit"
 
-            watch = _ExitWatch(take_at_exit)
+            def take_at_exec() -> None:
+                when = time.time()
+                restarts.append((when, snapshot_bytes(target_pid_box[0], kernel_view)))
+
+            watch = _ExitWatch(take_at_exit, take_at_exec)
             env["VMASCOPE_EXIT_DIR"] = watch.dir
             tracee = launch.Tracee.start(argv, env=env)
             pid = tracee.pid
@@ -219,7 +226,7 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
                   "max_map_count": host.max_map_count()}
         with TraceWriter(out, header) as writer:
             writer.snapshot("first", first)
-            result = _run(writer, kind, pid, tracee, duration, kernel_view, final, watch,
+            result = _run(writer, kind, pid, tracee, duration, kernel_view, final, restarts,
                           first, progress)
             result.path = out
         return result
@@ -251,10 +258,12 @@ def _first_snapshot_facts(first: bytes) -> tuple[bool, dict[tuple[int, int], str
 
 
 def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float | None,
-         kernel_view: bool | None, final: dict[str, Any], watch: Any, first: bytes,
+         kernel_view: bool | None, final: dict[str, Any],
+         restarts: list[tuple[float, bytes]], first: bytes,
          progress: Callable[[str, int], None] | None) -> RecordResult:
     heap, files = _first_snapshot_facts(first)
     conv = Converter(pid, heap_known=heap, files=files)
+    events_before = 0  # events of the program images before the last exec
     deadline = None if duration is None else time.monotonic() + duration
     source = _source(kind, pid, tracee, duration)
     stats: dict[str, Any] = {}
@@ -263,7 +272,17 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
     try:
         source.start()
         for ev in source.events(deadline):
-            if final["wall"] is not None and source.when(ev) > final["wall"]:
+            when = source.when(ev)
+            while restarts and when >= restarts[0][0]:
+                # the target exec'd: the trace starts again from its new program
+                _, snap = restarts.pop(0)
+                writer.snapshot("first", snap)
+                first = snap
+                heap, files = _first_snapshot_facts(snap)
+                events_before += conv.stats.events
+                conv = Converter(pid, heap_known=heap, files=files)
+                events.clear()
+            if final["wall"] is not None and when > final["wall"]:
                 writer.skipped(f"{ev.call}(...)", conv._note(ev, skip="after-end"))
                 continue
             if kind == "strace":
@@ -283,6 +302,10 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
     stats = source.stop()
     if tracee is not None:
         exit_status = tracee.wait(timeout=0)
+    for _, snap in restarts:  # an exec after the last event read
+        writer.snapshot("first", snap)
+        first = snap
+        events.clear()
     if kind == "strace":
         evs = events
         if final["data"] is not None:
@@ -299,10 +322,11 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
         writer.comment("no last snapshot: the process ended without exit() (or was killed)"
                        " before it could be taken")
     lost = int(stats.get("lost", 0) or 0)
-    writer.symbols(_names(writer, first, final["data"]))
     writer.header({"lost": lost, "events": conv.stats.events,
+                   "events_before_exec": events_before or None,
                    "skipped": " ".join(f"{k}={v}" for k, v in sorted(conv.stats.skipped.items())),
                    "final": final["how"]})
+    writer.symbols(_names(writer, first, final["data"]))
     return RecordResult(path=writer.path, recorder=kind, events=conv.stats.events,
                         ops=conv.stats.ops, lost=lost, skipped=dict(conv.stats.skipped),
                         final=final["how"], exit_status=exit_status)
