@@ -165,6 +165,58 @@ def test_bad_traces_are_one_line_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x*"))
 
 
+def test_a_launcher_that_execs_the_program(frag3: Path, tmp_path: Path) -> None:
+    """The command is a script that execs the real program: the trace starts again from
+    the program (a new first snapshot, taken by the preloaded hook)."""
+    _need_recording(False)
+    script = tmp_path / "launch.sh"
+    script.write_text(f"#!/bin/sh\nX=1\nexec {frag3} 300 200 100\n")
+    script.chmod(0o755)
+    out = tmp_path / "w.trace"
+    record(out, [str(script)])
+    tr = read_trace(out)
+    assert tr.restarts == 1 and tr.first is not None
+    assert tr.first.meta.comm == "frag3"
+    agreement, keys = replayed(out)
+    assert agreement >= 99.0 and ranked_functions(keys) == list(FUNCTIONS)
+
+
+CHURN = """
+import ctypes, mmap, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+base = libc.mmap(None, 4096 * 4000, 0, 0x22 | 0x4000, -1, 0)
+print("ready", flush=True)
+i = 0
+end = time.time() + 60
+while time.time() < end:
+    libc.mprotect(ctypes.c_void_p(base + 2 * 4096 * (i % 2000)), 4096, 3)
+    ctypes.memset(base + 2 * 4096 * (i % 2000), 1, 1)
+    i += 1
+    if i % 100 == 0:
+        time.sleep(0.01)
+"""
+
+
+def test_record_a_running_process_for_a_duration(tmp_path: Path) -> None:
+    _need_recording(False)
+    from conftest import running
+
+    with running([sys.executable, "-c", CHURN], "ready") as proc:
+        out = tmp_path / "p.trace"
+        res = vmascope("record", "--pid", str(proc.pid), "--duration", "2", "-o", str(out))
+        assert res.returncode == 0, res.stderr
+        assert "last snapshot: duration" in res.stderr
+        assert proc.popen.poll() is None  # --pid leaves the process running
+    tr = read_trace(out)
+    assert tr.header["final"] == "duration" and tr.first is not None and tr.last is not None
+    assert sum(op.kind == "mprotect" for op in tr.ops) > 100
+    agreement, _keys = replayed(out)
+    assert agreement >= 99.0
+
+
 # -- programs nobody here wrote -------------------------------------------------------------
 
 JAVA = """public class Alloc {

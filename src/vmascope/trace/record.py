@@ -408,10 +408,15 @@ class _BpfSource(_Source):
             self.tracee.resume()
 
     def events(self, deadline: float | None) -> Iterator[Event]:
+        n = 0
         while not self.rec.finished:
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            yield from self.rec.events(timeout=0.25)
+            for ev in self.rec.events(timeout=0.25):
+                yield ev
+                n += 1
+                if deadline is not None and n % 256 == 0 and time.monotonic() >= deadline:
+                    return
 
     def when(self, ev: Event) -> float:
         return self.wall0 + ev.t
