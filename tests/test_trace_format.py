@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,53 @@ def test_the_fast_parser_agrees_with_the_language() -> None:
         got_op = fast(line, 5)
         assert got_op == want and want == got_op and hash(got_op) == hash(want)
         assert format_op(got_op) == format_op(want)
+
+
+# -- attribution of a replay to call sites (trace/sites.py) ----------------------------------
+
+def test_sites_count_the_vmas_each_call_site_made(tmp_path: Path) -> None:
+    from vmascope.trace.replay import replay
+    from vmascope.trace.sites import AT_START, SiteNamer, attribute
+
+    base = 0x7F0000100000
+    first = MAPS
+    with TraceWriter(tmp_path / "t", {"recorder": "test", "pid": PID, "kernel": "6.18"}) as w:
+        w.snapshot("first", first)
+        w.op(f"mmap {base:#x} 0x100000 --- private,anonymous,fixed,noreserve",
+             Annotation(t=0.0, stack=(0x7F01, 0x401000)))
+        for i in range(10):  # site a: 10 read-write pages, every other page
+            w.op(f"mprotect {base + 0x2000 * i:#x} 0x1000 rw-",
+                 Annotation(t=0.1 + i / 100, stack=(0x7F02, 0x401100)))
+        for i in range(5):  # site b: 5 read-only pages further up
+            w.op(f"mprotect {base + 0x80000 + 0x2000 * i:#x} 0x1000 r--",
+                 Annotation(t=0.3 + i / 100, stack=(0x7F02, 0x401200)))
+        w.symbols({0x7F01: "libc.so.6:__mmap+0x13", 0x7F02: "libc.so.6:__mprotect+0x7",
+                   0x401000: "prog:reserve+0x20", 0x401100: "prog:_ZN4heap6commitEv+0x30",
+                   0x401200: "prog:seal+0x40"})
+    tr = read_trace(tmp_path / "t")
+    rep = replay(tr)
+    att = attribute(rep, SiteNamer(tr))
+    by = {s.key: s for s in att.sites}
+    # A VMA belongs to the op that made the boundary at its start. Site a's 10 pages
+    # make boundaries at both edges of each page but the first one's start (the
+    # reservation's, made by the mmap): 19; site b's 5 pages 10 (both edges of each).
+    commit = "prog:heap::commit+0x30" if shutil.which("c++filt") else "prog:_ZN4heap6commitEv+0x30"
+    assert by[commit].vmas == 19 and by[commit].causes["protection"] == 19
+    assert by["prog:seal+0x40"].vmas == 10
+    assert by["prog:reserve+0x20"].vmas == 1
+    assert by[AT_START].vmas == 2
+    assert sum(s.vmas for s in att.sites) == len(rep.snapshot)
+    assert att.timeline[-1][1] == len(rep.snapshot)
+    assert sum(att.timeline[-1][2].values()) == len(rep.snapshot)
+
+
+def test_demangling_keeps_keys_that_are_not_cpp() -> None:
+    from vmascope.trace.symbols import demangle_keys
+
+    if shutil.which("c++filt") is None:
+        assert demangle_keys(["a:_ZN2os4sizeEv+0x1"]) == {}
+        return
+    got = demangle_keys(["libjvm.so:_ZN2os16pd_commit_memoryEPcmb+0x37",
+                         "prog:main+0x10", "a:_ZN2os16pd_commit_memoryEPcmb+0x1 <- b:f+0x2"])
+    assert got == {"libjvm.so:_ZN2os16pd_commit_memoryEPcmb+0x37": "libjvm.so:os::pd_commit_memory+0x37",
+                   "a:_ZN2os16pd_commit_memoryEPcmb+0x1 <- b:f+0x2": "a:os::pd_commit_memory+0x1 <- b:f+0x2"}

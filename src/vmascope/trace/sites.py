@@ -89,6 +89,20 @@ class SiteNamer:
                 out.append(symbols.Frame(None, None, 0, "unknown", ip=ip))
         return out
 
+    def prepare(self, ops: set[int]) -> None:
+        """Name the call sites of ``ops`` at once, C++ names demangled in one batch."""
+        from .symbols import demangle_keys
+
+        for i in ops:
+            self.site(i)
+        table = demangle_keys([t for pair in self._by_stack.values() for t in pair])
+        if not table:
+            return
+        renamed = {pair: (table.get(pair[0], pair[0]), table.get(pair[1], pair[1]))
+                   for pair in set(self._by_stack.values())}
+        self._by_stack = {k: renamed[v] for k, v in self._by_stack.items()}
+        self._cache = {k: renamed.get(v, v) for k, v in self._cache.items()}
+
     def site(self, i: int) -> tuple[str, str]:
         """(site key, short chain) of op i."""
         if i == PRESENT:
@@ -116,6 +130,8 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
     from ..analysis.budget import CAUSES, NONE
 
     namer = namer or SiteNamer(rep.trace)
+    namer.prepare(set(rep.born.tolist()) | {i for i, _a, _c in rep.refusals}
+                  | set().union(*rep.sample_born))
     snap = rep.snapshot
     an = analyze(snap, epoch=rep.epoch)
     cause = an.budget.cause if an.budget is not None else np.full(max(len(snap) - 1, 0), NONE)
