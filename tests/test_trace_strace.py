@@ -707,3 +707,42 @@ def test_no_strace_is_a_one_line_error() -> None:
     with pytest.raises(StraceUnavailable) as info:
         StraceRecorder([os.getpid()], strace="/nonexistent/strace").start()
     assert "\n" not in str(info.value)
+
+
+RECORDER_WITH = """
+import sys, time
+from vmascope.trace.strace_record import StraceNotPermitted, StraceRecorder
+try:
+    with StraceRecorder([int(sys.argv[1])], duration=60) as rec:
+        print(rec.proc.pid, flush=True)
+        time.sleep(60)
+except StraceNotPermitted as e:
+    print("SKIP", e, flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_recorder_stops_its_strace_and_cleans_up(
+        sig: int, tmp_path: Path) -> None:
+    from conftest import kill_group, wait_line
+
+    need("strace")
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    parent = subprocess.Popen([sys.executable, "-c", RECORDER_WITH, str(target.pid)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True, env=_env(XDG_RUNTIME_DIR=str(tmp_path)))
+    try:
+        line, _ = wait_line(parent, "", 60)
+        if line.startswith("SKIP"):
+            pytest.skip(line)
+        tracer = int(line)
+        (pidfile,) = tmp_path.glob("vmascope/strace-*.pid")
+        logdir = Path(pidfile.read_text().split(" ", 4)[4].strip())
+        os.kill(parent.pid, sig)
+        assert parent.wait(timeout=30) != 0
+        assert _gone(tracer) and _tracer(target.pid) == 0 and target.poll() is None
+        assert not pidfile.exists() and not logdir.exists()
+    finally:
+        kill_group(parent, timeout=30)
+        target.kill()
+        target.wait(timeout=10)

@@ -22,7 +22,6 @@ from .events import Event
 from .strace import ParseStats, parse_strace
 from .strace_syntax import TRACED_CALLS
 
-
 TMP_PREFIX = "vmascope-strace-"
 
 
