@@ -122,7 +122,6 @@ def test_cli_lists_exactly_the_registered_commands() -> None:
         assert f"\n    {verb} " in proc.stdout, verb
     for _, module in COMMANDS:
         assert (SRC / "cli" / f"{module}.py").exists()
-    assert not (SRC / "trace").exists()
 
 
 # -- MM.from_snapshot -------------------------------------------------------------------
