@@ -746,3 +746,28 @@ def test_a_signalled_recorder_stops_its_strace_and_cleans_up(
         kill_group(parent, timeout=30)
         target.kill()
         target.wait(timeout=10)
+
+
+def test_the_uapi_table_agrees_with_the_system_s_headers(tmp_path: Path) -> None:
+    """Every constant the installed kernel headers define has the table's value (newer
+    ones the headers lack are skipped one by one)."""
+    from vmascope.trace import uapi
+
+    cc = need("cc")
+    names = [n for n in uapi.SYMBOLS
+             if not n.startswith("SIG") and n not in ("CSIGNAL", "PR_SET_PTRACER_ANY",
+                                                      "AT_FDCWD")]
+    body = "".join(f'#ifdef {n}\n    printf("{n} %llu\\n", (unsigned long long)({n}));\n'
+                   f"#endif\n" for n in names)
+    src = tmp_path / "consts.c"
+    src.write_text("#define _GNU_SOURCE\n#include <stdio.h>\n#include <fcntl.h>\n"
+                   "#include <sys/mman.h>\n#include <sys/shm.h>\n#include <linux/mman.h>\n"
+                   "#include <linux/prctl.h>\n#include <linux/sched.h>\n"
+                   "#include <linux/memfd.h>\n#include <linux/mempolicy.h>\n"
+                   f"int main(void)\n{{\n{body}    return 0;\n}}\n")
+    exe = tmp_path / "consts"
+    subprocess.run([cc, "-o", str(exe), str(src)], check=True, timeout=120)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True, timeout=30)
+    seen = dict(line.split() for line in out.stdout.splitlines())
+    assert len(seen) > 100
+    assert {n: int(v) for n, v in seen.items()} == {n: uapi.SYMBOLS[n] for n in seen}
