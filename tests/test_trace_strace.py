@@ -771,3 +771,43 @@ def test_the_uapi_table_agrees_with_the_system_s_headers(tmp_path: Path) -> None
     seen = dict(line.split() for line in out.stdout.splitlines())
     assert len(seen) > 100
     assert {n: int(v) for n, v in seen.items()} == {n: uapi.SYMBOLS[n] for n in seen}
+
+
+def test_strace_refused_by_ptrace_is_a_one_line_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What strace prints when ptrace is refused (Yama's ptrace_scope, no CAP_SYS_PTRACE)
+    becomes StraceNotPermitted, naming the pid and ptrace_scope."""
+    from vmascope.trace.strace_record import StraceNotPermitted, StraceRecorder
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+
+    fake = tmp_path / "strace"
+    fake.write_text("#!/bin/sh\necho 'strace: attach: ptrace(PTRACE_SEIZE, 4321): "
+                    "Operation not permitted' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with pytest.raises(StraceNotPermitted) as info:
+            StraceRecorder([target.pid], strace=str(fake)).start()
+    finally:
+        target.kill()
+        target.wait(timeout=10)
+    assert "pid 4321" in str(info.value) and "ptrace_scope" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.glob("vmascope/strace-*.pid"))
+
+
+def test_a_command_that_cannot_start_is_a_one_line_error() -> None:
+    from vmascope.trace.launch import LaunchError, Tracee
+
+    with pytest.raises(LaunchError) as info:
+        Tracee.start(["/nonexistent/program"])
+    assert "/nonexistent/program" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_strace_s_notices_are_skipped() -> None:
+    log = """
+    [ Process PID=77 runs in 32 bit mode. ]
+    77    munmap(0x1000, 4096) = 0
+    """
+    assert [e.call for e in parse(log)] == ["munmap"]

@@ -96,7 +96,8 @@ _RESULT = re.compile(
 _EXIT = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG[A-Z0-9+-]+)"
                    r"(?: \(core dumped\))?|(?P<super>superseded by execve.*?)) \+\+\+\s*$")
 _STRACE_NOTE = re.compile(
-    r"^(?:strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming)")
+    r"^(?:strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming"
+    r"|\[ Process PID=\d+ runs in )")
 
 
 # -- the parser ---------------------------------------------------------------------------
