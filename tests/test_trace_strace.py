@@ -811,3 +811,28 @@ def test_strace_s_notices_are_skipped() -> None:
     77    munmap(0x1000, 4096) = 0
     """
     assert [e.call for e in parse(log)] == ["munmap"]
+
+
+def test_mutated_logs_are_events_or_a_parse_error() -> None:
+    """A user's mistake is a ParseError; anything else would be a bug."""
+    import random
+
+    rng = random.Random(7)
+    logs = [textwrap.dedent(x).lstrip("\n") for x in (LOG_F_O, LOG_STDERR_F, LOG_FF)]
+    alphabet = '()[]{}<>,"\\=|+-.0123456789xabcdefABCDEF_ ?/:>\n\t'
+    for _ in range(3000):
+        b = list(rng.choice(logs))
+        for _ in range(rng.randint(1, 8)):
+            op, p = rng.random(), rng.randrange(len(b))
+            if op < 0.4:
+                del b[p]
+            elif op < 0.8:
+                b.insert(p, rng.choice(alphabet))
+            else:
+                q = rng.randrange(len(b))
+                b[p:p] = b[q:q + rng.randint(1, 20)]
+        try:
+            for ev in parse_strace("".join(b).splitlines(True), "fuzz"):
+                assert all(0 <= a < 1 << 64 for a in ev.args), ev
+        except ParseError:
+            pass
