@@ -7,7 +7,6 @@ taken from the parser's table.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -403,3 +402,437 @@ def test_a_maps_only_snapshot_takes_writable_anonymous_memory_as_written() -> No
     out = infer_faults(events, snap)
     assert [(e.call, e.args) for e in out] == [
         ("mmap", events[0].args), ("fault", (A, FAULT_WRITE)), ("mmap", events[1].args)]
+
+
+# -- a command started stopped ------------------------------------------------------------------
+
+SRC = Path(__file__).parent.parent / "src"
+
+
+@pytest.fixture(scope="module")
+def mapcalls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = need("cc")
+    out = tmp_path_factory.mktemp("programs") / "mapcalls"
+    subprocess.run([cc, "-O0", "-fno-inline", "-g", "-pthread", "-Wall", "-o", str(out),
+                    str(PROGRAMS / "mapcalls.c")], check=True, timeout=120)
+    return out
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _tracer(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return int(next(line for line in fh if line.startswith("TracerPid:")).split()[1])
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    """Dead: no such process any more, or a zombie nobody reaped yet."""
+    deadline = time.monotonic() + timeout
+    while _state(pid) not in (None, "Z", "X"):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _env(**extra: str) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def test_a_command_starts_stopped_right_after_its_exec(mapcalls: Path, tmp_path: Path) -> None:
+    from vmascope.trace.launch import Tracee
+
+    out = tmp_path / "out"
+    with open(out, "wb") as fh, Tracee.start([str(mapcalls)], stdout=fh) as t:
+        assert _state(t.pid) == "t"  # the exec's trace stop
+        with open(f"/proc/{t.pid}/maps") as maps:
+            names = {line.split(None, 5)[5].strip() if len(line.split()) > 5 else None
+                     for line in maps}
+        # the executable, ld.so and the kernel's own: ld.so has mapped nothing yet
+        assert str(mapcalls) in names
+        assert any(n and "/ld-linux" in n for n in names)
+        assert {n for n in names if n and n.startswith("/")} == \
+            {str(mapcalls)} | {n for n in names if n and "/ld-linux" in n}
+        assert names - {str(mapcalls), None} <= {
+            n for n in names if n and "/ld-linux" in n} | {
+            "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[heap]"}
+        t.detach_stopped()
+        assert _state(t.pid) == "T" and _tracer(t.pid) == 0
+        time.sleep(0.2)
+        assert _state(t.pid) == "T"  # it stays stopped for a recorder to attach
+        t.resume()
+        assert t.wait(30) == 0
+    assert out.read_text().startswith("DONE ")
+
+
+def test_the_child_and_its_group_die_when_the_context_ends(tmp_path: Path) -> None:
+    from vmascope.trace.launch import Tracee
+
+    bgfile = tmp_path / "bg"
+    with Tracee.start(["sh", "-c", f"sleep 100 & echo $! > {bgfile}; wait"]) as t:
+        t.detach_stopped()
+        t.resume()
+        deadline = time.monotonic() + 30
+        while not bgfile.exists() or not bgfile.read_text().strip():
+            assert time.monotonic() < deadline, "the shell did not start its job"
+            time.sleep(0.02)
+        bg = int(bgfile.read_text())
+        assert _state(bg) not in (None, "Z")
+    assert t.returncode == -signal.SIGKILL
+    assert _gone(t.pid) and _gone(bg)
+
+
+def test_the_child_dies_on_an_exception() -> None:
+    from vmascope.trace.launch import Tracee
+
+    with pytest.raises(RuntimeError), Tracee.start(["sleep", "100"]) as t:
+        pid = t.pid
+        raise RuntimeError("boom")
+    assert _gone(pid)
+
+
+PARENT = """
+import sys, time
+from vmascope.trace.launch import Tracee
+with Tracee.start(["sleep", "100"]) as t:
+    t.detach_stopped()
+    t.resume()
+    print(t.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_the_child_dies_when_its_parent_is_signalled(sig: int) -> None:
+    from conftest import kill_group, wait_line
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True, env=_env())
+    child = None
+    try:
+        line, _ = wait_line(parent, "", 60)
+        child = int(line)
+        assert _state(child) not in (None, "Z")
+        os.kill(parent.pid, sig)
+        parent.wait(timeout=30)
+        # SIGTERM and SIGINT: the context manager kills it; SIGKILL: PR_SET_PDEATHSIG
+        assert _gone(child), f"pid {child} outlived its parent ({signal.Signals(sig).name})"
+    finally:
+        kill_group(parent, timeout=30)
+        if child is not None and not _gone(child, 0):
+            os.kill(child, signal.SIGKILL)
+
+
+# -- strace for real ------------------------------------------------------------------------------
+
+
+def _recording(pids: list[int], **kw):  # type: ignore[no-untyped-def]
+    from vmascope.trace.strace_record import StraceNotPermitted, StraceRecorder
+
+    need("strace")
+    rec = StraceRecorder(pids, **kw)
+    try:
+        rec.start()
+    except StraceNotPermitted as e:
+        pytest.skip(str(e))
+    return rec
+
+
+def test_strace_records_a_command_from_its_first_call(mapcalls: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import vmascope
+    from vmascope.trace.launch import Tracee
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    out = tmp_path / "out"
+    with open(out, "wb") as fh, Tracee.start([str(mapcalls)], stdout=fh) as t:
+        start = vmascope.load(t.pid)
+        t.detach_stopped()
+        # strace -p on a stopped process, which runs once it is attached
+        with _recording([t.pid], duration=60, maps=start) as rec:
+            t.resume()
+            events = list(rec.events())
+        assert t.wait(30) == 0
+    assert rec.proc is not None and rec.proc.returncode is not None
+    region = int(out.read_text().split()[1], 16)
+    main = t.pid
+
+    # ld.so's first calls are there, and its mapping of libc
+    assert events[0].frames[0].startswith("ld-linux-x86-64.so.2:")
+    assert events[0].call in ("brk", "mmap", "arch_prctl", "access")
+    assert any(e.call == "mmap" and e.file is not None and e.file.path is not None
+               and "/libc.so" in e.file.path for e in events)
+
+    def one(pred) -> Event:  # type: ignore[no-untyped-def]
+        hits = [e for e in events if pred(e)]
+        assert len(hits) == 1, hits
+        return hits[0]
+
+    def named(e: Event, function: str) -> None:
+        assert any(f.startswith(f"mapcalls:{function}+0x") for f in e.frames), e.frames
+        # every frame placed: by the snapshot at the exec stop and the libraries' mmaps
+        assert len(e.stack) == len(e.frames)
+
+    anon = MAP_PRIVATE | MAP_ANONYMOUS
+    reserve = one(lambda e: e.call == "mmap" and e.ret == region)
+    assert reserve.args == (0, 1 << 20, PROT_NONE, anon | MAP_NORESERVE, FD_NONE, 0)
+    assert (reserve.pid, reserve.tid) == (main, main)
+    named(reserve, "reserve_region")
+    commit = one(lambda e: e.call == "mprotect" and e.args[0] == region)
+    assert (commit.args, commit.ret) == ((region, 64 * K, PROT_READ | PROT_WRITE), 0)
+    named(commit, "commit_region")
+    name = one(lambda e: e.call == "prctl" and e.args[:1] == (PR_SET_VMA,))
+    assert name.args == (PR_SET_VMA, PR_SET_VMA_ANON_NAME, region, 64 * K, 0)
+    assert name.text == "mapcalls" and name.ret in (0, -EINVAL)
+    named(name, "name_region")
+    trim = one(lambda e: e.call == "munmap" and e.args == (region + 960 * K, 64 * K))
+    named(trim, "trim_region")
+    thread = one(lambda e: e.call == "mmap" and e.args[1] == 7 * 4096)
+    assert thread.pid == main and thread.tid != main
+    assert thread.args == (0, 7 * 4096, PROT_READ | PROT_WRITE, anon, FD_NONE, 0)
+    named(thread, "thread_main")
+    child = one(lambda e: e.call == "munmap" and e.args == (region + 64 * K, 64 * K))
+    assert child.pid == child.tid != main
+    named(child, "child_main")
+    assert one(lambda e: e.call == "exit_group" and e.pid == child.pid).args == (7,)
+    assert rec.stats.unknown == 0
+    assert not list(tmp_path.glob("vmascope/strace-*.pid"))
+
+
+def test_the_recording_ends_after_its_duration_and_the_target_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        with _recording([target.pid], duration=1.0) as rec:
+            assert _tracer(target.pid) == rec.proc.pid
+            events = list(rec.events())
+        assert time.monotonic() - t0 < 20
+        assert events == []
+        assert rec.proc.returncode is not None
+        assert target.poll() is None and _state(target.pid) == "S"
+        assert _tracer(target.pid) == 0
+    finally:
+        target.kill()
+        target.wait(timeout=10)
+
+
+RECORDER = """
+import sys, time
+from vmascope.trace.strace_record import StraceNotPermitted, StraceRecorder
+rec = StraceRecorder([int(sys.argv[1])], duration=60)
+try:
+    rec.start()
+except StraceNotPermitted as e:
+    print("SKIP", e, flush=True)
+    sys.exit(0)
+print(rec.proc.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_strace_dies_with_its_recorder_and_a_stale_one_is_killed_at_the_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import kill_group, wait_line
+
+    from vmascope.trace import strace_record
+
+    exe = need("strace")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        # SIGKILL of the recorder: its strace gets PR_SET_PDEATHSIG and detaches
+        parent = subprocess.Popen([sys.executable, "-c", RECORDER, str(target.pid)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  start_new_session=True,
+                                  env=_env(XDG_RUNTIME_DIR=str(tmp_path)))
+        procs.append(parent)
+        line, _ = wait_line(parent, "", 60)
+        if line.startswith("SKIP"):
+            pytest.skip(line)
+        tracer = int(line)
+        assert _tracer(target.pid) == tracer
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        assert _gone(tracer)
+        assert target.poll() is None
+        # its pid file and log are left; the next start finds its strace gone and
+        # removes them
+        (pidfile,) = tmp_path.glob("vmascope/strace-*.pid")
+        logdir = Path(pidfile.read_text().split(" ", 4)[4].strip())
+        assert logdir.name.startswith(strace_record.TMP_PREFIX) and logdir.is_dir()
+        assert strace_record.reap_stale() == []
+        assert not pidfile.exists() and not logdir.exists()
+
+        # a strace nothing killed (as if PR_SET_PDEATHSIG had failed): killed at the next start
+        gone_owner = subprocess.Popen(["true"])
+        gone_owner.wait(timeout=10)
+        stale = subprocess.Popen([exe, "-qq", "-o", os.devnull, "-p", str(target.pid)],
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(stale)
+        deadline = time.monotonic() + 30
+        while _tracer(target.pid) != stale.pid:
+            assert time.monotonic() < deadline, "strace did not attach"
+            time.sleep(0.02)
+        pidfile = strace_record.runtime_dir() / f"strace-{stale.pid}.pid"
+        pidfile.write_text(f"{gone_owner.pid} 1 {stale.pid} "
+                           f"{strace_record._start_time(stale.pid)}\n")
+        assert strace_record.reap_stale() == [stale.pid]
+        assert stale.wait(timeout=10) == -signal.SIGKILL
+        assert not pidfile.exists()
+        deadline = time.monotonic() + 10
+        while _tracer(target.pid) != 0:
+            assert time.monotonic() < deadline, "still traced"
+            time.sleep(0.02)
+        assert target.poll() is None
+    finally:
+        for p in procs:
+            kill_group(p, timeout=30)
+        target.kill()
+        target.wait(timeout=10)
+
+
+def test_no_strace_is_a_one_line_error() -> None:
+    from vmascope.trace.strace_record import StraceRecorder, StraceUnavailable
+
+    with pytest.raises(StraceUnavailable) as info:
+        StraceRecorder([os.getpid()], strace="/nonexistent/strace").start()
+    assert "\n" not in str(info.value)
+
+
+RECORDER_WITH = """
+import sys, time
+from vmascope.trace.strace_record import StraceNotPermitted, StraceRecorder
+try:
+    with StraceRecorder([int(sys.argv[1])], duration=60) as rec:
+        print(rec.proc.pid, flush=True)
+        time.sleep(60)
+except StraceNotPermitted as e:
+    print("SKIP", e, flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_recorder_stops_its_strace_and_cleans_up(
+        sig: int, tmp_path: Path) -> None:
+    from conftest import kill_group, wait_line
+
+    need("strace")
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    parent = subprocess.Popen([sys.executable, "-c", RECORDER_WITH, str(target.pid)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True, env=_env(XDG_RUNTIME_DIR=str(tmp_path)))
+    try:
+        line, _ = wait_line(parent, "", 60)
+        if line.startswith("SKIP"):
+            pytest.skip(line)
+        tracer = int(line)
+        (pidfile,) = tmp_path.glob("vmascope/strace-*.pid")
+        logdir = Path(pidfile.read_text().split(" ", 4)[4].strip())
+        os.kill(parent.pid, sig)
+        assert parent.wait(timeout=30) != 0
+        assert _gone(tracer) and _tracer(target.pid) == 0 and target.poll() is None
+        assert not pidfile.exists() and not logdir.exists()
+    finally:
+        kill_group(parent, timeout=30)
+        target.kill()
+        target.wait(timeout=10)
+
+
+def test_the_uapi_table_agrees_with_the_system_s_headers(tmp_path: Path) -> None:
+    """Every constant the installed kernel headers define has the table's value (newer
+    ones the headers lack are skipped one by one)."""
+    from vmascope.trace import uapi
+
+    cc = need("cc")
+    names = [n for n in uapi.SYMBOLS
+             if not n.startswith("SIG") and n not in ("CSIGNAL", "PR_SET_PTRACER_ANY",
+                                                      "AT_FDCWD")]
+    body = "".join(f'#ifdef {n}\n    printf("{n} %llu\\n", (unsigned long long)({n}));\n'
+                   f"#endif\n" for n in names)
+    src = tmp_path / "consts.c"
+    src.write_text("#define _GNU_SOURCE\n#include <stdio.h>\n#include <fcntl.h>\n"
+                   "#include <sys/mman.h>\n#include <sys/shm.h>\n#include <linux/mman.h>\n"
+                   "#include <linux/prctl.h>\n#include <linux/sched.h>\n"
+                   "#include <linux/memfd.h>\n#include <linux/mempolicy.h>\n"
+                   f"int main(void)\n{{\n{body}    return 0;\n}}\n")
+    exe = tmp_path / "consts"
+    subprocess.run([cc, "-o", str(exe), str(src)], check=True, timeout=120)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True, timeout=30)
+    seen = dict(line.split() for line in out.stdout.splitlines())
+    assert len(seen) > 100
+    assert {n: int(v) for n, v in seen.items()} == {n: uapi.SYMBOLS[n] for n in seen}
+
+
+def test_strace_refused_by_ptrace_is_a_one_line_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What strace prints when ptrace is refused (Yama's ptrace_scope, no CAP_SYS_PTRACE)
+    becomes StraceNotPermitted, naming the pid and ptrace_scope."""
+    from vmascope.trace.strace_record import StraceNotPermitted, StraceRecorder
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+
+    fake = tmp_path / "strace"
+    fake.write_text("#!/bin/sh\necho 'strace: attach: ptrace(PTRACE_SEIZE, 4321): "
+                    "Operation not permitted' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        with pytest.raises(StraceNotPermitted) as info:
+            StraceRecorder([target.pid], strace=str(fake)).start()
+    finally:
+        target.kill()
+        target.wait(timeout=10)
+    assert "pid 4321" in str(info.value) and "ptrace_scope" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.glob("vmascope/strace-*.pid"))
+
+
+def test_a_command_that_cannot_start_is_a_one_line_error() -> None:
+    from vmascope.trace.launch import LaunchError, Tracee
+
+    with pytest.raises(LaunchError) as info:
+        Tracee.start(["/nonexistent/program"])
+    assert "/nonexistent/program" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_strace_s_notices_are_skipped() -> None:
+    log = """
+    [ Process PID=77 runs in 32 bit mode. ]
+    77    munmap(0x1000, 4096) = 0
+    """
+    assert [e.call for e in parse(log)] == ["munmap"]
+
+
+def test_mutated_logs_are_events_or_a_parse_error() -> None:
+    """A user's mistake is a ParseError; anything else would be a bug."""
+    import random
+
+    rng = random.Random(7)
+    logs = [textwrap.dedent(x).lstrip("\n") for x in (LOG_F_O, LOG_STDERR_F, LOG_FF)]
+    alphabet = '()[]{}<>,"\\=|+-.0123456789xabcdefABCDEF_ ?/:>\n\t'
+    for _ in range(3000):
+        b = list(rng.choice(logs))
+        for _ in range(rng.randint(1, 8)):
+            op, p = rng.random(), rng.randrange(len(b))
+            if op < 0.4:
+                del b[p]
+            elif op < 0.8:
+                b.insert(p, rng.choice(alphabet))
+            else:
+                q = rng.randrange(len(b))
+                b[p:p] = b[q:q + rng.randint(1, 20)]
+        try:
+            for ev in parse_strace("".join(b).splitlines(True), "fuzz"):
+                assert all(0 <= a < 1 << 64 for a in ev.args), ev
+        except ParseError:
+            pass

@@ -96,7 +96,8 @@ _RESULT = re.compile(
 _EXIT = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG[A-Z0-9+-]+)"
                    r"(?: \(core dumped\))?|(?P<super>superseded by execve.*?)) \+\+\+\s*$")
 _STRACE_NOTE = re.compile(
-    r"^(?:strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming)")
+    r"^(?:strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming"
+    r"|\[ Process PID=\d+ runs in )")
 
 
 # -- the parser ---------------------------------------------------------------------------
@@ -381,12 +382,12 @@ class StraceParser:
         res = _RESULT.match(text[end:].strip())
         if not res:
             raise Malformed(f"the result of {name}: '= VALUE', '= -1 ERRNO (text)' or '= ?'")
-        ret = self._ret(res)
         if name not in CALLS:
             self.stats.skipped += 1
             self.last_kept = False
             return
         try:
+            ret = self._ret(res)
             args, text_arg, path = self._args(name, args_text)
         except UnknownSymbol as e:
             self.stats.unknown += 1
@@ -424,7 +425,7 @@ class StraceParser:
         val = res.group("val")
         if val == "?":
             return None
-        v = int(val, 0)
+        v = int(val, 16) if val.startswith(("0x", "0X")) else int(val)
         if v >= 1 << 63:
             v -= 1 << 64
         if v == -1 and res.group("err"):

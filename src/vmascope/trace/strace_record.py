@@ -22,6 +22,8 @@ from .events import Event
 from .strace import ParseStats, parse_strace
 from .strace_syntax import TRACED_CALLS
 
+TMP_PREFIX = "vmascope-strace-"
+
 
 class StraceError(VmascopeError):
     """strace could not record (not installed, not permitted, it failed)."""
@@ -42,12 +44,16 @@ class StraceNotPermitted(StraceError):
 
 
 def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (/proc/PID/stat field 22), None if gone."""
+    """The process's start time in clock ticks (/proc/PID/stat field 22), None if gone
+    (or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return int(fh.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def _comm(pid: int) -> str:
@@ -73,11 +79,14 @@ def runtime_dir() -> Path:
 
 def reap_stale() -> list[int]:
     """Kill straces that an earlier run started and could not stop (it was SIGKILLed):
-    a pid file whose owner is gone and whose strace still runs. Returns their pids."""
+    a pid file whose owner is gone and whose strace still runs. Removes their files and
+    temporary directories. Returns the pids killed."""
     killed = []
     for f in runtime_dir().glob("strace-*.pid"):
         try:
-            owner, owner_start, pid, pid_start = (int(x) for x in f.read_text().split())
+            fields = f.read_text().rstrip("\n").split(" ", 4)
+            owner, owner_start, pid, pid_start = (int(x) for x in fields[:4])
+            tmp = fields[4] if len(fields) > 4 else ""
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
                 f.unlink()
@@ -88,6 +97,8 @@ def reap_stale() -> list[int]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
+        if os.path.basename(tmp).startswith(TMP_PREFIX) and os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
         with contextlib.suppress(OSError):
             f.unlink()
     return killed
@@ -154,12 +165,15 @@ class StraceRecorder:
         self._timer: threading.Timer | None = None
         self._old: dict[int, Any] = {}
 
-    def command(self) -> list[str]:
+    def executable(self) -> str:
         exe = self.strace or shutil.which("strace")
         if exe is None or not os.access(exe, os.X_OK):
             raise StraceUnavailable()
+        return exe
+
+    def command(self) -> list[str]:
         assert self.log is not None
-        cmd = [exe, "-f", "-ttt", "-yy", "-qq", "-o", str(self.log),
+        cmd = [self.executable(), "-f", "-ttt", "-yy", "-qq", "-o", str(self.log),
                "-e", "trace=" + ",".join("?" + c for c in self.calls)]
         if self.stack:
             cmd.append("-k")
@@ -183,10 +197,10 @@ class StraceRecorder:
 
     def start(self) -> None:
         """Start strace and return once it traces every thread of the targets."""
-        self.command()  # StraceUnavailable before anything starts
+        self.executable()  # StraceUnavailable before anything starts
         reap_stale()
         self.tgids = self._threads()
-        self._dir = tempfile.mkdtemp(prefix="vmascope-strace-")
+        self._dir = tempfile.mkdtemp(prefix=TMP_PREFIX)
         if self.log is None:
             self.log = Path(self._dir, "strace.log")
         err_path = Path(self._dir, "stderr")
@@ -201,7 +215,8 @@ class StraceRecorder:
                 preexec_fn=lambda: die_with_parent(signal.SIGTERM))  # noqa: PLW1509
         self._pidfile = runtime_dir() / f"strace-{self.proc.pid}.pid"
         self._pidfile.write_text(f"{os.getpid()} {_start_time(os.getpid())} "
-                                 f"{self.proc.pid} {_start_time(self.proc.pid)}\n")
+                                 f"{self.proc.pid} {_start_time(self.proc.pid)} "
+                                 f"{self._dir}\n")
         try:
             self._wait_attached(err_path)
         except BaseException:
