@@ -297,7 +297,7 @@ def test_sites_count_the_vmas_each_call_site_made(tmp_path: Path) -> None:
 
 
 def test_demangling_keeps_keys_that_are_not_cpp() -> None:
-    from vmascope.trace.symbols import demangle_keys
+    from vmascope.trace.sites import demangle_keys
 
     if shutil.which("c++filt") is None:
         assert demangle_keys(["a:_ZN2os4sizeEv+0x1"]) == {}

@@ -301,11 +301,20 @@ def test_real_programs_replay(name: str, tmp_path: Path) -> None:
 
 # -- nothing outlives a recording ------------------------------------------------------------
 
-def _ours(marker: str) -> list[str]:
-    """Processes whose command line has marker (the tracee), strace, or the loader."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()[1:]
-            if marker in line or " record --follow" in line or "/record " in line]
+def _ours(marker: str, pids: set[str] | None = None) -> list[str]:
+    """Processes whose command line has marker (the tracee), and strace or the BPF
+    loader recording one of ``pids`` (the tracee's)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True,
+                         text=True).stdout
+    found = []
+    for line in out.splitlines()[1:]:
+        words = line.split()
+        if marker in line:
+            found.append(line)
+        elif pids and ("strace" in line or words[1].endswith("/record")) and (
+                pids & set(words[2:])):
+            found.append(line)
+    return found
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
@@ -324,13 +333,15 @@ def test_nothing_outlives_the_recording(how: str, recorder: str, tmp_path: Path)
         while time.monotonic() < deadline and not any(marker in p for p in _ours(marker)):
             time.sleep(0.2)
         assert any(marker in p for p in _ours(marker)), "the command did not start"
+        pids = {line.split()[0] for line in _ours(marker) if "vmascope" not in line}
         time.sleep(1.0)  # the recorder is attached
+        assert len(_ours(marker, pids)) > len(pids)  # the recorder is seen
         os.kill(proc.pid, getattr(signal, how))
         proc.wait(timeout=60)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _ours(marker):
+        while time.monotonic() < deadline and _ours(marker, pids):
             time.sleep(0.2)
-        assert _ours(marker) == []
+        assert _ours(marker, pids) == []
         err = proc.stderr.read()
         assert "Traceback" not in err
         if how == "SIGKILL":

@@ -10,7 +10,9 @@ refused merge the model saw has reason codes: both are summed per call site.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -91,8 +93,6 @@ class SiteNamer:
 
     def prepare(self, ops: set[int]) -> None:
         """Name the call sites of ``ops`` at once, C++ names demangled in one batch."""
-        from .symbols import demangle_keys
-
         for i in ops:
             self.site(i)
         table = demangle_keys([t for pair in self._by_stack.values() for t in pair])
@@ -193,3 +193,35 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
     op_site = {i: k for i, (k, _c) in namer._cache.items()}
     return Attribution(sites=ordered, op_site=op_site, refusals=len(rep.refusals),
                        timeline=timeline)
+
+
+_MANGLED = re.compile(r"(?<=:)_Z[A-Za-z0-9_.$]+(?=\+)")
+
+
+def demangle_keys(texts: Iterable[str]) -> dict[str, str]:
+    """Site keys and chains with their C++ symbols (``_Z...``) made readable, without the
+    parameter lists (``c++filt -p``), for the texts that change. Empty when binutils'
+    c++filt is not installed: the mangled names stay, as they are correct anyway."""
+    import shutil
+    import subprocess
+
+    texts = list(texts)
+    names = sorted({m.group(0) for t in texts for m in _MANGLED.finditer(t)})
+    exe = shutil.which("c++filt")
+    if not names or exe is None:
+        return {}
+    try:
+        proc = subprocess.run([exe, "-p"], input="\n".join(names) + "\n",
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    plain = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(plain) != len(names):
+        return {}
+    table = {m: p for m, p in zip(names, plain) if p and " " not in p.strip()}
+    out = {}
+    for t in texts:
+        new = _MANGLED.sub(lambda m: table.get(m.group(0), m.group(0)), t)
+        if new != t:
+            out[t] = new
+    return out

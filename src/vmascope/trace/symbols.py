@@ -482,34 +482,3 @@ def _is_file(name: str | None) -> bool:
     return bool(name) and name.startswith("/") and not name.startswith(  # type: ignore[union-attr]
         ("/memfd:", "/SYSV", "/dev/zero", "/dev/shm/", "/anon_hugepage"))
 
-
-_MANGLED = re.compile(r"(?<=:)_Z[A-Za-z0-9_.$]+(?=\+)")
-
-
-def demangle_keys(texts: Iterable[str]) -> dict[str, str]:
-    """Site keys and chains with their C++ symbols (``_Z...``) made readable, without the
-    parameter lists (``c++filt -p``), for the texts that change. Empty when binutils'
-    c++filt is not installed: the mangled names stay, as they are correct anyway."""
-    import shutil
-    import subprocess
-
-    texts = list(texts)
-    names = sorted({m.group(0) for t in texts for m in _MANGLED.finditer(t)})
-    exe = shutil.which("c++filt")
-    if not names or exe is None:
-        return {}
-    try:
-        proc = subprocess.run([exe, "-p"], input="\n".join(names) + "\n",
-                              capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    plain = proc.stdout.splitlines()
-    if proc.returncode != 0 or len(plain) != len(names):
-        return {}
-    table = {m: p for m, p in zip(names, plain) if p and " " not in p.strip()}
-    out = {}
-    for t in texts:
-        new = _MANGLED.sub(lambda m: table.get(m.group(0), m.group(0)), t)
-        if new != t:
-            out[t] = new
-    return out
