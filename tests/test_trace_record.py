@@ -113,6 +113,60 @@ def test_frag3_replays_and_ranks_its_three_call_sites(frag3: Path, tmp_path: Pat
         assert "inferred" in tr.header["faults"]
 
 
+def test_import_an_strace_log_a_user_made(frag3: Path, tmp_path: Path) -> None:
+    """strace attached by hand to a running program, snapshots before and after: the
+    log imported (faults inferred from the final snapshot) replays like a recording."""
+    need_root()
+    strace = need("strace")
+    from conftest import wait_line
+
+    popen = subprocess.Popen([str(frag3), str(A), str(B), str(C), "wait"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    tracer = None
+    try:
+        wait_line(popen, "ready", 30)
+        first, final, log = tmp_path / "first.snap", tmp_path / "final.snap", tmp_path / "log"
+        assert vmascope("snapshot", str(popen.pid), "-o", str(first)).returncode == 0
+        tracer = subprocess.Popen([strace, "-f", "-ttt", "-k", "-o", str(log), "-p",
+                                   str(popen.pid)], stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = Path(f"/proc/{popen.pid}/status").read_text()
+            if f"TracerPid:\t{tracer.pid}" in status:
+                break
+            time.sleep(0.05)
+        assert popen.stdin is not None
+        popen.stdin.write(b"go\n")
+        popen.stdin.flush()
+        wait_line(popen, "done", 120)
+        assert vmascope("snapshot", str(popen.pid), "-o", str(final)).returncode == 0
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        popen.stdin.write(b"go\n")
+        popen.stdin.flush()
+        popen.wait(timeout=30)
+    finally:
+        for p in (popen, tracer):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+    out = tmp_path / "imported.trace"
+    proc = vmascope("import-strace", str(log), "--first", str(first), "--final", str(final),
+                    "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    tr = read_trace(out)
+    assert tr.header["recorder"] == "strace-import" and "inferred" in tr.header["faults"]
+    agreement, keys = replayed(out)
+    assert agreement >= 99.0
+    assert ranked_functions(keys) == list(FUNCTIONS)
+    # without the first snapshot the trace says it cannot be replayed
+    bare = tmp_path / "bare.trace"
+    assert vmascope("import-strace", str(log), "-o", str(bare)).returncode == 0
+    proc = vmascope("replay", str(bare))
+    assert proc.returncode == 5 and "first snapshot" in proc.stderr
+
+
 def test_replay_cli_text_json_plot_and_another_kernel(frag3: Path, tmp_path: Path) -> None:
     _need_recording(False)
     out = tmp_path / "f.trace"

@@ -1,6 +1,6 @@
 /* frag3: a known fragmenting pattern in three functions, for record and replay.
  *
- *   frag3 [A B C]
+ *   frag3 [A B C [wait]]
  *
  * stripe_protections(A): in a PROT_NONE reservation, every other page made read-write
  *     and written: 2*A VMAs split by protection (mprotect).
@@ -15,11 +15,14 @@
  *
  * Defaults 3000, 2000, 700: the three sites make clearly different numbers of VMAs
  * (about 6000, 1400 and 1000). Built -O0 -fno-inline -fno-omit-frame-pointer so that
- * each call is made from the function named here. Prints "done" and exits normally.
+ * each call is made from the function named here. Prints "done" and exits normally;
+ * with "wait", it prints "ready" and waits for a line on stdin before it starts, and
+ * waits for another after "done" (so that a test can snapshot it and attach strace).
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -79,11 +82,22 @@ int main(int argc, char **argv)
 	long a = argc > 1 ? atol(argv[1]) : 3000;
 	long b = argc > 2 ? atol(argv[2]) : 2000;
 	long c = argc > 3 ? atol(argv[3]) : 700;
+	int wait = argc > 4 && strcmp(argv[4], "wait") == 0;
+	char line[16];
 
+	alarm(600);
+	if (wait) {
+		printf("ready\n");
+		fflush(stdout);
+		if (!fgets(line, sizeof(line), stdin))
+			return 1;
+	}
 	stripe_protections(a);
 	commit_out_of_order(b);
 	mark_dontfork(c);
 	printf("done\n");
 	fflush(stdout);
+	if (wait && !fgets(line, sizeof(line), stdin))
+		return 1;
 	return 0;
 }

@@ -44,7 +44,8 @@ def import_strace(log: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   pid: int | None = None, first: str | None = None,
                   final: str | None = None) -> ImportResult:
     from ..procfs.load import open_input
-    from .strace import ParseStats, infer_faults, parse_strace
+    from .faults import infer_faults
+    from .strace import ParseStats, parse_strace
 
     source = str(log)
     with open_input(Path(log), source) as fh:
