@@ -154,14 +154,16 @@ def in_base(ev: Event, size: int = 4 << 20) -> bool:
     return bool(ev.args) and BASE <= ev.args[0] < BASE + size
 
 
-def test_calls_faults_files_and_stacks(recordme: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("faults", ["auto", "find_vma"])
+def test_calls_faults_files_and_stacks(recordme: Path, tmp_path: Path, faults: str) -> None:
     data = tmp_path / "data.bin"
     data.write_bytes(b"x" * PAGE)
-    events, stats, ids, syms = record_recordme(recordme, data)
+    events, stats, ids, syms = record_recordme(recordme, data, faults=faults)
     pid, tid, child = ids["pid"], ids["thread"], ids["child"]
 
     assert stats["complete"] and stats["end"] == "targets exited", stats
-    assert stats["lost"] == 0 and stats["fault_filter"] == "vma"
+    assert stats["lost"] == 0
+    assert stats["fault_filter"] == ("maple" if faults == "auto" else faults)
     assert stats["events"] == len(events)
     assert {ev.call for ev in events} <= CALLS
     assert all(ev.t >= 0 for ev in events)

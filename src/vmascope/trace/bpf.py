@@ -22,10 +22,13 @@ child escapes; children forked before the start are not followed):
   (new_encode_dev of the super block's s_dev: the major:minor /proc/PID/maps shows, and
   what stat() gives on ordinary file systems; btrfs subvolumes and overlayfs may differ),
   ``basename`` the dentry's name (at most 95 bytes).
-* User page faults (``call="fault"``, ``args=(address, error_code)``), only those that
-  can change the VMAs: :data:`FAULT_FILTER`. Where the kernel has no bpf_find_vma
-  (before 5.17) the filter falls back to :data:`FAULT_FILTER_FALLBACK` and the stats say
-  ``fault_filter: page``.
+* User page faults (``call="fault"``, ``args=(address, error_code)``, from the
+  page_fault_user tracepoint), only those that can change the VMAs:
+  :data:`FAULT_FILTER`. The VMA at the address is looked up in the cheapest way the
+  kernel allows (the stats' ``fault_filter``): ``maple``, a walk of the process's maple
+  tree (6.1+) in the BPF program; else ``find_vma``, the bpf_find_vma helper (5.17+;
+  several times dearer: in the tracepoint interrupts are off, so it unlocks the
+  mmap_lock through an irq_work); else ``page``: :data:`FAULT_FILTER_FALLBACK`.
 
 ``stack``: the kernel's user stack walk (bpf_get_stack with BPF_F_USER_STACK, up to 16
 frames): the instruction pointer (after the ``syscall`` instruction, or the faulting
@@ -46,7 +49,8 @@ returns the counts.
 
 Record layout (``struct rec`` of record.bpf.c, 368 bytes, little-endian): see
 :data:`RECORD`. ``kind`` 0 a call, 1 a fault, 2 the loader's READY record (first;
-``ktime`` is CLOCK_MONOTONIC at the attach, args[0] the fault filter (1 vma, 2 page),
+``ktime`` is CLOCK_MONOTONIC at the attach, args[0] the fault filter (1 find_vma, 2
+page, 3 maple),
 args[1] the ring size, args[2] follow), 3 its TRAILER (last; ``nr`` why it ended (0 the
 targets exited, 1 a signal, 2 the parent died), args[0..5] the counts lost_ring,
 lost_inflight, lost_targets, faults_seen, faults_kept, faults_busy, sp[0] the records
@@ -113,16 +117,17 @@ INT_ARGS: dict[str, tuple[int, ...]] = {
     "exit_group": (0,), "execveat": (0, 4), "memfd_create": (1,),
 }
 
-FAULT_FILTER = ("a user page fault is kept when, looking at the VMA at the address with "
-                "bpf_find_vma, there is no VMA (stack growth or a crash), or the VMA is "
-                "private (no VM_SHARED) and has no anon_vma yet (the fault that makes "
-                "anon_vma_prepare run); when the VMA cannot be looked at (its mmap_lock "
-                "is taken) the fault is kept")
+FAULT_FILTER = ("a user page fault is kept when, looking at the VMA at the address when "
+                "the fault is entered, there is no VMA (stack growth or a crash), or the "
+                "VMA is private (no VM_SHARED) and has no anon_vma yet (the fault that "
+                "makes anon_vma_prepare run); with bpf_find_vma, a fault whose VMA cannot "
+                "be looked at (its mmap_lock is taken) is kept too")
 FAULT_FILTER_FALLBACK = ("the first user page fault on each page of each process (an LRU "
                          "table of 65536 pages; kernels without bpf_find_vma)")
 
 LOST_KEYS = ("lost_ring", "lost_inflight", "lost_targets")
 FAULT_KEYS = ("faults_seen", "faults_kept", "faults_busy")
+FILTERS = {1: "find_vma", 2: "page", 3: "maple"}
 ENDS = {0: "targets exited", 1: "signal", 2: "parent gone"}
 
 # The loader's exit statuses (record.c).
@@ -208,12 +213,13 @@ class BpfRecorder:
     ``stop()`` ends it and returns the stats. As a context manager it starts and always
     stops (the loader is killed if it does not end by itself).
 
-    ``ring_size`` (bytes, a power of two) and ``faults="page"`` (the fallback fault
-    filter) are for tests.
+    ``ring_size`` (bytes, a power of two) and ``faults`` (a fault filter: the default
+    ``auto``, ``maple``, ``find_vma`` or ``page``) are for tests and
+    benchmarks.
     """
 
     def __init__(self, pids: Iterable[int], *, follow: bool = True,
-                 ring_size: int | None = None, faults: str = "vma") -> None:
+                 ring_size: int | None = None, faults: str = "auto") -> None:
         self.pids = [int(p) for p in pids]
         if not self.pids:
             raise ValueError("no process to record")
@@ -241,7 +247,7 @@ class BpfRecorder:
             cmd.append("--follow")
         if self.ring_size is not None:
             cmd += ["--ring-size", str(int(self.ring_size))]
-        if self.faults != "vma":
+        if self.faults != "auto":
             cmd += ["--faults", self.faults]
         return cmd + [str(p) for p in self.pids]
 
@@ -264,7 +270,7 @@ class BpfRecorder:
             self._kill()
             raise RecordingUnavailable("no BPF recording: the loader's output is garbled")
         self._t0 = int(rec["ktime"])
-        self._ready = {"fault_filter": "vma" if int(rec["args"][0]) == 1 else "page",
+        self._ready = {"fault_filter": FILTERS.get(int(rec["args"][0]), "?"),
                        "ring_size": int(rec["args"][1]), "follow": bool(rec["args"][2])}
         self._thread = threading.Thread(target=self._reader, name="bpf-record-reader",
                                         daemon=True)

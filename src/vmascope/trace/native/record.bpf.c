@@ -5,16 +5,20 @@
  * a minimal hand-written subset marked preserve_access_index, relocated by name against
  * the running kernel's BTF when the program is loaded.
  *
- * Programs (all BTF tracepoints, Linux 5.11+; bpf_find_vma needs 5.17):
+ * Programs (BTF tracepoints, Linux 5.11+):
  *   sys_enter  a wanted call of a target thread: its number, arguments, the user stack
  *              (frame-pointer walk), the first words at the user stack pointer, and for
  *              mmap of a file the file's identity, for prctl(PR_SET_VMA_ANON_NAME) and
  *              memfd_create the name, for execve the path; kept per thread in
  *              ``inflight`` until the exit. exit and exit_group are sent at once.
  *   sys_exit   the call's record with its result goes to the ring buffer.
- *   fault_vma  a user page fault that can change the VMAs: no VMA at the address (stack
+ *   fault_*    a user page fault that can change the VMAs: no VMA at the address (stack
  *              growth, a crash), or a private VMA (no VM_SHARED) without an anon_vma yet.
- *   fault_page the fallback where bpf_find_vma is missing: the first fault per page.
+ *              The loader uses one of three ways to look at the VMA: fault_maple (a
+ *              walk of the maple tree, 6.1+), else fault_vma (bpf_find_vma, 5.17+,
+ *              several times dearer: with interrupts off it unlocks the mmap_lock
+ *              through an irq_work), else fault_page (no look at all: the first fault
+ *              per page).
  *   fork/exit  with following on, a new process forked by a target becomes a target;
  *              a target whose last thread exits is removed.
  *
@@ -45,6 +49,7 @@ enum {
 	BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_PERCPU_ARRAY = 6, BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
+
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
 #define BPF_F_USER_STACK (1ULL << 8)
@@ -72,9 +77,12 @@ struct vm_area_struct {
 	unsigned long vm_flags;
 	struct anon_vma *anon_vma;
 } PAI;
+struct maple_tree { void *ma_root; } PAI;
+struct mm_struct { struct maple_tree mm_mt; } PAI;
 struct task_struct {
 	int pid;
 	int tgid;
+	struct mm_struct *mm;
 	struct files_struct *files;
 	struct signal_struct *signal;
 } PAI;
@@ -355,8 +363,10 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 }
 
 static __always_inline void fill_fault(void *ctx, struct rec *r, __u64 id, __u64 address,
-				       struct pt_regs *regs, __u64 error_code)
+				       __u64 error_code)
 {
+	long n;
+
 	__builtin_memset(r, 0, sizeof(*r));
 	r->ktime = bpf_ktime_get_ns();
 	r->tgid = id >> 32;
@@ -364,7 +374,8 @@ static __always_inline void fill_fault(void *ctx, struct rec *r, __u64 id, __u64
 	r->kind = K_FAULT;
 	r->args[0] = address;
 	r->args[1] = error_code;
-	fill_stack(ctx, r, regs);
+	n = bpf_get_stack(ctx, r->stack, sizeof(r->stack), BPF_F_USER_STACK);
+	r->nstack = n > 0 ? (__u64)n >> 3 : 0;
 }
 
 struct vma_verdict { int keep; };
@@ -377,8 +388,7 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *d
 	return 0;
 }
 
-static __always_inline int fault_emit(void *ctx, __u64 id, __u64 address,
-				      struct pt_regs *regs, __u64 error_code)
+static __always_inline int fault_emit(void *ctx, __u64 id, __u64 address, __u64 error_code)
 {
 	__u32 zero = 0;
 	struct rec *r = bpf_map_lookup_elem(&scratch, &zero);
@@ -386,7 +396,7 @@ static __always_inline int fault_emit(void *ctx, __u64 id, __u64 address,
 	if (!r)
 		return 0;
 	count(C_FAULTS_KEPT);
-	fill_fault(ctx, r, id, address, regs, error_code);
+	fill_fault(ctx, r, id, address, error_code);
 	submit(r);
 	return 0;
 }
@@ -410,7 +420,77 @@ int BPF_PROG(fault_vma, unsigned long address, struct pt_regs *regs, unsigned lo
 	}
 	if (!v.keep)
 		return 0;
-	return fault_emit(ctx, id, address, regs, error_code);
+	return fault_emit(ctx, id, address, error_code);
+}
+
+/* The VMA at ADDRESS in the current process's maple tree (6.1+), or NULL: the walk of
+ * mtree_range_walk (lib/maple_tree.c) with plain reads. It runs in the fault's
+ * tracepoint, with interrupts off, so the nodes it reads cannot be freed under it (they
+ * are freed after an RCU grace period); a node changed by another thread meanwhile can
+ * give a stale answer, as any lookup without the lock. The node layouts are the 64-bit
+ * ones: range_64 (leaf or not), 15 pivots then 16 slots; arange_64, 9 pivots then 10
+ * slots; each after the parent pointer. */
+#define MAPLE_NODE_MASK 255UL
+#define MAPLE_DEPTH 8
+enum { maple_dense, maple_leaf_64, maple_range_64, maple_arange_64 };
+
+static __always_inline struct vm_area_struct *maple_vma(struct task_struct *task,
+							 __u64 address)
+{
+	unsigned long entry = (unsigned long)BPF_CORE_READ(task, mm, mm_mt.ma_root);
+	unsigned long pivots[15];
+	struct vm_area_struct *vma;
+	int level, i, type, npivots;
+	void *node;
+
+	for (level = 0; level < MAPLE_DEPTH; level++) {
+		/* The root is a node when it is marked so (MAPLE_ROOT_NODE); below it, slots
+		 * of inner nodes are always nodes (type in bits 3-6). */
+		if (level == 0 && ((entry & 3) != 2 || entry <= 4096))
+			return address == 0 ? (void *)entry : NULL;  /* a lone entry */
+		if (!entry)
+			return NULL;
+		node = (void *)(entry & ~MAPLE_NODE_MASK);
+		type = (entry >> 3) & 0xf;
+		if (type == maple_arange_64)
+			npivots = 9;
+		else if (type == maple_range_64 || type == maple_leaf_64)
+			npivots = 15;
+		else
+			return NULL;
+		if (bpf_probe_read_kernel(pivots, sizeof(pivots), node + 8))
+			return NULL;
+		for (i = 0; i < 15; i++) {
+			if (i == npivots || pivots[i] >= address || (i > 0 && !pivots[i]))
+				break;
+		}
+		if (bpf_probe_read_kernel(&entry, sizeof(entry), node + 8 + 8 * npivots + 8 * i))
+			return NULL;
+		if (type == maple_leaf_64)
+			break;
+	}
+	if (level == MAPLE_DEPTH || !entry)
+		return NULL;
+	vma = (struct vm_area_struct *)entry;
+	if (BPF_CORE_READ(vma, vm_start) > address || BPF_CORE_READ(vma, vm_end) <= address)
+		return NULL;
+	return vma;
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(fault_maple, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct vm_area_struct *vma;
+
+	if (!is_target(id >> 32))
+		return 0;
+	count(C_FAULTS_SEEN);
+	vma = maple_vma((struct task_struct *)bpf_get_current_task(), address);
+	if (vma && ((BPF_CORE_READ(vma, vm_flags) & VM_SHARED) || BPF_CORE_READ(vma, anon_vma)))
+		return 0;
+	return fault_emit(ctx, id, address, error_code);
 }
 
 SEC("tp_btf/page_fault_user")
@@ -427,7 +507,7 @@ int BPF_PROG(fault_page, unsigned long address, struct pt_regs *regs, unsigned l
 	key.page = address >> PAGE_SHIFT;
 	if (bpf_map_update_elem(&pages, &key, &one, BPF_NOEXIST))
 		return 0;  /* seen before */
-	return fault_emit(ctx, id, address, regs, error_code);
+	return fault_emit(ctx, id, address, error_code);
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -1,7 +1,7 @@
 /* record: stream the mapping calls and page faults of processes (vmascope's BPF
  * recorder; x86_64 only).
  *
- *   record [--follow] [--ring-size BYTES] [--faults vma|page] PID...
+ *   record [--follow] [--ring-size BYTES] [--faults MODE] PID...
  *
  * Loads record.bpf.c (embedded as record_obj.h by the build), makes PID... its targets
  * (with --follow, the processes they fork become targets too), attaches, and writes
@@ -15,13 +15,15 @@
  * (it dies with its parent: PR_SET_PDEATHSIG). Nothing is pinned: the BPF programs and
  * links belong to this process and vanish with it, however it ends.
  *
- * --faults page forces the fallback fault filter (the first fault per page) that is
- * used where the kernel has no bpf_find_vma; --ring-size sets the ring buffer's size (a
- * power of two, at least a page).
+ * The fault filter (record.bpf.c) is the first the kernel accepts of: maple (a walk of
+ * the maple tree, 6.1+), find_vma (bpf_find_vma, 5.17+), page (the first fault per
+ * page); --faults MODE forces one (auto: that order). --ring-size sets the
+ * ring buffer's size (a power of two, at least a page).
  *
  * Errors: one line on stderr, "record: ...", and the exit status says which:
  *   2 usage, 3 not permitted, 4 no BTF, 6 no such process, 7 not x86_64, 1 other.
  */
+#define _GNU_SOURCE /* F_SETPIPE_SZ */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -213,13 +215,39 @@ static void set_rodata(struct bpf_object *obj, const char *name, const void *val
 	die(1, "the BPF object has no %s", name);
 }
 
-static struct bpf_object *open_and_load(int use_find_vma, int follow, uint32_t ring_size,
-					int *err_out)
+/* The fault filters (the READY record's args[0]). */
+enum { M_FIND_VMA = 1, M_PAGE = 2, M_MAPLE = 3 };
+static const char *const mode_progs[4][3] = {
+	[M_FIND_VMA] = {"fault_vma"},
+	[M_PAGE] = {"fault_page"},
+	[M_MAPLE] = {"fault_maple"},
+};
+static const char *const fault_progs[] = {"fault_vma", "fault_page", "fault_maple"};
+static struct bpf_link *links[16];
+static int nlinks;
+
+static int wanted_prog(const char *name, int mode)
+{
+	int fault = 0;
+	for (size_t i = 0; i < sizeof(fault_progs) / sizeof(*fault_progs); i++)
+		fault |= !strcmp(name, fault_progs[i]);
+	if (!fault)
+		return 1;
+	for (int i = 0; i < 3; i++)
+		if (mode_progs[mode][i] && !strcmp(name, mode_progs[mode][i]))
+			return 1;
+	return 0;
+}
+
+/* Open, load and attach with fault filter MODE, the targets in place; NULL and *err_out
+ * (-errno) when the kernel refuses, with nothing left attached. */
+static struct bpf_object *setup(int mode, int follow, uint32_t ring_size, const long *pids,
+				int npids, int *err_out)
 {
 	struct bpf_object *obj;
 	struct bpf_program *prog;
 	uint64_t wake = ring_size / 32 > sizeof(struct rec) ? ring_size / 32 : 0;
-	int err;
+	int err, targets_fd;
 
 	obj = bpf_object__open_mem(record_obj, sizeof(record_obj), NULL);
 	if (!obj)
@@ -228,36 +256,58 @@ static struct bpf_object *open_and_load(int use_find_vma, int follow, uint32_t r
 	set_rodata(obj, "wake_bytes", &wake, sizeof(wake));
 	if (bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, "ring"), ring_size))
 		die(1, "cannot size the ring buffer");
-	prog = bpf_object__find_program_by_name(obj, use_find_vma ? "fault_page" : "fault_vma");
-	if (!prog)
-		die(1, "the BPF object has no fault program");
-	bpf_program__set_autoload(prog, false);
+	bpf_object__for_each_program(prog, obj)
+		bpf_program__set_autoload(prog, wanted_prog(bpf_program__name(prog), mode));
 	log_len = 0;
 	log_buf[0] = 0;
 	err = bpf_object__load(obj);
-	if (err) {
-		bpf_object__close(obj);
-		*err_out = err;
-		return NULL;
+	if (err)
+		goto fail;
+	targets_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "targets"));
+	for (int i = 0; i < npids; i++) {
+		uint32_t key = (uint32_t)pids[i];
+		uint8_t one = 1;
+		if (bpf_map_update_elem(targets_fd, &key, &one, BPF_ANY))
+			die(1, "cannot add target %ld: %s", pids[i], strerror(errno));
+	}
+	nlinks = 0;
+	bpf_object__for_each_program(prog, obj) {
+		struct bpf_link *link;
+		if (!bpf_program__autoload(prog))
+			continue;
+		link = bpf_program__attach(prog);
+		if (!link) {
+			err = -errno;
+			snprintf(log_buf, sizeof(log_buf), "attaching %s failed: %s",
+				 bpf_program__name(prog), strerror(errno));
+			while (nlinks)
+				bpf_link__destroy(links[--nlinks]);
+			goto fail;
+		}
+		links[nlinks++] = link;
 	}
 	return obj;
+fail:
+	bpf_object__close(obj);
+	*err_out = err ? err : -EINVAL;
+	return NULL;
 }
 
 static void usage(void)
 {
-	die(2, "usage: record [--follow] [--ring-size BYTES] [--faults vma|page] PID...");
+	die(2, "usage: record [--follow] [--ring-size BYTES] "
+	    "[--faults auto|maple|find_vma|page] PID...");
 }
 
 int main(int argc, char **argv)
 {
-	struct bpf_object *obj;
-	struct bpf_program *prog;
+	struct bpf_object *obj = NULL;
 	struct ring_buffer *rb;
 	struct utsname uts;
 	struct sigaction sa;
 	struct rec r;
 	long pids[256];
-	int npids = 0, follow = 0, use_find_vma = 1, err = 0, targets_fd, counters_fd, end;
+	int npids = 0, follow = 0, mode = 0, err = 0, targets_fd, counters_fd, end;
 	int ncpu;
 	uint32_t ring_size = 1U << 25;
 	uint64_t totals[C_COUNTERS] = {0}, last_check = 0;
@@ -277,8 +327,12 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--faults") && i + 1 < argc) {
 			i++;
 			if (!strcmp(argv[i], "page"))
-				use_find_vma = 0;
-			else if (strcmp(argv[i], "vma"))
+				mode = M_PAGE;
+			else if (!strcmp(argv[i], "find_vma"))
+				mode = M_FIND_VMA;
+			else if (!strcmp(argv[i], "maple"))
+				mode = M_MAPLE;
+			else if (strcmp(argv[i], "auto"))
 				usage();
 		} else {
 			long pid = strtol(argv[i], &endp, 10);
@@ -303,36 +357,27 @@ int main(int argc, char **argv)
 	}
 	libbpf_set_print(collect_print);
 
-	obj = open_and_load(use_find_vma, follow, ring_size, &err);
-	if (!obj && use_find_vma && err != -EPERM && err != -EACCES &&
-	    (strstr(log_buf, "find_vma") || strstr(log_buf, "unknown func"))) {
-		use_find_vma = 0;  /* before 5.17: the first fault per page */
-		obj = open_and_load(use_find_vma, follow, ring_size, &err);
-	}
-	if (!obj) {
-		if (err == -EPERM || err == -EACCES)
+	/* The cheapest fault filter the kernel offers: the maple tree walk (6.1+), else
+	 * bpf_find_vma (5.17+), else the first fault per page. */
+	for (int m = 0; m < 3; m++) {
+		static const int order[3] = {M_MAPLE, M_FIND_VMA, M_PAGE};
+		if (mode && mode != order[m])
+			continue;
+		obj = setup(order[m], follow, ring_size, pids, npids, &err);
+		if (obj) {
+			mode = order[m];
+			break;
+		}
+		if ((err == -EPERM || err == -EACCES) && (mode || order[m] == M_PAGE))
 			die(3, "not permitted to load BPF programs (needs root: CAP_BPF and "
 			    "CAP_PERFMON, or CAP_SYS_ADMIN)");
-		die(1, "loading the BPF programs failed: %s", strerror(-err));
+		if (getenv("RECORD_DEBUG"))
+			fprintf(stderr, "record: fault filter %d: %s\n", order[m], log_buf);
 	}
+	if (!obj)
+		die(1, "loading the BPF programs failed: %s", strerror(-err));
 	targets_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "targets"));
 	counters_fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "counters"));
-	for (int i = 0; i < npids; i++) {
-		uint32_t key = (uint32_t)pids[i];
-		uint8_t one = 1;
-		if (bpf_map_update_elem(targets_fd, &key, &one, BPF_ANY))
-			die(1, "cannot add target %ld: %s", pids[i], strerror(errno));
-	}
-	bpf_object__for_each_program(prog, obj) {
-		if (!bpf_program__autoload(prog))
-			continue;
-		if (!bpf_program__attach(prog)) {
-			err = errno;
-			if (err == EPERM || err == EACCES)
-				die(3, "not permitted to attach BPF programs (needs root)");
-			die(1, "attaching %s failed: %s", bpf_program__name(prog), strerror(err));
-		}
-	}
 	rb = ring_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "ring")),
 			      on_record, NULL, NULL);
 	if (!rb)
@@ -344,6 +389,8 @@ int main(int argc, char **argv)
 			bpf_map_delete_elem(targets_fd, &key);
 		}
 
+	/* A pipe of 1 MiB (the usual limit), not 64 KiB: far fewer switches to the reader. */
+	fcntl(1, F_SETPIPE_SZ, 1 << 20);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
@@ -354,7 +401,7 @@ int main(int argc, char **argv)
 	r.kind = K_READY;
 	r.ktime = now_ns();
 	r.tgid = (uint32_t)getpid();
-	r.args[0] = use_find_vma ? 1 : 2;
+	r.args[0] = (uint64_t)mode;
 	r.args[1] = ring_size;
 	r.args[2] = (uint64_t)follow;
 	put(&r, sizeof(r));
@@ -406,6 +453,8 @@ int main(int argc, char **argv)
 	put(&r, sizeof(r));
 	flush_out();
 	ring_buffer__free(rb);
+	while (nlinks)
+		bpf_link__destroy(links[--nlinks]);
 	bpf_object__close(obj);
 	return 0;
 }
