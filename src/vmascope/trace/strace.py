@@ -33,15 +33,19 @@ log does not hold them: a string, array or struct argument's address is 0 (a str
 goes to ``Event.text``, the first one of the call); ``clone3``'s first argument is
 ``clone_args.flags`` (the struct's address is not printed; the flags decide thread or
 process), except with ``-e raw=all``, which prints the address and not the flags: such a
-clone3's child is taken as a thread (glibc's pthread_create uses clone3, its fork clone). ``int`` arguments (fds, pkeys, statuses) are 32 bits as the kernel reads them:
-``-1`` is 0xffffffff, as ``-e raw`` prints it.
+clone3's child is taken as a thread (glibc's pthread_create uses clone3, its fork clone).
+``int`` arguments (fds, pkeys, statuses) are 32 bits as the kernel reads them: ``-1`` is
+0xffffffff, as ``-e raw`` prints it.
 
 Processes: strace prints thread ids. A clone/clone3 with ``CLONE_THREAD`` makes a thread
 of the caller's process, any other clone, fork or vfork a new process. A thread the log
 never saw created (it existed before the trace started) is taken as a process of its own
 (tgid = tid) unless ``tgids`` says otherwise; ``StraceRecorder`` passes the threads
 it found in /proc/PID/task. A thread that appears while a clone of its parent is still
-unfinished in the log is taken as that clone's child.
+unfinished in the log is taken as that clone's child. On stderr (``-f`` without ``-o``)
+the first process's lines carry no pid until another process runs: they wait until a
+``[pid N]`` line names it (one resuming its unfinished call, or one not cloned in the
+log); a log that never names it gives it pid and tid 0 (pass ``pid`` if it is known).
 """
 
 from __future__ import annotations
