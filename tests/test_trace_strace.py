@@ -915,3 +915,20 @@ def test_the_unprefixed_thread_resumes_its_clone_after_the_child_s_first_line() 
     events = parse(log)
     assert [(e.call, e.pid, e.tid) for e in events] == [
         ("clone3", 600, 600), ("munmap", 600, 601), ("munmap", 600, 600)]
+
+
+def test_a_target_killed_while_recorded_leaves_its_exit(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        with _recording([target.pid], duration=30) as rec:
+            target.kill()
+            events = list(rec.events())  # strace ends with its last tracee
+        assert time.monotonic() - t0 < 20
+        assert [(e.call, e.pid, e.inferred, e.text) for e in events] == [
+            ("exit_group", target.pid, True, "SIGKILL")]
+    finally:
+        target.kill()
+        target.wait(timeout=10)
