@@ -836,3 +836,99 @@ def test_mutated_logs_are_events_or_a_parse_error() -> None:
                 assert all(0 <= a < 1 << 64 for a in ev.args), ev
         except ParseError:
             pass
+
+
+@pytest.mark.parametrize("options", [
+    ["-f"], ["-f", "-tt", "-T", "-yy"], ["-f", "-r"], ["-f", "-e", "raw=all"],
+    ["-f", "-X", "verbose"], ["-f", "-t", "-k"], ["-ff", "-ttt"], ["-f", "--stderr"],
+])
+def test_logs_of_the_installed_strace_in_every_form(mapcalls: Path, tmp_path: Path,
+                                                    options: list[str]) -> None:
+    """strace run on mapcalls the way users run it: the same calls come out of each log."""
+    exe = need("strace")
+    log = tmp_path / "log"
+    stderr = "--stderr" in options
+    opts = [o for o in options if o != "--stderr"]
+    with open(log if stderr else os.devnull, "wb") as err:
+        proc = subprocess.run([exe, *opts, *([] if stderr else ["-o", str(log)]),
+                               str(mapcalls)], stdout=subprocess.DEVNULL, stderr=err,
+                              timeout=60, check=False)
+    if proc.returncode != 0 and "ptrace" in log.read_text(errors="replace"):
+        pytest.skip("strace may not trace here")
+    assert proc.returncode == 0
+    files = sorted(tmp_path.glob("log.*")) if "-ff" in opts else [log]
+    events: list[Event] = []
+    for f in files:
+        stats = ParseStats()
+        with open(f) as fh:
+            events += parse_strace(fh, str(f), stats=stats)
+        assert stats.unknown == 0 and stats.unfinished == 0, stats
+    anon = MAP_PRIVATE | MAP_ANONYMOUS
+    (reserve,) = [e for e in events if e.call == "mmap" and e.args[1] == 1 << 20]
+    assert reserve.args == (0, 1 << 20, PROT_NONE, anon | MAP_NORESERVE, FD_NONE, 0)
+    main = reserve.pid
+    # on stderr, strace names the first process only when it prints a line while another
+    # one runs: a log may never name it (0, unknown)
+    assert reserve.tid == main and (main > 0 or stderr)
+    (thread,) = [e for e in events if e.call == "mmap" and e.args[1] == 7 * 4096]
+    assert thread.tid != main
+    if "-ff" not in opts:  # one file per thread: the log does not say whose thread it is
+        assert thread.pid == main
+    (child,) = [e for e in events if e.call == "munmap" and e.args == (reserve.ret + 64 * K,
+                                                                         64 * K)]
+    assert child.pid == child.tid != main
+    if "-k" in opts:
+        assert any(f.startswith("mapcalls:reserve_region+0x") for f in reserve.frames)
+    times = [e.t for e in events if e.pid == main]
+    if any(o.startswith(("-t", "-r")) for o in opts):
+        assert times == sorted(times)
+        assert times[-1] > 0 or opts[-2:] == ["-t", "-k"]  # -t: whole seconds
+    else:
+        assert set(times) == {0.0}
+
+
+def test_a_notice_of_strace_inside_a_call_s_line() -> None:
+    """On stderr, strace's attach notice can cut a line; the rest follows on the next."""
+    log = """
+    clone3({flags=CLONE_VM|CLONE_THREAD, exit_signal=0, stack=0x7f0000000000, stack_size=0x8000, tls=0x7f0000007000}/usr/bin/strace: Process 501 attached
+     => {parent_tid=[501]}, 88) = 501
+    [pid   501] munmap(0x7f0000001000, 4096) = 0
+    [pid   500] munmap(0x7f0000002000, 4096) = 0
+    """
+    events = parse(log)
+    assert [(e.call, e.pid, e.tid, e.args) for e in events] == [
+        ("clone3", 500, 500, (CLONE_VM | CLONE_THREAD, 88)),
+        ("munmap", 500, 501, (0x7F0000001000, 4096)),
+        ("munmap", 500, 500, (0x7F0000002000, 4096)),
+    ]
+
+
+def test_the_unprefixed_thread_resumes_its_clone_after_the_child_s_first_line() -> None:
+    log = """
+    clone3({flags=CLONE_VM|CLONE_THREAD, exit_signal=0, stack=0x7f0000000000, stack_size=0x8000, tls=0x7f0000007000}strace: Process 601 attached
+     <unfinished ...>
+    [pid   601] munmap(0x7f0000001000, 4096 <unfinished ...>
+    [pid   600] <... clone3 resumed> => {parent_tid=[601]}, 88) = 601
+    [pid   601] <... munmap resumed>) = 0
+    [pid   600] munmap(0x7f0000002000, 4096) = 0
+    """
+    events = parse(log)
+    assert [(e.call, e.pid, e.tid) for e in events] == [
+        ("clone3", 600, 600), ("munmap", 600, 601), ("munmap", 600, 600)]
+
+
+def test_a_target_killed_while_recorded_leaves_its_exit(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    target = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        t0 = time.monotonic()
+        with _recording([target.pid], duration=30) as rec:
+            target.kill()
+            events = list(rec.events())  # strace ends with its last tracee
+        assert time.monotonic() - t0 < 20
+        assert [(e.call, e.pid, e.inferred, e.text) for e in events] == [
+            ("exit_group", target.pid, True, "SIGKILL")]
+    finally:
+        target.kill()
+        target.wait(timeout=10)

@@ -60,20 +60,24 @@ def infer_faults(events: Iterable[Event], final_snapshot: Snapshot) -> list[Even
     (mmap of MAP_PRIVATE|MAP_ANONYMOUS with a protection other than PROT_NONE,
     mprotect/pkey_mprotect to one other than PROT_NONE, mremap's new range, brk growing
     the heap), an inferred write fault ``Event(call="fault", args=(addr, FAULT_WRITE),
-    inferred=True)`` is inserted at the first page of each part of that range that a
-    private anonymous VMA of the final snapshot covers and that holds anonymous pages
-    there (smaps ``Anonymous`` > 0, else ``Rss`` > 0; with a maps-only snapshot, any
-    writable one). A page is faulted once, after the last call whose part starts there
+    inferred=True)`` is inserted at the first page of each part of that range that one
+    private anonymous VMA of the final snapshot covers, when that VMA holds anonymous
+    pages (smaps ``Anonymous`` > 0, else ``Rss`` > 0; with a maps-only snapshot, when it
+    is writable). A page is faulted once, after the last call whose part starts there
     (pages written before may have been dropped by munmap or MADV_DONTNEED since).
 
-    One fault per part is what the VMA structure needs: a first write gives the VMA its
-    anon_vma, which decides merges; the number and place of the real faults (Rss) are
-    not reproduced. Known limits: memory touched and then unmapped (or whose VMA was
-    replaced) is invisible in the final snapshot and gets no fault; the fault is placed
-    right after the call although the program may have written much later (after an
-    mprotect or a neighbouring mmap that would have merged without the anon_vma); the
-    final snapshot is the process's (the tgid of the last event), so faults are inferred
-    for that process only; a fork child's faults are not.
+    Why the first page of each part: a range the program split later (an mprotect of a
+    piece) is several VMAs in the final snapshot, and each that holds pages needs a
+    write of its own; within one VMA, the first write anywhere gives it its anon_vma,
+    which is what decides merges, so where in the VMA the pages really are does not
+    matter to the structure (the snapshot does not say, and the number of pages, Rss, is
+    not reproduced). Known limits: memory touched and then unmapped (or whose VMA was
+    replaced) is invisible in the final snapshot and gets no fault; a VMA holding pages
+    only in a part that no call of the trace made accessible (mapped before the trace)
+    gets none; the fault is placed right after the call although the program may have
+    written much later (after an mprotect or a neighbouring mmap that would have merged
+    without the anon_vma). Faults are inferred for the snapshot's process only
+    (``meta.pid``, else the process of the last event); a fork child's are not.
     """
     evs = list(events)
     if not evs:

@@ -32,15 +32,20 @@ Every argument becomes the unsigned integer the kernel saw. The exceptions, beca
 log does not hold them: a string, array or struct argument's address is 0 (a string's text
 goes to ``Event.text``, the first one of the call); ``clone3``'s first argument is
 ``clone_args.flags`` (the struct's address is not printed; the flags decide thread or
-process). ``int`` arguments (fds, pkeys, statuses) are 32 bits as the kernel reads them:
-``-1`` is 0xffffffff, as ``-e raw`` prints it.
+process), except with ``-e raw=all``, which prints the address and not the flags: such a
+clone3's child is taken as a thread (glibc's pthread_create uses clone3, its fork clone).
+``int`` arguments (fds, pkeys, statuses) are 32 bits as the kernel reads them: ``-1`` is
+0xffffffff, as ``-e raw`` prints it.
 
 Processes: strace prints thread ids. A clone/clone3 with ``CLONE_THREAD`` makes a thread
 of the caller's process, any other clone, fork or vfork a new process. A thread the log
 never saw created (it existed before the trace started) is taken as a process of its own
 (tgid = tid) unless ``tgids`` says otherwise; ``StraceRecorder`` passes the threads
 it found in /proc/PID/task. A thread that appears while a clone of its parent is still
-unfinished in the log is taken as that clone's child.
+unfinished in the log is taken as that clone's child. On stderr (``-f`` without ``-o``)
+the first process's lines carry no pid until another process runs: they wait until a
+``[pid N]`` line names it (one resuming its unfinished call, or one not cloned in the
+log); a log that never names it gives it pid and tid 0 (pass ``pid`` if it is known).
 """
 
 from __future__ import annotations
@@ -54,8 +59,9 @@ from ..model import Snapshot
 from . import uapi
 from .events import CALLS, Event, FileRef
 from .strace_syntax import (
-    CLONE_ARG_NAMES, MASK32, MASK64, PROCESS_CALLS, SIGNATURES, Frame, Malformed, Modules,
-    UnknownSymbol, frame, split_args, struct_fields, value,
+    CALL, CLONE_ARG_NAMES, EXIT, LINE, MASK32, MASK64, NOTE_INSIDE, PROCESS_CALLS, RESULT,
+    RAW_CLONE3_FLAGS, RESUMED, SIGNATURES, STRACE_NOTE, UNFINISHED, Frame, Malformed, Modules,
+    Pending, UnknownSymbol, frame, split_args, struct_fields, value,
 )
 
 
@@ -77,37 +83,7 @@ class ParseStats:
     t0: float | None = None  # the first timestamp as printed (Unix time with -ttt)
 
 
-# -- lines strace writes ------------------------------------------------------------------
-
-_LINE = re.compile(
-    r"^(?:\[pid\s+(?P<bpid>\d+)\]\s*|(?P<cpid>\d+)\s+(?=\S))?"
-    r"(?:(?P<clock>\d\d:\d\d:\d\d(?:\.\d+)?)\s+|(?P<num>\d+\.\d+)\s+)?"
-    r"(?P<body>.*)$")
-_CALL = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z_0-9]*)\((?P<rest>.*)$")
-_RESUMED = re.compile(r"^<\.\.\.\s+(?P<name>[A-Za-z_][A-Za-z_0-9]*)\s+resumed>(?P<rest>.*)$")
-_UNFINISHED = re.compile(r"\s*<unfinished \.\.\.>\s*$")
-_RESULT = re.compile(
-    r"^=\s+(?P<val>-?\d+|0[xX][0-9a-fA-F]+|\?)(?:<[^>]*>)?"
-    r"(?:\s+(?P<err>E[A-Z0-9_]+)(?:\s+\([^)]*\))?)?"
-    r"(?:\s+\(errno\s+(?P<errnum>\d+)\))?"
-    r"(?:\s+\([^)]*\))?"  # "(flags O_RDWR)" and other notes
-    r"(?:\s+<(?:unavailable|detached \.\.\.)>)?"
-    r"(?:\s+<(?P<dur>\d+(?:\.\d+)?)>)?\s*$")
-_EXIT = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG[A-Z0-9+-]+)"
-                   r"(?: \(core dumped\))?|(?P<super>superseded by execve.*?)) \+\+\+\s*$")
-_STRACE_NOTE = re.compile(
-    r"^(?:strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming"
-    r"|\[ Process PID=\d+ runs in )")
-
-
 # -- the parser ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(slots=True)
-class _Pending:
-    name: str
-    text: str
-    lineno: int
 
 
 class StraceParser:
@@ -126,7 +102,7 @@ class StraceParser:
         self.tgid: dict[int, int] = dict(tgids or {})
         self.maps = maps
         self.modules: dict[int, Modules] = {}
-        self.pending: dict[int | None, _Pending] = {}
+        self.pending: dict[int | None, Pending] = {}
         self.pending_clone: dict[int | None, int] = {}  # tid -> clone flags, unfinished
         self.live: set[int] = set()
         self.exited_call: set[int] = set()  # tids that made an exit/exit_group call
@@ -141,6 +117,8 @@ class StraceParser:
         self.t_prev_clock: float | None = None
         self.t_day = 0.0
         self.t = 0.0
+        self.partial = ""  # the start of a line a notice of strace cut
+        self.first_child: int | None = None  # of an unfinished clone of that thread
 
     # -- time and threads -------------------------------------------------------------
 
@@ -202,7 +180,13 @@ class StraceParser:
 
     def feed(self, lineno: int, raw: str) -> Iterator[Event]:
         self.stats.lines += 1
-        line = raw.rstrip("\r\n")
+        line = self.partial + raw.rstrip("\r\n")
+        self.partial = ""
+        cut = NOTE_INSIDE.match(line)
+        if cut:  # on stderr, strace's notice can land inside a call's line
+            self.partial = cut.group(1)
+            self.stats.skipped += 1
+            return
         if not line.strip():
             return
         stripped = line.lstrip()
@@ -214,7 +198,7 @@ class StraceParser:
                     raise ParseError(self.source, lineno, str(e)) from None
             return
         yield from self._flush_last()
-        m = _LINE.match(stripped)
+        m = LINE.match(stripped)
         assert m  # the body matches anything
         body = m.group("body")
         prefixed = m.group("bpid") or m.group("cpid")
@@ -225,7 +209,7 @@ class StraceParser:
                     self.held or self.orphans or None in self.pending):
                 # the first [pid N] line of a process that is not a new clone child
                 # names the thread of the unprefixed lines before it
-                root = self._guess_root(tid)
+                root = self._guess_root(tid, body)
                 if root is not None:
                     yield from self._release(root)
             self.live.add(tid)
@@ -236,10 +220,19 @@ class StraceParser:
         except Malformed as e:
             raise ParseError(self.source, lineno, str(e)) from None
 
-    def _guess_root(self, tid: int) -> int | None:
+    def _guess_root(self, tid: int, body: str) -> int | None:
         """The thread of the unprefixed lines, if ``tid`` (first seen with a prefix) can
-        be it: not a child the log saw created, nor one of an unfinished clone."""
-        if tid in self.orphans or (None in self.pending_clone and tid not in self.tgid):
+        be it: one that resumes their unfinished call, or one that is not a child the log
+        saw created (nor the first new thread while their clone is unfinished)."""
+        if tid in self.orphans:
+            return None
+        pend = self.pending.get(None)
+        m = RESUMED.match(body)
+        if pend is not None and m and m.group("name") == pend.name:
+            return tid
+        if None in self.pending_clone and tid not in self.tgid and \
+                self.first_child in (None, tid):
+            self.first_child = tid
             return None
         return tid
 
@@ -268,7 +261,7 @@ class StraceParser:
         if body.startswith("+++"):
             yield from self._exit_notice(tid, body)
             return
-        m = _RESUMED.match(body)
+        m = RESUMED.match(body)
         if m:
             name = m.group("name")
             pend = self.pending.pop(tid, None)
@@ -279,23 +272,23 @@ class StraceParser:
                 return
             self._call(lineno, tid, name, pend.text + m.group("rest"))
             return
-        m = _CALL.match(body)
+        m = CALL.match(body)
         if m:
             name, rest = m.group("name"), m.group("rest")
             if name not in SIGNATURES:
                 self.stats.skipped += 1
                 self.last_kept = False
                 return
-            u = _UNFINISHED.search(rest)
+            u = UNFINISHED.search(rest)
             if u:
-                self.pending[tid] = _Pending(name, rest[:u.start()], lineno)
+                self.pending[tid] = Pending(name, rest[:u.start()], lineno)
                 if name in PROCESS_CALLS:
                     self.pending_clone[tid] = self._clone_flags(name, rest[:u.start()])
                 self.last_kept = False
                 return
             self._call(lineno, tid, name, rest)
             return
-        if _STRACE_NOTE.match(body):
+        if STRACE_NOTE.match(body):
             self.stats.skipped += 1
             return
         raise Malformed("a system call, '<... NAME resumed>', '--- SIGNAL ---' or '+++ ... +++' "
@@ -307,6 +300,8 @@ class StraceParser:
         try:
             args, _ = split_args(text)
             if name == "clone3":
+                if args and not args[0].lstrip().startswith("{"):
+                    return RAW_CLONE3_FLAGS
                 return value(struct_fields(args[0]).get("flags", "0"))[0] if args else 0
             for a in args:
                 k, eq, v = a.partition("=")
@@ -317,7 +312,7 @@ class StraceParser:
         return 0
 
     def _exit_notice(self, tid: int | None, body: str) -> Iterator[Event]:
-        m = _EXIT.match(body)
+        m = EXIT.match(body)
         if not m:
             raise Malformed("'+++ exited with N +++' or '+++ killed by SIGNAL +++'")
         if tid is not None:
@@ -379,7 +374,7 @@ class StraceParser:
         args_text, end = split_args(text)
         if end is None:
             raise Malformed(f"the ')' that closes {name}'s arguments")
-        res = _RESULT.match(text[end:].strip())
+        res = RESULT.match(text[end:].strip())
         if not res:
             raise Malformed(f"the result of {name}: '= VALUE', '= -1 ERRNO (text)' or '= ?'")
         if name not in CALLS:
@@ -407,6 +402,8 @@ class StraceParser:
                 self.group_exit.add(g)
         if name in PROCESS_CALLS and ret is not None and ret > 0:
             flags = args[0] if name in ("clone", "clone3") else 0
+            if name == "clone3" and self._raw_clone3(args_text):
+                flags = RAW_CLONE3_FLAGS
             self.pending_clone.pop(tid, None)
             child = ret
             if tid is None:
@@ -419,6 +416,10 @@ class StraceParser:
             self.modules.pop(g, None)
         self.last = ev
         self.last_kept = True
+
+    @staticmethod
+    def _raw_clone3(parts: list[str]) -> bool:
+        return bool(parts) and not parts[0].lstrip().startswith("{")
 
     @staticmethod
     def _ret(res: re.Match[str]) -> int | None:
@@ -454,13 +455,12 @@ class StraceParser:
         if name == "clone3":
             if not parts:
                 raise Malformed("clone3's arguments")
+            size = value(parts[1])[0] if len(parts) > 1 else 0
             if parts[0].lstrip().startswith("{"):
                 fields = struct_fields(parts[0])
-                flags = value(fields.get("flags", "0"))[0]
-            else:
-                flags = 0
-            size = value(parts[1])[0] if len(parts) > 1 else 0
-            return (flags, size), None, None
+                return (value(fields.get("flags", "0"))[0], size), None, None
+            # -e raw=all: the struct's address, its flags unknown
+            return (value(parts[0])[0], size), None, None
         if len(parts) > len(sig) and not (name == "execve" and len(parts) == 3):
             raise Malformed(f"at most {len(sig)} arguments for {name}")
         for kind, tok in zip(sig, parts):

@@ -128,8 +128,10 @@ def _tail(path: Path, running: Any, poll: float = 0.05) -> Iterator[str]:
 class StraceRecorder:
     """Record the mapping calls of running processes with ``strace -f -p``.
 
-    ``strace -f -ttt -k -yy -qq -o LOG -e trace=<TRACED_CALLS> -p PID...`` (``-f`` attaches
-    every existing thread of each PID, and follows new ones). It runs at most
+    ``strace -f -ttt -k -yy -q -o LOG -e trace=<TRACED_CALLS> -p PID...`` (``-f`` attaches
+    every existing thread of each PID, and follows new ones; ``-q``, not ``-qq``, so that
+    a process killed by a signal leaves its ``+++ killed by +++`` line: its exit). It
+    runs at most
     ``duration`` seconds (then it is interrupted: strace detaches and the targets go on),
     dies with the thread that started it (PR_SET_PDEATHSIG, SIGTERM: strace detaches),
     is stopped by the context manager on exceptions, SIGINT and SIGTERM, and leaves a pid
@@ -138,7 +140,9 @@ class StraceRecorder:
     Use: ``with StraceRecorder([pid], duration=10) as rec: for ev in rec.events(): ...``
     (:meth:`start` returns once strace has attached every thread). ``rec.stats`` is the
     log's :class:`ParseStats`; ``log`` keeps the log at that path (a temporary file
-    otherwise).
+    otherwise). ``maps`` (a Snapshot or module path -> load base) places the ``-k``
+    frames of modules mapped before the recording started: it is one address space,
+    the first target's (and its fork children's).
     """
 
     def __init__(self, pids: Sequence[int], *, duration: float | None = 60.0,
@@ -173,7 +177,7 @@ class StraceRecorder:
 
     def command(self) -> list[str]:
         assert self.log is not None
-        cmd = [self.executable(), "-f", "-ttt", "-yy", "-qq", "-o", str(self.log),
+        cmd = [self.executable(), "-f", "-ttt", "-yy", "-q", "-o", str(self.log),
                "-e", "trace=" + ",".join("?" + c for c in self.calls)]
         if self.stack:
             cmd.append("-k")

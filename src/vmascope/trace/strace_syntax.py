@@ -217,6 +217,20 @@ def struct_fields(tok: str) -> dict[str, str]:
 # -- frames -------------------------------------------------------------------------------
 
 
+# A clone3 whose struct strace did not decode (-e raw=all) is taken as glibc's
+# pthread_create (posix_spawn's children exec at once; fork uses clone).
+RAW_CLONE3_FLAGS = uapi.CLONE_VM | uapi.CLONE_THREAD
+
+
+@dataclasses.dataclass(slots=True)
+class Pending:
+    """A call strace printed as <unfinished ...>."""
+
+    name: str
+    text: str
+    lineno: int
+
+
 @dataclasses.dataclass(slots=True)
 class Frame:
     text: str
@@ -289,3 +303,29 @@ class Modules:
         return None
 
 
+# -- lines strace writes ------------------------------------------------------------------
+
+LINE = re.compile(
+    r"^(?:\[pid\s+(?P<bpid>\d+)\]\s*|(?P<cpid>\d+)\s+(?=\S))?"
+    r"(?:(?P<clock>\d\d:\d\d:\d\d(?:\.\d+)?)\s+|(?P<num>\d+\.\d+)\s+)?"
+    r"(?P<body>.*)$")
+CALL = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z_0-9]*)\((?P<rest>.*)$")
+RESUMED = re.compile(r"^<\.\.\.\s+(?P<name>[A-Za-z_][A-Za-z_0-9]*)\s+resumed>(?P<rest>.*)$")
+UNFINISHED = re.compile(r"\s*<unfinished \.\.\.>\s*$")
+RESULT = re.compile(
+    r"^=\s+(?P<val>-?\d+|0[xX][0-9a-fA-F]+|\?)(?:<[^>]*>)?"
+    r"(?:\s+(?P<err>E[A-Z0-9_]+)(?:\s+\([^)]*\))?)?"
+    r"(?:\s+\(errno\s+(?P<errnum>\d+)\))?"
+    r"(?:\s+\([^)]*\))?"  # "(flags O_RDWR)" and other notes
+    r"(?:\s+<(?:unavailable|detached \.\.\.)>)?"
+    r"(?:\s+<(?P<dur>\d+(?:\.\d+)?)>)?\s*$")
+EXIT = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG[A-Z0-9+-]+)"
+                   r"(?: \(core dumped\))?|(?P<super>superseded by execve.*?)) \+\+\+\s*$")
+# "mmap(...strace: Process 12 attached": the notice, written to stderr while a call's
+# line was half printed, and the rest of the line follows on the next one
+# ("/usr/bin/strace: ..." when strace was run by its path)
+NOTE_INSIDE = re.compile(
+    r"^(.*?\S)(?:(?:/[\w.+-]+)*/)?strace: Process \d+ (?:attached|detached)\s*$")
+STRACE_NOTE = re.compile(
+    r"^(?:(?:\S*/)?strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming"
+    r"|\[ Process PID=\d+ runs in )")
