@@ -48,6 +48,12 @@ def test_mmap_shared_populate_growsdown() -> None:
     assert _ops([ev]) == ["mmap 0x20000 0x1000 rw- private,anonymous,fixed,growsdown"]
 
 
+def test_a_thread_stack_keeps_map_stack() -> None:
+    # glibc: MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK (0x20000); VM_NOHUGEPAGE from 6.7
+    ev = _ev("mmap", (0, 0x801000, 0x3, 0x02 | 0x20 | 0x20000, NEG(1), 0), ret=0x7F0000000000)
+    assert _ops([ev]) == ["mmap 0x7f0000000000 0x801000 rw- private,anonymous,fixed,stack"]
+
+
 def test_a_file_is_declared_once_and_mapped_by_name() -> None:
     libc = FileRef(path="/usr/lib/libc.so.6", dev=0x801, inode=77)
     evs = [_ev("mmap", (0, 0x2000, 0x1, 0x02, 3, 0), ret=0x7F0000000000, file=libc),
