@@ -312,3 +312,15 @@ def test_demangling_keeps_keys_that_are_not_cpp() -> None:
                          "prog:main+0x10", "a:_ZN2os16pd_commit_memoryEPcmb+0x1 <- b:f+0x2"])
     assert got == {"libjvm.so:_ZN2os16pd_commit_memoryEPcmb+0x37": "libjvm.so:os::pd_commit_memory+0x37",
                    "a:_ZN2os16pd_commit_memoryEPcmb+0x1 <- b:f+0x2": "a:os::pd_commit_memory+0x1 <- b:f+0x2"}
+
+
+def test_clone3_is_told_by_its_flags() -> None:
+    # glibc's pthread_create: clone3 with CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|
+    # CLONE_THREAD|CLONE_SYSVSEM|CLONE_SETTLS|CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID;
+    # posix_spawn: CLONE_VM|CLONE_VFORK; a plain fork through clone3: no CLONE_VM.
+    thread = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000 | 0x80000 | 0x100000 | 0x200000
+    lines = _lines([_ev("clone3", (thread, 88), ret=4300),
+                    _ev("clone3", (0x100 | 0x4000, 88), ret=4301),
+                    _ev("clone3", (0, 88), ret=4302)])
+    assert [(op, n.skip) for op, _s, n in lines] == [(None, "thread"), (None, "vfork"),
+                                                     ("fork", None)]

@@ -249,15 +249,13 @@ class Converter:
         if ret is None or ret <= 0:
             yield None, text, self._note(ev, skip=self._skip("failed" if ret else "query"))
             return
-        if ev.call == "clone":
+        if ev.call in ("clone", "clone3"):  # clone3: args[0] is clone_args.flags
             thread = bool(a[0] & CLONE_THREAD)
             shares = bool(a[0] & CLONE_VM)
         elif ev.call == "vfork":
             thread, shares = False, True
-        elif ev.call == "fork":
+        else:  # fork
             thread, shares = False, False
-        else:  # clone3: the flags are in user memory; the child's first events tell
-            thread = shares = False
         if thread:
             self.threads.add(ret)
             yield None, text, self._note(ev, skip=self._skip("thread"))

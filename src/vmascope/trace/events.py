@@ -38,7 +38,8 @@ class Event:
     """One call (or fault) of one thread of the target, in the order it happened.
 
     ``t`` is seconds since the trace started. ``args`` are the raw arguments (at most 6,
-    unsigned). ``ret`` is the result as a signed integer (-errno on failure), None for a
+    unsigned); for clone3, ``args[0]`` is ``clone_args.flags`` (read from user memory),
+    not the structure's address. ``ret`` is the result as a signed integer (-errno on failure), None for a
     fault or a call that never returned (exit, a successful execve's own thread).
     ``stack`` is user instruction pointers, innermost first: the address the call was
     made from (or the faulting instruction), then its callers. ``inferred`` marks events
