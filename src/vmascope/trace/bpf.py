@@ -181,9 +181,20 @@ def _int_arg(v: int) -> int:
 
 def decode(recs: np.ndarray, t0: int) -> Iterator[Event]:
     """The Events of the CALL and FAULT records ``recs`` (``t`` from ``t0``, in ns)."""
-    cols = [recs[name].tolist() for name in RECORD.names]
-    for (ktime, tgid, tid, kind, nr, flags, nstack, args, ret, dev, ino, usp, sp, stack,
-         text) in zip(*cols):
+    if not len(recs):
+        return
+    # Only what is used, as Python lists in one go: the stacks up to the deepest one,
+    # the first word at [sp], the text of the records that have one.
+    deepest = int(recs["nstack"].max())
+    cols = [recs[name].tolist() for name in
+            ("ktime", "tgid", "tid", "kind", "nr", "flags", "nstack", "args", "ret", "dev",
+             "ino", "usp")]
+    cols.append(recs["sp"][:, 0].tolist())
+    cols.append(recs["stack"][:, :deepest].tolist())
+    has_text = np.flatnonzero(recs["flags"] & np.uint32(F_FILE | F_TEXT))
+    texts = dict(zip(has_text.tolist(), recs["text"][has_text].tolist()))
+    for i, (ktime, tgid, tid, kind, nr, flags, nstack, args, ret, dev, ino, usp, sp0,
+            stack) in enumerate(zip(*cols)):
         t = (ktime - t0) / 1e9
         frames = stack[:nstack]
         if kind == K_FAULT:
@@ -193,15 +204,15 @@ def decode(recs: np.ndarray, t0: int) -> Iterator[Event]:
         if kind != K_CALL:
             continue
         name, nargs = NAMES.get(nr, (f"syscall_{nr}", 6))
-        for i in INT_ARGS.get(name, ()):
-            args[i] = _int_arg(args[i])
+        for j in INT_ARGS.get(name, ()):
+            args[j] = _int_arg(args[j])
         ev = Event(t=t, pid=tgid, tid=tid, call=name, args=tuple(args[:nargs]),
                    ret=ret if flags & F_RET else None,
-                   stack=call_stack(frames, sp[0] if flags & F_SP else None, usp))
+                   stack=call_stack(frames, sp0 if flags & F_SP else None, usp))
         if flags & F_FILE:
-            ev.file = FileRef(dev=dev, inode=ino, basename=_text(text) or None)
+            ev.file = FileRef(dev=dev, inode=ino, basename=_text(texts[i]) or None)
         elif flags & F_TEXT:
-            ev.text = _text(text)
+            ev.text = _text(texts[i])
         yield ev
 
 
