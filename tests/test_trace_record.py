@@ -167,6 +167,20 @@ def test_import_an_strace_log_a_user_made(frag3: Path, tmp_path: Path) -> None:
     assert proc.returncode == 5 and "first snapshot" in proc.stderr
 
 
+@pytest.mark.parametrize("recorder", ["bpf", "strace"])
+def test_first_writes_by_the_kernel_are_seen(tmp_path: Path, recorder: str) -> None:
+    """read() into fresh memory: the first write, which gives the anon_vma, is the
+    kernel's (a kernel-mode fault for BPF; inferred for strace)."""
+    _need_recording(recorder == "strace")
+    exe = tmp_path / "kread"
+    subprocess.run([need("cc"), "-O1", "-o", str(exe), str(PROGRAMS / "kread.c")],
+                   check=True, timeout=120)
+    out = tmp_path / "k.trace"
+    record(out, [str(exe)], *(("--strace",) if recorder == "strace" else ()))
+    agreement, _keys = replayed(out)
+    assert agreement >= 99.0
+
+
 def test_replay_cli_text_json_plot_and_another_kernel(frag3: Path, tmp_path: Path) -> None:
     _need_recording(False)
     out = tmp_path / "f.trace"

@@ -140,7 +140,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);  /* 0: calls and user faults; 1: the kernel's faults */
 	__type(key, __u32);
 	__type(value, struct rec);
 } scratch SEC(".maps");
@@ -334,6 +334,15 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 	case NR_execveat:
 		user_string(r, a1);
 		break;
+	case NR_clone3: {
+		/* args[0] becomes clone_args.flags (the first field), as strace shows it:
+		 * what tells a thread from a process (trace/events.py) */
+		__u64 flags = 0;
+
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)a0);
+		r->args[0] = flags;
+		break;
+	}
 	case NR_exit:
 	case NR_exit_group:
 		submit(r);
@@ -388,10 +397,10 @@ static long vma_cb(struct task_struct *task, struct vm_area_struct *vma, void *d
 	return 0;
 }
 
-static __always_inline int fault_emit(void *ctx, __u64 id, __u64 address, __u64 error_code)
+static __always_inline int fault_emit(void *ctx, __u64 id, __u64 address, __u64 error_code,
+				      __u32 slot)
 {
-	__u32 zero = 0;
-	struct rec *r = bpf_map_lookup_elem(&scratch, &zero);
+	struct rec *r = bpf_map_lookup_elem(&scratch, &slot);
 
 	if (!r)
 		return 0;
@@ -401,8 +410,8 @@ static __always_inline int fault_emit(void *ctx, __u64 id, __u64 address, __u64 
 	return 0;
 }
 
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(fault_vma, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+static __always_inline int fault_vma_body(void *ctx, unsigned long address,
+					 unsigned long error_code, __u32 slot)
 {
 	struct vma_verdict v = {};
 	__u64 id = bpf_get_current_pid_tgid();
@@ -420,7 +429,7 @@ int BPF_PROG(fault_vma, unsigned long address, struct pt_regs *regs, unsigned lo
 	}
 	if (!v.keep)
 		return 0;
-	return fault_emit(ctx, id, address, error_code);
+	return fault_emit(ctx, id, address, error_code, slot);
 }
 
 /* The VMA at ADDRESS in the current process's maple tree (6.1+), or NULL: the walk of
@@ -477,9 +486,8 @@ static __always_inline struct vm_area_struct *maple_vma(struct task_struct *task
 	return vma;
 }
 
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(fault_maple, unsigned long address, struct pt_regs *regs,
-	     unsigned long error_code)
+static __always_inline int fault_maple_body(void *ctx, unsigned long address,
+					 unsigned long error_code, __u32 slot)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct vm_area_struct *vma;
@@ -490,11 +498,11 @@ int BPF_PROG(fault_maple, unsigned long address, struct pt_regs *regs,
 	vma = maple_vma((struct task_struct *)bpf_get_current_task(), address);
 	if (vma && ((BPF_CORE_READ(vma, vm_flags) & VM_SHARED) || BPF_CORE_READ(vma, anon_vma)))
 		return 0;
-	return fault_emit(ctx, id, address, error_code);
+	return fault_emit(ctx, id, address, error_code, slot);
 }
 
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(fault_page, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+static __always_inline int fault_page_body(void *ctx, unsigned long address,
+					 unsigned long error_code, __u32 slot)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pagekey key = {};
@@ -507,7 +515,7 @@ int BPF_PROG(fault_page, unsigned long address, struct pt_regs *regs, unsigned l
 	key.page = address >> PAGE_SHIFT;
 	if (bpf_map_update_elem(&pages, &key, &one, BPF_NOEXIST))
 		return 0;  /* seen before */
-	return fault_emit(ctx, id, address, error_code);
+	return fault_emit(ctx, id, address, error_code, slot);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -553,6 +561,56 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid)
 	bpf_map_update_elem(&inflight, &tid, r, BPF_ANY);
 	bpf_map_delete_elem(&inflight, &old);
 	return 0;
+}
+
+/* The programs: each filter for faults taken in user mode and for write faults the
+ * kernel takes on a user address on the process's behalf (copy_to_user in read(),
+ * recv() and the like: the first write to a fresh buffer is often the kernel's). A read
+ * by the kernel gives no anon_vma, and BPF's own reads of user memory (the stacks) are
+ * reads, so they never come back here; the kernel's faults have a scratch record of
+ * their own all the same. */
+#define TASK_SIZE_MAX ((1UL << 47) - (1UL << PAGE_SHIFT))
+#define X86_PF_WRITE 2  /* arch/x86/include/asm/trap_pf.h */
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(fault_vma, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	return fault_vma_body(ctx, address, error_code, 0);
+}
+
+SEC("tp_btf/page_fault_kernel")
+int BPF_PROG(fault_vma_k, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if (address >= TASK_SIZE_MAX || !(error_code & X86_PF_WRITE))
+		return 0;
+	return fault_vma_body(ctx, address, error_code, 1);
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(fault_maple, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	return fault_maple_body(ctx, address, error_code, 0);
+}
+
+SEC("tp_btf/page_fault_kernel")
+int BPF_PROG(fault_maple_k, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if (address >= TASK_SIZE_MAX || !(error_code & X86_PF_WRITE))
+		return 0;
+	return fault_maple_body(ctx, address, error_code, 1);
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(fault_page, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	return fault_page_body(ctx, address, error_code, 0);
+}
+
+SEC("tp_btf/page_fault_kernel")
+int BPF_PROG(fault_page_k, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if (address >= TASK_SIZE_MAX || !(error_code & X86_PF_WRITE))
+		return 0;
+	return fault_page_body(ctx, address, error_code, 1);
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -218,11 +218,12 @@ static void set_rodata(struct bpf_object *obj, const char *name, const void *val
 /* The fault filters (the READY record's args[0]). */
 enum { M_FIND_VMA = 1, M_PAGE = 2, M_MAPLE = 3 };
 static const char *const mode_progs[4][3] = {
-	[M_FIND_VMA] = {"fault_vma"},
-	[M_PAGE] = {"fault_page"},
-	[M_MAPLE] = {"fault_maple"},
+	[M_FIND_VMA] = {"fault_vma", "fault_vma_k"},
+	[M_PAGE] = {"fault_page", "fault_page_k"},
+	[M_MAPLE] = {"fault_maple", "fault_maple_k"},
 };
-static const char *const fault_progs[] = {"fault_vma", "fault_page", "fault_maple"};
+static const char *const fault_progs[] = {"fault_vma", "fault_page", "fault_maple",
+					  "fault_vma_k", "fault_page_k", "fault_maple_k"};
 static struct bpf_link *links[16];
 static int nlinks;
 
