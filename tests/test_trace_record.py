@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -339,7 +340,7 @@ def _program(name: str, tmp: Path) -> list[str]:
         java = need("java")
         (tmp / "Alloc.java").write_text(JAVA)
         gc = "-XX:+UseG1GC" if name == "jvm-g1" else "-XX:+UseZGC"
-        return [java, gc, "-Xmx512m", str(tmp / "Alloc.java")]
+        return [java, "-XX:-UsePerfData", gc, "-Xmx512m", str(tmp / "Alloc.java")]
     if name == "node":
         return [need("node"), "-e", NODE]
     if name == "python-threads":
@@ -419,6 +420,12 @@ def test_nothing_outlives_the_recording(how: str, recorder: str, tmp_path: Path)
             tr = read_trace(out)
             assert tr.header["final"] == "interrupt" and tr.last is not None
             assert [p.name for p in tmp_path.iterdir()] == ["t.trace"]
+        if how == "SIGKILL":  # its private folders go at the next start
+            from vmascope.trace.record import TMP_PREFIX, reap_stale_folders
+
+            left = list(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{proc.pid}.*"))
+            assert sorted(reap_stale_folders()) == sorted(map(str, left))
+            assert not list(Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}{proc.pid}.*"))
         if how == "SIGKILL" and recorder == "strace":
             # the next start cleans what was left (nothing, if PDEATHSIG did it)
             from vmascope.trace.strace_record import reap_stale

@@ -49,6 +49,23 @@ FAULT_RULE_STRACE = ("inferred: strace sees no faults; a write fault is assumed 
                      "range that the final snapshot shows with anonymous pages")
 
 
+TMP_PREFIX = "vmascope-record."  # + the recorder's pid: its private folders
+
+
+def reap_stale_folders() -> list[str]:
+    """Remove the private folders of recordings whose process is gone (one killed with
+    SIGKILL cannot remove its own): what the next start cleans. The paths removed."""
+    removed = []
+    base = Path(tempfile.gettempdir())
+    for d in base.glob(f"{TMP_PREFIX}*"):
+        pid = d.name[len(TMP_PREFIX):].split(".", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    return removed
+
+
 class RecordError(VmascopeError):
     exit_code = 11
 
@@ -77,7 +94,7 @@ def snapshot_bytes(pid: int, kernel_view: bool | None) -> bytes:
     from ..procfs import kview
     from ..procfs.capture import capture
 
-    d = tempfile.mkdtemp(prefix="vmascope-rec.")
+    d = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}.")
     try:
         path = os.path.join(d, "s.vmasnap")
         # the kernel view where it can be read, unless the user said no
@@ -100,7 +117,7 @@ class _ExitWatch:
     and the target goes on."""
 
     def __init__(self, on_exit: Callable[[], None], on_exec: Callable[[], None]) -> None:
-        self.dir = tempfile.mkdtemp(prefix="vmascope-exit.")
+        self.dir = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}.")
         self.req = os.path.join(self.dir, "req")
         self.ack = os.path.join(self.dir, "ack")
         os.mkfifo(self.req, 0o600)
@@ -183,6 +200,7 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be more than 0 seconds")
     kind = choose_recorder(recorder)
+    reap_stale_folders()
     out = Path(out)
     old = _signals_raise()
     tracee = None
