@@ -932,3 +932,16 @@ def test_a_target_killed_while_recorded_leaves_its_exit(tmp_path: Path,
     finally:
         target.kill()
         target.wait(timeout=10)
+
+
+def test_a_deleted_files_decoration() -> None:
+    # strace -yy on a JVM with ZGC: the heap is a memfd, a file with no name in a folder
+    log = textwrap.dedent("""\
+        7 1796203958.428151 memfd_create("java_heap", MFD_CLOEXEC) = 4</memfd:java_heap>(deleted)
+        7 1796203958.428200 mmap(0x7f0000000000, 2097152, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_FIXED, 4</memfd:java_heap>(deleted), 0) = 0x7f0000000000
+        """).splitlines()
+    evs = list(parse_strace(log, "zgc.log"))
+    assert [e.call for e in evs] == ["memfd_create", "mmap"]
+    assert evs[0].ret == 4 and evs[0].text == "java_heap"
+    assert evs[1].args == (0x7F0000000000, 2097152, 0x3, 0x01 | 0x10, 4, 0)
+    assert evs[1].file == FileRef(path="/memfd:java_heap")

@@ -312,6 +312,9 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
         interrupted = False
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        source.stop()  # strace and the BPF loader end with the recording, and their files
+        raise
     if final["data"] is None:
         alive = _alive(pid)
         if alive:

@@ -95,7 +95,12 @@ class SiteNamer:
         """Name the call sites of ``ops`` at once, C++ names demangled in one batch."""
         for i in ops:
             self.site(i)
-        table = demangle_keys([t for pair in self._by_stack.values() for t in pair])
+        texts = [t for pair in self._by_stack.values() for t in pair]
+        table = demangle_keys(texts)
+        for t in texts:  # strace -k names C++ frames with their parameters: drop them
+            plain = _PARAMS.sub("", table.get(t, t))
+            if plain != t:
+                table[t] = plain
         if not table:
             return
         renamed = {pair: (table.get(pair[0], pair[0]), table.get(pair[1], pair[1]))
@@ -195,6 +200,7 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
                        timeline=timeline)
 
 
+_PARAMS = re.compile(r"\((?:[^()]|\([^()]*\))*\)(?:_?const)?(?=\+0x)")
 _MANGLED = re.compile(r"(?<=:)_Z[A-Za-z0-9_.$]+(?=\+)")
 
 

@@ -55,7 +55,8 @@ _CHANGED = re.compile(r"\s*=>\s*")
 _COMMENT = re.compile(r"/\*.*?\*/")
 _INT = re.compile(r"^-?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")
 _SHIFT = re.compile(r"^(\d+)<<([A-Z_0-9]+)$")
-_FD = re.compile(r"^(-?\d+)<(.*)>$", re.DOTALL)
+# 3</path>; a file gone from its folder (a memfd) is 3</memfd:name>(deleted) with -yy
+_FD = re.compile(r"^(-?\d+)<(.*)>(?:\(deleted\))?$", re.DOTALL)
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "f": "\f", "a": "\a", "b": "\b",
             "\\": "\\", '"': '"', "'": "'", "e": "\x1b"}
@@ -313,7 +314,7 @@ CALL = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z_0-9]*)\((?P<rest>.*)$")
 RESUMED = re.compile(r"^<\.\.\.\s+(?P<name>[A-Za-z_][A-Za-z_0-9]*)\s+resumed>(?P<rest>.*)$")
 UNFINISHED = re.compile(r"\s*<unfinished \.\.\.>\s*$")
 RESULT = re.compile(
-    r"^=\s+(?P<val>-?\d+|0[xX][0-9a-fA-F]+|\?)(?:<[^>]*>)?"
+    r"^=\s+(?P<val>-?\d+|0[xX][0-9a-fA-F]+|\?)(?:<[^>]*>(?:\(deleted\))?)?"
     r"(?:\s+(?P<err>E[A-Z0-9_]+)(?:\s+\([^)]*\))?)?"
     r"(?:\s+\(errno\s+(?P<errnum>\d+)\))?"
     r"(?:\s+\([^)]*\))?"  # "(flags O_RDWR)" and other notes
