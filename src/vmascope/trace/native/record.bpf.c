@@ -571,46 +571,25 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid)
  * their own all the same. */
 #define TASK_SIZE_MAX ((1UL << 47) - (1UL << PAGE_SHIFT))
 #define X86_PF_WRITE 2  /* arch/x86/include/asm/trap_pf.h */
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(fault_vma, unsigned long address, struct pt_regs *regs, unsigned long error_code)
-{
-	return fault_vma_body(ctx, address, error_code, 0);
+#define FAULT_PROGRAMS(filter)							\
+SEC("tp_btf/page_fault_user")							\
+int BPF_PROG(filter, unsigned long address, struct pt_regs *regs,		\
+	     unsigned long error_code)						\
+{										\
+	return filter##_body(ctx, address, error_code, 0);			\
+}										\
+										\
+SEC("tp_btf/page_fault_kernel")							\
+int BPF_PROG(filter##_k, unsigned long address, struct pt_regs *regs,		\
+	     unsigned long error_code)						\
+{										\
+	if (address >= TASK_SIZE_MAX || !(error_code & X86_PF_WRITE))		\
+		return 0;							\
+	return filter##_body(ctx, address, error_code, 1);			\
 }
 
-SEC("tp_btf/page_fault_kernel")
-int BPF_PROG(fault_vma_k, unsigned long address, struct pt_regs *regs, unsigned long error_code)
-{
-	if (address >= TASK_SIZE_MAX || !(error_code & X86_PF_WRITE))
-		return 0;
-	return fault_vma_body(ctx, address, error_code, 1);
-}
-
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(fault_maple, unsigned long address, struct pt_regs *regs, unsigned long error_code)
-{
-	return fault_maple_body(ctx, address, error_code, 0);
-}
-
-SEC("tp_btf/page_fault_kernel")
-int BPF_PROG(fault_maple_k, unsigned long address, struct pt_regs *regs, unsigned long error_code)
-{
-	if (address >= TASK_SIZE_MAX || !(error_code & X86_PF_WRITE))
-		return 0;
-	return fault_maple_body(ctx, address, error_code, 1);
-}
-
-SEC("tp_btf/page_fault_user")
-int BPF_PROG(fault_page, unsigned long address, struct pt_regs *regs, unsigned long error_code)
-{
-	return fault_page_body(ctx, address, error_code, 0);
-}
-
-SEC("tp_btf/page_fault_kernel")
-int BPF_PROG(fault_page_k, unsigned long address, struct pt_regs *regs, unsigned long error_code)
-{
-	if (address >= TASK_SIZE_MAX || !(error_code & X86_PF_WRITE))
-		return 0;
-	return fault_page_body(ctx, address, error_code, 1);
-}
+FAULT_PROGRAMS(fault_vma)
+FAULT_PROGRAMS(fault_maple)
+FAULT_PROGRAMS(fault_page)
 
 char LICENSE[] SEC("license") = "GPL";
