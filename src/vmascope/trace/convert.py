@@ -84,7 +84,6 @@ class Converter:
         self.file_names: dict[tuple, str] = {}
         self.children: dict[int, int] = {}  # child tgid -> its fork number
         self.forks = 0
-        self.threads: set[int] = {pid}
         self.stats = Stats()
 
     # -- helpers
@@ -117,7 +116,7 @@ class Converter:
             self.stats.events += 1
             yield from self._one(ev)
 
-    def _one(self, ev: Event) -> Iterator[tuple[str | None, str, Annotation]]:  # noqa: C901
+    def _one(self, ev: Event) -> Iterator[tuple[str | None, str, Annotation]]:
         call, a, ret = ev.call, ev.args, ev.ret
         a = tuple(a) + (0,) * (6 - len(a))
         if ev.pid != self.pid:
@@ -147,7 +146,7 @@ class Converter:
             yield from self._mmap(ev, a)
             return
         if call == "mremap":
-            old, oldlen, newlen, flags, new = a[0], _page_up(a[1]), _page_up(a[2]), a[3], a[4]
+            old, oldlen, newlen, flags = a[0], _page_up(a[1]), _page_up(a[2]), a[3]
             assert ret is not None
             words = [f"mremap {old:#x} {oldlen:#x} {newlen:#x}"]
             fl = [n for bit, n in ((MREMAP_MAYMOVE, "maymove"), (MREMAP_FIXED, "fixed"),
@@ -257,7 +256,6 @@ class Converter:
         else:  # fork
             thread, shares = False, False
         if thread:
-            self.threads.add(ret)
             yield None, text, self._note(ev, skip=self._skip("thread"))
             return
         if shares or self.forks >= MAX_CHILDREN:

@@ -40,7 +40,6 @@ import io
 import lzma
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -487,10 +486,3 @@ class _FastParser:
                 pass
         return parse_line(body.strip(), self.source, lineno)
 
-
-def iter_ops_text(trace: Trace) -> Iterator[str]:
-    """The trace's ops as op-language lines (for ``simulate``)."""
-    from ..ops.language import format_op
-
-    for op in trace.ops:
-        yield format_op(op)

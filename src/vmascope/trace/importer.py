@@ -18,7 +18,7 @@ from ..errors import ParseError, UsageError
 from ..model import Snapshot
 from .convert import Converter
 from .format import TraceWriter
-from .record import FAULT_RULE_STRACE, _first_snapshot_facts
+from .record import FAULT_RULE_STRACE, snapshot_facts
 
 
 @dataclasses.dataclass
@@ -67,8 +67,7 @@ def import_strace(log: str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise UsageError(f"{source}: no call of pid {target} in the log")
     if final_snap is not None:
         events = infer_faults(events, final_snap)
-    heap, files = (_first_snapshot_facts(first_data) if first_data is not None
-                   else (False, {}))
+    heap, files = snapshot_facts(first_snap) if first_snap is not None else (False, {})
     conv = Converter(target, heap_known=heap, files=files)
     header = {"recorder": "strace-import", "pid": target, "log": source,
               "kernel": (first_snap or final_snap).meta.kernel_release

@@ -34,8 +34,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import host
 from ..errors import UsageError, VmascopeError
+from ..model import Snapshot
 from .convert import Converter
 from .events import Event
 from .format import TraceWriter
@@ -229,15 +232,10 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
             pid = tracee.pid
             target_pid_box.append(pid)
         assert pid is not None
-        from ..procfs.live import read_raw_meta
-
-        try:
-            comm = read_raw_meta(pid)["comm"].decode(errors="replace").strip()
-        except (OSError, KeyError, VmascopeError):
-            comm = None
         first = snapshot_bytes(pid, kernel_view)
+        first_snap = _decode(first, "<first snapshot>")
         header = {"recorder": kind, "pid": pid,
-                  "command": " ".join(argv) if argv else None, "comm": comm,
+                  "command": " ".join(argv) if argv else None, "comm": first_snap.meta.comm,
                   "kernel": host.release(), "machine": os.uname().machine,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "faults": FAULT_RULE_BPF if kind == "bpf" else FAULT_RULE_STRACE,
@@ -245,7 +243,7 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
         with TraceWriter(out, header) as writer:
             writer.snapshot("first", first)
             result = _run(writer, kind, pid, tracee, duration, kernel_view, final, restarts,
-                          first, progress)
+                          first_snap, progress)
             result.path = out
         return result
     except KeyboardInterrupt:
@@ -259,47 +257,52 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
             signal.signal(s, h)
 
 
-def _first_snapshot_facts(first: bytes) -> tuple[bool, dict[tuple[int, int], str]]:
+def _decode(data: bytes, source: str) -> Snapshot:
     import io
 
     from ..procfs.load import load_stream
 
-    snap = load_stream(io.BytesIO(first), "<first snapshot>")
+    return load_stream(io.BytesIO(data), source)
+
+
+def snapshot_facts(snap: Snapshot) -> tuple[bool, dict[tuple[int, int], str]]:
+    """What the converter needs of the snapshot a trace starts from: whether it has a
+    ``[heap]``, and the mapped files' paths by (dev, inode)."""
     files = {}
-    for i in range(len(snap)):
-        if int(snap.inode[i]):
-            name = snap.name(i)
-            if name:
-                files[(int(snap.dev[i]), int(snap.inode[i]))] = name
-    heap = any(snap.name(i) == "[heap]" for i in range(len(snap)))
-    return heap, files
+    for i in np.flatnonzero(snap.inode != 0).tolist():
+        name = snap.name(i)
+        if name:
+            files[(int(snap.dev[i]), int(snap.inode[i]))] = name
+    return "[heap]" in snap.names, files
 
 
 def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float | None,
          kernel_view: bool | None, final: dict[str, Any],
-         restarts: list[tuple[float, bytes]], first: bytes,
+         restarts: list[tuple[float, bytes]], first: Snapshot,
          progress: Callable[[str, int], None] | None) -> RecordResult:
-    heap, files = _first_snapshot_facts(first)
+    heap, files = snapshot_facts(first)
     conv = Converter(pid, heap_known=heap, files=files)
     events_before = 0  # events of the program images before the last exec
+    events: list[Event] = []  # strace's, kept for the fault inference
+
+    def restart(data: bytes) -> None:
+        """The target exec'd: the trace starts again from its new program."""
+        nonlocal conv, first, events_before
+        writer.snapshot("first", data)
+        first = _decode(data, "<snapshot at exec>")
+        heap, files = snapshot_facts(first)
+        events_before += conv.stats.events
+        conv = Converter(pid, heap_known=heap, files=files)
+        events.clear()
+
     deadline = None if duration is None else time.monotonic() + duration
     source = _source(kind, pid, tracee, duration)
-    stats: dict[str, Any] = {}
-    exit_status = None
-    events: list[Event] = []  # strace's, kept for the fault inference
     try:
         source.start()
         for ev in source.events(deadline):
             when = source.when(ev)
             while restarts and when >= restarts[0][0]:
-                # the target exec'd: the trace starts again from its new program
-                _, snap = restarts.pop(0)
-                writer.snapshot("first", snap)
-                first = snap
-                heap, files = _first_snapshot_facts(snap)
-                events_before += conv.stats.events
-                conv = Converter(pid, heap_known=heap, files=files)
-                events.clear()
+                restart(restarts.pop(0)[1])
             if final["wall"] is not None and when > final["wall"]:
                 writer.skipped(f"{ev.call}(...)", conv._note(ev, skip="after-end"))
                 continue
@@ -315,28 +318,18 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
     except BaseException:
         source.stop()  # strace and the BPF loader end with the recording, and their files
         raise
-    if final["data"] is None:
-        alive = _alive(pid)
-        if alive:
-            final["data"] = snapshot_bytes(pid, kernel_view)
-            final["how"] = "interrupt" if interrupted else "duration"
+    if final["data"] is None and _alive(pid):
+        final["data"] = snapshot_bytes(pid, kernel_view)
+        final["how"] = "interrupt" if interrupted else "duration"
     stats = source.stop()
-    if tracee is not None:
-        exit_status = tracee.wait(timeout=0)
-    for _, snap in restarts:  # an exec after the last event read
-        writer.snapshot("first", snap)
-        first = snap
-        events.clear()
+    exit_status = tracee.wait(timeout=0) if tracee is not None else None
+    while restarts:  # an exec after the last event read
+        restart(restarts.pop(0)[1])
+    last = _decode(final["data"], "<last snapshot>") if final["data"] is not None else None
     if kind == "strace":
-        evs = events
-        if final["data"] is not None:
-            import io
+        from .faults import infer_faults
 
-            from ..procfs.load import load_stream
-            from .faults import infer_faults
-
-            evs = infer_faults(events, load_stream(io.BytesIO(final["data"]), "<last>"))
-        _write(writer, conv, evs)
+        _write(writer, conv, infer_faults(events, last) if last is not None else events)
     if final["data"] is not None:
         writer.snapshot("last", final["data"])
     else:
@@ -347,7 +340,7 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
                    "events_before_exec": events_before or None,
                    "skipped": " ".join(f"{k}={v}" for k, v in sorted(conv.stats.skipped.items())),
                    "final": final["how"]})
-    writer.symbols(_names(writer, first, final["data"]))
+    writer.symbols(_names(writer, [first] + ([last] if last is not None else [])))
     return RecordResult(path=writer.path, recorder=kind, events=conv.stats.events,
                         ops=conv.stats.ops, lost=lost, skipped=dict(conv.stats.skipped),
                         final=final["how"], exit_status=exit_status)
@@ -372,20 +365,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _names(writer: TraceWriter, first: bytes, last: bytes | None) -> dict[int, str]:
+def _names(writer: TraceWriter, snaps: list[Snapshot]) -> dict[int, str]:
     """#sym lines: each instruction pointer of the trace, named from the ELF files the
     snapshots show (on this machine, now, while the files are there)."""
-    import io
-
-    from ..procfs.load import load_stream
     from .symbols import Symbolizer
 
     ips = sorted(writer.ips)
     if not ips:
         return {}
-    snaps = [load_stream(io.BytesIO(b), "<snapshot>") for b in (first, last) if b]
-    sym = Symbolizer(snaps)
-    return {ip: str(f) for ip, f in zip(ips, sym.frames(ips))}
+    return {ip: str(f) for ip, f in zip(ips, Symbolizer(snaps).frames(ips))}
 
 
 class _Source:

@@ -18,7 +18,6 @@ last snapshot:
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -81,11 +80,6 @@ class Replay:
     sample_born: list[dict[int, int]]  # per sample: born op -> VMAs alive
     comparison: Comparison | None
     seconds: float = 0.0
-
-    @property
-    def diverged(self) -> list[tuple[int, str]]:
-        """Ops the real kernel did but the model refused."""
-        return self.errors
 
 
 def _file_names(snap: Snapshot, files: dict[str, str]) -> Snapshot:
@@ -200,6 +194,3 @@ def compare(real: Snapshot, model: Snapshot, limit: int = 20) -> Comparison:
     regions.sort(key=lambda r: (-max(r.real, r.model), r.start))
     return Comparison(real=len(rk), model=len(mk), matched=matched, regions=regions[:limit])
 
-
-def op_counts(trace: Trace) -> Counter[str]:
-    return Counter(op.kind for op in trace.ops)

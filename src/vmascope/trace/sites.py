@@ -46,7 +46,6 @@ class Site:
 @dataclasses.dataclass
 class Attribution:
     sites: list[Site]  # most VMAs first
-    op_site: dict[int, str]  # op index -> site key (the ops that were looked at)
     refusals: int
     timeline: list[tuple[float, int, dict[str, int]]]  # (t, map_count, {site: VMAs})
 
@@ -195,8 +194,7 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
         by = {cols[c]: int(v) for c, v in enumerate(sums) if v}
         t = rep.trace.annotation(i).t
         timeline.append((t if t is not None else float(i), n, by))
-    op_site = {i: k for i, (k, _c) in namer._cache.items()}
-    return Attribution(sites=ordered, op_site=op_site, refusals=len(rep.refusals),
+    return Attribution(sites=ordered, refusals=len(rep.refusals),
                        timeline=timeline)
 
 
