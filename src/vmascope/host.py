@@ -204,20 +204,25 @@ def can_use_bpf() -> bool:
         "kernel", "btf", "vmlinux").exists()
 
 
-def kernel_view_problem() -> str | None:
-    """Why the BPF kernel view (``procfs.kview``) cannot run here, as one line; None when
-    it can. Checks what the machine offers: BPF privileges, the kernel's BTF, the
-    task_vma iterator (5.12). The tools to build the reader are checked when it is
-    built (:func:`bpf_build_problem`)."""
-
+def _bpf_problem(since: tuple[int, int], what: str) -> str | None:
+    """What stops a BPF program that needs kernel ``since`` (for ``what``): BPF
+    privileges, the kernel's BTF, the release; None when nothing does."""
     if not (_has_cap(CAP_BPF) or _has_cap(CAP_SYS_ADMIN)):
         return "not root (BPF needs CAP_BPF or CAP_SYS_ADMIN)"
     if not sys_path("kernel", "btf", "vmlinux").exists():
         return "no kernel BTF (CONFIG_DEBUG_INFO_BTF)"
     m = re.match(r"(\d+)\.(\d+)", release())
-    if m and (int(m.group(1)), int(m.group(2))) < (5, 12):
-        return f"kernel {release()} has no task_vma iterator (5.12+)"
+    if m and (int(m.group(1)), int(m.group(2))) < since:
+        return f"kernel {release()} {what} ({since[0]}.{since[1]}+)"
     return None
+
+
+def kernel_view_problem() -> str | None:
+    """Why the BPF kernel view (``procfs.kview``) cannot run here, as one line; None when
+    it can. Checks what the machine offers: BPF privileges, the kernel's BTF, the
+    task_vma iterator (5.12). The tools to build the reader are checked when it is
+    built (:func:`bpf_build_problem`)."""
+    return _bpf_problem((5, 12), "has no task_vma iterator")
 
 
 def bpf_record_problem() -> str | None:
@@ -228,14 +233,7 @@ def bpf_record_problem() -> str | None:
     machine = os.uname().machine
     if machine != "x86_64":
         return f"the BPF recorder knows the x86_64 system calls only (this is {machine})"
-    if not (_has_cap(CAP_BPF) or _has_cap(CAP_SYS_ADMIN)):
-        return "not root (BPF needs CAP_BPF or CAP_SYS_ADMIN)"
-    if not sys_path("kernel", "btf", "vmlinux").exists():
-        return "no kernel BTF (CONFIG_DEBUG_INFO_BTF)"
-    m = re.match(r"(\d+)\.(\d+)", release())
-    if m and (int(m.group(1)), int(m.group(2))) < (5, 11):
-        return f"kernel {release()} is too old for the BPF recorder (5.11+)"
-    return None
+    return _bpf_problem((5, 11), "is too old for the BPF recorder")
 
 
 def bpf_build_problem() -> str | None:

@@ -37,11 +37,31 @@ def _digest(*sources: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _compiler(name: str, fail: Callable[[str], VmascopeError]) -> str:
+    """The C compiler (``$CC``, cc, gcc), or ``fail``."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise fail(f"no C compiler (cc) to build {name}")
+    return cc
+
+
+def _build(target: Path, steps: Callable[[Path], Path]) -> Path:
+    """``target`` as ``steps(work folder)`` makes it, in a temporary folder next to the
+    target that is renamed into place (atomic), unless it is built already."""
+    if target.exists():
+        return target
+    work = Path(tempfile.mkdtemp(prefix=".build.", dir=target.parent))
+    try:
+        os.replace(steps(work), target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 def build_bpf_tool(name: str, bpf_source: Path, loader_source: Path,
                    fail: Callable[[str], VmascopeError]) -> Path:
-    """The compiled tool ``name``, built on first use (atomic: built in a temporary
-    folder next to the target, then renamed). ``fail(reason)`` is the error raised when
-    it cannot be built (a missing compiler or library, a compiler error)."""
+    """The compiled tool ``name``, built on first use. ``fail(reason)`` is the error
+    raised when it cannot be built (a missing compiler or library, a compiler error)."""
     target = cache_dir_for(name, bpf_source, loader_source) / name
     if target.exists():
         return target
@@ -49,9 +69,9 @@ def build_bpf_tool(name: str, bpf_source: Path, loader_source: Path,
     if problem:
         raise fail(problem)
     clang = os.environ.get("VMASCOPE_CLANG") or shutil.which("clang") or "clang"
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or "cc"
-    work = Path(tempfile.mkdtemp(prefix=".build.", dir=target.parent))
-    try:
+    cc = _compiler(name, fail)
+
+    def steps(work: Path) -> Path:
         obj = work / f"{name}.bpf.o"
         _run([clang, "-O2", "-g", "-target", "bpf", "-c", str(bpf_source), "-o", str(obj)],
              f"compiling {bpf_source.name} with clang", fail)
@@ -67,10 +87,25 @@ def build_bpf_tool(name: str, bpf_source: Path, loader_source: Path,
             _run(base + ["-lbpf"], f"linking {loader_source.name} with libbpf "
                  "(install libbpf-dev, libelf-dev and zlib1g-dev)", fail)
         os.chmod(out, 0o755)
-        os.replace(out, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+        return out
+
+    return _build(target, steps)
+
+
+def build_preload(name: str, source: Path, fail: Callable[[str], VmascopeError]) -> Path:
+    """A small shared object built from one C file on first use (cached by its hash)."""
+    target = cache_dir_for(name, source) / f"{name}.so"
+    if target.exists():
+        return target
+    cc = _compiler(name, fail)
+
+    def steps(work: Path) -> Path:
+        out = work / target.name
+        _run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(source)],
+             f"compiling {source.name}", fail)
+        return out
+
+    return _build(target, steps)
 
 
 def cache_dir_for(name: str, *sources: Path) -> Path:
@@ -87,23 +122,4 @@ def _run(cmd: list[str], what: str, fail: Callable[[str], VmascopeError]) -> Non
         raise fail(f"{what} failed: {_first_line(proc.stderr)}")
 
 
-__all__ = ["build_bpf_tool", "cache_dir_for"]
-
-
-def build_preload(name: str, source: Path, fail: Callable[[str], VmascopeError]) -> Path:
-    """A small shared object built from one C file on first use (cached by its hash)."""
-    target = cache_dir_for(name, source) / f"{name}.so"
-    if target.exists():
-        return target
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise fail("no C compiler (cc) to build the exit hook")
-    work = Path(tempfile.mkdtemp(prefix=".build.", dir=target.parent))
-    try:
-        out = work / target.name
-        _run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(source)],
-             f"compiling {source.name}", fail)
-        os.replace(out, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+__all__ = ["build_bpf_tool", "build_preload", "cache_dir_for"]
