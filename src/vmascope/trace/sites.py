@@ -129,16 +129,27 @@ class SiteNamer:
         return hit
 
 
+def boundary_causes(rep: Replay) -> np.ndarray:
+    """Per boundary of the model's end state: its cause (``budget.CAUSES`` index, or
+    ``budget.NONE`` between reservations), from the budget analysis alone."""
+    from ..analysis.attribution import backing_classes
+    from ..analysis.budget import budget
+    from ..analysis.explain import why_not_merged
+    from ..analysis.fragmentation import lookalike_pairs
+
+    snap = rep.snapshot
+    classes = backing_classes(snap)
+    why = why_not_merged(snap, lookalike_pairs(snap, classes), None, epoch=rep.epoch)
+    return budget(snap, why, classes, limit=0).cause
+
+
 def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attribution:
-    from ..analysis import analyze
     from ..analysis.budget import CAUSES, NONE
 
     namer = namer or SiteNamer(rep.trace)
-    namer.prepare(set(rep.born.tolist()) | {i for i, _a, _c in rep.refusals}
-                  | set().union(*rep.sample_born))
-    snap = rep.snapshot
-    an = analyze(snap, epoch=rep.epoch)
-    cause = an.budget.cause if an.budget is not None else np.full(max(len(snap) - 1, 0), NONE)
+    sampled = sorted(set().union(*rep.sample_born))
+    namer.prepare(set(rep.born.tolist()) | {i for i, _a, _c in rep.refusals} | set(sampled))
+    cause = boundary_causes(rep)
     sites: dict[str, Site] = {}
     ops = rep.trace.ops
 
@@ -152,10 +163,10 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
     # per VMA: its site (through the distinct ops), and per boundary: its cause
     uniq, inv = np.unique(rep.born, return_inverse=True)
     site_of = [get(int(i)) for i in uniq.tolist()]
-    index = {id(s): k for k, s in enumerate(sites.values())}
-    col = np.array([index[id(s)] for s in site_of], dtype=np.int64)[inv]
-    nsites = len(sites)
     listed = list(sites.values())
+    nsites = len(listed)
+    position = {s.key: k for k, s in enumerate(listed)}
+    col = np.array([position[s.key] for s in site_of], dtype=np.int64)[inv]
     for k, c in enumerate(np.bincount(col, minlength=nsites).tolist()):
         listed[k].vmas += c
     kinds = [ops[i].kind if i >= 0 else "present" for i in uniq.tolist()]
@@ -181,11 +192,10 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
     # the timeline: the top sites by VMAs at the end, the rest as "other"
     names = [s.key for s in ordered[:top]]
     timeline: list[tuple[float, int, dict[str, int]]] = []
-    seen = sorted(set().union(*rep.sample_born)) if rep.sample_born else []
-    ops_seen = np.array(seen, dtype=np.int64)
+    ops_seen = np.array(sampled, dtype=np.int64)
     cols = names + ["other"]
     col_of = np.array([cols.index(k) if (k := namer.site(o)[0]) in names else len(names)
-                       for o in seen], dtype=np.int64)
+                       for o in sampled], dtype=np.int64)
     for (i, n), born_counts in zip(rep.samples, rep.sample_born):
         keys = np.fromiter(born_counts.keys(), np.int64, count=len(born_counts))
         vals = np.fromiter(born_counts.values(), np.int64, count=len(born_counts))
