@@ -110,6 +110,12 @@ class Converter:
         name = self.file_names[key] = f"f{len(self.file_names) + 1}"
         return (f"memfd {name} {FILE_SIZE:#x}", "_".join(path.split())), name
 
+    def skipped(self, ev: Event, reason: str) -> tuple[str, Annotation]:
+        """An event kept in the trace but not replayed for a reason the recorder knows
+        (``after-end``: it came after the last snapshot)."""
+        a = tuple(ev.args) + (0,) * (6 - len(ev.args))
+        return self._call_text(ev, a), self._note(ev, skip=self._skip(reason))
+
     # -- the conversion
     def lines(self, events: Iterable[Event]) -> Iterator[tuple[str | None, str, Annotation]]:
         for ev in events:

@@ -304,7 +304,7 @@ def _run(writer: TraceWriter, kind: str, pid: int, tracee: Any, duration: float 
             while restarts and when >= restarts[0][0]:
                 restart(restarts.pop(0)[1])
             if final["wall"] is not None and when > final["wall"]:
-                writer.skipped(f"{ev.call}(...)", conv._note(ev, skip="after-end"))
+                writer.skipped(*conv.skipped(ev, "after-end"))
                 continue
             if kind == "strace":
                 events.append(ev)
