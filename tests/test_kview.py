@@ -97,6 +97,37 @@ def test_reader_equals_maps() -> None:
             "x" if flags & 4 else "-") + ("s" if flags & 0x80 else "p")
 
 
+def test_server_loads_once_and_answers_each_process_id() -> None:
+    """--serve (what the lab's executor runs): "+" once loaded, then per process id its
+    records and "." (or "! STATUS"), the numbering starting again at each capture."""
+    exe = kview.reader_path()
+    code = "import os, signal\nprint('R', flush=True)\nos.kill(os.getpid(), signal.SIGSTOP)\n"
+    with python_child(code) as (pid, _):
+        proc = subprocess.run([str(exe), "--serve", "--text"], capture_output=True,
+                              text=True, timeout=120,
+                              input=f"{pid}\n{pid}\n999999999\nabc\n{pid}\n")
+        once = subprocess.run([str(exe), str(pid), "--text"], capture_output=True,
+                              text=True, timeout=120, check=True)
+        maps = [line for line in maps_lines(pid) if "[vsyscall]" not in line]
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "+"
+    answers: list[list[str]] = [[]]
+    ends = []
+    for line in lines[1:]:
+        if line == "." or line.startswith("! "):
+            ends.append(line)
+            answers.append([])
+        else:
+            answers[-1].append(line)
+    assert ends == [".", ".", "! 6", "! 2", "."]
+    first, second, _, _, third, _ = answers
+    assert first == second == third == once.stdout.splitlines()
+    assert len(first) == len(maps)
+    assert [int(r.split()[0], 16) for r in first] == [int(m.split("-")[0], 16) for m in maps]
+    assert "no process 999999999" in proc.stderr and "not abc" in proc.stderr
+
+
 def test_align_refuses_a_different_process_state() -> None:
     with python_child("import os, signal\nprint('R', flush=True)\n"
                       "os.kill(os.getpid(), signal.SIGSTOP)\n") as (pid, _):

@@ -151,6 +151,45 @@ def test_compare_rules() -> None:
         "faults: real none, simulator op 3 SIGSEGV at 1p"]
 
 
+def test_compare_kernel_views() -> None:
+    """With a kernel view on both sides (the reader's and the model's), vm_pgoff, the
+    chain length and the anon_vma counters are compared per VMA; before 6.2 the reader
+    has one ``degree`` for the two counters."""
+    from vmascope.kernel.epochs import epoch_for
+    from vmascope.kernel.sim import MM, outcome_of, run_ops
+    from vmascope.procfs.kview import DEGREE
+
+    ops = parse_script("mmap 0x100000 4p rw- private,anonymous,fixed\n"
+                       "touch 0x100000 write\nfork\n", "s")
+
+    def run(view: bool = True) -> Outcome:
+        mm = MM(epoch_for("6.12"))
+        errors, faults = run_ops(mm, ops)
+        return outcome_of(mm, errors, faults, kernel_view=view)
+
+    real, sim = run(), run()
+    kv = real.snapshot.kview
+    assert kv is not None and compare.agree(real, sim)
+    # a new root anon_vma: its self-link and the fork child's anon_vma; one VMA uses it
+    assert (kv["pgoff"][0], kv["chain"][0], kv["children"][0], kv["active"][0]) == (
+        0x100, 1, 2, 1)
+    kv["chain"][0] = 2
+    (line,) = compare.differences(real, sim)
+    assert line == ("kernel view (real vs simulator): VMA 0 [256p,260p) rw-p ac me mr mw "
+                    "rd wr: chain 2 vs 1")
+    kv["chain"][0] = 1
+    kv["pgoff"][0] = 0x180
+    assert compare.differences(real, sim)[0].endswith("pgoff 0x180 vs 0x100")
+    kv["pgoff"][0] = 0x100
+    kv["bits"][0] |= DEGREE
+    kv["children"][0], kv["active"][0] = 3, 0  # degree = 2 children + 1 VMA
+    assert compare.agree(real, sim)
+    kv["children"][0] = 4
+    assert compare.differences(real, sim)[0].endswith("degree 4 vs 3")
+    # without the model's view (or the reader's) there is nothing to compare
+    assert compare.agree(real, run(view=False))
+
+
 def test_verify_on_the_host_agrees() -> None:
     out = cli("lab", "verify", "--kernel", "host", "--cases", "300", "--seed", "5", "--json")
     data = json.loads(out.stdout)

@@ -71,7 +71,8 @@ class SimulatorBackend:
             sample_every: int | Sequence[int] = 0, resident: bool = False) -> list[Outcome]:
         """Predict each script. ``like``: the real Outcomes of the same scripts, whose
         limit, executor overhead and machine memory (for the overcommit policy) the
-        prediction takes over. ``sample_every``: record the map count every N ops (one N
+        prediction takes over; when one has the kernel view, its prediction has the
+        model's (chain lengths, offsets, anon_vma counters: ``sim.result.model_view``). ``sample_every``: record the map count every N ops (one N
         for all, or one per script);
         ``resident``: keep the resident pages (smaps Anonymous in the Outcome)."""
         from ..kernel.sim import MM, outcome_of, run_ops
@@ -95,7 +96,9 @@ class SimulatorBackend:
             out.append(outcome_of(mm, errors, faults,
                                   script=names[k] if names is not None else None,
                                   lo=ARENA_BASE, hi=ARENA_BASE + ARENA_SIZE, shift=ARENA_BASE,
-                                  outside=outside))
+                                  outside=outside,
+                                  kernel_view=like is not None
+                                  and like[k].snapshot.kview is not None))
         return out
 
 

@@ -10,10 +10,17 @@ Two Outcomes agree when they have:
 
 When the real side was read with the kernel view (the BPF reader, setting
 VMASCOPE_KERNEL_VIEW=1) and the layouts agree, the anon_vma *grouping* is compared too:
-which VMAs share one anon_vma (the identities themselves are numbered independently).
-Without it, ``anon_vma`` (unknowable from /proc) is not compared; ``pgoff`` (maps
-prints 0 for anonymous VMAs), the process-wide map count and the smaps byte counts never
-are.
+which VMAs share one anon_vma (the identities themselves are numbered independently);
+and when the other side has a kernel view as well (the simulator's model view), per VMA:
+
+* ``pgoff``: vm_pgoff, which maps prints as 0 for anonymous memory;
+* ``chain``: the length of the anon_vma chain (not when the reader capped it);
+* the VMA's anon_vma's ``num_children`` and ``num_active_vmas`` (6.2+), or before 6.2
+  its ``degree``, which counts the same two things in one number (mm/rmap.c, changed
+  by 2555283eb40d, 6.2).
+
+Without it, ``anon_vma`` (unknowable from /proc) is not compared; the process-wide map
+count and the smaps byte counts never are.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from __future__ import annotations
 from ..kconst import PAGE_SIZE
 from ..outcome import IGNORED_FLAGS, Outcome
 
-__all__ = ["IGNORED_FLAGS", "agree", "differences", "fmt_vma", "grouping", "pages"]
+__all__ = ["IGNORED_FLAGS", "agree", "differences", "fmt_vma", "grouping", "kernel_view_diff",
+           "pages"]
 
 _Vma = tuple[int, int, str, tuple[str, ...], "str | None"]
 
@@ -50,6 +58,36 @@ def _grouping_diff(real: Outcome, sim: Outcome) -> tuple[int, ...] | None:
         return None
     rg, sg = grouping(real), grouping(sim)
     return rg if sg is not None and rg != sg else None
+
+
+def kernel_view_diff(real: Outcome, other: Outcome) -> str | None:
+    """The first VMA whose vm_pgoff, chain length or anon_vma counters differ (both
+    sides with a kernel view and the same layout), as "VMA i: what"; else None."""
+    from ..procfs.kview import CHAINMAX, DEGREE, NOCOUNTS
+
+    rk, ok = real.snapshot.kview, other.snapshot.kview
+    if rk is None or ok is None:
+        return None
+    layout = real.layout()
+    if layout != other.layout():
+        return None
+    for i in range(len(real.snapshot)):
+        bits = int(rk["bits"][i])
+        got: list[tuple[str, int, int]] = [("pgoff", int(rk["pgoff"][i]), int(ok["pgoff"][i]))]
+        if not bits & CHAINMAX:
+            got.append(("chain", int(rk["chain"][i]), int(ok["chain"][i])))
+        if int(rk["anon_vma"][i]) and not bits & NOCOUNTS:
+            if bits & DEGREE:  # degree = VMAs + child anon_vmas (+1 self-link of a root)
+                other_degree = int(ok["children"][i]) + int(ok["active"][i])
+                got.append(("degree", int(rk["children"][i]), other_degree))
+            else:
+                got += [("num_children", int(rk["children"][i]), int(ok["children"][i])),
+                        ("num_active_vmas", int(rk["active"][i]), int(ok["active"][i]))]
+        diff = [f"{name} {a:#x} vs {b:#x}" if name == "pgoff" else f"{name} {a} vs {b}"
+                for name, a, b in got if a != b]
+        if diff:
+            return f"VMA {i} {fmt_vma(layout[i])}: " + ", ".join(diff)
+    return None
 
 
 def fmt_grouping(g: tuple[int, ...] | None) -> str:
@@ -88,12 +126,16 @@ def differences(real: Outcome, sim: Outcome, *,
     if rg is not None:
         out.append(f"anon_vma grouping: {ra} {fmt_grouping(rg)}, "
                    f"{sa} {fmt_grouping(grouping(sim))}")
+    kd = kernel_view_diff(real, sim)
+    if kd is not None:
+        out.append(f"kernel view ({ra} vs {sa}): {kd}")
     return out
 
 
 def agree(real: Outcome, sim: Outcome) -> bool:
     return (real.layout() == sim.layout() and _errors(real) == _errors(sim)
-            and _faults(real) == _faults(sim) and _grouping_diff(real, sim) is None)
+            and _faults(real) == _faults(sim) and _grouping_diff(real, sim) is None
+            and kernel_view_diff(real, sim) is None)
 
 
 def fmt_vma(v: tuple[int, int, str, tuple[str, ...], str | None]) -> str:

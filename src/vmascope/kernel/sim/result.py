@@ -25,7 +25,7 @@ from .memory import handle_mm_fault
 from .memfd import sys_memfd_create
 from .mempolicy import do_mbind, policy_text
 from .mlock import do_mlock, sys_mlockall, sys_munlock, sys_munlockall
-from .mm import MM, OpFailed
+from .mm import MM, OpFailed, SVma
 from .mmap import do_mmap, prctl_set_mm_brk, sys_brk, vm_munmap
 from .mprotect import do_mprotect_pkey, sys_pkey_alloc
 from .mremap import do_mremap
@@ -98,11 +98,12 @@ def _perm_bits(flags: int) -> int:
 
 
 def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = None,
-                shift: int = 0) -> Snapshot:
+                shift: int = 0, kernel_view: bool = False) -> Snapshot:
     """The VMAs of mm in [lo, hi), moved down by ``shift``, as a Snapshot.
 
     The simulator's flag words use bit i for ``model.KNOWN_VMFLAGS[i]``, so they are the
-    snapshot's VmFlags column as they are.
+    snapshot's VmFlags column as they are. ``kernel_view``: give it the model's own
+    kernel view (:func:`model_view`), to be compared with the BPF reader's.
     """
     vs = [v for v in mm if v.end > lo and (hi is None or v.start < hi)]
     n = len(vs)
@@ -153,13 +154,39 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
         flag_names=flag_names,
         policy_id=col((policy_id(v) for v in vs), np.int32), policies=policies,
         anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64),
-        smaps=smaps)
+        smaps=smaps, kview=model_view(vs) if kernel_view else None)
+
+
+def model_view(vs: Sequence[SVma]) -> dict[str, np.ndarray]:
+    """What the kernel-view reader (procfs.kview.FIELDS) would read from the model's
+    VMAs: vm_pgoff, the anon_vma and its root, the length of the anon_vma chain and the
+    anon_vma's num_children / num_active_vmas. The fields the model does not keep as the
+    kernel does (raw vm_flags, file, policy, userfaultfd context, name) are 0, with the
+    reader's bits for "not known" set."""
+    from ...procfs import kview
+
+    n = len(vs)
+
+    def col(values: Any) -> np.ndarray:
+        return np.fromiter(values, dtype=np.uint64, count=n)
+
+    cols = {f: np.zeros(n, dtype=np.uint64) for f in kview.FIELDS}
+    cols["pgoff"] = col(v.pgoff for v in vs)
+    cols["anon_vma"] = col(0 if v.anon_vma is None else v.anon_vma.id for v in vs)
+    cols["root"] = col(0 if v.anon_vma is None else v.anon_vma.root.id for v in vs)
+    cols["chain"] = col(len(v.chain) for v in vs)
+    cols["children"] = col(0 if v.anon_vma is None else v.anon_vma.num_children for v in vs)
+    cols["active"] = col(0 if v.anon_vma is None else v.anon_vma.num_active_vmas for v in vs)
+    cols["bits"][:] = kview.NOPOLICY | kview.NOUFFD | kview.NONAME
+    return cols
 
 
 def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
                script: str | None = None, lo: int = 0, hi: int | None = None,
-               shift: int = 0, outside: int | None = None) -> Outcome:
-    """The Outcome of a script that ran on mm (``lo``/``hi``/``shift``: an arena)."""
+               shift: int = 0, outside: int | None = None,
+               kernel_view: bool = False) -> Outcome:
+    """The Outcome of a script that ran on mm (``lo``/``hi``/``shift``: an arena;
+    ``kernel_view``: with the model's kernel view, see :func:`model_view`)."""
     epoch = mm.epoch
 
     def meta() -> SnapshotMeta:
@@ -168,7 +195,7 @@ def outcome_of(mm: MM, errors: list[OpError], faults: list[Fault], *,
         m.extra["epoch"] = epoch.name
         return m
 
-    snap = snapshot_of(mm, meta(), lo=lo, hi=hi, shift=shift)
+    snap = snapshot_of(mm, meta(), lo=lo, hi=hi, shift=shift, kernel_view=kernel_view)
     arena = hi is not None
     if arena:
         faults = [Fault(f.op, f.line, f.addr - shift, f.signal) for f in faults]

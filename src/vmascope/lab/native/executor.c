@@ -15,8 +15,9 @@
  *   c N                         report the map count after every N ops of each script
  *   f N                         map N one-page VMAs outside the arena before each script
  *                               (a lower limit for the script without lowering the sysctl)
- *   k PATH                      after each script, run vmascope's kernel-view reader
- *                               (PATH PID --text) on the script's process and report it
+ *   k PATH                      after each script, read the script's process with
+ *                               vmascope's kernel-view reader (PATH --serve --text,
+ *                               started once) and report it
  *   S ID TIMEOUT                start of a script
  *   M ADDR LEN PROT MAPFLAGS [FD OFF]   mmap (a hint of BASE+ADDR without MAP_FIXED);
  *                               FD: 0 anonymous, K the K-th memfd of the script (from 1)
@@ -74,6 +75,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -589,32 +591,78 @@ static void map_fillers(long n)
             die("cannot split the fillers");
 }
 
-/* The kernel view of the arena (record k PATH): the reader runs on this process through
- * posix_spawn (no fork: the arena's anon_vmas are left as they are) and its lines of
- * arena VMAs are passed on with relative addresses. */
+/* The kernel view of the arena (record k PATH): the reader runs as a server (kview
+ * --serve --text), started once by the executor before any script, so that its BPF
+ * program is loaded and verified once. The script's process sends its own pid and
+ * passes the reader's lines of arena VMAs on with relative addresses. */
 static char kview_path[512];
+static int kview_sock = -1;   /* the executor's end of the socket pair */
+static int kview_status;      /* a wait-status-like code when the reader cannot run */
+static pid_t kview_pid;
+
+/* One line from fd, byte by byte (no buffer that a forked child could inherit). */
+static int read_line(int fd, char *line, size_t cap)
+{
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, line + n, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        if (line[n++] == '\n')
+            break;
+    }
+    line[n] = 0;
+    return (int)n;
+}
+
+static void start_kview(void)
+{
+    int sv[2];
+    char line[64];
+    posix_spawn_file_actions_t fa;
+    char *argv[] = {kview_path, "--serve", "--text", NULL};
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        die("socketpair failed");
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+    if (posix_spawn(&kview_pid, kview_path, &fa, NULL, argv, environ) != 0)
+        kview_pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    kview_sock = sv[0];
+    if (kview_pid <= 0) {
+        kview_status = -1;
+    } else if (read_line(kview_sock, line, sizeof line) < 0) {
+        kview_status = -1;
+    } else if (line[0] == '!') {
+        kview_status = atoi(line + 2) << 8; /* as a wait status: exited with STATUS */
+    }
+}
 
 static void report_kview(void)
 {
-    char pid[24], line[512];
-    int fds[2], st = 0;
-    pid_t child;
-    posix_spawn_file_actions_t fa;
+    char line[512];
+    int n = 0;
 
-    snprintf(pid, sizeof pid, "%d", (int)getpid());
-    char *argv[] = {kview_path, pid, "--text", NULL};
-    if (pipe(fds))
-        die("pipe failed");
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
-    if (posix_spawn(&child, kview_path, &fa, NULL, argv, environ) != 0)
-        child = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    close(fds[1]);
-    FILE *in = fdopen(fds[0], "r");
-    while (in && fgets(line, sizeof line, in)) {
+    if (!kview_status) {
+        n = snprintf(line, sizeof line, "%d\n", (int)getpid());
+        if (send(kview_sock, line, (size_t)n, MSG_NOSIGNAL) != n)
+            n = -1;
+    }
+    while (!kview_status && n >= 0 && (n = read_line(kview_sock, line, sizeof line)) >= 0) {
         char *rest;
+        if (!strcmp(line, ".\n")) {
+            out_s("k .\n");
+            return;
+        }
+        if (line[0] == '!') {
+            kview_status = atoi(line + 2) << 8;
+            break;
+        }
         uint64_t s = strtoull(line, &rest, 16), e = strtoull(rest, &rest, 16);
         if (s < arena_base || e > arena_base + arena_size)
             continue;
@@ -624,17 +672,8 @@ static void report_kview(void)
         out_u(e - arena_base, 16);
         out_s(rest); /* " FLAGS ... BITS\n" */
     }
-    if (in)
-        fclose(in);
-    if (child > 0)
-        while (waitpid(child, &st, 0) < 0 && errno == EINTR)
-            ;
-    if (child <= 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        snprintf(line, sizeof line, "k ! %d\n", child <= 0 ? -1 : st);
-        out_s(line);
-    } else {
-        out_s("k .\n");
-    }
+    snprintf(line, sizeof line, "k ! %d\n", kview_status ? kview_status : -1);
+    out_s(line);
 }
 
 static void run_script(long id)
@@ -805,6 +844,7 @@ static int run_input(FILE *in)
                 mkdir("/sys", 0555);
                 mount("sysfs", "/sys", "sysfs", 0, NULL);
             }
+            start_kview();
             continue;
         }
         if (o.kind == 'N' || o.kind == 'O') {
@@ -874,6 +914,12 @@ static int run_input(FILE *in)
         }
     }
     free(line);
+    if (kview_sock >= 0) { /* end of input for the reader too */
+        close(kview_sock);
+        if (kview_pid > 0)
+            while (waitpid(kview_pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+    }
     return 0;
 }
 

@@ -76,8 +76,12 @@ struct kv_rec {
 	      children, active, policy, uffd, name, bits;
 };
 
-const volatile int target_tgid = 0;
-int emitting_tid = 0;
+/* The one writable global (.bss), set by the loader before each capture: the process
+ * to read and the one of its threads whose iteration emits (0: the first seen). */
+struct kv_ctl {
+	int tgid;
+	int emitting_tid;
+} ctl = {};
 
 SEC("iter/task_vma")
 int kview(struct bpf_iter__task_vma *ctx)
@@ -94,13 +98,13 @@ int kview(struct bpf_iter__task_vma *ctx)
 
 	if (!vma || !task)
 		return 0;
-	if (task->tgid != target_tgid)
+	if (task->tgid != ctl.tgid)
 		return 0;
 	/* Threads share the process's VMAs: report them through one task only. */
 	tid = task->pid;
-	if (!emitting_tid)
-		emitting_tid = tid;
-	if (tid != emitting_tid)
+	if (!ctl.emitting_tid)
+		ctl.emitting_tid = tid;
+	if (tid != ctl.emitting_tid)
 		return 0;
 
 	/* Direct loads through the BTF-typed pointers (the verifier makes them faulting-

@@ -1,9 +1,14 @@
 /* kview: print the kernel's view of one process's VMAs (vmascope's BPF reader).
  *
  *   kview PID [--text]
+ *   kview --serve [--text]
  *
  * Loads the task_vma iterator of kview.bpf.c (embedded as kview_obj.h by the build),
- * restricted to process PID, and prints one record per VMA. Kernel pointers never leave
+ * restricted to process PID, and prints one record per VMA. With --serve the program is
+ * loaded once (the verifier's work is most of a capture's time): it writes "+" (or
+ * "! STATUS" and ends) once loaded, then reads process ids from stdin, one a line;
+ * after each capture's records it writes a line "." (or "! STATUS" with one of the
+ * exit statuses below) and flushes; it ends at end of input. Kernel pointers never leave
  * this program: the anon_vma (and its root), the struct file, the mempolicy, the
  * userfaultfd context and the anon_vma_name are renumbered per capture, 1, 2, ... in the
  * order first seen (0 = none); an anon_vma and a root share one numbering.
@@ -76,6 +81,18 @@ static void die(int code, const char *fmt, ...)
 	exit(code);
 }
 
+/* A failed capture: the message on stderr, the status returned (not exiting). */
+static int fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+	fputs("kview: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
 /* Renumbering: open addressing over (kind, pointer) -> number. */
 enum { K_ANON, K_FILE, K_POLICY, K_UFFD, K_NAME, K_KINDS };
 static uint64_t *keys;
@@ -112,6 +129,15 @@ static void grow(void)
 	free(ov);
 }
 
+/* A new capture: the numbering starts again at 1. */
+static void renumber_reset(void)
+{
+	if (cap)
+		memset(keys, 0, cap * sizeof(*keys));
+	used = 0;
+	memset(next_id, 0, sizeof(next_id));
+}
+
 static uint64_t renumber(int kind, uint64_t ptr)
 {
 	uint64_t key;
@@ -139,68 +165,75 @@ static void put_id(FILE *out, const char *prefix, uint64_t id)
 		fputs(" -", out);
 }
 
-int main(int argc, char **argv)
+struct kv_ctl {
+	int tgid;
+	int emitting_tid;
+};
+
+static struct bpf_object *obj;
+static struct bpf_program *prog;
+static struct bpf_map *ctl_map;
+static char *buf;
+static size_t size = 1 << 20;
+
+/* Open and load the BPF program (once). 0, or an exit status with the message said. */
+static int load(void)
 {
-	struct bpf_object *obj;
-	struct bpf_program *prog;
 	struct bpf_map *map;
-	struct bpf_link *link;
-	union bpf_iter_link_info linfo;
-	LIBBPF_OPTS(bpf_iter_attach_opts, opts);
-	int text = 0, iter_fd, err;
-	long pid = 0;
-	char *buf, *end;
-	size_t len = 0, size = 1 << 20;
-	ssize_t n;
+	int err;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--text"))
-			text = 1;
-		else if (!pid && (pid = strtol(argv[i], &end, 10)) > 0 && !*end)
-			;
-		else
-			die(2, "usage: kview PID [--text]");
-	}
-	if (pid <= 0)
-		die(2, "usage: kview PID [--text]");
-	timing = getenv("KVIEW_TIMING") != NULL;
-	stage("start");
 	if (access("/sys/kernel/btf/vmlinux", R_OK))
-		die(4, "the kernel has no BTF (/sys/kernel/btf/vmlinux: "
-		    "CONFIG_DEBUG_INFO_BTF is off)");
-	if (kill((pid_t)pid, 0) && errno == ESRCH)
-		die(6, "no process %ld", pid);
+		return fail(4, "the kernel has no BTF (/sys/kernel/btf/vmlinux: "
+			    "CONFIG_DEBUG_INFO_BTF is off)");
 	libbpf_set_print(quiet_print);
-
 	obj = bpf_object__open_mem(kview_obj, sizeof(kview_obj), NULL);
 	if (!obj)
-		die(1, "cannot open the BPF object: %s", strerror(errno));
-	/* The program's one read-only global, target_tgid, set before the load. */
+		return fail(1, "cannot open the BPF object: %s", strerror(errno));
 	bpf_object__for_each_map(map, obj) {
-		size_t sz = 0;
 		const char *name = bpf_map__name(map);
 		size_t nl = strlen(name);
-		if (nl >= 7 && !strcmp(name + nl - 7, ".rodata")) {
-			int *ro = bpf_map__initial_value(map, &sz);
-			if (!ro || sz < sizeof(int))
-				die(1, "the BPF object has no target_tgid");
-			*ro = (int)pid;
-		}
+		if (nl >= 4 && !strcmp(name + nl - 4, ".bss"))
+			ctl_map = map;
 	}
+	if (!ctl_map || bpf_map__value_size(ctl_map) != sizeof(struct kv_ctl))
+		return fail(1, "the BPF object has no control block (struct kv_ctl in .bss)");
 	stage("open");
 	err = bpf_object__load(obj);
 	stage("load");
 	if (err) {
 		if (err == -EPERM || err == -EACCES)
-			die(3, "not permitted to load BPF programs (needs root: CAP_BPF and "
-			    "CAP_PERFMON, or CAP_SYS_ADMIN)");
+			return fail(3, "not permitted to load BPF programs (needs root: CAP_BPF "
+				    "and CAP_PERFMON, or CAP_SYS_ADMIN)");
 		if (err == -ESRCH || err == -ENOENT || strstr(last_msg, "task_vma"))
-			die(5, "this kernel has no task_vma BPF iterator (Linux 5.12 or newer)");
-		die(1, "loading the BPF program failed: %s", strerror(-err));
+			return fail(5, "this kernel has no task_vma BPF iterator (Linux 5.12 "
+				    "or newer)");
+		return fail(1, "loading the BPF program failed: %s", strerror(-err));
 	}
 	prog = bpf_object__find_program_by_name(obj, "kview");
 	if (!prog)
-		die(1, "the BPF object has no program 'kview'");
+		return fail(1, "the BPF object has no program 'kview'");
+	buf = malloc(size);
+	if (!buf)
+		return fail(1, "out of memory");
+	return 0;
+}
+
+/* One capture of process pid into buf (*len bytes, identities renumbered); the iterator
+ * link is gone again when this returns. 0, or an exit status with the message said. */
+static int capture(long pid, size_t *len)
+{
+	union bpf_iter_link_info linfo;
+	LIBBPF_OPTS(bpf_iter_attach_opts, opts);
+	struct kv_ctl ctl = {.tgid = (int)pid};
+	struct bpf_link *link;
+	int iter_fd, err, zero = 0;
+	ssize_t n;
+
+	*len = 0;
+	if (kill((pid_t)pid, 0) && errno == ESRCH)
+		return fail(6, "no process %ld", pid);
+	if (bpf_map_update_elem(bpf_map__fd(ctl_map), &zero, &ctl, BPF_ANY))
+		return fail(1, "setting the process to read failed: %s", strerror(errno));
 	/* The per-process filter (6.1+); older kernels refuse the parameter (E2BIG) or
 	 * ignore it, and the program's own tgid test does the filtering. Never the
 	 * per-thread filter (tid): it loops on some kernels once the output needs a
@@ -214,56 +247,52 @@ int main(int argc, char **argv)
 		link = bpf_program__attach_iter(prog, NULL);
 	if (!link) {
 		err = errno;
-		bpf_object__close(obj);
 		if (err == ENOENT || err == ESRCH)
-			die(6, "no process %ld", pid);
+			return fail(6, "no process %ld", pid);
 		if (err == EPERM || err == EACCES)
-			die(3, "not permitted to attach BPF iterators (needs root)");
-		die(1, "attaching the task_vma iterator failed: %s", strerror(err));
+			return fail(3, "not permitted to attach BPF iterators (needs root)");
+		return fail(1, "attaching the task_vma iterator failed: %s", strerror(err));
 	}
 	iter_fd = bpf_iter_create(bpf_link__fd(link));
 	if (iter_fd < 0) {
 		err = errno;
 		bpf_link__destroy(link);
-		bpf_object__close(obj);
-		die(1, "creating the iterator failed: %s", strerror(err));
+		return fail(1, "creating the iterator failed: %s", strerror(err));
 	}
 	stage("attach");
-	buf = malloc(size);
-	if (!buf)
-		die(1, "out of memory");
 	for (;;) {
-		if (size - len < 65536) {
+		if (size - *len < 65536) {
+			char *more = realloc(buf, size * 2);
+			if (!more) {
+				close(iter_fd);
+				bpf_link__destroy(link);
+				return fail(1, "out of memory");
+			}
+			buf = more;
 			size *= 2;
-			buf = realloc(buf, size);
-			if (!buf)
-				die(1, "out of memory");
 		}
-		n = read(iter_fd, buf + len, size - len);
+		n = read(iter_fd, buf + *len, size - *len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
 			err = errno;
 			close(iter_fd);
 			bpf_link__destroy(link);
-			bpf_object__close(obj);
-			die(1, "reading the iterator failed: %s", strerror(err));
+			return fail(1, "reading the iterator failed: %s", strerror(err));
 		}
 		if (n == 0)
 			break;
-		len += (size_t)n;
+		*len += (size_t)n;
 	}
 	stage("read");
-	/* Detach everything before anything is printed. */
 	close(iter_fd);
 	bpf_link__destroy(link);
-	bpf_object__close(obj);
-	if (len % sizeof(struct kv_rec))
-		die(1, "the iterator's output is cut (%zu bytes)", len);
-	if (len == 0 && kill((pid_t)pid, 0) && errno == ESRCH)
-		die(6, "no process %ld", pid);
-
-	for (size_t off = 0; off < len; off += sizeof(struct kv_rec)) {
+	if (*len % sizeof(struct kv_rec))
+		return fail(1, "the iterator's output is cut (%zu bytes)", *len);
+	if (*len == 0 && kill((pid_t)pid, 0) && errno == ESRCH)
+		return fail(6, "no process %ld", pid);
+	renumber_reset();
+	for (size_t off = 0; off < *len; off += sizeof(struct kv_rec)) {
 		struct kv_rec *r = (struct kv_rec *)(buf + off);
 		r->file = renumber(K_FILE, r->file);
 		r->anon_vma = renumber(K_ANON, r->anon_vma);
@@ -271,8 +300,15 @@ int main(int argc, char **argv)
 		r->policy = renumber(K_POLICY, r->policy);
 		r->uffd = renumber(K_UFFD, r->uffd);
 		r->name = renumber(K_NAME, r->name);
-		if (!text)
-			continue;
+	}
+	return 0;
+}
+
+/* The records of one capture on stdout, as text lines or binary. 0 or an exit status. */
+static int put_records(size_t len, int text)
+{
+	for (size_t off = 0; text && off < len; off += sizeof(struct kv_rec)) {
+		struct kv_rec *r = (struct kv_rec *)(buf + off);
 		printf("%llx %llx %llx %llx %llu %llu",
 		       (unsigned long long)r->start, (unsigned long long)r->end,
 		       (unsigned long long)r->flags, (unsigned long long)r->pgoff,
@@ -288,9 +324,75 @@ int main(int argc, char **argv)
 		printf(" %llu\n", (unsigned long long)r->bits);
 	}
 	if (!text && len && fwrite(buf, 1, len, stdout) != len)
-		die(1, "writing the output failed: %s", strerror(errno));
-	if (fflush(stdout))
-		die(1, "writing the output failed: %s", strerror(errno));
-	stage("renumber and write");
+		return fail(1, "writing the output failed: %s", strerror(errno));
 	return 0;
+}
+
+/* --serve: one capture per process id read from stdin, each answer ended by "." or
+ * "! STATUS". Loading failures end the program with their status. */
+static int serve(int text)
+{
+	char line[64], *end;
+	int err = load();
+	size_t len;
+
+	/* The first line says whether the program loaded: "+" or "! STATUS". */
+	printf(err ? "! %d\n" : "+\n", err);
+	if (fflush(stdout) || err)
+		return err ? err : 1;
+	while (fgets(line, sizeof line, stdin)) {
+		long pid = strtol(line, &end, 10);
+		if (pid <= 0 || (*end && *end != '\n'))
+			err = fail(2, "a process id a line, not %.*s", (int)strcspn(line, "\n"), line);
+		else
+			err = capture(pid, &len);
+		if (!err)
+			err = put_records(len, text);
+		if (err)
+			printf("! %d\n", err);
+		else
+			fputs(".\n", stdout);
+		if (fflush(stdout))
+			return 1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	int text = 0, server = 0, err;
+	long pid = 0;
+	size_t len;
+	char *end;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--text"))
+			text = 1;
+		else if (!strcmp(argv[i], "--serve"))
+			server = 1;
+		else if (!pid && (pid = strtol(argv[i], &end, 10)) > 0 && !*end)
+			;
+		else
+			die(2, "usage: kview PID [--text] | kview --serve [--text]");
+	}
+	if (pid <= 0 && !server)
+		die(2, "usage: kview PID [--text] | kview --serve [--text]");
+	timing = getenv("KVIEW_TIMING") != NULL;
+	stage("start");
+	if (server)
+		return serve(text);
+	if (kill((pid_t)pid, 0) && errno == ESRCH)
+		die(6, "no process %ld", pid);
+	err = load();
+	if (!err)
+		err = capture(pid, &len);
+	/* Detach everything before anything is printed. */
+	if (obj)
+		bpf_object__close(obj);
+	if (!err)
+		err = put_records(len, text);
+	if (!err && fflush(stdout))
+		err = fail(1, "writing the output failed: %s", strerror(errno));
+	stage("renumber and write");
+	return err;
 }
