@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -106,3 +107,51 @@ def test_the_simulator_has_the_kernels_chains_offsets_and_counters(runs, alias: 
     print(f"\n{alias} ({run.release}): chains, offsets and anon_vma counters agree on "
           f"{len(same) - len(bad)} of {len(same)} scripts with the same layout")
     assert not bad, bad[:3]
+
+
+# -- the blind spots of /proc, inside the microVMs ----------------------------------------
+
+BLIND = {"moved": "anon_pgoff", "emptied": "anon_vma_emptied", "twice": "file_twice",
+         "fork": "fork_child"}
+
+
+@pytest.fixture(scope="module")
+def blindspots_static(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from conftest import PROGRAMS, need
+
+    out = tmp_path_factory.mktemp("bs") / "blindspots"
+    subprocess.run([need("cc"), "-static", "-O1", "-Wall", "-Werror", "-o", str(out),
+                    str(PROGRAMS / "blindspots.c")], check=True, timeout=120)
+    return out
+
+
+@pytest.mark.parametrize("alias", [k for k in KERNELS if k != "host"])
+def test_every_blind_spot_gets_its_certain_reason_in_the_microvm(
+        runs, blindspots_static, alias: str) -> None:  # type: ignore[no-untyped-def]
+    """The crafted program of tests/programs/blindspots.c (one pair per blind spot of
+    /proc) runs inside the microVM; each pair, read there with the kernel view, gets its
+    certain reason from the explainer, with the epoch of that kernel."""
+    import numpy as np
+
+    from vmascope.kernel.epochs import epoch_for
+    from vmascope.kernel.pairs import explain_pair
+    from vmascope.lab import microvm
+    from vmascope.procfs import kview
+
+    run, _, _ = runs[alias]
+    lines, snaps = microvm.probe(run.kernel.vmlinuz, blindspots_static, "/",
+                                 kview=kview.reader_path())
+    pairs = {}
+    for line in lines:
+        if line.startswith("PAIR"):
+            _, name, addr, pid = line.split()
+            pairs[name] = (int(addr, 16), int(pid))
+    assert set(pairs) == set(BLIND), lines
+    epoch = epoch_for(run.release)
+    for name, (addr, pid) in pairs.items():
+        snap = snaps[pid]
+        assert snap.kview is not None, (alias, name)
+        (i,) = np.flatnonzero(snap.start == addr)
+        reasons = explain_pair(snap.vma(i - 1), snap.vma(i), epoch)
+        assert BLIND[name] in {str(r.code) for r in reasons}, (alias, name, reasons)
+        assert all(r.confidence == "certain" for r in reasons), (alias, name, reasons)

@@ -287,6 +287,37 @@ def _attach_kview(snap: Snapshot, lines: list[str], where: str) -> None:
     kview.attach(snap, cols)
 
 
+def parse_probe(body: str, release: str | None,
+                where: str) -> tuple[list[str], dict[int, Snapshot]]:
+    """The executor's record of a probed program (``x`` record): its own lines, and per
+    process it named, the Snapshot of its smaps with the kernel view attached."""
+    from ..procfs.parse import parse_text
+
+    lines: list[str] = []
+    smaps: dict[int, list[str]] = {}
+    views: dict[int, list[str]] = {}
+    for line in body.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "x":
+            lines.append(rest)
+        elif tag in ("s", "v"):
+            pid, _, text = rest.partition(" ")
+            if tag == "s":
+                smaps.setdefault(int(pid), []).append(text)
+            else:
+                views.setdefault(int(pid), []).append("k " + text)
+    if not any(line.startswith("READY") for line in lines):
+        raise LabError(f"{where}: the program did not get to READY: "
+                       f"{(lines or ['(no output)'])[-1]}")
+    snaps = {}
+    for pid, text in smaps.items():
+        snap = parse_text("\n".join(text) + "\n", f"{where}: /proc/{pid}/smaps",
+                          SnapshotMeta(kernel_release=release, pid=pid))
+        _attach_kview(snap, views.get(pid, []), f"{where}: pid {pid}")
+        snaps[pid] = snap
+    return lines, snaps
+
+
 def kview_reader() -> str | None:
     """The kernel-view reader for the executor when the setting asks for it
     (VMASCOPE_KERNEL_VIEW=1) and it can be built here; None otherwise."""

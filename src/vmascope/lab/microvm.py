@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import LabError
 from ..util import atomic_write, cache_dir
@@ -40,9 +41,11 @@ def _newc(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0
     return out
 
 
-def build_initramfs(scripts_input: str, path: Path, kview: Path | None = None) -> None:
-    """Write a newc cpio archive with /init (the executor) and /scripts.txt, and with
-    ``kview`` (the static kernel-view reader) as /kview."""
+def build_initramfs(scripts_input: str, path: Path, kview: Path | None = None,
+                    extra: dict[str, bytes] | None = None) -> None:
+    """Write a newc cpio archive with /init (the executor) and /scripts.txt, with
+    ``kview`` (the static kernel-view reader) as /kview, and ``extra`` executables
+    (name -> contents) in /."""
     exe = executor_path().read_bytes()
     entries = [
         _newc("dev", 0o040755, ino=1),
@@ -55,6 +58,8 @@ def build_initramfs(scripts_input: str, path: Path, kview: Path | None = None) -
     ]
     if kview is not None:
         entries.append(_newc("kview", 0o100755, kview.read_bytes(), ino=8))
+    for k, (name, data) in enumerate(sorted((extra or {}).items())):
+        entries.append(_newc(name, 0o100755, data, ino=16 + k))
     entries += [
         _newc("TRAILER!!!", 0),
     ]
@@ -132,14 +137,15 @@ class BootOutput:
 
 def boot(vmlinuz: Path, scripts_input: str, *, kvm: bool | None = None,
          timeout: float = 120.0, smp: int = 1, memory_mb: int = 512,
-         kview: Path | None = None) -> BootOutput:
+         kview: Path | None = None, extra: dict[str, bytes] | None = None) -> BootOutput:
     """Boot ``vmlinuz`` with the executor as /init, run ``scripts_input``, return the output.
-    ``kview``: the kernel-view reader to put in the initramfs as /kview."""
+    ``kview``: the kernel-view reader to put in the initramfs as /kview; ``extra``:
+    more executables for it (name -> contents)."""
     if kvm is None:
         kvm = kvm_usable(vmlinuz)
     qemu = qemu_binary()
     with run_dir() as t:
-        build_initramfs(scripts_input, t / "initrd", kview)
+        build_initramfs(scripts_input, t / "initrd", kview, extra)
         console, out = t / "console.txt", t / "out.txt"
         argv = [qemu, "-cpu", "host" if kvm else "max", "-m", str(memory_mb), "-smp", str(smp),
                 "-kernel", str(vmlinuz), "-initrd", str(t / "initrd"),
@@ -179,3 +185,16 @@ def _console_tail(console: Path) -> str:
     except OSError:
         return ""
     return f" (console: {lines[-1].strip()[:160]})" if lines else ""
+
+
+def probe(vmlinuz: Path, program: Path, arg: str, *, kview: Path,
+          timeout: float = 180.0) -> tuple[list[str], dict[int, Any]]:
+    """Run a static ``program`` with ``arg`` inside a microVM of ``vmlinuz`` (the
+    executor's ``x`` record): the lines it printed, and for each "PAIR NAME ADDR PID"
+    line the Snapshot of process PID (its smaps) with the kernel view when the kernel
+    has the task_vma iterator."""
+    from .executor import parse_probe
+
+    out = boot(vmlinuz, f"k /kview\nx /probe {arg}\n", kview=kview, timeout=timeout,
+               extra={"probe": program.read_bytes()})
+    return parse_probe(out.body, out.release, f"{vmlinuz.name}: {program.name}")
