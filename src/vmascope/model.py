@@ -112,6 +112,15 @@ def bits_to_perms(bits: int) -> str:
 _PERMS_TABLE = [bits_to_perms(b) for b in range(16)]
 
 
+# The kernel view's columns (procfs/kview.py reads them with the BPF reader; the simulator
+# gives its own, kernel/sim/result.py model_view), and the bits of its ``bits`` column.
+KVIEW_FIELDS: tuple[str, ...] = (
+    "vm_flags", "pgoff", "dev", "ino", "file", "anon_vma", "root", "chain", "children",
+    "active", "policy", "uffd", "name", "bits")
+KV_CLOSE, KV_DEGREE, KV_NOCOUNTS, KV_CHAINMAX, KV_NOPOLICY, KV_NOUFFD, KV_NONAME = (
+    1 << i for i in range(7))
+KV_ABSENT = 1 << 16  # a VMA of maps the iterator does not see (the vsyscall page)
+
 _KVIEW_IDS = {"file": "f", "anon_vma": "av", "root": "av", "policy": "p", "uffd": "u",
               "name": "n"}
 
@@ -157,7 +166,7 @@ class Vma:
     anon_vma: int | None = None  # identity, known in simulated/lab snapshots, kview
     policy: str | None = None  # numa_maps policy text
     smaps: dict[str, int] | None = None
-    kview: dict[str, int] | None = None  # the kernel's view (procfs.kview.FIELDS)
+    kview: dict[str, int] | None = None  # the kernel's view (KVIEW_FIELDS)
 
     @property
     def size(self) -> int:

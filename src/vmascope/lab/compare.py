@@ -26,6 +26,7 @@ count and the smaps byte counts never are.
 from __future__ import annotations
 
 from ..kconst import PAGE_SIZE
+from ..model import KV_CHAINMAX, KV_DEGREE, KV_NOCOUNTS
 from ..outcome import IGNORED_FLAGS, Outcome
 
 __all__ = ["IGNORED_FLAGS", "agree", "differences", "fmt_vma", "grouping", "kernel_view_diff",
@@ -63,8 +64,6 @@ def _grouping_diff(real: Outcome, sim: Outcome) -> tuple[int, ...] | None:
 def kernel_view_diff(real: Outcome, other: Outcome) -> str | None:
     """The first VMA whose vm_pgoff, chain length or anon_vma counters differ (both
     sides with a kernel view and the same layout), as "VMA i: what"; else None."""
-    from ..procfs.kview import CHAINMAX, DEGREE, NOCOUNTS
-
     rk, ok = real.snapshot.kview, other.snapshot.kview
     if rk is None or ok is None:
         return None
@@ -74,10 +73,10 @@ def kernel_view_diff(real: Outcome, other: Outcome) -> str | None:
     for i in range(len(real.snapshot)):
         bits = int(rk["bits"][i])
         got: list[tuple[str, int, int]] = [("pgoff", int(rk["pgoff"][i]), int(ok["pgoff"][i]))]
-        if not bits & CHAINMAX:
+        if not bits & KV_CHAINMAX:
             got.append(("chain", int(rk["chain"][i]), int(ok["chain"][i])))
-        if int(rk["anon_vma"][i]) and not bits & NOCOUNTS:
-            if bits & DEGREE:  # degree = VMAs + child anon_vmas (+1 self-link of a root)
+        if int(rk["anon_vma"][i]) and not bits & KV_NOCOUNTS:
+            if bits & KV_DEGREE:  # degree = VMAs + child anon_vmas (+1 self-link of a root)
                 other_degree = int(ok["children"][i]) + int(ok["active"][i])
                 got.append(("degree", int(rk["children"][i]), other_degree))
             else:

@@ -26,7 +26,9 @@ import numpy as np
 
 from .. import host
 from ..errors import KernelViewUnavailable, ProcessNotFound
-from ..model import PERM_EXEC, PERM_READ, PERM_SHARED, PERM_WRITE, Snapshot
+from ..model import (KV_ABSENT, KV_CHAINMAX, KV_CLOSE, KV_DEGREE, KV_NOCOUNTS, KV_NONAME,
+                     KV_NOPOLICY, KV_NOUFFD, KVIEW_FIELDS, PERM_EXEC, PERM_READ, PERM_SHARED,
+                     PERM_WRITE, Snapshot)
 from ..native import build_bpf_tool
 
 NATIVE = Path(__file__).with_name("native")
@@ -34,15 +36,14 @@ BPF_SOURCE = NATIVE / "kview.bpf.c"
 LOADER_SOURCE = NATIVE / "kview.c"
 
 # One record per VMA, as the loader writes it (struct kv_rec: 16 little-endian u64).
-RECORD = np.dtype([(name, "<u8") for name in (
-    "start", "end", "vm_flags", "pgoff", "dev", "ino", "file", "anon_vma", "root",
-    "chain", "children", "active", "policy", "uffd", "name", "bits")])
+RECORD = np.dtype([(name, "<u8") for name in ("start", "end", *KVIEW_FIELDS)])
 # The columns a Snapshot keeps (start and end are the Snapshot's own).
-FIELDS: tuple[str, ...] = RECORD.names[2:]
+FIELDS: tuple[str, ...] = KVIEW_FIELDS
 
 # Bits of the ``bits`` field (kview.bpf.c), and ABSENT, set here.
-CLOSE, DEGREE, NOCOUNTS, CHAINMAX, NOPOLICY, NOUFFD, NONAME = (1 << i for i in range(7))
-ABSENT = 1 << 16
+CLOSE, DEGREE, NOCOUNTS, CHAINMAX, NOPOLICY, NOUFFD, NONAME = (
+    KV_CLOSE, KV_DEGREE, KV_NOCOUNTS, KV_CHAINMAX, KV_NOPOLICY, KV_NOUFFD, KV_NONAME)
+ABSENT = KV_ABSENT
 
 # VM_* bits that the maps line's permissions come from (include/linux/mm.h).
 VM_READ, VM_WRITE, VM_EXEC, VM_MAYSHARE = 0x1, 0x2, 0x4, 0x80

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT
-from ...model import KNOWN_VMFLAGS, Snapshot, SnapshotMeta
+from ...model import (KNOWN_VMFLAGS, KV_NONAME, KV_NOPOLICY, KV_NOUFFD, KVIEW_FIELDS, Snapshot,
+                      SnapshotMeta)
 from ...ops.language import NO_ADDRESS, Op, format_op, load_script
 from ...outcome import Fault, OpError, Outcome
 from .. import vmflags as F
@@ -158,26 +159,24 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
 
 
 def model_view(vs: Sequence[SVma]) -> dict[str, np.ndarray]:
-    """What the kernel-view reader (procfs.kview.FIELDS) would read from the model's
+    """What the kernel-view reader (model.KVIEW_FIELDS) would read from the model's
     VMAs: vm_pgoff, the anon_vma and its root, the length of the anon_vma chain and the
     anon_vma's num_children / num_active_vmas. The fields the model does not keep as the
     kernel does (raw vm_flags, file, policy, userfaultfd context, name) are 0, with the
     reader's bits for "not known" set."""
-    from ...procfs import kview
-
     n = len(vs)
 
     def col(values: Any) -> np.ndarray:
         return np.fromiter(values, dtype=np.uint64, count=n)
 
-    cols = {f: np.zeros(n, dtype=np.uint64) for f in kview.FIELDS}
+    cols = {f: np.zeros(n, dtype=np.uint64) for f in KVIEW_FIELDS}
     cols["pgoff"] = col(v.pgoff for v in vs)
     cols["anon_vma"] = col(0 if v.anon_vma is None else v.anon_vma.id for v in vs)
     cols["root"] = col(0 if v.anon_vma is None else v.anon_vma.root.id for v in vs)
     cols["chain"] = col(len(v.chain) for v in vs)
     cols["children"] = col(0 if v.anon_vma is None else v.anon_vma.num_children for v in vs)
     cols["active"] = col(0 if v.anon_vma is None else v.anon_vma.num_active_vmas for v in vs)
-    cols["bits"][:] = kview.NOPOLICY | kview.NOUFFD | kview.NONAME
+    cols["bits"][:] = KV_NOPOLICY | KV_NOUFFD | KV_NONAME
     return cols
 
 
