@@ -39,6 +39,22 @@ touch 11p write
 """
 
 
+# A fork of a fork: the child exits, the grandchild keeps the child's anon_vma linked,
+# so the parent's anon_vma still counts it among its num_children; and the same without
+# the grandchild.
+GRANDCHILD = """mmap 0 8p rw- private,anonymous,fixed
+touch 0 write
+fork
+fork 0
+exit 0
+"""
+NO_GRANDCHILD = """mmap 0 8p rw- private,anonymous,fixed
+touch 0 write
+fork
+exit 0
+"""
+
+
 @pytest.fixture(scope="module")
 def runs():  # type: ignore[no-untyped-def]
     if os.geteuid() != 0:
@@ -49,6 +65,8 @@ def runs():  # type: ignore[no-untyped-def]
     if not shutil.which("qemu-system-x86_64") or not shutil.which("apt-get"):
         pytest.skip("needs qemu-system-x86_64 and apt-get (Debian kernels)")
     scripts = [scenarios.get(n) for n in ("seed", *scenarios.MERGE)]
+    scripts.append(parse_script(GRANDCHILD, "grandchild"))
+    scripts.append(parse_script(NO_GRANDCHILD, "no-grandchild"))
     scripts.append(parse_script(FIXED, "fixed"))
     fixed = len(scripts)
     scripts += verify.random_scripts(SAMPLE, seed=11)
@@ -103,6 +121,13 @@ def test_the_simulator_has_the_kernels_chains_offsets_and_counters(runs, alias: 
     # the fork child's anon_vma: the fixed script's parent has a chain and counters to show
     kv = run.results[fixed - 1].snapshot.kview
     assert kv is not None and int(kv["children"].max()) >= 2
+    # a fork of a fork: the grandchild keeps the exited child's anon_vma linked, which the
+    # parent's num_children shows (5.10-6.1: the degree) and the model has too
+    with_g, without_g = (run.results[fixed - k].snapshot.kview for k in (3, 2))
+    assert with_g is not None and without_g is not None
+    assert int(with_g["children"][0]) == int(without_g["children"][0]) + 1
+    for k in (3, 2):
+        assert compare.kernel_view_diff(run.results[fixed - k], predicted[fixed - k]) is None
     bad = [(i, d) for i, d in same if d is not None]
     print(f"\n{alias} ({run.release}): chains, offsets and anon_vma counters agree on "
           f"{len(same) - len(bad)} of {len(same)} scripts with the same layout")

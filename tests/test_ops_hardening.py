@@ -43,7 +43,7 @@ def jsonl(*objs: object) -> str:
     ('{"op": "mbind", "addr": 0, "length": 4096, "mode": "bind", "nodes": []}', "MODE"),
     ('{"op": "touch", "addr": 0, "write": 1}', "write of another type"),
     ('{"op": "name", "addr": 0, "length": 4096, "name": 5}', "name of another type"),
-    ('{"op": "fork", "x": 1}', "fork: fields (none)"),
+    ('{"op": "fork", "x": 1}', "fork: fields index"),
     ('{"op": 5}', '"op": one of'),
     ('{"op": "mmap", "addr": 0, "length": 1, "prot": 3, "x": ' + "[" * 5000 + "]" * 5000
      + "}", "nested too deeply"),

@@ -21,6 +21,7 @@ from vmascope.ops import (
     parse_script,
     script_text,
 )
+from vmascope.ops.jsonl import op_from_json
 from vmascope.ops.language import MADVICE
 
 
@@ -95,7 +96,7 @@ def test_mmap_flags_default_and_shared() -> None:
         ("mprotect x 1p rw-", "ADDR as a number"),
         ("madvise 0 1p nonsense", "ADVICE"),
         ("touch 0 exec", "write or read"),
-        ("fork now", "no arguments"),
+        ("fork now", "CHILD as a number"),
         ("mbind 0 1p bind", "MODE"),
         ("mbind 0 1p preferred:0-1", "one node"),
         ("mremap 0 1p 2p 3p 4p", "mremap ADDR OLDLEN NEWLEN"),
@@ -150,7 +151,7 @@ def ops(draw: st.DrawFn) -> Op:
             nodes = tuple(sorted(draw(st.sets(st.integers(0, 7), min_size=1))))
         return Op(kind, addr=a, length=n, mode=mode, nodes=nodes)
     if kind == "fork":
-        return Op(kind)
+        return Op(kind, index=-1)
     return Op(kind, addr=a)
 
 
@@ -193,6 +194,15 @@ def test_garbage_only_raises_parse_error(text: str) -> None:
         pass
 
 
+def test_fork_of_a_fork_child() -> None:
+    ops = parse_script("fork\nfork 0\nfork 1\nexit 0\n", "f.ops")
+    assert [o.index for o in ops] == [-1, 0, 1, 0]
+    assert script_text(ops).splitlines() == ["fork", "fork 0", "fork 1", "exit 0"]
+    assert [op_from_json(o.to_json()) for o in ops] == [
+        dataclasses.replace(o, line=0) for o in ops]
+    assert op_from_json({"op": "fork"}).index == -1
+
+
 def test_file_seal_exit_and_key_ops() -> None:
     ops = parse_script("memfd dm 6p\nmmap 0 2p r-x shared,fixed fd=dm off=2p\n"
                        "mmap 4p 1p rw- private fd=dm\nfork\nexit 0\nmseal 0 2p\n"
@@ -216,6 +226,9 @@ def test_file_seal_exit_and_key_ops() -> None:
     "text,needle",
     [
         ("exit 0", "exit: child 0 is not a running fork child"),
+        ("fork 0", "fork: child 0 is not a running fork child"),
+        ("fork\nexit 0\nfork 0", "fork: child 0 is not a running fork child"),
+        ("fork 1 2", "fork [CHILD]"),
         ("fork\nexit 0\nexit 0", "exit: child 0 is not a running fork child"),
         ("mmap 0 1p rw- shared fd=nope", "fd=nope names no earlier memfd"),
         ("memfd a 1p\nmmap 0 1p rw- shared,anonymous fd=a", "no anonymous with fd=NAME"),

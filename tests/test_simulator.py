@@ -15,6 +15,7 @@ from vmascope.kernel import rules as R
 from vmascope.kernel import vmflags as F
 from vmascope.kernel.epochs import epoch_for
 from vmascope.kernel.sim import MM, simulate, simulate_ops
+from vmascope.kernel.sim.mm import OpFailed
 from vmascope.kernel.sim.vma import split_vma, vma_merge_existing_range, vma_merge_new_range
 from vmascope.ops.language import parse_script
 
@@ -258,6 +259,33 @@ def test_exit_gives_back_the_anon_vma_counters(kernel: str) -> None:
     assert child_av.num_active_vmas == 0
     assert simulate("mmap 0x100000 4p rw- private,fixed\ntouch 0x100000\nfork\nexit 0\n",
                     kernel=kernel).children == []
+
+
+@pytest.mark.parametrize("kernel", ["5.10", "6.12", "7.2.13"])
+def test_a_fork_of_a_fork_keeps_the_exited_childs_anon_vma_linked(kernel: str) -> None:
+    """fork CHILD: the grandchild's VMA is linked to the parent's, the child's and its own
+    anon_vma (a chain of 3); when the child exits, its anon_vma still has the grandchild's
+    VMA, so the parent's anon_vma keeps counting it (unlink_anon_vmas decrements the
+    parent's num_children only for an anon_vma left without VMAs)."""
+    from vmascope.kernel.sim import SYSCALLS
+    from vmascope.kernel.sim.memory import handle_mm_fault
+
+    def run(text: str) -> MM:
+        mm = MM(epoch_for(kernel))
+        for op in parse_script(text):
+            (handle_mm_fault if op.kind == "touch" else SYSCALLS[op.kind])(mm, op)
+        return mm
+
+    base = "mmap 0x100000 4p rw- private,fixed\ntouch 0x100000\nfork\n"
+    mm = run(base + "fork 0\n")
+    grand = mm.children[1].head
+    assert len(grand.chain) == 3 and grand.anon_vma.parent is mm.children[0].head.anon_vma
+    av = mm.head.anon_vma
+    SYSCALLS["exit"](mm, parse_script(base + "exit 0")[-1])
+    assert av.num_children == 2  # its self-link and the exited child's anon_vma
+    assert run(base + "exit 0\n").head.anon_vma.num_children == 1
+    with pytest.raises(OpFailed):
+        SYSCALLS["fork"](mm, parse_script(base + "fork 0")[-1])  # child 0 has exited
 
 
 def test_a_locked_vma_made_writable_is_populated_and_gets_its_anon_vma() -> None:

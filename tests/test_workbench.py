@@ -184,7 +184,7 @@ def test_anon_merge_leaves_forked_anon_vmas_alone() -> None:
     from vmascope.ops.language import Op
 
     seed = scenarios.get("seed")
-    ops = [*seed[:-2], Op("fork"), *seed[-2:]]  # a child shares the anon_vmas so far
+    ops = [*seed[:-2], Op("fork", index=-1), *seed[-2:]]  # a child shares the anon_vmas so far
     e = epoch_for("6.1.0")
     assert len(_arena(ops, apply(e, "anon-merge")).snapshot) == len(
         _arena(ops, e).snapshot) == 3

@@ -105,7 +105,7 @@ def encode_op(op: Op, memfds: dict[str, int] | None = None) -> str:
     if k == "touch":
         return f"T {op.addr} {int(op.write)}"
     if k == "fork":
-        return "F"
+        return f"F {op.index + 1}"  # 0: the script's process; K+1: its fork child K
     if k == "name":
         return f"N {op.addr} {op.length}" + (f" {op.name}" if op.name is not None else "")
     if k == "mbind":

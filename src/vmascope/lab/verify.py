@@ -187,8 +187,9 @@ def mremap_script(rng: random.Random) -> list[str]:
 
 
 def forks_script(rng: random.Random) -> list[str]:
-    """Forks at random points, children exiting at random later points, faults and
-    splits around them (anon_vma reuse after the children are gone)."""
+    """Forks at random points, forks of fork children (grandchildren), children exiting
+    at random later points, faults and splits around them (anon_vma reuse after the
+    children are gone; with the kernel view, the anon_vma counters)."""
     lines = ["mmap 0 24p --- private,anonymous,fixed,noreserve"]
     forks: list[int] = []
     made = 0
@@ -199,8 +200,11 @@ def forks_script(rng: random.Random) -> list[str]:
             lines.append(f"mprotect {s}p {n}p rw-")
         elif r < 0.55:
             lines.append(f"touch {s}p")
-        elif r < 0.7 and made < 4:
-            lines.append("fork")
+        elif r < 0.7 and made < 5:
+            if forks and rng.random() < 0.4:
+                lines.append(f"fork {rng.choice(forks)}")  # a fork of a fork child
+            else:
+                lines.append("fork")
             forks.append(made)
             made += 1
         elif r < 0.85 and forks:

@@ -141,16 +141,19 @@ def _check_new_fields(op: Any) -> str | None:
         return "CHILD or PKEY an integer"
     if k == "exit" and not 0 <= op.index < MAX_CHILDREN:
         return f"CHILD from 0 to {MAX_CHILDREN - 1}"
+    if k == "fork" and not -1 <= op.index < MAX_CHILDREN:
+        return f"CHILD from 0 to {MAX_CHILDREN - 1} (-1: the script's process)"
     if k == "pkey_mprotect" and not -1 <= op.index < 1 << 31:
         return "PKEY from -1 to 2^31-1"
-    if op.index and k not in ("exit", "pkey_mprotect"):
-        return "CHILD with exit, PKEY with pkey_mprotect only"
+    if op.index and k not in ("exit", "fork", "pkey_mprotect"):
+        return "CHILD with exit and fork, PKEY with pkey_mprotect only"
     return None
 
 
 def check_script(ops: Iterable[Any]) -> tuple[int, str] | None:
     """What is wrong with a whole script (line, message), or None: an ``fd=NAME`` must
-    name an earlier memfd, ``exit CHILD`` an earlier fork child (not yet exited)."""
+    name an earlier memfd, ``exit CHILD`` and ``fork CHILD`` an earlier fork child (not
+    yet exited)."""
     files: set[str] = set()
     forks = 0
     gone: set[int] = set()
@@ -160,6 +163,9 @@ def check_script(ops: Iterable[Any]) -> tuple[int, str] | None:
         elif op.kind == "mmap" and op.fd is not None and op.fd not in files:
             return op.line, f"mmap: fd={op.fd} names no earlier memfd"
         elif op.kind == "fork":
+            if op.index >= 0 and (op.index >= forks or op.index in gone):
+                return op.line, (f"fork: child {op.index} is not a running fork child "
+                                 f"({forks} forked so far, counted from 0)")
             forks += 1
         elif op.kind == "exit":
             if op.index >= forks or op.index in gone:

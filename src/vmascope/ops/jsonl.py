@@ -27,7 +27,7 @@ _KIND_FIELDS = {
     "madvise": {"addr", "length", "advice"},
     "mremap": {"addr", "length", "new_len", "new_addr", "flags"},
     "touch": {"addr", "write"},
-    "fork": set(),
+    "fork": {"index"},
     "name": {"addr", "length", "name"},
     "mbind": {"addr", "length", "mode", "nodes"},
     "heap": {"addr"},
@@ -91,6 +91,8 @@ def op_from_json(data: dict[str, Any], source: str = "<json>", lineno: int = 0) 
         kwargs["flags"] = kwargs["flags"] | {"anonymous"}  # implied, as in the text form
     if "nodes" in kwargs:
         kwargs["nodes"] = tuple(kwargs["nodes"])
+    if kind == "fork":
+        kwargs.setdefault("index", -1)  # no index: the script's process forks
     op = Op(kind, line=lineno, **kwargs)
     problem = check_op(op)
     if problem:

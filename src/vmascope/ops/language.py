@@ -10,7 +10,8 @@ See docs/op-language.md for the full description. In short::
     madvise  ADDR LEN ADVICE
     mremap   ADDR OLDLEN NEWLEN [NEWADDR] [FLAGS]   FLAGS: maymove,fixed,dontunmap
     touch    ADDR [write|read]
-    fork
+    fork     [CHILD]                      the script's process forks; CHILD: its fork child
+                                          CHILD forks (the new one is numbered next)
     name     ADDR LEN NAME|-
     mbind    ADDR LEN default|bind:NODES|interleave:NODES|preferred:NODE
     heap     ADDR                         the initial program break (start_brk = brk = ADDR)
@@ -69,7 +70,8 @@ class Op:
     nodes: tuple[int, ...] = ()
     fd: str | None = None  # mmap: the memfd mapped (its NAME), None for anonymous memory
     offset: int = 0  # mmap of a memfd: the file offset in bytes
-    index: int = 0  # exit: the fork child; pkey_mprotect: the protection key
+    index: int = 0  # exit: the fork child; fork: the one that forks (-1: the script's
+    # process, so Op("fork", index=-1) is the plain ``fork``); pkey_mprotect: the key
     line: int = 0  # line in the script it came from (0 when built in code)
 
     @property
@@ -89,6 +91,10 @@ class Op:
             elif isinstance(val, tuple):
                 val = list(val)
             out[f.name] = val
+        if self.kind == "fork":  # no index: the script's process; child 0 is index 0
+            out.pop("index", None)
+            if self.index >= 0:
+                out["index"] = self.index
         return out
 
     def shifted(self, base: int) -> Op:
@@ -150,7 +156,7 @@ def format_op(op: Op) -> str:
     if k == "touch":
         return f"touch {n(op.addr)} {'write' if op.write else 'read'}"
     if k == "fork":
-        return "fork"
+        return "fork" if op.index < 0 else f"fork {op.index}"
     if k == "name":
         return f"name {n(op.addr)} {n(op.length)} {op.name if op.name is not None else '-'}"
     if k == "mbind":
@@ -311,8 +317,9 @@ def _parse_line(line: str, source: str, lineno: int) -> Op:
             raise fail("write or read")
         return Op("touch", addr=num(0, "ADDR"), write=mode == "write", line=lineno)
     if kind == "fork":
-        count(0, 0, "fork (no arguments)")
-        return Op("fork", line=lineno)
+        count(0, 1, "fork [CHILD] (no argument: the script's process forks; CHILD: its "
+              "fork child CHILD does)")
+        return Op("fork", index=num(0, "CHILD") if args else -1, line=lineno)
     if kind == "name":
         if len(args) < 3:
             raise fail("name ADDR LEN NAME (or - to clear)")

@@ -9,12 +9,20 @@ from .rmap import anon_vma_fork, unlink_anon_vmas
 
 
 def dup_mmap(mm: MM, op: Op) -> None:
-    """kernel/fork.c dup_mmap + mm/rmap.c anon_vma_fork: a child that keeps the anon_vmas shared."""
+    """kernel/fork.c dup_mmap + mm/rmap.c anon_vma_fork: a child that keeps the anon_vmas
+    shared. ``op.index`` -1: the script's mm forks; K: its fork child K does (a fork of a
+    fork: the grandchild's anon_vmas are children of K's, and K's own exit then leaves
+    them linked). Every child, of any depth, is numbered in ``mm.children``."""
+    src = mm
+    if op.index >= 0:
+        if op.index >= len(mm.children) or mm.children[op.index].exited:
+            raise OpFailed("ESRCH")
+        src = mm.children[op.index]
     child = MM(mm.epoch, max_map_count=mm.max_map_count, thp=mm.thp,
                numa_nodes=mm.numa_nodes)
     child.next_anon_id = mm.next_anon_id
     prev: SVma | None = None
-    for p in mm:
+    for p in src:
         if p.flags & F.VM_DONTCOPY:
             continue
         c = p.copy()
@@ -22,15 +30,16 @@ def dup_mmap(mm: MM, op: Op) -> None:
         if p.flags & F.VM_WIPEONFORK or p.anon_vma is None:
             pass
         else:
-            anon_vma_fork(mm, c, p, child)
+            anon_vma_fork(src, c, p, child)
         child.insert(c, prev)
         prev = c
     mm.next_anon_id = child.next_anon_id
-    child.start_brk, child.brk = mm.start_brk, mm.brk
+    child.start_brk, child.brk = src.start_brk, src.brk
     mm.children.append(child)
     if mm.tracing:
         made = sum(1 for c in child if c.anon_vma is not None)
-        mm.note(f"fork: child {len(mm.children) - 1} has {child.map_count} VMAs, {made} "
+        who = "" if src is mm else f"child {op.index}'s "
+        mm.note(f"{who}fork: child {len(mm.children) - 1} has {child.map_count} VMAs, {made} "
                 "linked to new child anon_vmas (fork children: their chains are not "
                 "singular)")
 

@@ -32,7 +32,10 @@
  *   D ADDR LEN ADVICE           madvise (the kernel's MADV_* number)
  *   R ADDR OLDLEN NEWLEN NEWADDR FLAGS HASNEW   mremap
  *   T ADDR WRITE                touch (1 write, 0 read)
- *   F                           fork: a child that stays alive until the script ends
+ *   F N                         fork: N 0 the script's process forks, N K+1 its fork child K
+ *                               does (told by SIGUSR1; it answers with the new pid); the
+ *                               new child (numbered in fork order, grandchildren too)
+ *                               stays alive until the script ends or it is told to exit
  *   N ADDR LEN [NAME]           PR_SET_VMA_ANON_NAME (no NAME: clear)
  *   B ADDR LEN MODE NODEMASK    mbind
  *   H ADDR                      heap: start_brk = brk = BASE+ADDR (PR_SET_MM)
@@ -44,7 +47,8 @@
  *   O LEN NAME                  memfd_create(NAME, 0) and ftruncate(LEN): the next memfd
  *   I ADDR LEN                  mseal (syscall 462; ENOSYS before 6.10)
  *   e CHILD                     the fork child CHILD (0-based, in fork order) exits now
- *                               (SIGKILL, then reaped)
+ *                               (SIGKILL; waited for through a pidfd, so also for a
+ *                               grandchild)
  *   a                           pkey_alloc(0, 0)
  *   p ADDR LEN PROT PKEY        pkey_mprotect (PKEY -1: no key)
  *
@@ -70,6 +74,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -126,6 +131,9 @@ static int *flt_op, *flt_sig;
 static size_t nerr, nflt;
 static pid_t kids[64];
 static int nkids;
+/* Fork children: a lifeline pipe (only the script's process holds its write end, so the
+ * children see its end) and a reply pipe (a child that forked writes the new pid). */
+static int lifeline[2] = {-1, -1}, reply[2] = {-1, -1};
 static int memfds[MAX_MEMFDS];
 static int nmemfds;
 
@@ -227,6 +235,103 @@ static void record_err(size_t i, int e)
     nerr++;
 }
 
+/* -- fork children ------------------------------------------------------------------ */
+
+static void on_fork_request(int sig);
+
+/* The pipes, SIGUSR1 blocked (a child takes it only while it waits), once per script. */
+static int fork_setup(void)
+{
+    if (lifeline[0] >= 0)
+        return 1;
+    if (pipe2(lifeline, O_CLOEXEC) || pipe2(reply, O_CLOEXEC))
+        return 0;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
+    return 1;
+}
+
+/* A child's life: wait for the script's process to end (the lifeline's end) and fork
+ * when asked (SIGUSR1, taken only inside ppoll). */
+static void child_wait(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fork_request;
+    sigaction(SIGUSR1, &sa, NULL);
+    signal(SIGCHLD, SIG_IGN); /* its own children are reaped by the kernel */
+    sigset_t wait_mask;
+    sigprocmask(SIG_SETMASK, NULL, &wait_mask);
+    sigdelset(&wait_mask, SIGUSR1);
+    struct pollfd pfd = {.fd = lifeline[0], .events = POLLIN};
+    for (;;)
+        if (ppoll(&pfd, 1, NULL, &wait_mask) > 0)
+            _exit(0);
+}
+
+/* fork here: the new child waits; returns its pid (or -errno) in this process. */
+static pid_t fork_child(int direct)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        if (direct)
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (lifeline[1] >= 0) {
+            close(lifeline[1]);
+            lifeline[1] = -1;
+        }
+        child_wait();
+    }
+    return pid;
+}
+
+/* In a child, on SIGUSR1: fork a grandchild and tell the script's process its pid. */
+static void on_fork_request(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    pid_t pid = fork_child(0);
+    if (pid != 0) {
+        int32_t v = (int32_t)pid;
+        if (write(reply[1], &v, sizeof v) != sizeof v)
+            _exit(1);
+    }
+    errno = saved;
+}
+
+/* Ask child pid to fork; the new pid, or -errno. */
+static pid_t ask_fork(pid_t pid)
+{
+    int32_t v;
+    if (kill(pid, SIGUSR1))
+        return -errno;
+    while (read(reply[0], &v, sizeof v) != sizeof v)
+        if (errno != EINTR)
+            return -EIO;
+    return (pid_t)v;
+}
+
+/* SIGKILL a child (or grandchild) and wait until it is gone: its mm is torn down once
+ * its pidfd is readable (exit_mm comes before the exit notification). */
+static void end_child(pid_t pid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    kill(pid, SIGKILL);
+    if (fd >= 0) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        while (poll(&pfd, 1, 10000) < 0 && errno == EINTR)
+            ;
+        close(fd);
+    }
+    waitpid(pid, NULL, WNOHANG); /* a direct child: reap it */
+    if (fd < 0)
+        waitpid(pid, NULL, 0);
+}
+
 static void run_op(size_t i)
 {
     struct op *o = &ops[i];
@@ -258,8 +363,7 @@ static void run_op(size_t i)
         break;
     case 'e':
         if (o->a < (uint64_t)nkids && kids[o->a] > 0) {
-            kill(kids[o->a], SIGKILL);
-            waitpid(kids[o->a], NULL, 0);
+            end_child(kids[o->a]);
             kids[o->a] = 0;
         } else {
             record_err(i, ESRCH);
@@ -317,18 +421,24 @@ static void run_op(size_t i)
         break;
     }
     case 'F': {
-        pid_t pid = fork();
-        if (pid < 0) {
-            record_err(i, errno);
-        } else if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            for (;;)
-                pause();
+        pid_t pid = -1;
+        int err = 0;
+        if (!fork_setup())
+            err = errno;
+        else if (o->a == 0)
+            pid = fork_child(1);
+        else if (o->a - 1 < (uint64_t)nkids && kids[o->a - 1] > 0)
+            pid = ask_fork(kids[o->a - 1]);
+        else
+            err = ESRCH;
+        if (!err && pid < 0)
+            err = (int)-pid;
+        if (err) {
+            record_err(i, err);
         } else if (nkids < (int)(sizeof kids / sizeof kids[0])) {
             kids[nkids++] = pid;
         } else {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
+            end_child(pid);
             record_err(i, EAGAIN);
         }
         break;
@@ -839,8 +949,7 @@ static void run_script(long id)
     for (int k = 0; k < nkids; k++) {
         if (kids[k] <= 0)
             continue;
-        kill(kids[k], SIGKILL);
-        waitpid(kids[k], NULL, 0);
+        end_child(kids[k]);
     }
     flush_out();
 }
@@ -876,6 +985,9 @@ static void start_script(long id, long timeout)
     }
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    /* Fork grandchildren whose parent had gone were re-parented here (subreaper). */
+    while (waitpid(-1, NULL, WNOHANG) > 0)
         ;
     if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
         char line[64];
@@ -927,6 +1039,9 @@ static int run_input(FILE *in)
     size_t cap = 0;
     long id = -1, timeout = 30;
     long lineno = 0;
+    /* A fork grandchild whose parent exits comes here, is ended by its script and
+     * reaped after it, not left to the machine's init. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     while (getline(&line, &cap, in) > 0) {
         lineno++;
         size_t n = strlen(line);
@@ -1019,6 +1134,8 @@ static int run_input(FILE *in)
         }
     }
     free(line);
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
     if (kview_sock >= 0) { /* end of input for the reader too */
         close(kview_sock);
         if (kview_pid > 0)
