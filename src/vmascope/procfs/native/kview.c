@@ -70,18 +70,7 @@ static int quiet_print(enum libbpf_print_level level, const char *fmt, va_list a
 	return 0;
 }
 
-static void die(int code, const char *fmt, ...)
-{
-	va_list ap;
-	fputs("kview: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(code);
-}
-
-/* A failed capture: the message on stderr, the status returned (not exiting). */
+/* A failure: the message on stderr, the exit status returned (main returns it). */
 static int fail(int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -118,7 +107,7 @@ static void grow(void)
 	keys = calloc(cap, sizeof(*keys));
 	vals = calloc(cap, sizeof(*vals));
 	if (!keys || !vals)
-		die(1, "out of memory");
+		exit(fail(1, "out of memory"));
 	for (size_t i = 0; i < oc; i++)
 		if (ok[i]) {
 			size_t s = slot_of(ok[i]);
@@ -373,16 +362,16 @@ int main(int argc, char **argv)
 		else if (!pid && (pid = strtol(argv[i], &end, 10)) > 0 && !*end)
 			;
 		else
-			die(2, "usage: kview PID [--text] | kview --serve [--text]");
+			return fail(2, "usage: kview PID [--text] | kview --serve [--text]");
 	}
 	if (pid <= 0 && !server)
-		die(2, "usage: kview PID [--text] | kview --serve [--text]");
+		return fail(2, "usage: kview PID [--text] | kview --serve [--text]");
 	timing = getenv("KVIEW_TIMING") != NULL;
 	stage("start");
 	if (server)
 		return serve(text);
 	if (kill((pid_t)pid, 0) && errno == ESRCH)
-		die(6, "no process %ld", pid);
+		return fail(6, "no process %ld", pid);
 	err = load();
 	if (!err)
 		err = capture(pid, &len);
