@@ -98,6 +98,7 @@ def test_every_syscall_handler_is_named_after_its_kernel_function() -> None:
         "name": "madvise.madvise_set_anon_name", "mbind": "mempolicy.do_mbind",
         "heap": "mmap.prctl_set_mm_brk", "brk": "mmap.sys_brk", "mlock": "mlock.do_mlock",
         "munlock": "mlock.sys_munlock", "mlockall": "mlock.sys_mlockall",
+        "uffd": "userfaultfd.userfaultfd_ioctl",
         "munlockall": "mlock.sys_munlockall", "mseal": "mseal.do_mseal",
         "exit": "fork.mmput", "memfd": "memfd.sys_memfd_create",
         "pkey_alloc": "mprotect.sys_pkey_alloc",

@@ -194,6 +194,19 @@ def test_garbage_only_raises_parse_error(text: str) -> None:
         pass
 
 
+def test_uffd_register_and_unregister() -> None:
+    ops = parse_script("uffd 0x100000 4p missing\nuffd 0x100000 2p wp,missing\n"
+                       "uffd 0x100000 4p off\n", "u.ops")
+    assert [o.flags for o in ops] == [{"missing"}, {"missing", "wp"}, set()]
+    assert script_text(ops).splitlines() == [
+        "uffd 256p 4p missing", "uffd 256p 2p missing,wp", "uffd 256p 4p off"]
+    assert [op_from_json(o.to_json()) for o in ops] == [
+        dataclasses.replace(o, line=0) for o in ops]
+    for bad in ("uffd 0 1p", "uffd 0 1p minor", "uffd 0 1p missing,off"):
+        with pytest.raises(ParseError, match="MODES"):
+            parse_script(bad, "u.ops")
+
+
 def test_fork_of_a_fork_child() -> None:
     ops = parse_script("fork\nfork 0\nfork 1\nexit 0\n", "f.ops")
     assert [o.index for o in ops] == [-1, 0, 1, 0]

@@ -71,6 +71,7 @@ BASE: dict[str, Any] = {
     "clone_reuse": "degree",
     "mseal": False,
     "madv_collapse": False,
+    "uffd_wp_shmem": False,
     "map_stack_nohugepage": False,
 }
 
@@ -207,6 +208,14 @@ CHANGES: tuple[Change, ...] = (
                      "7.3-rc7"),
            note="the commit id was not looked up; 6.1 is where the lab sees it first (5.10 "
                 "does not have it, and no 5.15-6.0 kernel was checked)"),
+    Change("uffd_wp_shmem", True, (5, 19), "b1f9e876862d",
+           "mm/uffd: enable write protection for shmem & hugetlbfs",
+           "UFFDIO_REGISTER with the write-protect mode accepts shmem (a shared anonymous "
+           "mapping, a memfd); before, EINVAL (anonymous private memory only)",
+           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
+                     "7.3-rc7"),
+           note="the lab sees the change between 5.10 and 6.1; no 5.11-6.0 kernel was "
+                "checked"),
     Change("mseal", True, (6, 10), "8be7258aad44", "mseal: add mseal syscall",
            "mseal (syscall 462) sets VM_SEALED (`sl` in smaps) through vma_modify, so it "
            "splits and merges like mprotect (a sealed VMA merges only with sealed "

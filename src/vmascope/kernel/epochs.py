@@ -58,6 +58,7 @@ class Epoch:
     mseal: bool  # the mseal syscall (before: ENOSYS)
     madv_collapse: bool  # MADV_COLLAPSE (before: EINVAL, unknown advice)
     map_stack_nohugepage: bool  # mmap(MAP_STACK) sets VM_NOHUGEPAGE
+    uffd_wp_shmem: bool  # userfaultfd write-protect registration on shmem
     # Rules no released kernel has (kernel/whatif.py): the workbench's what-if kernels.
     hypotheses: frozenset[str] = frozenset()
 

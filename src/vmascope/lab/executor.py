@@ -44,6 +44,7 @@ _MPOL = {"default": 0, "preferred": 1, "bind": 2, "interleave": 3}
 _MCL_BITS = {"current": 1, "future": 2, "onfault": 4}
 # Ops of an address and a length only, and their executor records.
 _RANGE_RECORDS = {"munmap": "U", "munlock": "W", "mseal": "I"}
+_UFFD_BITS = {"missing": 1, "wp": 2}  # UFFDIO_REGISTER_MODE_*
 SIGNALS = {int(s): s.name for s in signal.Signals}
 
 # Seconds one script may run before its process is killed (reported as a crash).
@@ -131,6 +132,9 @@ def encode_op(op: Op, memfds: dict[str, int] | None = None) -> str:
         return "a"
     if k == "pkey_mprotect":
         return f"p {op.addr} {op.length} {op.prot} {op.index}"
+    if k == "uffd":  # UFFDIO_REGISTER_MODE_MISSING 1, _WP 2; 0: unregister
+        mode = sum(bit for name, bit in _UFFD_BITS.items() if name in op.flags)
+        return f"u {op.addr} {op.length} {mode}"
     raise LabError(f"the executor cannot run {format_op(op)!r}")
 
 

@@ -24,6 +24,9 @@ MREMAP_FLAGS = frozenset({"maymove", "fixed", "dontunmap"})
 MLOCK_FLAGS = frozenset({"onfault"})
 MLOCKALL_FLAGS = frozenset({"current", "future", "onfault"})
 MLOCKALL_ORDER = ("current", "future", "onfault")
+# userfaultfd registration modes (UFFDIO_REGISTER_MODE_MISSING, _WP); none: unregister
+UFFD_MODES = frozenset({"missing", "wp"})
+UFFD_ORDER = ("missing", "wp")
 MADVICE = (
     "dontneed", "free", "dontdump", "dodump", "dontfork", "dofork", "wipeonfork",
     "keeponfork", "hugepage", "nohugepage", "mergeable", "unmergeable", "guard_install",
@@ -42,7 +45,7 @@ MBIND_MODES = ("default", "bind", "interleave", "preferred")
 
 KINDS = ("mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "fork", "name",
          "mbind", "heap", "brk", "mlock", "munlock", "mlockall", "munlockall", "mseal", "exit",
-         "memfd", "pkey_alloc", "pkey_mprotect")
+         "memfd", "pkey_alloc", "pkey_mprotect", "uffd")
 # Ops whose fields hold no address (left alone when a script is moved into an arena).
 NO_ADDRESS = frozenset({"fork", "exit", "memfd", "pkey_alloc", "mlockall", "munlockall"})
 
@@ -97,6 +100,9 @@ def check_op(op: Any) -> str | None:
     elif k == "mlockall":
         if op.flags - MLOCKALL_FLAGS or not op.flags:
             return "FLAGS: a comma list of current, future, onfault"
+    elif k == "uffd":
+        if op.flags - UFFD_MODES:
+            return "MODES: a comma list of missing, wp (or off)"
     elif op.flags:
         return "no FLAGS"
     if (k == "madvise") != (op.advice is not None):

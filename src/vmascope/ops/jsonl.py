@@ -41,6 +41,7 @@ _KIND_FIELDS = {
     "memfd": {"name", "length"},
     "pkey_alloc": set(),
     "pkey_mprotect": {"addr", "length", "prot", "index"},
+    "uffd": {"addr", "length", "flags"},
 }
 
 

@@ -25,6 +25,8 @@ See docs/op-language.md for the full description. In short::
     memfd    NAME LEN                     memfd_create(NAME) + ftruncate(LEN)
     pkey_alloc                            pkey_alloc(0, 0): keys 1, 2, ... in order
     pkey_mprotect ADDR LEN PROT PKEY      PKEY -1 is plain mprotect
+    uffd     ADDR LEN MODES|off           register the range with the script's userfaultfd
+                                          (MODES: missing,wp) or unregister it (off)
 
 Numbers are decimal, 0x-hex, or carry a unit: ``16p`` (pages of 4 KiB), ``4K``, ``2M``, ``1G``.
 """
@@ -41,6 +43,7 @@ from ..kconst import PAGE_SIZE
 from .checks import (  # noqa: F401 (the vocabulary is part of this module's interface)
     KINDS, MADV_NUMBERS, MADVICE, MAX_CHILDREN, MAX_LENGTH, MAX_NAME, MAX_NUMNODES,
     MAX_TOKEN, MBIND_MODES, MLOCK_FLAGS, MLOCKALL_FLAGS, MLOCKALL_ORDER, MMAP_FLAGS,
+    UFFD_MODES, UFFD_ORDER,
     MREMAP_FLAGS, NO_ADDRESS, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, TASK_SIZE,
     check_op, check_script,
 )
@@ -178,6 +181,8 @@ def format_op(op: Op) -> str:
         return f"memfd {op.name} {n(op.length)}"
     if k == "pkey_mprotect":
         return f"pkey_mprotect {n(op.addr)} {n(op.length)} {prot_text(op.prot)} {op.index}"
+    if k == "uffd":
+        return f"uffd {n(op.addr)} {n(op.length)} {_flag_text(op.flags, UFFD_ORDER) or 'off'}"
     raise ValueError(f"unknown op kind {k!r}")
 
 
@@ -368,6 +373,13 @@ def _parse_line(line: str, source: str, lineno: int) -> Op:
     if kind in ("munlockall", "pkey_alloc"):
         count(0, 0, f"{kind} (no arguments)")
         return Op(kind, line=lineno)
+    if kind == "uffd":
+        count(3, 3, "uffd ADDR LEN MODES (a comma list of missing, wp; or off)")
+        word = args[2].lower()
+        modes = frozenset() if word == "off" else frozenset(word.split(","))
+        if modes - UFFD_MODES or (not modes and word != "off"):
+            raise fail("MODES: a comma list of missing, wp; or off")
+        return Op("uffd", addr=num(0, "ADDR"), length=num(1, "LEN"), flags=modes, line=lineno)
     if kind == "mseal":
         count(2, 2, "mseal ADDR LEN")
         return Op("mseal", addr=num(0, "ADDR"), length=num(1, "LEN"), line=lineno)

@@ -27,6 +27,9 @@ def dup_mmap(mm: MM, op: Op) -> None:
             continue
         c = p.copy()
         c.flags &= ~(F.VM_LOCKED | F.VM_LOCKONFAULT)
+        if c.uffd is not None:  # dup_userfaultfd without UFFD_FEATURE_EVENT_FORK
+            c.uffd = None
+            c.flags &= ~F.VM_UFFD_FLAGS
         if p.flags & F.VM_WIPEONFORK or p.anon_vma is None:
             pass
         else:

@@ -13,6 +13,7 @@ from ...kconst import PAGE_MASK, PAGE_SHIFT, page_align
 from ...ops.language import Op
 from .. import vmflags as F
 from .mm import MM, PMD_SIZE, OpFailed, ShmemFile, SVma
+from .memory import populate_range
 from .mseal import check_madvise
 from .rmap import anon_vma_prepare
 from .vma import KEEP, vma_modify
@@ -118,6 +119,8 @@ def do_madvise(mm: MM, op: Op) -> None:
             if write and not v.flags & F.VM_WRITE or not v.flags & (
                     F.VM_READ | F.VM_WRITE | F.VM_EXEC):
                 raise OpFailed("EINVAL")
+            if not populate_range(mm, v, s, e):
+                raise OpFailed("EFAULT")  # a missing-page userfault: SIGBUS
             if write and not v.flags & F.VM_SHARED:  # copy on write, files too
                 anon_vma_prepare(mm, v)
             return v
@@ -156,6 +159,7 @@ def do_madvise(mm: MM, op: Op) -> None:
             if mm.sticky:
                 v.flags |= mm.sticky
             mm.guards.update(range(s >> PAGE_SHIFT, e >> PAGE_SHIFT))
+            mm.drop_resident(s, e)  # the markers replace the page table entries
         elif adv == "guard_remove":
             mm.guards.difference_update(range(s >> PAGE_SHIFT, e >> PAGE_SHIFT))
         elif adv == "collapse" and not thp_vma_suitable(v):

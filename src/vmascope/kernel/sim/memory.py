@@ -6,9 +6,10 @@ from ...kconst import PAGE_SHIFT
 from ...ops.language import Op
 from .. import vmflags as F
 from .memfd import beyond_eof
-from .mm import MM, PMD_SIZE, SVma
+from .mm import MM, PMD_SIZE, MemFile, ShmemFile, SVma
 from .mmap import expand_downwards
 from .rmap import anon_vma_prepare
+from .userfaultfd import missing_page
 
 
 def handle_mm_fault(mm: MM, op: Op) -> str | None:
@@ -29,17 +30,25 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
         return "SIGSEGV"
     if beyond_eof(v, addr):
         return "SIGBUS"
-    if mm.resident is not None and op.write and not flags & F.VM_SHARED:  # files: COW
-        fault_in(mm, v, addr)
+    sig = None
+    if flags & F.VM_UFFD_MISSING and missing_page(mm, v, addr):
+        # The userfault, with UFFD_FEATURE_SIGBUS (kernel/sim/userfaultfd.py). It comes
+        # after the anon_vma is prepared (do_anonymous_page and do_cow_fault for a write,
+        # the huge-page path for a read too): the VMA gets one, no page.
+        sig = "SIGBUS"
+    else:
+        map_page(mm, v, addr)
+        if mm.resident is not None and op.write and not flags & F.VM_SHARED:  # files: COW
+            fault_in(mm, v, addr)
     if v.anon_vma is not None or flags & F.VM_SHARED:
-        return None
+        return sig
     if v.file is not None:
         if op.write:  # copy on write of a private file page
             anon_vma_prepare(mm, v)
-        return None
+        return sig
     if op.write or thp_read_fault(mm, v, addr):
         anon_vma_prepare(mm, v)
-    return None
+    return sig
 
 
 def thp_read_fault(mm: MM, v: SVma, addr: int) -> bool:
@@ -73,3 +82,39 @@ def fault_in(mm: MM, v: SVma, addr: int) -> None:
         res.update(range(block, block + per))
     else:
         res.add(page)
+
+
+def map_page(mm: MM, v: SVma, addr: int) -> None:
+    """A fault (or populate) maps a page at addr: shmem puts it in the file's page cache;
+    private memory gets a page table entry (MM.present), a whole huge page's worth when
+    the fault takes the huge-page path and nothing of its 2 MiB is there yet."""
+    present = mm.present
+    if present is None:
+        return
+    f = v.file
+    if isinstance(f, (ShmemFile, MemFile)):
+        f.pages.add(v.pgoff + ((addr - v.start) >> PAGE_SHIFT))
+    if v.flags & F.VM_SHARED:
+        return
+    page = addr >> PAGE_SHIFT
+    if page in present:
+        return
+    per = PMD_SIZE >> PAGE_SHIFT
+    block = page & ~(per - 1)
+    if f is None and thp_suitable(mm, v, addr) and not any(
+            p in present for p in range(block, block + per)):
+        present.update(range(block, block + per))
+    else:
+        present.add(page)
+
+
+def populate_range(mm: MM, v: SVma, start: int, end: int) -> bool:
+    """Fault in [start, end) of v page by page (gup's populate); False when a page is a
+    missing-page userfault (SIGBUS: populate stops there with EFAULT)."""
+    if mm.present is None:
+        return True
+    for addr in range(start, end, 1 << PAGE_SHIFT):
+        if v.flags & F.VM_UFFD_MISSING and missing_page(mm, v, addr):
+            return False
+        map_page(mm, v, addr)
+    return True

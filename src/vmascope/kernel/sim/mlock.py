@@ -13,9 +13,10 @@ from ...kconst import PAGE_MASK, PAGE_SIZE, TASK_SIZE, page_align
 from ...ops.language import Op
 from .. import vmflags as F
 from .memfd import beyond_eof
-from .memory import thp_read_fault
+from .memory import populate_range, thp_read_fault
 from .mm import MM, OpFailed, SVma
 from .rmap import anon_vma_prepare
+from .userfaultfd import missing_page
 from .vma import vma_modify
 
 VM_LOCKED_MASK = F.VM_LOCKED | F.VM_LOCKONFAULT
@@ -44,9 +45,13 @@ def mm_populate(mm: MM, start: int, end: int, ignore_errors: bool) -> None:
         else:
             s, e = max(v.start, start), min(v.end, end)
             # a memfd's pages past its end cannot be faulted in (SIGBUS: EFAULT); the
-            # pages before them are
+            # pages before them are; nor can a missing page of a range registered with a
+            # userfaultfd (kernel/sim/userfaultfd.py)
             past = beyond_eof(v, e - PAGE_SIZE)
-            if f & F.VM_SHARED or (past and beyond_eof(v, s)):
+            first_missing = missing_page(mm, v, s)
+            if not populate_range(mm, v, s, e):
+                past = True  # stops there: EFAULT
+            if f & F.VM_SHARED or (past and beyond_eof(v, s)) or first_missing:
                 pass
             elif f & F.VM_WRITE:
                 anon_vma_prepare(mm, v)  # a write fault (FOLL_WRITE) on private memory

@@ -92,10 +92,11 @@ class SVma:
 class ShmemFile:
     """The shmem file behind a MAP_SHARED|MAP_ANONYMOUS mapping ("/dev/zero (deleted)")."""
 
-    __slots__ = ("inode",)
+    __slots__ = ("inode", "pages")
 
     def __init__(self, inode: int) -> None:
         self.inode = inode
+        self.pages: set[int] = set()  # indexes in its page cache (faulted in)
 
     def __repr__(self) -> str:
         return f"/dev/zero (deleted) inode {self.inode}"
@@ -104,12 +105,13 @@ class ShmemFile:
 class MemFile:
     """A memfd (mm/memfd.c memfd_create): a shmem file with a name and a size."""
 
-    __slots__ = ("inode", "name", "size")
+    __slots__ = ("inode", "name", "size", "pages")
 
     def __init__(self, inode: int, name: str, size: int) -> None:
         self.inode = inode
         self.name = name
         self.size = size  # bytes (ftruncate)
+        self.pages: set[int] = set()  # indexes in its page cache (faulted in)
 
     def __repr__(self) -> str:
         return f"/memfd:{self.name} inode {self.inode}"
@@ -223,6 +225,12 @@ class MM:
         self.sample_every = 0  # run_ops records (op index, map_count) every N ops
         self.samples: list[tuple[int, int]] = []
         self.resident: set[int] | None = None  # pages with private anonymous memory, if kept
+        # When kept (run_ops keeps it for a script with uffd ops): page numbers of private
+        # memory with a page table entry (a fault mapped a page, the zero page too), and
+        # the shmem files' page caches (ShmemFile/MemFile.pages): what a userfaultfd
+        # registered for missing pages sees.
+        self.present: set[int] | None = None
+        self.uffd: Any = None  # the script's userfaultfd context, once made
         # Attribution (replay): the op being run, stamped on each VMA whose start it makes
         # (SVma.born), and when kept (not None) every refused merge: (op, address, codes).
         self.cur_op = -1
@@ -231,14 +239,27 @@ class MM:
 
     def drop_resident(self, start: int, end: int) -> None:
         """Pages in [start, end) are no longer resident (unmapped, zapped)."""
-        res = self.resident
-        if not res:
-            return
         lo, hi = start >> 12, end >> 12
-        if hi - lo > len(res):
-            self.resident = {p for p in res if not lo <= p < hi}
-        else:
-            res.difference_update(range(lo, hi))
+        for name in ("resident", "present"):
+            pages = getattr(self, name)
+            if not pages:
+                continue
+            if hi - lo > len(pages):
+                setattr(self, name, {p for p in pages if not lo <= p < hi})
+            else:
+                pages.difference_update(range(lo, hi))
+
+    def move_pages(self, old: int, length: int, new: int) -> None:
+        """mremap moved the page table entries of [old, old + length) to new."""
+        lo, hi, shift = old >> 12, (old + length) >> 12, (new - old) >> 12
+        for name in ("resident", "present"):
+            pages = getattr(self, name)
+            if not pages:
+                continue
+            moved = [p for p in pages if lo <= p < hi] if hi - lo > len(pages) else [
+                p for p in range(lo, hi) if p in pages]
+            pages.difference_update(moved)
+            pages.update(p + shift for p in moved)
 
     @classmethod
     def from_snapshot(cls, snapshot: Any, epoch: Any = None, **kwargs: Any) -> MM:

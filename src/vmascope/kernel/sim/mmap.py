@@ -106,6 +106,10 @@ def do_mmap(mm: MM, op: Op) -> None:
         mm.insert(v, prev)
         if mm.tracing:
             mm.note(f"new VMA {v} -> map_count {mm.map_count}")
+    if "populate" in op.flags:
+        from .memory import populate_range  # MAP_POPULATE faults the range in
+
+        populate_range(mm, mm.vma_lookup(addr) or v, addr, end)
     if "populate" in op.flags and not shared and flags & F.VM_WRITE:
         anon_vma_prepare(mm, mm.vma_lookup(addr) or v)
     elif not shared and "eager-anon-vma" in ep.hypotheses:

@@ -6,8 +6,9 @@ from ...kconst import PAGE_MASK, PAGE_SHIFT, TASK_SIZE, page_align
 from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
-from .mm import MM, OpFailed, SVma, av_text
+from .mm import MM, MemFile, OpFailed, ShmemFile, SVma, av_text
 from .mmap import get_unmapped_area
+from .userfaultfd import unregister_moved
 from .vma import check_modify, do_vmi_munmap, vma_merge_new_range
 
 
@@ -64,6 +65,11 @@ def do_mremap(mm: MM, op: Op) -> None:
         raise OpFailed("ENOMEM")
     new_addr = get_unmapped_area(mm, 0, new_len)
     move_vma(mm, v, addr, old_len, new_len, new_addr, dontunmap=False)
+
+
+def multi_allowed(v: SVma) -> bool:
+    """mm/mremap.c vma_multi_allowed: may v be moved as one of several VMAs?"""
+    return v.uffd is None and (v.file is None or isinstance(v.file, (ShmemFile, MemFile)))
 
 
 def vma_to_resize(mm: MM, addr: int, old_len: int, new_len: int) -> SVma:
@@ -130,6 +136,11 @@ def mremap_to(mm: MM, addr: int, old_len: int, new_len: int, new_addr: int | Non
         dst = new_addr + (s - addr)
         piece = mm.vma_lookup(s)
         assert piece is not None
+        if not multi_allowed(piece):
+            # mm/mremap.c vma_multi_allowed (6.17, d23cb648e365): not a VMA armed with a
+            # userfaultfd, nor a file with its own get_unmapped_area (shmem is fine);
+            # the first such stops the move: EFAULT, the pieces before it stay moved.
+            raise OpFailed("EFAULT")
         check_modify(piece)  # before its destination is unmapped
         do_vmi_munmap(mm, dst, dst + (e - s))
         piece = mm.vma_lookup(s)
@@ -188,6 +199,8 @@ def move_vma(mm: MM, v: SVma, old_addr: int, old_len: int, new_len: int, new_add
         if mm.tracing:
             mm.note(f"new VMA {new} (anon_vma {av_text(new)}) -> map_count "
                     f"{mm.map_count}")
+    mm.move_pages(old_addr, min(old_len, new_len), new_addr)
+    unregister_moved(new)  # mremap_userfaultfd_prep: no UFFD_FEATURE_EVENT_REMAP
     if dontunmap:
         old = mm.vma_lookup(old_addr)
         if old is not None and old is not new:

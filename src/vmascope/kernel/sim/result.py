@@ -30,6 +30,7 @@ from .mm import MM, OpFailed, SVma
 from .mmap import do_mmap, prctl_set_mm_brk, sys_brk, vm_munmap
 from .mprotect import do_mprotect_pkey, sys_pkey_alloc
 from .mremap import do_mremap
+from .userfaultfd import userfaultfd_ioctl
 from .mseal import do_mseal
 
 # The syscall table: op kind -> handler (touch, a fault, is handled apart).
@@ -38,7 +39,7 @@ SYSCALLS: dict[str, Callable[[MM, Op], None]] = {
     "madvise": do_madvise, "mremap": do_mremap, "fork": dup_mmap,
     "name": madvise_set_anon_name, "mbind": do_mbind, "heap": prctl_set_mm_brk,
     "brk": sys_brk, "mlock": do_mlock, "munlock": sys_munlock, "mlockall": sys_mlockall,
-    "munlockall": sys_munlockall, "mseal": do_mseal, "exit": mmput,
+    "munlockall": sys_munlockall, "mseal": do_mseal, "exit": mmput, "uffd": userfaultfd_ioctl,
     "memfd": sys_memfd_create, "pkey_alloc": sys_pkey_alloc,
     "pkey_mprotect": do_mprotect_pkey,
 }
@@ -62,6 +63,8 @@ def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[OpError], list[Fault]]:
     tracing = mm.tracing
     handlers = SYSCALLS
     every = mm.sample_every
+    if mm.present is None and any(op.kind == "uffd" for op in ops):
+        mm.present = set()  # which pages are there decides a registered range's faults
     for i, op in enumerate(ops):
         if every and i and i % every == 0:
             mm.samples.append((i - 1, mm.map_count))

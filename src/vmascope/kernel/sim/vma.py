@@ -22,7 +22,8 @@ from .rmap import dup_anon_vma
 KEEP: Any = object()
 
 
-def set_attrs(v: Any, flags: int | None, anon_name: Any, policy: Any) -> Any:
+def set_attrs(v: Any, flags: int | None, anon_name: Any, policy: Any,
+              uffd: Any = KEEP) -> Any:
     """Give a VMA (or a merge proposal) the attributes a vma_modify_* caller changes."""
     if flags is not None:
         v.flags = flags
@@ -30,6 +31,8 @@ def set_attrs(v: Any, flags: int | None, anon_name: Any, policy: Any) -> Any:
         v.anon_name = anon_name
     if policy is not KEEP:
         v.policy = policy
+    if uffd is not KEEP:
+        v.uffd = uffd
     return v
 
 
@@ -263,22 +266,25 @@ def vma_merge_new_range(mm: MM, vmg: R.Vmg, prev: SVma | None, nxt: SVma | None,
 
 
 def vma_modify(mm: MM, v: SVma, start: int, end: int, *, flags: int | None = None,
-               anon_name: Any = KEEP, policy: Any = KEEP) -> SVma:
-    """mm/vma.c vma_modify: try a merge; otherwise split off [start, end) and change it."""
+               anon_name: Any = KEEP, policy: Any = KEEP, uffd: Any = KEEP) -> SVma:
+    """mm/vma.c vma_modify: try a merge; otherwise split off [start, end) and change it.
+    (``uffd``: the userfaultfd context, vma_modify_flags_uffd.)"""
     if start > v.start and end < v.end and not mm.tracing:
         # Touches neither edge: vma_merge_existing_range never merges; split twice.
         v = split_vma(mm, v, start)
         split_vma(mm, v, end)
-        return set_attrs(v, flags, anon_name, policy)
-    vmg = set_attrs(R.Vmg.from_vma(v, start, end), flags, anon_name, policy)
+        return set_attrs(v, flags, anon_name, policy, uffd)
+    vmg = set_attrs(R.Vmg.from_vma(v, start, end), flags, anon_name, policy, uffd)
     merged = vma_merge_existing_range(mm, vmg)
     if merged is not None:
+        if uffd is not KEEP:  # the merged-into neighbour had it already (same context)
+            merged.uffd = uffd
         return merged
     if v.start < start:
         v = split_vma(mm, v, start)
     if v.end > end:
         split_vma(mm, v, end)
-    return set_attrs(v, flags, anon_name, policy)
+    return set_attrs(v, flags, anon_name, policy, uffd)
 
 
 def do_vmi_munmap(mm: MM, start: int, end: int) -> None:

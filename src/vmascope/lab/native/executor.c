@@ -51,6 +51,10 @@
  *                               grandchild)
  *   a                           pkey_alloc(0, 0)
  *   p ADDR LEN PROT PKEY        pkey_mprotect (PKEY -1: no key)
+ *   u ADDR LEN MODE             UFFDIO_REGISTER with MODE (MISSING 1, WP 2) on the script's
+ *                               userfaultfd (made at its first u record, with
+ *                               UFFD_FEATURE_SIGBUS: a userfault is SIGBUS, no handler
+ *                               is needed); MODE 0: UFFDIO_UNREGISTER
  *
  * A touch that faults is caught by a signal handler and left with siglongjmp. Signal
  * delivery resets the thread's PKRU to the kernel's default (no access to keys other
@@ -82,6 +86,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -138,6 +144,7 @@ static int memfds[MAX_MEMFDS];
 static int nmemfds;
 
 static int pkeys_used; /* a pkey_alloc succeeded: PKRU is saved around touches */
+static int uffd = -1;  /* the script's userfaultfd (u records) */
 
 static unsigned rdpkru(void)
 {
@@ -369,6 +376,30 @@ static void run_op(size_t i)
             record_err(i, ESRCH);
         }
         break;
+    case 'u': {
+        if (uffd < 0) {
+            struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS};
+            int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+            if (fd < 0 || ioctl(fd, UFFDIO_API, &api)) {
+                record_err(i, errno);
+                if (fd >= 0)
+                    close(fd);
+                break;
+            }
+            uffd = fd;
+        }
+        if (o->c) {
+            struct uffdio_register reg = {
+                .range = {.start = B + o->a, .len = o->b}, .mode = o->c};
+            if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+                record_err(i, errno);
+        } else {
+            struct uffdio_range range = {.start = B + o->a, .len = o->b};
+            if (ioctl(uffd, UFFDIO_UNREGISTER, &range))
+                record_err(i, errno);
+        }
+        break;
+    }
     case 'a':
         if (syscall(SYS_pkey_alloc, 0UL, 0UL) == -1)
             record_err(i, errno);
@@ -1122,7 +1153,7 @@ static int run_input(FILE *in)
             break;
         case 'M': case 'U': case 'P': case 'D': case 'R': case 'T': case 'F': case 'B':
         case 'H': case 'K': case 'L': case 'W': case 'J': case 'Q': case 'I': case 'e':
-        case 'a': case 'p':
+        case 'a': case 'p': case 'u':
             o.a = v[0]; o.b = v[1]; o.c = v[2]; o.d = v[3]; o.e = v[4]; o.f = v[5];
             add_op(&o);
             break;

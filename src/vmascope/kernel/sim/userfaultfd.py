@@ -1,0 +1,121 @@
+"""fs/userfaultfd.c: UFFDIO_REGISTER / UFFDIO_UNREGISTER of a range, and the missing-page
+faults a registered range gets.
+
+A script has one userfaultfd (made at its first ``uffd`` op, with UFFD_FEATURE_SIGBUS, as
+the lab's executor makes it: a fault the context would be told of raises SIGBUS instead
+of waiting for a handler). Registering sets VM_UFFD_MISSING / VM_UFFD_WP (``um``/``uw``)
+and the context on every VMA of the range, splitting at the ends and merging like
+mprotect: a VMA merges only with a neighbour of the same context and flags
+(kernel/rules.py). Unregistering clears both. Holes inside the range are skipped.
+
+The checks, in the kernel's order (userfaultfd_register, 4.3+; the same in 6.x):
+
+* the range: page-aligned start and length, not empty, at or above mmap_min_addr and
+  inside the address space (validate_range): EINVAL;
+* a VMA at or after start: none is ENOMEM; one only at or after the end is EINVAL;
+* every VMA of the range: one the context cannot serve (vma_can_userfault: anonymous
+  or shmem; write-protect on shmem only from 5.19, b1f9e876862d) is EINVAL; one without
+  VM_MAYWRITE (a read-only shared file) is EPERM.
+
+Missing pages: a fault on a page of a VM_UFFD_MISSING VMA that has none (private
+anonymous memory: no page table entry; shmem: nothing in the page cache) raises SIGBUS.
+The model keeps which pages are there (``MM.present`` for private anonymous memory, the
+file's ``pages`` for shmem; see kernel/sim/memory.py).
+
+mremap of a registered VMA (without UFFD_FEATURE_EVENT_REMAP, which the executor does
+not ask for) leaves the moved VMA unregistered: mremap_userfaultfd_prep clears its flags
+and context after copy_vma (mm/mremap.c move_vma), whatever it merged with. A fork
+child's copies are not registered (dup_userfaultfd without UFFD_FEATURE_EVENT_FORK).
+"""
+
+from __future__ import annotations
+
+from ...kconst import PAGE_MASK, PAGE_SHIFT
+from ...ops.language import Op
+from .. import vmflags as F
+from .mm import MM, MMAP_MIN_ADDR, MemFile, OpFailed, ShmemFile, SVma
+from .vma import vma_modify
+
+TASK_SIZE = (1 << 47) - (1 << PAGE_SHIFT)
+_MODE_FLAGS = {"missing": F.VM_UFFD_MISSING, "wp": F.VM_UFFD_WP}
+
+
+class UffdCtx:
+    """struct userfaultfd_ctx: only its identity matters to merging."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "uffd"
+
+
+def userfaultfd_ioctl(mm: MM, op: Op) -> None:
+    """The ``uffd`` op, fs/userfaultfd.c userfaultfd_ioctl: UFFDIO_REGISTER with op.flags
+    (userfaultfd_register), or UFFDIO_UNREGISTER without (userfaultfd_unregister)."""
+    if mm.uffd is None:
+        mm.uffd = UffdCtx()
+    if mm.present is None:  # run_ops keeps it from the start of a script with uffd ops
+        mm.present = set()
+    start, length = op.addr, op.length
+    if (start & ~PAGE_MASK or length & ~PAGE_MASK or not length or start < MMAP_MIN_ADDR
+            or start >= TASK_SIZE or length > TASK_SIZE - start):
+        raise OpFailed("EINVAL")  # validate_range
+    end = start + length
+    want = 0
+    for mode in op.flags:
+        want |= _MODE_FLAGS[mode]
+    v = mm.find_vma(start)
+    if v is None:
+        raise OpFailed("ENOMEM")
+    if v.start >= end:
+        raise OpFailed("EINVAL")
+    cur: SVma | None = v
+    while cur is not None and cur.start < end:
+        if not can_userfault(mm, cur, want if want else cur.flags & F.VM_UFFD_FLAGS):
+            raise OpFailed("EINVAL")
+        if want and not cur.flags & F.VM_MAYWRITE:
+            raise OpFailed("EPERM")
+        cur = cur.next
+    ctx = mm.uffd if want else None
+    cur = v
+    while cur is not None and cur.start < end:
+        registered = cur.uffd is not None
+        if want and registered and cur.flags & want == want:
+            nxt = cur.next  # already registered with these modes
+        elif not want and not registered:
+            nxt = cur.next
+        else:
+            flags = (cur.flags & ~F.VM_UFFD_FLAGS) | want
+            cur = vma_modify(mm, cur, max(start, cur.start), min(end, cur.end),
+                             flags=flags, uffd=ctx)
+            nxt = cur.next
+        cur = nxt
+
+
+def can_userfault(mm: MM, v: SVma, flags: int) -> bool:
+    """fs/userfaultfd.c vma_can_userfault: anonymous private memory, or shmem (a shared
+    anonymous mapping, a memfd); write-protect mode on shmem from 5.19."""
+    shmem = isinstance(v.file, (ShmemFile, MemFile))
+    if v.file is not None and not shmem:
+        return False
+    if flags & F.VM_UFFD_WP and shmem and not mm.epoch.uffd_wp_shmem:
+        return False
+    return True
+
+
+def missing_page(mm: MM, v: SVma, addr: int) -> bool:
+    """A fault at addr would be a missing-page userfault: the VMA is registered for
+    missing pages and has none at addr (SIGBUS with UFFD_FEATURE_SIGBUS)."""
+    if not v.flags & F.VM_UFFD_MISSING:
+        return False
+    f = v.file
+    if isinstance(f, (ShmemFile, MemFile)):
+        return v.pgoff + ((addr - v.start) >> PAGE_SHIFT) not in f.pages
+    return mm.present is not None and (addr >> PAGE_SHIFT) not in mm.present
+
+
+def unregister_moved(v: SVma) -> None:
+    """mm/userfaultfd.c mremap_userfaultfd_prep without UFFD_FEATURE_EVENT_REMAP."""
+    if v.uffd is not None:
+        v.uffd = None
+        v.flags &= ~F.VM_UFFD_FLAGS
