@@ -7,6 +7,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+_MREMAP_FLAGS = ("", "maymove", "maymove,fixed", "maymove,fixed,dontunmap",
+                 "maymove,dontunmap")
+
 
 def mremap_script(rng: random.Random) -> list[str]:
     """mremap with every flag combination over ranges spanning VMAs and holes."""

@@ -162,10 +162,6 @@ def random_scripts(count: int, seed: int, *, heap: bool = True) -> list[list[Op]
 # vmascope.workloads at its "verify" size, under a random strategy), or stress one
 # system call ("mremap").
 
-_MREMAP_FLAGS = ("", "maymove", "maymove,fixed", "maymove,fixed,dontunmap",
-                 "maymove,dontunmap")
-
-
 def family_names() -> list[str]:
     from ..workloads import names
 

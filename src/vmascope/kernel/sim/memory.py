@@ -109,8 +109,11 @@ def map_page(mm: MM, v: SVma, addr: int) -> None:
 
 
 def populate_range(mm: MM, v: SVma, start: int, end: int) -> bool:
-    """Fault in [start, end) of v page by page (gup's populate); False when a page is a
-    missing-page userfault (SIGBUS: populate stops there with EFAULT)."""
+    """Fault in [start, end) of v page by page (gup's populate); False when a page cannot
+    be (SIGBUS: past the end of a memfd, or a missing-page userfault): populate stops
+    there with EFAULT."""
+    if beyond_eof(v, end - (1 << PAGE_SHIFT)):
+        return False  # the pages before the end of the file are faulted in
     if mm.present is None:
         return True
     for addr in range(start, end, 1 << PAGE_SHIFT):

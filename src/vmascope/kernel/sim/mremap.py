@@ -102,6 +102,13 @@ def mremap_to(mm: MM, addr: int, old_len: int, new_len: int, new_addr: int | Non
     # MREMAP_DONTUNMAP too: 6.18.44 moves each VMA and leaves the sources in place.
     multi = (first is not None and old_len > first.end - addr and ep.mremap_multi_vma
              and fixed and old_len == new_len)
+    if fixed and not multi and ep.mremap_multi_vma and (
+            first is None or min(old_len, new_len) > first.end - addr):
+        # 6.17's check_prep_vma (d23cb648e365's rewrite): a move of a range (as shrunk)
+        # past the end of its VMA is EFAULT before the destination is unmapped or the
+        # source shrunk (found by lab verify --family mremap on 6.18.44, 7.2.13, 7.3.4,
+        # 7.3-rc7).
+        raise OpFailed("EFAULT")
     if fixed and not multi:
         assert new_addr is not None
         do_vmi_munmap(mm, new_addr, new_addr + new_len)
