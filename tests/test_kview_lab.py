@@ -150,9 +150,26 @@ def blindspots_static(tmp_path_factory: pytest.TempPathFactory):  # type: ignore
     return out
 
 
+@pytest.fixture(scope="module")
+def probes(runs, blindspots_static):  # type: ignore[no-untyped-def]
+    """The blind-spot program probed in each microVM, the boots side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vmascope.lab import microvm
+    from vmascope.procfs import kview
+
+    reader = kview.reader_path()
+    aliases = [k for k in KERNELS if k != "host"]
+    with ThreadPoolExecutor(len(aliases)) as pool:
+        done = pool.map(lambda a: microvm.probe(runs[a][0].kernel.vmlinuz,
+                                                blindspots_static, "/", kview=reader),
+                        aliases)
+        return dict(zip(aliases, done))
+
+
 @pytest.mark.parametrize("alias", [k for k in KERNELS if k != "host"])
 def test_every_blind_spot_gets_its_certain_reason_in_the_microvm(
-        runs, blindspots_static, alias: str) -> None:  # type: ignore[no-untyped-def]
+        runs, probes, alias: str) -> None:  # type: ignore[no-untyped-def]
     """The crafted program of tests/programs/blindspots.c (one pair per blind spot of
     /proc) runs inside the microVM; each pair, read there with the kernel view, gets its
     certain reason from the explainer, with the epoch of that kernel."""
@@ -160,12 +177,9 @@ def test_every_blind_spot_gets_its_certain_reason_in_the_microvm(
 
     from vmascope.kernel.epochs import epoch_for
     from vmascope.kernel.pairs import explain_pair
-    from vmascope.lab import microvm
-    from vmascope.procfs import kview
 
     run, _, _ = runs[alias]
-    lines, snaps = microvm.probe(run.kernel.vmlinuz, blindspots_static, "/",
-                                 kview=kview.reader_path())
+    lines, snaps = probes[alias]
     pairs = {}
     for line in lines:
         if line.startswith("PAIR"):

@@ -72,6 +72,8 @@ BASE: dict[str, Any] = {
     "mseal": False,
     "madv_collapse": False,
     "uffd_wp_shmem": False,
+    "uffd_pgoff_fix": False,
+    "uffd_keep_modes": False,
     "map_stack_nohugepage": False,
 }
 
@@ -216,6 +218,23 @@ CHANGES: tuple[Change, ...] = (
                      "7.3-rc7"),
            note="the lab sees the change between 5.10 and 6.1; no 5.11-6.0 kernel was "
                 "checked"),
+    Change("uffd_pgoff_fix", True, (6, 3), None,
+           "mm/uffd: fix vma operation where start addr cuts part of vma",
+           "UFFDIO_REGISTER/UNREGISTER propose the merge with the page offset of the "
+           "range; before, with the VMA's own vm_pgoff, so a range starting inside a VMA "
+           "never merged with the next VMA",
+           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
+                     "7.3-rc7"),
+           note="the commit id was not looked up; the lab sees 6.1.176 without the fix "
+                "and 6.12.117 with it, 6.3 is assumed"),
+    Change("uffd_keep_modes", True, (7, 3), None,
+           "userfaultfd: a registration may not drop write-protect",
+           "UFFDIO_REGISTER without the write-protect mode over a VMA already registered "
+           "with the same userfaultfd for write-protect is EBUSY, nothing is changed; "
+           "before, the VMA kept its modes (a subset) or took the new ones",
+           verified=("6.18.44", "7.2.13", "7.3.4", "7.3-rc7"),
+           note="found by lab verify --family uffd on 7.3.4 and 7.3-rc7 (7.2.13 does not "
+                "do it); the commit was not looked up"),
     Change("mseal", True, (6, 10), "8be7258aad44", "mseal: add mseal syscall",
            "mseal (syscall 462) sets VM_SEALED (`sl` in smaps) through vma_modify, so it "
            "splits and merges like mprotect (a sealed VMA merges only with sealed "

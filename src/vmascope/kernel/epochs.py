@@ -59,6 +59,8 @@ class Epoch:
     madv_collapse: bool  # MADV_COLLAPSE (before: EINVAL, unknown advice)
     map_stack_nohugepage: bool  # mmap(MAP_STACK) sets VM_NOHUGEPAGE
     uffd_wp_shmem: bool  # userfaultfd write-protect registration on shmem
+    uffd_pgoff_fix: bool  # UFFDIO_(UN)REGISTER propose merges with the range's pgoff
+    uffd_keep_modes: bool  # UFFDIO_REGISTER dropping a VMA's modes is EBUSY
     # Rules no released kernel has (kernel/whatif.py): the workbench's what-if kernels.
     hypotheses: frozenset[str] = frozenset()
 

@@ -89,6 +89,7 @@ class SimulatorBackend:
                 overcommit = Overcommit.from_memory(like[k].memory)
             mm = MM(self.epoch, max_map_count=limit - outside, thp=self.thp, pku=self.pku)
             mm.overcommit = overcommit
+            mm.fence_above = ARENA_BASE + ARENA_SIZE
             mm.sample_every = executor.per_script(sample_every, k)
             if resident:
                 mm.resident = set()

@@ -231,6 +231,9 @@ class MM:
         # registered for missing pages sees.
         self.present: set[int] | None = None
         self.uffd: Any = None  # the script's userfaultfd context, once made
+        # The lab's arena: the executor's fence above it, a VMA the model does not keep
+        # (lab.backends.SimulatorBackend sets it; a lookup past the arena finds it).
+        self.fence_above: int | None = None
         # Attribution (replay): the op being run, stamped on each VMA whose start it makes
         # (SVma.born), and when kept (not None) every refused merge: (op, address, codes).
         self.cur_op = -1

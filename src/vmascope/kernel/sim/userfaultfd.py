@@ -13,9 +13,18 @@ The checks, in the kernel's order (userfaultfd_register, 4.3+; the same in 6.x):
 * the range: page-aligned start and length, not empty, at or above mmap_min_addr and
   inside the address space (validate_range): EINVAL;
 * a VMA at or after start: none is ENOMEM; one only at or after the end is EINVAL;
+* from 7.3, a VMA already registered with this userfaultfd for write-protect, when the
+  new registration leaves write-protect out, is EBUSY (before: the VMA kept its modes,
+  or took the new ones); dropping the missing mode is still allowed. The lab sees it on
+  7.3.4 and 7.3-rc7, not on 7.2.13 (the commit was not looked up);
 * every VMA of the range: one the context cannot serve (vma_can_userfault: anonymous
   or shmem; write-protect on shmem only from 5.19, b1f9e876862d) is EINVAL; one without
   VM_MAYWRITE (a read-only shared file) is EPERM.
+
+Merging: each VMA's modification is proposed to the merge with the page offset of the
+range; before the fix of 2023 ("mm/uffd: fix vma operation where start addr cuts part of
+vma", assumed 6.3; the lab sees 6.1.176 without it and 6.12.117 with it) it was the
+VMA's own vm_pgoff, so a range starting inside a VMA never merged with the next one.
 
 Missing pages: a fault on a page of a VM_UFFD_MISSING VMA that has none (private
 anonymous memory: no page table entry; shmem: nothing in the page cache) raises SIGBUS.
@@ -66,15 +75,22 @@ def userfaultfd_ioctl(mm: MM, op: Op) -> None:
         want |= _MODE_FLAGS[mode]
     v = mm.find_vma(start)
     if v is None:
-        raise OpFailed("ENOMEM")
+        # no VMA at or after start: ENOMEM; but the lab's arena has the executor's
+        # fence above it (MM.fence_above), which the kernel finds (EINVAL)
+        raise OpFailed("ENOMEM" if mm.fence_above is None or start >= mm.fence_above
+                       else "EINVAL")
     if v.start >= end:
         raise OpFailed("EINVAL")
+    ep = mm.epoch
     cur: SVma | None = v
     while cur is not None and cur.start < end:
         if not can_userfault(mm, cur, want if want else cur.flags & F.VM_UFFD_FLAGS):
             raise OpFailed("EINVAL")
         if want and not cur.flags & F.VM_MAYWRITE:
             raise OpFailed("EPERM")
+        if (want and ep.uffd_keep_modes and cur.uffd is mm.uffd
+                and cur.flags & F.VM_UFFD_WP and not want & F.VM_UFFD_WP):
+            raise OpFailed("EBUSY")  # 7.3: a registration may not drop write-protect
         cur = cur.next
     ctx = mm.uffd if want else None
     cur = v
@@ -86,8 +102,11 @@ def userfaultfd_ioctl(mm: MM, op: Op) -> None:
             nxt = cur.next
         else:
             flags = (cur.flags & ~F.VM_UFFD_FLAGS) | want
+            # Before the fix (6.3) the merge was proposed with the VMA's own vm_pgoff
+            # even when the range starts inside it: no merge with the next VMA then.
+            pgoff = None if ep.uffd_pgoff_fix or cur.start >= start else cur.pgoff
             cur = vma_modify(mm, cur, max(start, cur.start), min(end, cur.end),
-                             flags=flags, uffd=ctx)
+                             flags=flags, uffd=ctx, pgoff=pgoff)
             nxt = cur.next
         cur = nxt
 

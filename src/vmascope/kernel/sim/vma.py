@@ -266,15 +266,19 @@ def vma_merge_new_range(mm: MM, vmg: R.Vmg, prev: SVma | None, nxt: SVma | None,
 
 
 def vma_modify(mm: MM, v: SVma, start: int, end: int, *, flags: int | None = None,
-               anon_name: Any = KEEP, policy: Any = KEEP, uffd: Any = KEEP) -> SVma:
+               anon_name: Any = KEEP, policy: Any = KEEP, uffd: Any = KEEP,
+               pgoff: int | None = None) -> SVma:
     """mm/vma.c vma_modify: try a merge; otherwise split off [start, end) and change it.
-    (``uffd``: the userfaultfd context, vma_modify_flags_uffd.)"""
+    (``uffd``: the userfaultfd context, vma_modify_flags_uffd; ``pgoff``: the page offset
+    the caller proposes for the merge, when it is not the range's own.)"""
     if start > v.start and end < v.end and not mm.tracing:
         # Touches neither edge: vma_merge_existing_range never merges; split twice.
         v = split_vma(mm, v, start)
         split_vma(mm, v, end)
         return set_attrs(v, flags, anon_name, policy, uffd)
     vmg = set_attrs(R.Vmg.from_vma(v, start, end), flags, anon_name, policy, uffd)
+    if pgoff is not None:
+        vmg.pgoff = pgoff
     merged = vma_merge_existing_range(mm, vmg)
     if merged is not None:
         if uffd is not KEEP:  # the merged-into neighbour had it already (same context)
