@@ -119,10 +119,10 @@ def do_madvise(mm: MM, op: Op) -> None:
             if write and not v.flags & F.VM_WRITE or not v.flags & (
                     F.VM_READ | F.VM_WRITE | F.VM_EXEC):
                 raise OpFailed("EINVAL")
-            if not populate_range(mm, v, s, e):
-                raise OpFailed("EFAULT")  # a missing-page userfault: SIGBUS
             if write and not v.flags & F.VM_SHARED:  # copy on write, files too
-                anon_vma_prepare(mm, v)
+                anon_vma_prepare(mm, v)  # before the fault, even one that is SIGBUS
+            if not populate_range(mm, v, s, e):
+                raise OpFailed("EFAULT")  # past a memfd's end, a missing-page userfault
             return v
 
         if ep.populate_in_walk:

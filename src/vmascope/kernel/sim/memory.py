@@ -29,6 +29,10 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
         return "SIGSEGV"
     if beyond_eof(v, addr):
+        if op.write and not flags & F.VM_SHARED:
+            # do_cow_fault prepares the anon_vma before the file's fault says SIGBUS (the
+            # kernel view shows it on 6.1, 6.12, 6.18 and 7.2)
+            anon_vma_prepare(mm, v)
         return "SIGBUS"
     sig = None
     if flags & F.VM_UFFD_MISSING and missing_page(mm, v, addr):
