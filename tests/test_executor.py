@@ -245,11 +245,15 @@ def test_a_failing_compiler_is_one_lab_error(tmp_path, monkeypatch) -> None:  # 
 def test_new_ops_encode_as_executor_records() -> None:
     ops = parse_script("memfd dm 6p\nmmap 1p 2p r-x shared,fixed fd=dm off=2p\nfork\nexit 0\n"
                        "mseal 0 1p\npkey_alloc\npkey_mprotect 0 1p r-- -1\n"
-                       "madvise 0 1p collapse\n")
+                       "madvise 0 1p collapse\nfork\nfork 1\nuffd 0 2p missing,wp\n"
+                       "uffd 0 2p off\n")
     lines = executor.encode_input([ops]).splitlines()[2:-1]
     # MAP_SHARED|MAP_FIXED = 0x11, the first memfd of the script is number 1;
     # MADV_COLLAPSE = 25
-    assert lines == [f"O {6 * P} dm", f"M {P} {2 * P} 5 17 1 {2 * P}", "F", "e 0",
+    # fork: F 0 is the script's process, F K+1 its fork child K; uffd: MISSING 1, WP 2
+    assert lines[-4:] == ["F 0", "F 2", f"u 0 {2 * P} 3", f"u 0 {2 * P} 0"]
+    lines = lines[:-4]
+    assert lines == [f"O {6 * P} dm", f"M {P} {2 * P} 5 17 1 {2 * P}", "F 0", "e 0",
                      f"I 0 {P}", "a", f"p 0 {P} 1 -1", f"D 0 {P} 25"]
 
 

@@ -25,7 +25,7 @@ from vmascope.ops.language import parse_script
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
 KERNELS = ["host", "6.1", "6.12", "newest"]
-SAMPLE = 300  # random scripts per kernel (the reader is loaded once per microVM boot)
+SAMPLE = 150  # random scripts per kernel (the reader is loaded once per microVM boot)
 # A fork child's chain, a split anon_vma shared by two pieces, moved anonymous memory.
 FIXED = """mmap 0 24p --- private,anonymous,fixed
 mprotect 2p 4p rw-
