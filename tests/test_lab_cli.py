@@ -157,7 +157,7 @@ def test_compare_kernel_views() -> None:
     has one ``degree`` for the two counters."""
     from vmascope.kernel.epochs import epoch_for
     from vmascope.kernel.sim import MM, outcome_of, run_ops
-    from vmascope.procfs.kview import DEGREE
+    from vmascope.model import KV_DEGREE as DEGREE
 
     ops = parse_script("mmap 0x100000 4p rw- private,anonymous,fixed\n"
                        "touch 0x100000 write\nfork\n", "s")

@@ -72,8 +72,9 @@ class SimulatorBackend:
         """Predict each script. ``like``: the real Outcomes of the same scripts, whose
         limit, executor overhead and machine memory (for the overcommit policy) the
         prediction takes over; when one has the kernel view, its prediction has the
-        model's (chain lengths, offsets, anon_vma counters: ``sim.result.model_view``). ``sample_every``: record the map count every N ops (one N
-        for all, or one per script);
+        model's (chain lengths, offsets, anon_vma counters: ``sim.result.model_view``).
+        ``sample_every``: record the map count every N ops (one N for all, or one per
+        script);
         ``resident``: keep the resident pages (smaps Anonymous in the Outcome)."""
         from ..kernel.sim import MM, outcome_of, run_ops
         from ..kernel.sim.util import Overcommit

@@ -26,8 +26,7 @@ import numpy as np
 
 from .. import host
 from ..errors import KernelViewUnavailable, ProcessNotFound
-from ..model import (KV_ABSENT, KV_CHAINMAX, KV_CLOSE, KV_DEGREE, KV_NOCOUNTS, KV_NONAME,
-                     KV_NOPOLICY, KV_NOUFFD, KVIEW_FIELDS, PERM_EXEC, PERM_READ, PERM_SHARED,
+from ..model import (KV_ABSENT, KV_DEGREE, KVIEW_FIELDS, PERM_EXEC, PERM_READ, PERM_SHARED,
                      PERM_WRITE, Snapshot)
 from ..native import build_bpf_tool
 
@@ -40,9 +39,8 @@ RECORD = np.dtype([(name, "<u8") for name in ("start", "end", *KVIEW_FIELDS)])
 # The columns a Snapshot keeps (start and end are the Snapshot's own).
 FIELDS: tuple[str, ...] = KVIEW_FIELDS
 
-# Bits of the ``bits`` field (kview.bpf.c), and ABSENT, set here.
-CLOSE, DEGREE, NOCOUNTS, CHAINMAX, NOPOLICY, NOUFFD, NONAME = (
-    KV_CLOSE, KV_DEGREE, KV_NOCOUNTS, KV_CHAINMAX, KV_NOPOLICY, KV_NOUFFD, KV_NONAME)
+# The bits of the ``bits`` field are model.KV_* (kview.bpf.c sets them; ABSENT is set
+# here, for a VMA of maps the iterator does not see).
 ABSENT = KV_ABSENT
 
 # VM_* bits that the maps line's permissions come from (include/linux/mm.h).
@@ -120,7 +118,7 @@ def attach(snap: Snapshot, cols: dict[str, np.ndarray]) -> Snapshot:
     snap.kview = cols
     av = cols["anon_vma"].astype(np.int64)
     snap.anon_vma = np.where(av > 0, av, -1)
-    counts = "degree" if (cols["bits"] & np.uint64(DEGREE)).any() else "num_children"
+    counts = "degree" if (cols["bits"] & np.uint64(KV_DEGREE)).any() else "num_children"
     snap.meta.extra["kernel_view"] = {"reader": "bpf task_vma", "counts": counts}
     return snap
 

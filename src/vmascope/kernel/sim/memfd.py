@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...kconst import PAGE_SHIFT, PAGE_SIZE
 from ...ops.language import Op
-from .mm import MM, MemFile, SVma
+from .mm import MM, MemFile, SVma, linear_page_index
 
 
 def sys_memfd_create(mm: MM, op: Op) -> None:
@@ -26,5 +26,4 @@ def beyond_eof(v: SVma, addr: int) -> bool:
     f = v.file
     if not isinstance(f, MemFile):
         return False
-    page = v.pgoff + ((addr - v.start) >> PAGE_SHIFT)
-    return page >= (f.size + PAGE_SIZE - 1) >> PAGE_SHIFT
+    return linear_page_index(v, addr) >= (f.size + PAGE_SIZE - 1) >> PAGE_SHIFT

@@ -6,7 +6,7 @@ from ...kconst import PAGE_SHIFT
 from ...ops.language import Op
 from .. import vmflags as F
 from .memfd import beyond_eof
-from .mm import MM, PMD_SIZE, MemFile, ShmemFile, SVma
+from .mm import MM, PMD_SIZE, SVma, linear_page_index, shmem_file
 from .mmap import expand_downwards
 from .rmap import anon_vma_prepare
 from .userfaultfd import missing_page
@@ -75,17 +75,22 @@ def fault_in(mm: MM, v: SVma, addr: int) -> None:
     """A write fault on private anonymous memory makes a page resident, or a whole huge
     page when THP applies and nothing of its 2 MiB is resident yet (do_huge_pmd_anonymous_page;
     assumes a huge page is available, as on an idle machine)."""
-    res = mm.resident
-    assert res is not None
+    assert mm.resident is not None
+    add_page(mm.resident, addr, thp_suitable(mm, v, addr))
+
+
+def add_page(pages: set[int], addr: int, huge: bool) -> None:
+    """The page at addr is in ``pages`` after a fault, or (``huge``: the fault may take
+    the huge-page path) its whole 2 MiB when none of it is there yet."""
     page = addr >> PAGE_SHIFT
-    if page in res:
+    if page in pages:
         return
     per = PMD_SIZE >> PAGE_SHIFT
     block = page & ~(per - 1)
-    if thp_suitable(mm, v, addr) and not any(p in res for p in range(block, block + per)):
-        res.update(range(block, block + per))
+    if huge and not any(p in pages for p in range(block, block + per)):
+        pages.update(range(block, block + per))
     else:
-        res.add(page)
+        pages.add(page)
 
 
 def map_page(mm: MM, v: SVma, addr: int) -> None:
@@ -95,21 +100,11 @@ def map_page(mm: MM, v: SVma, addr: int) -> None:
     present = mm.present
     if present is None:
         return
-    f = v.file
-    if isinstance(f, (ShmemFile, MemFile)):
-        f.pages.add(v.pgoff + ((addr - v.start) >> PAGE_SHIFT))
-    if v.flags & F.VM_SHARED:
-        return
-    page = addr >> PAGE_SHIFT
-    if page in present:
-        return
-    per = PMD_SIZE >> PAGE_SHIFT
-    block = page & ~(per - 1)
-    if f is None and thp_suitable(mm, v, addr) and not any(
-            p in present for p in range(block, block + per)):
-        present.update(range(block, block + per))
-    else:
-        present.add(page)
+    f = shmem_file(v)
+    if f is not None:
+        f.pages.add(linear_page_index(v, addr))
+    if not v.flags & F.VM_SHARED:
+        add_page(present, addr, v.file is None and thp_suitable(mm, v, addr))
 
 
 def populate_range(mm: MM, v: SVma, start: int, end: int) -> bool:

@@ -12,7 +12,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from typing import Any
 
-from ...kconst import DEFAULT_MAX_MAP_COUNT, TASK_SIZE
+from ...kconst import DEFAULT_MAX_MAP_COUNT, PAGE_SHIFT, TASK_SIZE
 from ...ops.language import PROT_EXEC, PROT_READ, PROT_WRITE
 from .. import vmflags as F
 from ..epochs import Epoch
@@ -115,6 +115,18 @@ class MemFile:
 
     def __repr__(self) -> str:
         return f"/memfd:{self.name} inode {self.inode}"
+
+
+def shmem_file(v: SVma) -> ShmemFile | MemFile | None:
+    """The VMA's shmem file (mm.h vma_is_shmem): a shared anonymous mapping's, a
+    memfd's; None for anonymous memory and other files."""
+    f = v.file
+    return f if isinstance(f, (ShmemFile, MemFile)) else None
+
+
+def linear_page_index(v: SVma, addr: int) -> int:
+    """include/linux/pagemap.h linear_page_index: the file page mapped at addr."""
+    return v.pgoff + ((addr - v.start) >> PAGE_SHIFT)
 
 
 class _StartIndex:

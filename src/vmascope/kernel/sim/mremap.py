@@ -6,7 +6,7 @@ from ...kconst import PAGE_MASK, PAGE_SHIFT, TASK_SIZE, page_align
 from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
-from .mm import MM, MemFile, OpFailed, ShmemFile, SVma, av_text
+from .mm import MM, OpFailed, SVma, av_text, shmem_file
 from .mmap import get_unmapped_area
 from .userfaultfd import unregister_moved
 from .vma import check_modify, do_vmi_munmap, vma_merge_new_range
@@ -69,7 +69,7 @@ def do_mremap(mm: MM, op: Op) -> None:
 
 def multi_allowed(v: SVma) -> bool:
     """mm/mremap.c vma_multi_allowed: may v be moved as one of several VMAs?"""
-    return v.uffd is None and (v.file is None or isinstance(v.file, (ShmemFile, MemFile)))
+    return v.uffd is None and (v.file is None or shmem_file(v) is not None)
 
 
 def vma_to_resize(mm: MM, addr: int, old_len: int, new_len: int) -> SVma:

@@ -39,13 +39,12 @@ child's copies are not registered (dup_userfaultfd without UFFD_FEATURE_EVENT_FO
 
 from __future__ import annotations
 
-from ...kconst import PAGE_MASK, PAGE_SHIFT
+from ...kconst import PAGE_MASK, PAGE_SHIFT, TASK_SIZE
 from ...ops.language import Op
 from .. import vmflags as F
-from .mm import MM, MMAP_MIN_ADDR, MemFile, OpFailed, ShmemFile, SVma
+from .mm import MM, MMAP_MIN_ADDR, OpFailed, SVma, linear_page_index, shmem_file
 from .vma import vma_modify
 
-TASK_SIZE = (1 << 47) - (1 << PAGE_SHIFT)
 _MODE_FLAGS = {"missing": F.VM_UFFD_MISSING, "wp": F.VM_UFFD_WP}
 
 
@@ -114,7 +113,7 @@ def userfaultfd_ioctl(mm: MM, op: Op) -> None:
 def can_userfault(mm: MM, v: SVma, flags: int) -> bool:
     """fs/userfaultfd.c vma_can_userfault: anonymous private memory, or shmem (a shared
     anonymous mapping, a memfd); write-protect mode on shmem from 5.19."""
-    shmem = isinstance(v.file, (ShmemFile, MemFile))
+    shmem = shmem_file(v) is not None
     if v.file is not None and not shmem:
         return False
     if flags & F.VM_UFFD_WP and shmem and not mm.epoch.uffd_wp_shmem:
@@ -127,9 +126,9 @@ def missing_page(mm: MM, v: SVma, addr: int) -> bool:
     missing pages and has none at addr (SIGBUS with UFFD_FEATURE_SIGBUS)."""
     if not v.flags & F.VM_UFFD_MISSING:
         return False
-    f = v.file
-    if isinstance(f, (ShmemFile, MemFile)):
-        return v.pgoff + ((addr - v.start) >> PAGE_SHIFT) not in f.pages
+    f = shmem_file(v)
+    if f is not None:
+        return linear_page_index(v, addr) not in f.pages
     return mm.present is not None and (addr >> PAGE_SHIFT) not in mm.present
 
 

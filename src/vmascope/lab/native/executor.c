@@ -790,17 +790,25 @@ static void start_kview(void)
     }
 }
 
+/* Ask the reader for process pid: 0 when asked (its lines follow, up to "." or
+ * "! STATUS"), -1 when there is no reader or it cannot take the request. */
+static int kview_ask(pid_t pid)
+{
+    char line[32];
+    int n;
+
+    if (kview_sock < 0 || kview_status)
+        return -1;
+    n = snprintf(line, sizeof line, "%d\n", (int)pid);
+    return send(kview_sock, line, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
+}
+
 static void report_kview(void)
 {
     char line[512];
-    int n = 0;
+    int n = kview_ask(getpid());
 
-    if (!kview_status) {
-        n = snprintf(line, sizeof line, "%d\n", (int)getpid());
-        if (send(kview_sock, line, (size_t)n, MSG_NOSIGNAL) != n)
-            n = -1;
-    }
-    while (!kview_status && n >= 0 && (n = read_line(kview_sock, line, sizeof line)) >= 0) {
+    while (n >= 0 && (n = read_line(kview_sock, line, sizeof line)) >= 0) {
         char *rest;
         if (!strcmp(line, ".\n")) {
             out_s("k .\n");
@@ -827,25 +835,17 @@ static void report_kview(void)
 static void probe_kview(pid_t pid)
 {
     char line[512], tag[32];
-    int n = 0;
+    int n = kview_ask(pid);
 
     snprintf(tag, sizeof tag, "v %d ", (int)pid);
-    if (kview_sock < 0 || kview_status) {
-        snprintf(line, sizeof line, "%s! %d\n", tag, kview_sock < 0 ? -1 : kview_status);
-        out_s(line);
-        return;
-    }
-    n = snprintf(line, sizeof line, "%d\n", (int)pid);
-    if (send(kview_sock, line, (size_t)n, MSG_NOSIGNAL) != n)
-        n = -1;
     while (n >= 0 && (n = read_line(kview_sock, line, sizeof line)) >= 0) {
         out_s(tag);
         out_s(line);
         if (!strcmp(line, ".\n") || line[0] == '!')
             return;
     }
-    out_s(tag);
-    out_s("! -1\n");
+    snprintf(line, sizeof line, "%s! %d\n", tag, kview_status ? kview_status : -1);
+    out_s(line);
 }
 
 static void probe_smaps(pid_t pid)
@@ -899,10 +899,8 @@ static void probe_program(char *spec)
             }
             break;
         }
-        char name[64];
-        unsigned long long addr;
         int who;
-        if (sscanf(line, "PAIR %63s %llx %d", name, &addr, &who) == 3) {
+        if (sscanf(line, "PAIR %*s %*s %d", &who) == 1) {
             int k = 0;
             while (k < nseen && seen[k] != (pid_t)who)
                 k++;
@@ -985,6 +983,14 @@ static void run_script(long id)
     flush_out();
 }
 
+/* Fork grandchildren whose parent had gone, and a probed program's children, were
+ * re-parented here (the executor is a subreaper): reap the ones that have ended. */
+static void reap_orphans(void)
+{
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
 static void start_script(long id, long timeout)
 {
     free(err_op);
@@ -1017,9 +1023,7 @@ static void start_script(long id, long timeout)
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
-    /* Fork grandchildren whose parent had gone were re-parented here (subreaper). */
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
+    reap_orphans();
     if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
         char line[64];
         int k = snprintf(line, sizeof line, "C %ld %d\n", id, st);
@@ -1165,8 +1169,7 @@ static int run_input(FILE *in)
         }
     }
     free(line);
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
+    reap_orphans();
     if (kview_sock >= 0) { /* end of input for the reader too */
         close(kview_sock);
         if (kview_pid > 0)
