@@ -11,7 +11,7 @@ APT_PACKAGES := build-essential procps qemu-system-x86 cpio zstd binutils \
 
 .PHONY: demo test venv apt bench fuzz clean
 
-$(VENV)/.installed: pyproject.toml setup.py
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/vmascope/*/*.c)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

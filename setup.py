@@ -1,4 +1,4 @@
-"""Builds the small C extension that parses /proc text at kernel speed."""
+"""Builds the small C extensions: the /proc text parser and the JSON row writer."""
 
 from setuptools import Extension, setup
 
@@ -8,6 +8,11 @@ setup(
             "vmascope.procfs._fastparse",
             sources=["src/vmascope/procfs/_fastparse.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
-        )
+        ),
+        Extension(
+            "vmascope.report._rows",
+            sources=["src/vmascope/report/_rows.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+        ),
     ]
 )

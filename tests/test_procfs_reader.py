@@ -12,7 +12,8 @@ import pytest
 
 from vmascope.errors import AccessDenied, ProcessNotFound, VmascopeError
 from vmascope.procfs import capture as capture_mod
-from vmascope.procfs import live
+from vmascope.procfs import early, live
+from vmascope.procfs import reader as reader_mod
 from vmascope.procfs._fastparse import fill
 from vmascope.procfs.reader import stream_fd, translate
 
@@ -119,9 +120,55 @@ def _killing(real, proc):
 
 
 def test_process_exiting_mid_read(many, monkeypatch):
-    monkeypatch.setattr(live, "stream_proc", _killing(live.stream_proc, many))
+    monkeypatch.setattr(reader_mod, "stream_proc", _killing(reader_mod.stream_proc, many))
     with pytest.raises(ProcessNotFound, match="exited"):
         live.read_process(many.pid)
+
+
+def test_early_read_is_the_same_snapshot(many):
+    """The read begun at start-up (procfs.early) is taken over: the same VMAs as a read
+    of its own, and nothing is left waiting to be taken."""
+    own = live.read_process(many.pid, smaps=True, numa=False)
+    early.start(many.pid, ("smaps",))
+    assert early.take(many.pid, "smaps") is not None  # it was started...
+    early.start(many.pid, ("smaps",))
+    taken = live.read_process(many.pid, smaps=True, numa=False)
+    assert early.take(many.pid, "smaps") is None  # ...and the second one was taken
+    assert len(taken) == len(own) > 1000
+    for col in ("start", "end", "perms", "offset", "inode", "vmflags"):
+        assert (getattr(taken, col) == getattr(own, col)).all(), col
+    assert taken.smaps.keys() == own.smaps.keys()
+    assert (taken.smaps["Size"] == own.smaps["Size"]).all()
+
+
+def test_early_read_of_a_process_that_exits(many):
+    early.start(many.pid, ("maps",))
+    os.killpg(many.pid, signal.SIGKILL)
+    many.wait(timeout=10)
+    with pytest.raises(ProcessNotFound):
+        live.read_process(many.pid, smaps=False, numa=False)
+    early.take(many.pid, "maps")
+
+
+def test_early_read_that_cannot_start_leaves_the_error_to_the_command():
+    early.start(999_999_999, ("maps",))  # no such pid: nothing is started
+    assert early.take(999_999_999, "maps") is None
+    with pytest.raises(ProcessNotFound):
+        live.read_process(999_999_999, smaps=False, numa=False)
+
+
+def test_cli_prefetch_chooses_the_file_the_command_reads(monkeypatch):
+    from vmascope.cli import prefetch
+
+    seen = []
+    monkeypatch.setattr(early, "start", lambda pid, names: seen.append((pid, names)))
+    for argv in (["snapshot", "42"], ["snapshot", "--pid", "42", "--json"],
+                 ["snapshot", "42", "--json", "--vmas"], ["analyse", "--top", "3", "42"],
+                 ["snapshot", "42", "-o", "x.vmasnap"], ["analyze", "--trace", "t", "42"],
+                 ["check", "42"], ["snapshot", "not-a-pid"]):
+        prefetch(argv)
+    assert seen == [(42, ("maps",)), (42, ("maps",)), (42, ("smaps",)),
+                    (42, ("smaps", "numa_maps"))]
 
 
 def test_process_exiting_mid_capture_leaves_no_file(many, monkeypatch, tmp_path):

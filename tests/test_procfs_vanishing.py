@@ -12,6 +12,7 @@ import pytest
 from vmascope.errors import ProcessNotFound
 from vmascope.procfs import capture as capture_mod
 from vmascope.procfs import live
+from vmascope.procfs import reader as reader_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_empty_maps_text_of_a_live_pid_is_a_process_that_exited(monkeypatch, tmp_path):
     # An exiting process has released its mm before it is a zombie: the kernel then
     # prints empty maps/smaps text while /proc/PID/stat still says it runs.
-    monkeypatch.setattr(live, "stream_proc", lambda pid, name, sinks: 0)
+    monkeypatch.setattr(reader_mod, "stream_proc", lambda pid, name, sinks: 0)
     monkeypatch.setattr(capture_mod, "stream_proc", lambda pid, name, sinks: 0)
     with pytest.raises(ProcessNotFound, match="exited while being read"):
         live.read_process(os.getpid())

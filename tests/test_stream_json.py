@@ -118,3 +118,32 @@ def test_numa_adds_each_vmas_policy() -> None:
     vmas = json.loads(proc.stdout)["vmas"]
     assert all("policy" in v for v in vmas)
     assert any(v["policy"] == "default" for v in vmas)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1 << 15])
+def test_stream_of_a_model_state_with_every_column(chunk: int) -> None:
+    """The simulator's snapshot has the columns /proc has not: anon_vma, policies, the
+    kernel view. Each row is still the whole-object encoder's."""
+    from vmascope.kernel.epochs import epoch_for
+    from vmascope.kernel.sim import MM, run_ops
+    from vmascope.kernel.sim.result import snapshot_of
+    from vmascope.model import SnapshotMeta
+    from vmascope.ops.language import load_script
+
+    script = ("mmap 0x100000 0x10000 rw- private,anonymous\n"
+              "touch 0x100000 write\nmprotect 0x102000 0x1000 r--\n"
+              "mbind 0x104000 0x2000 bind:1\nmadvise 0x108000 0x1000 dontfork\n"
+              "mmap 0x200000 0x3000 r-- private,anonymous\n")
+    mm = MM(epoch_for("6.12"), numa_nodes=2)
+    errors, faults = run_ops(mm, load_script(script))
+    assert not errors and not faults
+    for view in (False, True):
+        snap = snapshot_of(mm, SnapshotMeta(source="simulated"), kernel_view=view)
+        assert snap.anon_vma is not None and (snap.kview is not None) == view
+        assert snap.policy_id is not None and len(snap.policies) > 1
+        buf = io.StringIO()
+        write_json_with_vmas(snap, snap.backing_counts()[:10], buf, chunk=chunk)
+        doc = json.loads(buf.getvalue())
+        assert doc == _whole(snap)
+        assert any(v["anon_vma"] is None for v in doc["vmas"])
+        assert any(v["anon_vma"] is not None for v in doc["vmas"])

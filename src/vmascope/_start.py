@@ -133,8 +133,10 @@ def entry() -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) is signal.SIG_DFL:
                 signal.signal(sig, _on_terminate)
-        from .cli import main
+        from .cli import main, prefetch
         from .output import run_cli
+
+        prefetch(sys.argv[1:])
 
         code = run_cli(main)
         # The command is done and its output written: a signal from now on would only

@@ -6,6 +6,15 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1)
 
+# The VmFlags mnemonics of smaps (fs/proc/task_mmu.c show_smap_vma_flags) that vmascope
+# knows, in the order of their VM_* bits before 6.18; bit i of a VmFlags column is
+# KNOWN_VMFLAGS[i].
+KNOWN_VMFLAGS: tuple[str, ...] = (
+    "rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "pf", "dw", "lo", "io",
+    "sr", "rr", "dc", "de", "ac", "nr", "ht", "sf", "ar", "wf", "dd", "bt", "mm",
+    "hg", "nh", "mg", "um", "uw", "ui", "ss", "sl", "lf", "sd", "mt", "dp", "gu",
+)
+
 # include/linux/mm.h DEFAULT_MAX_MAP_COUNT (USHRT_MAX - MAPCOUNT_ELF_CORE_MARGIN).
 DEFAULT_MAX_MAP_COUNT = 65530
 

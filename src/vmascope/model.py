@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .kconst import PAGE_SHIFT, PAGE_SIZE
+from .kconst import KNOWN_VMFLAGS, PAGE_SHIFT, PAGE_SIZE
 
 SCHEMA_VERSION = 1
 
@@ -42,13 +42,8 @@ PERM_WRITE = 2
 PERM_EXEC = 4
 PERM_SHARED = 8  # 's' in the fourth column (VM_MAYSHARE); 'p' otherwise
 
-# VmFlags mnemonics in the order fs/proc/task_mmu.c (show_smap_vma_flags) lists them.
-# Mnemonics a snapshot meets that are not here are appended per snapshot.
-KNOWN_VMFLAGS: tuple[str, ...] = (
-    "rd", "wr", "ex", "sh", "mr", "mw", "me", "ms", "gd", "pf", "dw", "lo", "io",
-    "sr", "rr", "dc", "de", "ac", "nr", "ht", "sf", "ar", "wf", "dd", "bt", "mm",
-    "hg", "nh", "mg", "um", "uw", "ui", "ss", "sl", "lf", "sd", "mt", "dp", "gu",
-)
+# KNOWN_VMFLAGS (kconst): the mnemonics' bits; mnemonics a snapshot meets that are not
+# there are appended per snapshot.
 
 # Order in which /proc/PID/smaps prints the mnemonics (show_smap_vma_flags prints by
 # VM_* bit number). VM_MAYBE_GUARD ("gu") took bit 11, the old VM_DENYWRITE slot, so it

@@ -60,6 +60,45 @@ def _did_you_mean(message: str) -> str:
     return f"invalid choice: {m.group(1)!r} ({hint})"
 
 
+# Options of snapshot and analyze that take a value (prefetch skips the value).
+_VALUE_OPTIONS = frozenset({"--format", "--top", "--max-map-count", "--kernel", "--pid",
+                            "-o", "--output", "--trace", "--previous"})
+
+
+def prefetch(argv: Sequence[str]) -> None:
+    """Start reading the /proc file a ``snapshot PID`` or ``analyze PID`` reads first, on
+    the other core, while this process imports numpy and builds its parser: the kernel's
+    text generation is most of these commands' time at a million VMAs. Only a head start
+    (``procfs.early``): the command validates its arguments and reports every error as
+    usual, and takes the read over only if it reads that very file."""
+    if not argv or argv[0] not in ("snapshot", "analyze", "analyse"):
+        return
+    pid, words, i = None, set(), 1
+    while i < len(argv):
+        a = argv[i]
+        if a in _VALUE_OPTIONS:
+            if a == "--pid" and i + 1 < len(argv):
+                pid = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith("-"):
+            words.add(a.partition("=")[0])
+        elif pid is None:
+            pid = a
+        i += 1
+    capture = argv[0] == "snapshot" and ("-o" in argv or "--output" in argv)
+    if pid is None or not pid.isdigit() or os.path.exists(pid) or capture or "--trace" in argv:
+        return
+    if argv[0] == "snapshot":
+        smaps = ("--smaps" in words or "--vmas" in words) and "--no-smaps" not in words
+        names: tuple[str, ...] = ("smaps",) if smaps else ("maps",)
+    else:
+        names = ("smaps", "numa_maps")
+    from ..procfs import early
+
+    early.start(int(pid), names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

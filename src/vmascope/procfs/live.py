@@ -15,9 +15,9 @@ from .reader import (
     as_pid,
     check_alive,
     check_not_kthread,
+    parse_proc,
     proc_path,
     read_small,
-    stream_proc,
 )
 
 
@@ -75,7 +75,7 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
     numa_read = _NumaRead(pid) if numa and host.has_numa_maps() else None
     parser = TextParser(proc_path(pid, name))
     try:
-        stream_proc(pid, name, [parser.feed])
+        parse_proc(pid, name, parser)
     except BaseException:
         if numa_read is not None:
             numa_read.join()  # the smaps error is the one to report
@@ -106,8 +106,7 @@ class _NumaRead:
     def _run(self) -> None:
         try:
             nparser = TextParser(proc_path(self._pid, "numa_maps"), kind="numa")
-            stream_proc(self._pid, "numa_maps", [nparser.feed])
-            self._out = nparser.finish()
+            self._out = parse_proc(self._pid, "numa_maps", nparser).finish()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             self._exc = exc
 

@@ -44,6 +44,10 @@ class TextParser:
         self.kind = kind
         self._p = _fastparse.Parser(KNOWN_VMFLAGS, numa=(kind == "numa"), keep=keep)
 
+    def adopt(self, raw: Any) -> None:
+        """Take over a C parser that was fed elsewhere (``procfs.early``)."""
+        self._p = raw
+
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         try:
             self._p.feed(chunk)

@@ -14,9 +14,10 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..errors import AccessDenied, KernelThread, ProcessNotFound, UsageError, VmascopeError
+from . import early
 from ._fastparse import fill
 
 CHUNK = 1 << 20
@@ -142,6 +143,21 @@ def stream_proc(pid: int, name: str, sinks: Sequence[Sink], chunk: int = CHUNK) 
         _raise(exc, pid, path)
     finally:
         os.close(fd)
+
+
+def parse_proc(pid: int, name: str, parser: Any) -> Any:
+    """/proc/PID/NAME parsed by ``parser`` (a ``parse.TextParser``): the parser of the read
+    ``procfs.early`` began at start-up if there is one, else this one fed by a stream.
+    Returns the parser that holds the text."""
+    ahead = early.take(pid, name)
+    if ahead is None:
+        stream_proc(pid, name, [parser.feed])
+        return parser
+    try:
+        parser.adopt(ahead.wait())
+    except OSError as exc:
+        _raise(exc, pid, proc_path(pid, name))
+    return parser
 
 
 def check_alive(pid: int) -> None:

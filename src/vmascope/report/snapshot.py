@@ -100,130 +100,69 @@ def capture_text(res: Any) -> str:
 def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
                          chunk: int = 1 << 15) -> None:
     """``summary_json(snap, top, vmas=True)`` as compact JSON, written to ``out`` piece by
-    piece: the VMA array is never built as Python objects, so memory stays flat and the
-    text is the same as ``json.dumps(..., separators=(",", ":"))`` of the whole document.
+    piece: the VMA array is never built as Python objects (the C row writer reads the
+    columns), so memory stays flat and the text is the same as
+    ``json.dumps(..., separators=(",", ":"))`` of the whole document.
     """
     import json
-
-    import numpy as np
-
-    from ..model import _PERMS_TABLE, decode_dev
 
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     head = dumps(summary_json(snap, top, vmas=False))
     out.write(head[:-1] + (',"vmas":[' if head != "{}" else '"vmas":['))
-    n = len(snap)
-    names = [dumps(x) for x in snap.names]
-    perms = [dumps(p) for p in _PERMS_TABLE]
-    devs: dict[int, str] = {}
-    flags: dict[int, str] = {}
-    bits = list(enumerate(snap.flag_names))
-    fields = list(snap.smaps.items())
-    # every smaps field present (the usual case): one %-format for the whole object
-    smaps_fmt = ',"smaps":{' + ",".join(dumps(k).replace("%", "%%") + ":%d"
-                                        for k, _ in fields) + "}"
-    fast = _FastRows(snap, dumps)
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
-        cols: list[list[Any]] = [snap.start[lo:hi].tolist(), snap.end[lo:hi].tolist(),
-                                 snap.perms[lo:hi].tolist(), snap.offset[lo:hi].tolist(),
-                                 snap.dev[lo:hi].tolist(), snap.inode[lo:hi].tolist(),
-                                 snap.name_id[lo:hi].tolist()]
-        vf = None if snap.vmflags is None else snap.vmflags[lo:hi].tolist()
-        av = None if snap.anon_vma is None else snap.anon_vma[lo:hi].tolist()
-        po = None if snap.policy_id is None else snap.policy_id[lo:hi].tolist()
-        sm = list(zip(*[col[lo:hi].tolist() for _, col in fields])) if fields else []
-        full = (np.all([col[lo:hi] >= 0 for _, col in fields], axis=0).tolist()
-                if fields else [False] * (hi - lo))
-        if all(full) or not fields:
-            out.write(("," if lo else "") + _fast_rows(snap, lo, hi, fast, dumps))
-            continue
-        parts = []
-        for j, (s, e, p, off, dev, ino, nid) in enumerate(zip(*cols)):
-            d = devs.get(dev)
-            if d is None:
-                d = devs[dev] = '"%02x:%02x"' % decode_dev(dev)
-            row = (f'{{"start":"{s:#x}","end":"{e:#x}","size":{e - s},"perms":{perms[p]},'
-                   f'"offset":{off},"dev":{d},"inode":{ino},'
-                   f'"name":{names[nid] if nid >= 0 else "null"}')
-            if vf is not None:
-                b = vf[j]
-                f = flags.get(b)
-                if f is None:
-                    f = flags[b] = dumps([name for k, name in bits if b >> k & 1])
-                row += f',"flags":{f}'
-            if av is not None:
-                row += f',"anon_vma":{av[j] if av[j] >= 0 else "null"}'
-            if po is not None:
-                row += f',"policy":{dumps(snap.policies[po[j]]) if po[j] >= 0 else "null"}'
-            if snap.kview is not None:
-                row += ',"kernel":' + dumps(kview_json(snap.kview_of(lo + j)))
-            if full[j]:
-                row += smaps_fmt % sm[j]
-            elif fields:
-                some = {k: v for (k, _), v in zip(fields, sm[j]) if v >= 0}
-                if some:
-                    row += ',"smaps":' + dumps(some)
-            parts.append(row + "}")
+    rows = _RowWriter(snap, dumps)
+    for lo in range(0, len(snap), chunk):
         if lo:
             out.write(",")
-        out.write(",".join(parts))
+        out.write(rows(lo, min(len(snap), lo + chunk)))
     out.write("]}\n")
 
 
-class _FastRows:
-    """What the rows of one snapshot share: one %-template, and the JSON text of every
-    name, protection and policy, looked up by column value with numpy."""
+class _RowWriter:
+    """Rows lo..hi of one snapshot as JSON text, by the C row writer: the segments (key,
+    kind, column) of ``Snapshot.vma_json``'s object, with the JSON text of every name,
+    protection, flag and policy made once."""
 
     def __init__(self, snap: Any, dumps: Any) -> None:
+        from ..model import _PERMS_TABLE
+        from . import _rows as r
+
+        self.snap, self.dumps, self.r = snap, dumps, r
+        # index 0 is "no name" / "no policy" (id -1)
+        self.names = ["null", *map(dumps, snap.names)]
+        self.policies = ["null", *map(dumps, snap.policies)]
+        self.perms = ["null", *map(dumps, _PERMS_TABLE)]
+        self.flags = [dumps(f) for f in snap.flag_names]
+        self.smaps_keys = [dumps(k) + ":" for k in snap.smaps]
+
+    def __call__(self, lo: int, hi: int) -> str:
         import numpy as np
 
-        from ..model import _PERMS_TABLE
+        snap, r = self.snap, self.r
 
-        esc = lambda text: text.replace("%", "%%")  # noqa: E731
-        tmpl = ('{"start":"%s","end":"%s","size":%d,"perms":%s,"offset":%d,"dev":%s,'
-                '"inode":%d,"name":%s')
+        def col(a: Any) -> Any:
+            return np.ascontiguousarray(a[lo:hi], dtype=np.int64 if a.dtype.kind == "i"
+                                        or a.itemsize < 8 else a.dtype)
+
+        start, end = col(snap.start), col(snap.end)
+        segs: list[tuple[str, int, Any, Any]] = [
+            ('{"start":', r.HEX, start, None), (',"end":', r.HEX, end, None),
+            (',"size":', r.UDEC, end - start, None),
+            (',"perms":', r.TABLE, col(snap.perms), self.perms),
+            (',"offset":', r.UDEC, col(snap.offset), None),
+            (',"dev":', r.DEV, col(snap.dev), None),
+            (',"inode":', r.UDEC, col(snap.inode), None),
+            (',"name":', r.TABLE, col(snap.name_id), self.names)]
         if snap.vmflags is not None:
-            tmpl += ',"flags":%s'
+            segs.append((',"flags":', r.FLAGS, col(snap.vmflags), self.flags))
         if snap.anon_vma is not None:
-            tmpl += ',"anon_vma":%s'
+            segs.append((',"anon_vma":', r.NULLABLE, col(snap.anon_vma), None))
         if snap.policy_id is not None:
-            tmpl += ',"policy":%s'
+            segs.append((',"policy":', r.TABLE, col(snap.policy_id), self.policies))
         if snap.kview is not None:
-            tmpl += ',"kernel":%s'
+            segs.append((',"kernel":', r.TEXT, [self.dumps(kview_json(snap.kview_of(i)))
+                                                for i in range(lo, hi)], None))
         if snap.smaps:
-            tmpl += ',"smaps":{' + ",".join(esc(dumps(k)) + ":%d" for k in snap.smaps) + "}"
-        self.tmpl = tmpl + "}"
-        # index 0 is "no name" / "no policy" (id -1)
-        self.names = np.array(["null", *map(dumps, snap.names)], dtype=object)
-        self.policies = np.array(["null", *map(dumps, snap.policies)], dtype=object)
-        self.perms = np.array([dumps(p) for p in _PERMS_TABLE], dtype=object)
-
-
-def _fast_rows(snap: Any, lo: int, hi: int, fast: _FastRows, dumps: Any) -> str:
-    """Rows lo..hi as JSON, every smaps field present (or none at all)."""
-    import numpy as np
-
-    from ..model import decode_dev
-
-    start, end = snap.start[lo:hi], snap.end[lo:hi]
-    cols: list[Any] = [list(map(hex, start.tolist())), list(map(hex, end.tolist())),
-                       (end - start).tolist(), fast.perms[snap.perms[lo:hi]].tolist(),
-                       snap.offset[lo:hi].tolist()]
-    devs, inv = np.unique(snap.dev[lo:hi], return_inverse=True)
-    dev_text = np.array(['"%02x:%02x"' % decode_dev(int(d)) for d in devs], dtype=object)
-    cols += [dev_text[inv].tolist(), snap.inode[lo:hi].tolist(),
-             fast.names[snap.name_id[lo:hi].astype(np.int64) + 1].tolist()]
-    if snap.vmflags is not None:
-        bits, inv = np.unique(snap.vmflags[lo:hi], return_inverse=True)
-        flag_text = np.array([dumps([name for k, name in enumerate(snap.flag_names)
-                                     if int(b) >> k & 1]) for b in bits], dtype=object)
-        cols.append(flag_text[inv].tolist())
-    if snap.anon_vma is not None:
-        cols.append([str(a) if a >= 0 else "null" for a in snap.anon_vma[lo:hi].tolist()])
-    if snap.policy_id is not None:
-        cols.append(fast.policies[snap.policy_id[lo:hi].astype(np.int64) + 1].tolist())
-    if snap.kview is not None:
-        cols.append([dumps(kview_json(snap.kview_of(i))) for i in range(lo, hi)])
-    cols += [col[lo:hi].tolist() for col in snap.smaps.values()]
-    return ",".join(map(fast.tmpl.__mod__, zip(*cols)))
+            segs.append(("", r.SMAPS, tuple(col(c) for c in snap.smaps.values()),
+                         self.smaps_keys))
+        segs.append(("}", r.END, None, None))
+        return r.rows(hi - lo, segs)
