@@ -7,7 +7,8 @@ setup(
         Extension(
             "vmascope.procfs._fastparse",
             sources=["src/vmascope/procfs/_fastparse.c"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-pthread"],
+            extra_link_args=["-pthread"],
         ),
         Extension(
             "vmascope.report._rows",

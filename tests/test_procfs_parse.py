@@ -618,3 +618,46 @@ def test_many_bare_mapping_lines_alone_still_parse():
     bare = b"".join(b"%x-%x ---p 0 0:0 0\n" % (i * 4096, i * 4096 + 4096) for i in range(1, 200001))
     snap = parse_text(bare)
     assert len(snap) == 200000
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_take_between_chunks_gives_the_rows_of_a_whole_parse(seed: int) -> None:
+    """Rows handed over while the text streams in (``take``), then ``finish``: the same
+    rows, columns and smaps fields as one parse of the whole text, wherever the chunks
+    end (inside a line, between a mapping line and its fields)."""
+    import random
+
+    from vmascope.procfs.parse import TextParser, snapshot_from_result
+
+    with open(f"/proc/{os.getpid()}/smaps", "rb") as fh:
+        text = fh.read()
+    cut = text.index(b"\nSwap:")  # a field missing from the first VMA only
+    text = text[:cut] + text[text.index(b"\n", cut + 1):]
+    whole = TextParser("w")
+    whole.feed(text)
+    want = snapshot_from_result(whole.finish())
+    rng = random.Random(seed)
+    p = TextParser("s")
+    names: list[str] = []
+    pieces = []
+    pos = 0
+    while pos < len(text):
+        step = rng.choice([1, 7, 80, 500, 4096])
+        p.feed(text[pos:pos + step])
+        pos += step
+        res = p.take(len(names))
+        names.extend(res["names"])
+        pieces.append(snapshot_from_result({**res, "names": list(names)}))
+    res = p.finish()
+    res["names"] = res["names"][len(names):]
+    names.extend(res["names"])
+    pieces.append(snapshot_from_result({**res, "names": list(names)}))
+    assert sum(len(s) for s in pieces) == len(want)
+    assert names == want.names
+    for col in ("start", "end", "perms", "offset", "dev", "inode", "name_id", "vmflags"):
+        got = np.concatenate([getattr(s, col) for s in pieces if len(s)])
+        assert (got == getattr(want, col)).all(), col
+    for key, col in want.smaps.items():
+        got = np.concatenate([s.smaps.get(key, np.full(len(s), -1)) for s in pieces if len(s)])
+        assert (got == col).all(), key
+    assert want.smaps["Swap"][0] == -1 and (want.smaps["Swap"][1:] >= 0).all()

@@ -120,9 +120,25 @@ def _killing(real, proc):
 
 
 def test_process_exiting_mid_read(many, monkeypatch):
-    monkeypatch.setattr(reader_mod, "stream_proc", _killing(reader_mod.stream_proc, many))
+    from vmascope.procfs.parse import TextParser
+
+    def feed_fd(self, fd):  # the C read loop, with the process killed after one chunk
+        self.feed(os.read(fd, 1 << 16))
+        os.killpg(many.pid, signal.SIGKILL)
+        many.wait(timeout=10)
+        while chunk := os.read(fd, 1 << 20):
+            self.feed(chunk)
+
+    monkeypatch.setattr(TextParser, "feed_fd", feed_fd)
     with pytest.raises(ProcessNotFound, match="exited"):
         live.read_process(many.pid)
+
+
+def test_process_exiting_mid_stream(many, monkeypatch):
+    monkeypatch.setattr(reader_mod, "stream_proc", _killing(reader_mod.stream_proc, many))
+    monkeypatch.setattr(live, "stream_proc", reader_mod.stream_proc)
+    with pytest.raises(ProcessNotFound, match="exited"):
+        live.stream_process(many.pid, lambda piece: None)
 
 
 def test_early_read_is_the_same_snapshot(many):
@@ -167,8 +183,9 @@ def test_cli_prefetch_chooses_the_file_the_command_reads(monkeypatch):
                  ["snapshot", "42", "-o", "x.vmasnap"], ["analyze", "--trace", "t", "42"],
                  ["check", "42"], ["snapshot", "not-a-pid"]):
         prefetch(argv)
-    assert seen == [(42, ("maps",)), (42, ("maps",)), (42, ("smaps",)),
-                    (42, ("smaps", "numa_maps"))]
+    prefetch(["snapshot", "42", "--smaps"])
+    assert seen == [(42, ("maps",)), (42, ("maps",)), (42, ("smaps", "numa_maps")),
+                    (42, ("smaps",))]
 
 
 def test_process_exiting_mid_capture_leaves_no_file(many, monkeypatch, tmp_path):

@@ -16,7 +16,11 @@ import pytest
 
 import vmascope
 from vmascope.cli.demo import CHILD
-from vmascope.report.snapshot import summary_json, write_json_with_vmas
+from vmascope.report.snapshot import (
+    stream_json_with_vmas,
+    summary_json,
+    write_json_with_vmas,
+)
 
 VMASCOPE = str(Path(sys.executable).parent / "vmascope")
 
@@ -86,6 +90,54 @@ def test_cli_output_read_by_a_streaming_parser(fragmented: int) -> None:
     doc = json.loads(subprocess.run([VMASCOPE, "snapshot", str(fragmented), "--json"],
                                     capture_output=True, text=True, check=True).stdout)
     assert doc["map_count"] == n  # the process did not change meanwhile
+
+
+@pytest.mark.parametrize("smaps", [True, False])
+def test_live_stream_is_the_document_of_a_whole_read(fragmented: int, smaps: bool) -> None:
+    """The live form writes each piece of VMAs as it is parsed, "vmas" first: the same
+    document as the whole read's (the process stopped meanwhile), time apart."""
+    from conftest import stopped
+
+    from vmascope.procfs.live import read_process
+
+    with stopped(fragmented):
+        buf = io.StringIO()
+        stream_json_with_vmas(fragmented, buf, top=10, smaps=smaps, max_map_count=99999)
+        snap = read_process(fragmented, smaps=smaps, numa=False)
+    snap.meta.max_map_count = 99999
+    doc, whole = json.loads(buf.getvalue()), _whole(snap)
+    assert next(iter(doc)) == "vmas"
+    for d in (doc, whole):
+        del d["meta"]["time"]
+    assert doc["map_count"] > 20000 and doc["mappings_left"] == 99999 - doc["map_count"]
+    assert doc == whole
+    assert ("smaps" in doc["vmas"][0]) == smaps
+
+
+def test_live_stream_keeps_a_pieces_worth_of_columns(fragmented: int, monkeypatch) -> None:
+    """The parser hands its rows over as the text comes: no piece holds the process."""
+    from vmascope.procfs import live
+
+    sizes: list[int] = []
+    sink = _Sink()
+    real = live.snapshot_from_result
+
+    def counting(res, *a, **kw):
+        snap = real(res, *a, **kw)
+        sizes.append(len(snap))
+        return snap
+
+    monkeypatch.setattr(live, "snapshot_from_result", counting)
+    stream_json_with_vmas(fragmented, sink, top=10)
+    assert sum(sizes) > 20000 and len(sizes) > 5
+    assert max(sizes) < sum(sizes) / 4
+
+
+def test_live_stream_of_a_kernel_thread_is_an_error() -> None:
+    proc = subprocess.run([VMASCOPE, "snapshot", "2", "--json", "--vmas"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "kernel thread" in proc.stderr
 
 
 class _Sink:

@@ -209,6 +209,33 @@ class SnapshotMeta:
 _U64 = np.dtype(np.uint64)
 
 
+def rank_backings(counts: Sequence[int] | np.ndarray, names: Sequence[str]
+                  ) -> list[tuple[str, int]]:
+    """(backing, VMA count), most VMAs first, ties in name order: ``counts[0]`` is the
+    unnamed VMAs ('[anon]'), ``counts[i]`` those named ``names[i - 1]``."""
+    counts = np.asarray(counts, dtype=np.int64)
+    out = []
+    for idx in np.argsort(-counts, kind="stable"):
+        c = int(counts[idx])
+        if c == 0:
+            break
+        out.append(("[anon]" if idx == 0 else names[idx - 1], c))
+    return out
+
+
+def headroom(meta: SnapshotMeta, count: int) -> tuple[int, int | None, float | None]:
+    """(map_count, max_map_count, percent used) of ``count`` VMAs."""
+    mmc = meta.max_map_count
+    return count, mmc, None if not mmc else 100.0 * count / mmc
+
+
+def summary_head(meta: SnapshotMeta, count: int) -> dict[str, Any]:
+    """The keys every JSON form of a snapshot starts with."""
+    count, mmc, pct = headroom(meta, count)
+    return {"schema_version": SCHEMA_VERSION, "meta": meta.to_json(), "map_count": count,
+            "max_map_count": mmc, "percent_used": None if pct is None else round(pct, 3)}
+
+
 class Snapshot:
     """VMAs of one address space (columns) plus metadata."""
 
@@ -411,20 +438,11 @@ class Snapshot:
         if len(self) == 0:
             return []
         counts = np.bincount(self.name_id.astype(np.int64) + 1, minlength=len(self.names) + 1)
-        order = np.argsort(-counts, kind="stable")
-        out = []
-        for idx in order:
-            c = int(counts[idx])
-            if c == 0:
-                break
-            out.append(("[anon]" if idx == 0 else self.names[idx - 1], c))
-        return out
+        return rank_backings(counts, self.names)
 
     def headroom(self) -> tuple[int, int | None, float | None]:
         """(map_count, max_map_count, percent used)."""
-        mmc = self.meta.max_map_count
-        pct = None if not mmc else 100.0 * len(self) / mmc
-        return len(self), mmc, pct
+        return headroom(self.meta, len(self))
 
     # -- serialisation ------------------------------------------------------------------
 
@@ -453,14 +471,7 @@ class Snapshot:
         return out
 
     def to_json(self, *, vmas: bool = True) -> dict[str, Any]:
-        count, mmc, pct = self.headroom()
-        out: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "meta": self.meta.to_json(),
-            "map_count": count,
-            "max_map_count": mmc,
-            "percent_used": None if pct is None else round(pct, 3),
-        }
+        out = summary_head(self.meta, len(self))
         if vmas:
             out["vmas"] = [self.vma_json(i) for i in range(len(self))]
         return out

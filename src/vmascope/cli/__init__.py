@@ -90,8 +90,9 @@ def prefetch(argv: Sequence[str]) -> None:
     if pid is None or not pid.isdigit() or os.path.exists(pid) or capture or "--trace" in argv:
         return
     if argv[0] == "snapshot":
-        smaps = ("--smaps" in words or "--vmas" in words) and "--no-smaps" not in words
-        names: tuple[str, ...] = ("smaps",) if smaps else ("maps",)
+        if "--vmas" in words:
+            return  # the VMAs are written as they are parsed: nothing to read ahead
+        names: tuple[str, ...] = ("smaps",) if "--smaps" in words else ("maps",)
     else:
         names = ("smaps", "numa_maps")
     from ..procfs import early

@@ -72,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
     if _is_pid(args.target):
         # The summary needs only maps; smaps (and numa_maps) only when asked for.
         smaps = (args.smaps or args.vmas) and not args.no_smaps
+        if (args.json and args.vmas and not (args.numa and not args.no_numa)
+                and not _kernel_view_wanted(args)):
+            from ..report.snapshot import stream_json_with_vmas
+
+            stream_json_with_vmas(args.target, sys.stdout, top=args.top, smaps=smaps,
+                                  max_map_count=args.max_map_count)
+            return 0
         snap = read_live(args.target, args.kernel_view, smaps=smaps,
                          numa=args.numa and not args.no_numa)
     else:
@@ -91,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
 
     print_summary(snap, top, Console(highlight=False, soft_wrap=False))
     return 0
+
+
+def _kernel_view_wanted(args: argparse.Namespace) -> bool:
+    from ..procfs import kview
+
+    return bool(kview.wanted(args.kernel_view))
 
 
 def _capture(args: argparse.Namespace) -> int:

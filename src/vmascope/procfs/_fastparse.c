@@ -13,6 +13,11 @@
  *   smaps:  a maps line, then "Key:   N kB" / "Key:   N" lines and "VmFlags: xx yy "
  *   numa:   START POLICY [key=value ...]
  *
+ * feed_fd(fd) reads a file to its end and parses it with the GIL released throughout: a
+ * second thread read()s into a small ring of reused buffers while the calling thread
+ * parses the previous ones, so the kernel's text generation and the parse run on two
+ * cores, and nothing in Python runs per chunk.
+ *
  * Errors carry the 1-based line number and what was expected; the Python side turns
  * them into vmascope.errors.ParseError.
  */
@@ -23,6 +28,7 @@
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define MAX_LINE (1 << 16)
@@ -829,19 +835,170 @@ static PyObject *Parser_feed(PyObject *obj, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
-static PyObject *names_list(Parser *p) {
-    PyObject *lst = PyList_New((Py_ssize_t)p->nnames);
+/* feed_fd: a reader thread fills RING buffers of RING_CHUNK bytes in turn (each at least
+ * RING_LOW full unless the file ends: a /proc seq_file gives a page or so per read()). */
+#define RING 4
+#define RING_CHUNK (1 << 20)
+#define RING_LOW (RING_CHUNK - (1 << 16))
+
+typedef struct {
+    int fd;
+    char *buf[RING];
+    size_t len[RING];
+    unsigned long long filled, parsed; /* buffers handed over, buffers given back */
+    int eof, err, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} Ring;
+
+static void *ring_reader(void *arg) {
+    Ring *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->filled - r->parsed == RING && !r->stop)
+            pthread_cond_wait(&r->cv, &r->mu);
+        int stop = r->stop;
+        unsigned long long slot = r->filled % RING;
+        pthread_mutex_unlock(&r->mu);
+        if (stop)
+            return NULL;
+        size_t got = 0;
+        int eof = 0, err = 0;
+        while (got < RING_LOW) {
+            ssize_t n = read(r->fd, r->buf[slot] + got, RING_CHUNK - got);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                err = errno;
+                break;
+            }
+            if (n == 0) {
+                eof = 1;
+                break;
+            }
+            got += (size_t)n;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->len[slot] = got;
+        if (got)
+            r->filled++;
+        r->eof = eof;
+        r->err = err;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (eof || err)
+            return NULL;
+    }
+}
+
+/* Returns bytes parsed, or -1 (parse error in p), -2 (read error in *err), -3 (no
+ * memory or thread). */
+static long long parse_fd(Parser *p, int fd, int *err) {
+    Ring r;
+    memset(&r, 0, sizeof r);
+    r.fd = fd;
+    for (int i = 0; i < RING; i++) {
+        r.buf[i] = malloc(RING_CHUNK);
+        if (r.buf[i] == NULL) {
+            for (int j = 0; j < i; j++)
+                free(r.buf[j]);
+            return -3;
+        }
+    }
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    pthread_t th;
+    long long total = 0, rc = 0;
+    if (pthread_create(&th, NULL, ring_reader, &r) != 0) {
+        rc = -3;
+        goto out;
+    }
+    for (;;) {
+        pthread_mutex_lock(&r.mu);
+        while (r.filled == r.parsed && !r.eof && !r.err)
+            pthread_cond_wait(&r.cv, &r.mu);
+        int have = r.filled > r.parsed;
+        unsigned long long slot = r.parsed % RING;
+        size_t len = r.len[slot];
+        if (!have) {
+            *err = r.err;
+            pthread_mutex_unlock(&r.mu);
+            rc = *err ? -2 : 0;
+            break;
+        }
+        pthread_mutex_unlock(&r.mu);
+        if (parse_chunk(p, r.buf[slot], len) < 0) {
+            pthread_mutex_lock(&r.mu);
+            r.stop = 1;
+            pthread_cond_broadcast(&r.cv);
+            pthread_mutex_unlock(&r.mu);
+            rc = -1;
+            break;
+        }
+        total += (long long)len;
+        pthread_mutex_lock(&r.mu);
+        r.parsed++;
+        pthread_cond_broadcast(&r.cv);
+        pthread_mutex_unlock(&r.mu);
+    }
+    pthread_join(th, NULL);
+out:
+    pthread_cond_destroy(&r.cv);
+    pthread_mutex_destroy(&r.mu);
+    for (int i = 0; i < RING; i++)
+        free(r.buf[i]);
+    return rc < 0 ? rc : total;
+}
+
+static PyObject *Parser_feed_fd(PyObject *obj, PyObject *arg) {
+    Parser *p = (Parser *)obj;
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    if (p->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+        return NULL;
+    }
+    if (p->err_line || p->oom)
+        return raise_failure(p);
+    long long rc;
+    int err = 0;
+    p->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = parse_fd(p, fd, &err);
+    Py_END_ALLOW_THREADS
+    p->busy = 0;
+    if (rc == -1)
+        return raise_failure(p);
+    if (rc == -2) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (rc == -3)
+        return PyErr_NoMemory();
+    return PyLong_FromLongLong(rc);
+}
+
+/* The interned names from index `from` on. */
+static PyObject *names_list_from(Parser *p, size_t from) {
+    if (from > p->nnames)
+        from = p->nnames;
+    PyObject *lst = PyList_New((Py_ssize_t)(p->nnames - from));
     if (lst == NULL)
         return NULL;
-    for (size_t i = 0; i < p->nnames; i++) {
+    for (size_t i = from; i < p->nnames; i++) {
         PyObject *s = PyUnicode_DecodeFSDefaultAndSize(p->nptr[i], (Py_ssize_t)p->nlen[i]);
         if (s == NULL) {
             Py_DECREF(lst);
             return NULL;
         }
-        PyList_SET_ITEM(lst, (Py_ssize_t)i, s);
+        PyList_SET_ITEM(lst, (Py_ssize_t)(i - from), s);
     }
     return lst;
+}
+
+static PyObject *names_list(Parser *p) {
+    return names_list_from(p, 0);
 }
 
 static int put(PyObject *d, const char *k, PyObject *v) {
@@ -948,6 +1105,88 @@ fail:
     return NULL;
 }
 
+/* The first m rows of a column as a Column; the rows after them move to the front. */
+static PyObject *split_column(void *ptr, size_t elt, size_t m, size_t n) {
+    if (m == 0)
+        return make_column(NULL, 0);
+    void *head = malloc(m * elt);
+    if (head == NULL)
+        return PyErr_NoMemory();
+    memcpy(head, ptr, m * elt);
+    memmove(ptr, (char *)ptr + m * elt, (n - m) * elt);
+    return make_column(head, m * elt);
+}
+
+#define SPLIT(field) split_column((void *)(field), sizeof(*(field)), m, n)
+
+/* take(names_from) -> dict: the rows parsed so far except the last (whose smaps fields
+ * may still come), as finish() gives them, with "names" the interned names from index
+ * names_from on; the parser goes on with the rest.  A caller that writes rows as the
+ * text streams in keeps only a chunk's worth of columns. */
+static PyObject *Parser_take(PyObject *obj, PyObject *args) {
+    Parser *p = (Parser *)obj;
+    Py_ssize_t names_from = 0;
+    if (!PyArg_ParseTuple(args, "|n", &names_from))
+        return NULL;
+    if (p->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+        return NULL;
+    }
+    if (p->err_line || p->oom)
+        return raise_failure(p);
+    if (p->numa || !p->keep) {
+        PyErr_SetString(PyExc_ValueError, "take() is for a maps/smaps parser that keeps rows");
+        return NULL;
+    }
+    size_t n = p->n, m = n ? n - 1 : 0;
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    if (put(d, "n", PyLong_FromSize_t(m)) < 0) goto fail;
+    if (put(d, "has_vmflags", PyBool_FromLong(p->have_vmflags)) < 0) goto fail;
+    if (put(d, "names", names_list_from(p, names_from < 0 ? 0 : (size_t)names_from)) < 0)
+        goto fail;
+    {
+        PyObject *fl = PyList_New(p->nflags);
+        if (fl == NULL) goto fail;
+        for (int i = 0; i < p->nflags; i++) {
+            PyObject *t = PyUnicode_FromString(p->flag_names[i]);
+            if (t == NULL) { Py_DECREF(fl); goto fail; }
+            PyList_SET_ITEM(fl, i, t);
+        }
+        if (put(d, "flag_names", fl) < 0) goto fail;
+    }
+    {
+        PyObject *keys = PyList_New(p->nfields);
+        PyObject *cols = PyList_New(p->nfields);
+        if (keys == NULL || cols == NULL) { Py_XDECREF(keys); Py_XDECREF(cols); goto fail; }
+        for (int i = 0; i < p->nfields; i++) {
+            PyObject *t = PyUnicode_FromString(p->fields[i].key);
+            PyObject *c = t ? SPLIT(p->fields[i].col) : NULL;
+            if (c == NULL) { Py_XDECREF(t); Py_DECREF(keys); Py_DECREF(cols); goto fail; }
+            PyList_SET_ITEM(keys, i, t);
+            PyList_SET_ITEM(cols, i, c);
+        }
+        if (put(d, "field_names", keys) < 0) { Py_DECREF(cols); goto fail; }
+        if (put(d, "fields", cols) < 0) goto fail;
+    }
+    if (put(d, "start", SPLIT(p->start)) < 0) goto fail;
+    if (put(d, "end", SPLIT(p->end)) < 0) goto fail;
+    if (put(d, "perms", SPLIT(p->perms)) < 0) goto fail;
+    if (put(d, "offset", SPLIT(p->offset)) < 0) goto fail;
+    if (put(d, "dev", SPLIT(p->dev)) < 0) goto fail;
+    if (put(d, "inode", SPLIT(p->inode)) < 0) goto fail;
+    if (put(d, "name_id", SPLIT(p->name_id)) < 0) goto fail;
+    if (p->have_vmflags && put(d, "vmflags", SPLIT(p->vmflags)) < 0) goto fail;
+    p->n = n - m;
+    return d;
+fail:
+    /* a column split before the failure has lost its rows: the parse cannot go on */
+    p->oom = 1;
+    Py_DECREF(d);
+    return NULL;
+}
+
 static PyObject *Parser_get_count(PyObject *obj, void *Py_UNUSED(closure)) {
     return PyLong_FromSize_t(((Parser *)obj)->n);
 }
@@ -1001,6 +1240,10 @@ static PyMethodDef module_methods[] = {
 };
 
 static PyMethodDef Parser_methods[] = {
+    {"take", Parser_take, METH_VARARGS,
+     "take(names_from=0) -> dict: the rows parsed so far but the last, moved out."},
+    {"feed_fd", Parser_feed_fd, METH_O,
+     "feed_fd(fd) -> bytes: read fd to its end and parse it (GIL released; see above)."},
     {"feed", Parser_feed, METH_O,
      "feed(chunk): parse the complete lines of a bytes-like chunk (GIL released)."},
     {"finish", Parser_finish, METH_NOARGS,

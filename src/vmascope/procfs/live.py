@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from .. import host
 from ..errors import ProcessNotFound
-from ..model import Snapshot, SnapshotMeta
+from ..model import Snapshot, SnapshotMeta, rank_backings
 from .parse import TextParser, parse_rollup, parse_status, snapshot_from_result
 from .reader import (
     Background,
@@ -18,6 +19,7 @@ from .reader import (
     parse_proc,
     proc_path,
     read_small,
+    stream_proc,
 )
 
 
@@ -87,6 +89,55 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snaps
     check_alive(pid)
     check_has_mappings(pid, res)
     return snapshot_from_result(res, meta, numa=nres)
+
+
+class Streamed(NamedTuple):
+    """What :func:`stream_process` knows at the end: the metadata, the VMA count, their
+    total size, and (backing, VMAs) ranked as ``Snapshot.backing_counts`` ranks them."""
+
+    meta: SnapshotMeta
+    count: int
+    total_size: int
+    backings: list[tuple[str, int]]
+
+
+def stream_process(pid: int | str, rows: Callable[[Snapshot], object], *,
+                   smaps: bool = True) -> Streamed:
+    """Read /proc/PID/smaps (or maps) handing each piece of complete VMAs, as it is
+    parsed, to ``rows`` as a Snapshot of those VMAs (its names: every name seen so far):
+    memory stays a piece's worth however many VMAs there are."""
+    pid = as_pid(pid)
+    started = time.time()
+    meta = host_meta(meta_from_raw(pid, read_raw_meta(pid), source="live"))
+    meta.time = started
+    name = "smaps" if smaps else "maps"
+    rollup = Background(pid, "smaps_rollup") if smaps else None
+    parser = TextParser(proc_path(pid, name))
+    names: list[str] = []
+    total = [0, 0]  # VMAs, bytes
+
+    def piece(res: dict[str, Any]) -> None:
+        names.extend(res["names"])
+        if res["n"]:
+            snap = snapshot_from_result({**res, "names": names}, meta)
+            total[0] += len(snap)
+            total[1] += int(snap.sizes().sum())
+            rows(snap)
+
+    def feed(view: memoryview) -> None:
+        parser.feed(view)
+        piece(parser.take(len(names)))
+
+    stream_proc(pid, name, [feed])
+    res = parser.finish()
+    res["names"] = res["names"][len(names):]
+    piece(res)
+    check_alive(pid)
+    check_has_mappings(pid, {"n": total[0]})
+    if rollup is not None:
+        meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
+    counts = [int(res["anon_count"]), *map(int, res["name_counts"])]
+    return Streamed(meta, total[0], total[1], rank_backings(counts, names))
 
 
 class _NumaRead:

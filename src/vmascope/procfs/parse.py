@@ -55,6 +55,20 @@ class TextParser:
             line, expected = exc.args
             raise ParseError(self.source, int(line), str(expected)) from None
 
+    def take(self, names_from: int = 0) -> dict[str, Any]:
+        """The rows parsed so far but the last (whose smaps fields may still come), as
+        ``finish`` gives them, with the names from index ``names_from`` on; the parser
+        goes on with the rest."""
+        return dict(self._p.take(names_from))
+
+    def feed_fd(self, fd: int) -> int:
+        """Read ``fd`` to its end and parse it (OSError from the read); the byte count."""
+        try:
+            return int(self._p.feed_fd(fd))
+        except _fastparse.ParseFailure as exc:
+            line, expected = exc.args
+            raise ParseError(self.source, int(line), str(expected)) from None
+
     def finish(self) -> dict[str, Any]:
         try:
             return dict(self._p.finish())
@@ -123,6 +137,11 @@ def attach_numa(snap: Snapshot, res: Mapping[str, Any]) -> int:
     starts = _col(res, "start", np.uint64)
     pol = _col(res, "name_id", np.int32)
     policy_id = np.full(len(snap), -1, dtype=np.int32)
+    if len(starts) == len(snap) and np.array_equal(starts, snap.start):
+        # the usual case: the same VMAs in both reads
+        snap.policy_id = pol.astype(np.int32)
+        snap.policies = list(res["names"])
+        return 0
     if len(snap) and len(starts):
         idx = np.searchsorted(snap.start, starts)
         inside = idx < len(snap)

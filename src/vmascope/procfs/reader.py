@@ -147,16 +147,23 @@ def stream_proc(pid: int, name: str, sinks: Sequence[Sink], chunk: int = CHUNK) 
 
 def parse_proc(pid: int, name: str, parser: Any) -> Any:
     """/proc/PID/NAME parsed by ``parser`` (a ``parse.TextParser``): the parser of the read
-    ``procfs.early`` began at start-up if there is one, else this one fed by a stream.
-    Returns the parser that holds the text."""
+    ``procfs.early`` began at start-up if there is one, else this one (``feed_fd``: read
+    and parsed on two cores in C). Returns the parser that holds the text."""
     ahead = early.take(pid, name)
+    path = proc_path(pid, name)
     if ahead is None:
-        stream_proc(pid, name, [parser.feed])
+        fd = open_proc(pid, name)
+        try:
+            parser.feed_fd(fd)
+        except OSError as exc:
+            _raise(exc, pid, path)
+        finally:
+            os.close(fd)
         return parser
     try:
         parser.adopt(ahead.wait())
     except OSError as exc:
-        _raise(exc, pid, proc_path(pid, name))
+        _raise(exc, pid, path)
     return parser
 
 

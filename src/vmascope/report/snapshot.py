@@ -10,13 +10,48 @@ from .fmt import human_bytes
 
 def summary_json(snap: Any, top: list[tuple[str, int]], *, vmas: bool) -> dict[str, Any]:
     out = snap.to_json(vmas=vmas)
-    count, mmc, _ = snap.headroom()
-    out["mappings_left"] = None if mmc is None else mmc - count
-    out["top_backings"] = [{"backing": b, "vmas": c} for b, c in top]
-    out["total_size"] = int(snap.sizes().sum())
+    out.update(_summary_tail(snap.meta, len(snap), top, int(snap.sizes().sum())))
     if snap.kview is not None:
         out["kernel_view"] = kview_summary(snap)
     return out
+
+
+def _summary_tail(meta: Any, count: int, top: list[tuple[str, int]],
+                  total_size: int) -> dict[str, Any]:
+    mmc = meta.max_map_count
+    return {"mappings_left": None if mmc is None else mmc - count,
+            "top_backings": [{"backing": b, "vmas": c} for b, c in top],
+            "total_size": total_size}
+
+
+def stream_json_with_vmas(pid: int | str, out: Any, *, top: int, smaps: bool = True,
+                          max_map_count: int | None = None) -> None:
+    """``snapshot PID --json --vmas`` as the text streams in: each piece of VMAs is
+    written as soon as it is parsed (the C row writer), so memory stays flat and the
+    kernel's text generation, the parse and the writing overlap. The document is the
+    one :func:`write_json_with_vmas` writes, with "vmas" first (the summary needs the
+    whole process)."""
+    import json
+
+    from ..model import summary_head
+    from ..procfs.live import stream_process
+
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    first = [True]
+
+    def rows(piece: Any) -> None:
+        # nothing is written before the first VMAs: an error in reading the metadata
+        # (no such pid, a kernel thread) leaves standard output empty
+        text = _RowWriter(piece, dumps)(0, len(piece))
+        out.write('{"vmas":[' + text if first[0] else "," + text)
+        first[0] = False
+
+    done = stream_process(pid, rows, smaps=smaps)
+    if max_map_count:
+        done.meta.max_map_count = max_map_count
+    tail = summary_head(done.meta, done.count)
+    tail.update(_summary_tail(done.meta, done.count, done.backings[:top], done.total_size))
+    out.write("]," + dumps(tail)[1:] + "\n")
 
 
 def kview_summary(snap: Any) -> dict[str, int]:
