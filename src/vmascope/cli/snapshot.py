@@ -46,7 +46,9 @@ def register(subparsers: Any) -> None:
     add_format(p)
     add_max_map_count(p)
     p.add_argument("--vmas", action="store_true",
-                   help="with --json: include every VMA (read from smaps unless --no-smaps)")
+                   help="with --json: include every VMA (read from smaps unless --no-smaps); "
+                   "from a live process the VMAs are written as they are read, the \"vmas\" "
+                   "array first and the summary after it")
     p.set_defaults(writes_output=True)
     p.add_argument("--top", type=int, default=10, metavar="N",
                    help="how many backings to list (default 10)")
