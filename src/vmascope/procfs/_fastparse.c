@@ -812,15 +812,24 @@ static PyObject *raise_failure(Parser *p) {
     return NULL;
 }
 
+/* -1 with an exception if the parser is in use by another thread or has failed. */
+static int check_usable(Parser *p) {
+    if (p->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+        return -1;
+    }
+    if (p->err_line || p->oom) {
+        raise_failure(p);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Parser_feed(PyObject *obj, PyObject *arg) {
     Parser *p = (Parser *)obj;
     Py_buffer view;
-    if (p->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+    if (check_usable(p) < 0)
         return NULL;
-    }
-    if (p->err_line || p->oom)
-        return raise_failure(p);
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     int rc;
@@ -833,6 +842,28 @@ static PyObject *Parser_feed(PyObject *obj, PyObject *arg) {
     if (rc < 0)
         return raise_failure(p);
     Py_RETURN_NONE;
+}
+
+/* read() into buf until at least `want` bytes are in it (or one read when want is 0) or
+ * the file ends; *eof set at the end, *err the errno of a failed read. Returns bytes. */
+static size_t fill_buf(int fd, char *buf, size_t cap, size_t want, int *eof, int *err) {
+    size_t filled = 0;
+    *eof = *err = 0;
+    while (filled < want || (filled == 0 && cap > 0)) {
+        ssize_t n = read(fd, buf + filled, cap - filled);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            *err = errno;
+            break;
+        }
+        if (n == 0) {
+            *eof = 1;
+            break;
+        }
+        filled += (size_t)n;
+    }
+    return filled;
 }
 
 /* feed_fd: a reader thread fills RING buffers of RING_CHUNK bytes in turn (each at least
@@ -862,22 +893,8 @@ static void *ring_reader(void *arg) {
         pthread_mutex_unlock(&r->mu);
         if (stop)
             return NULL;
-        size_t got = 0;
-        int eof = 0, err = 0;
-        while (got < RING_LOW) {
-            ssize_t n = read(r->fd, r->buf[slot] + got, RING_CHUNK - got);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                err = errno;
-                break;
-            }
-            if (n == 0) {
-                eof = 1;
-                break;
-            }
-            got += (size_t)n;
-        }
+        int eof, err;
+        size_t got = fill_buf(r->fd, r->buf[slot], RING_CHUNK, RING_LOW, &eof, &err);
         pthread_mutex_lock(&r->mu);
         r->len[slot] = got;
         if (got)
@@ -955,12 +972,8 @@ static PyObject *Parser_feed_fd(PyObject *obj, PyObject *arg) {
     int fd = PyObject_AsFileDescriptor(arg);
     if (fd < 0)
         return NULL;
-    if (p->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+    if (check_usable(p) < 0)
         return NULL;
-    }
-    if (p->err_line || p->oom)
-        return raise_failure(p);
     long long rc;
     int err = 0;
     p->busy = 1;
@@ -977,6 +990,31 @@ static PyObject *Parser_feed_fd(PyObject *obj, PyObject *arg) {
     if (rc == -3)
         return PyErr_NoMemory();
     return PyLong_FromLongLong(rc);
+}
+
+/* The VmFlags mnemonics (by bit) and the smaps keys (by column) as lists of str. */
+static PyObject *flag_names_list(Parser *p) {
+    PyObject *lst = PyList_New(p->nflags);
+    for (int i = 0; lst != NULL && i < p->nflags; i++) {
+        PyObject *s = PyUnicode_FromString(p->flag_names[i]);
+        if (s == NULL)
+            Py_CLEAR(lst);
+        else
+            PyList_SET_ITEM(lst, i, s);
+    }
+    return lst;
+}
+
+static PyObject *field_names_list(Parser *p) {
+    PyObject *lst = PyList_New(p->nfields);
+    for (int i = 0; lst != NULL && i < p->nfields; i++) {
+        PyObject *s = PyUnicode_FromString(p->fields[i].key);
+        if (s == NULL)
+            Py_CLEAR(lst);
+        else
+            PyList_SET_ITEM(lst, i, s);
+    }
+    return lst;
 }
 
 /* The interned names from index `from` on. */
@@ -1045,27 +1083,9 @@ static PyObject *Parser_finish(PyObject *obj, PyObject *Py_UNUSED(ignored)) {
         }
         if (put(d, "name_counts", counts) < 0) goto fail;
     }
-    {
-        PyObject *fl = PyList_New(p->nflags);
-        if (fl == NULL) goto fail;
-        for (int i = 0; i < p->nflags; i++) {
-            PyObject *s = PyUnicode_FromString(p->flag_names[i]);
-            if (s == NULL) { Py_DECREF(fl); goto fail; }
-            PyList_SET_ITEM(fl, i, s);
-        }
-        if (put(d, "flag_names", fl) < 0) goto fail;
-    }
+    if (put(d, "flag_names", flag_names_list(p)) < 0) goto fail;
     if (put(d, "has_vmflags", PyBool_FromLong(p->have_vmflags)) < 0) goto fail;
-    {
-        PyObject *keys = PyList_New(p->nfields);
-        if (keys == NULL) goto fail;
-        for (int i = 0; i < p->nfields; i++) {
-            PyObject *s = PyUnicode_FromString(p->fields[i].key);
-            if (s == NULL) { Py_DECREF(keys); goto fail; }
-            PyList_SET_ITEM(keys, i, s);
-        }
-        if (put(d, "field_names", keys) < 0) goto fail;
-    }
+    if (put(d, "field_names", field_names_list(p)) < 0) goto fail;
     if (p->keep) {
         if (put(d, "start", TAKE(p->start, n)) < 0) { p->start = NULL; goto fail; }
         p->start = NULL;
@@ -1128,12 +1148,8 @@ static PyObject *Parser_take(PyObject *obj, PyObject *args) {
     Py_ssize_t names_from = 0;
     if (!PyArg_ParseTuple(args, "|n", &names_from))
         return NULL;
-    if (p->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "parser used by two threads at once");
+    if (check_usable(p) < 0)
         return NULL;
-    }
-    if (p->err_line || p->oom)
-        return raise_failure(p);
     if (p->numa || !p->keep) {
         PyErr_SetString(PyExc_ValueError, "take() is for a maps/smaps parser that keeps rows");
         return NULL;
@@ -1146,28 +1162,16 @@ static PyObject *Parser_take(PyObject *obj, PyObject *args) {
     if (put(d, "has_vmflags", PyBool_FromLong(p->have_vmflags)) < 0) goto fail;
     if (put(d, "names", names_list_from(p, names_from < 0 ? 0 : (size_t)names_from)) < 0)
         goto fail;
+    if (put(d, "flag_names", flag_names_list(p)) < 0) goto fail;
+    if (put(d, "field_names", field_names_list(p)) < 0) goto fail;
     {
-        PyObject *fl = PyList_New(p->nflags);
-        if (fl == NULL) goto fail;
-        for (int i = 0; i < p->nflags; i++) {
-            PyObject *t = PyUnicode_FromString(p->flag_names[i]);
-            if (t == NULL) { Py_DECREF(fl); goto fail; }
-            PyList_SET_ITEM(fl, i, t);
-        }
-        if (put(d, "flag_names", fl) < 0) goto fail;
-    }
-    {
-        PyObject *keys = PyList_New(p->nfields);
         PyObject *cols = PyList_New(p->nfields);
-        if (keys == NULL || cols == NULL) { Py_XDECREF(keys); Py_XDECREF(cols); goto fail; }
+        if (cols == NULL) goto fail;
         for (int i = 0; i < p->nfields; i++) {
-            PyObject *t = PyUnicode_FromString(p->fields[i].key);
-            PyObject *c = t ? SPLIT(p->fields[i].col) : NULL;
-            if (c == NULL) { Py_XDECREF(t); Py_DECREF(keys); Py_DECREF(cols); goto fail; }
-            PyList_SET_ITEM(keys, i, t);
+            PyObject *c = SPLIT(p->fields[i].col);
+            if (c == NULL) { Py_DECREF(cols); goto fail; }
             PyList_SET_ITEM(cols, i, c);
         }
-        if (put(d, "field_names", keys) < 0) { Py_DECREF(cols); goto fail; }
         if (put(d, "fields", cols) < 0) goto fail;
     }
     if (put(d, "start", SPLIT(p->start)) < 0) goto fail;
@@ -1206,24 +1210,11 @@ static PyObject *fp_fill(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_ssize_t low;
     if (!PyArg_ParseTuple(args, "iw*n", &fd, &buf, &low))
         return NULL;
-    size_t filled = 0, cap = (size_t)buf.len;
+    size_t filled, cap = (size_t)buf.len;
     size_t want = low < 0 ? 0 : ((size_t)low < cap ? (size_t)low : cap);
-    int eof = 0, err = 0;
+    int eof, err;
     Py_BEGIN_ALLOW_THREADS
-    while (filled < want || (filled == 0 && cap > 0)) {
-        ssize_t n = read(fd, (char *)buf.buf + filled, cap - filled);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            err = errno;
-            break;
-        }
-        if (n == 0) {
-            eof = 1;
-            break;
-        }
-        filled += (size_t)n;
-    }
+    filled = fill_buf(fd, (char *)buf.buf, cap, want, &eof, &err);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
     if (err) {
