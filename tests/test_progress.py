@@ -83,6 +83,16 @@ def test_capture_shows_what_it_does(tmp_path: Path) -> None:
     assert "capturing" not in proc.stderr and proc.stderr.startswith("vmascope: wrote")
 
 
+def test_analyze_shows_what_it_does() -> None:
+    out = on_terminal("analyze", str(os.getpid()))
+    assert f"pid {os.getpid()}: reading /proc/{os.getpid()}/smaps" in out and ERASE in out
+    assert "Map count" in out or "mappings" in out  # and then the report itself
+    proc = piped("analyze", str(os.getpid()))
+    assert proc.returncode == 0 and "reading /proc" not in proc.stderr + proc.stdout
+    proc = piped("analyze", str(os.getpid()), "--json")
+    assert proc.stderr == "" and json.loads(proc.stdout)
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []

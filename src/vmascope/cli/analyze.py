@@ -59,17 +59,26 @@ def run(args: argparse.Namespace) -> int:
         from .replay import load_and_replay
 
         replayed = load_and_replay(args.trace, args.kernel, None, args.format != "text")
+    from ..report.progress import display
+
     target = str(args.target).strip()
-    if replayed is not None and args.target == TRACE_TARGET:
-        snap = replayed[0].trace.last or replayed[0].snapshot
-    elif target.isdigit() and not os.path.exists(target):
-        snap = read_live(target, args.kernel_view)
-    else:
-        snap = vmascope.load(args.target)
-    if args.max_map_count:
-        snap.meta.max_map_count = args.max_map_count
-    release, _ = resolve_kernel(snap, args.kernel)
-    analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
+    # a million VMAs take seconds: on a terminal, what it is doing meanwhile
+    with display(args.format == "json") as bar:
+        if replayed is not None and args.target == TRACE_TARGET:
+            snap = replayed[0].trace.last or replayed[0].snapshot
+        elif target.isdigit() and not os.path.exists(target):
+            task = bar.add_task(f"pid {target}: reading /proc/{target}/smaps", total=None,
+                                state="")
+            snap = read_live(target, args.kernel_view)
+        else:
+            task = bar.add_task(f"{args.target}: loading", total=None, state="")
+            snap = vmascope.load(args.target)
+        if args.max_map_count:
+            snap.meta.max_map_count = args.max_map_count
+        release, _ = resolve_kernel(snap, args.kernel)
+        if replayed is None or args.target != TRACE_TARGET:
+            bar.update(task, state=f"analysing {len(snap):,} VMAs")
+        analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
     analysis.trace = replayed
     if getattr(args, "previous", None):
         from ..analysis.limit import recommend
