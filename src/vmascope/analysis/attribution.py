@@ -158,21 +158,19 @@ def find_reservations(
     last = np.concatenate([last, singles])
     if len(first) == 0:
         return [], 0, 0
-    csize = np.concatenate([[0], np.cumsum(sizes)])
-    cnone = np.concatenate([[0], np.cumsum(np.where(no_access, sizes, 0))])
-    cnone_n = np.concatenate([[0], np.cumsum(no_access)])
-    cwr_n = np.concatenate([[0], np.cumsum(writable)])
     counts = last - first + 1
-    spans = csize[last + 1] - csize[first]
+    # a run's VMAs are address-contiguous: its span is from the first start to the last end
+    spans = (snap.end[last] - snap.start[first]).astype(np.int64)
     order = np.lexsort((-spans, -counts))
     total = len(first)
     total_vmas = int(counts.sum())
     if limit is not None:
         order = order[:limit]
+    none_sizes = np.where(no_access, sizes, 0)
     out = []
     for k in order:
         f, l_ = int(first[k]), int(last[k])
-        reserved = int(cnone[l_ + 1] - cnone[f])
+        reserved = int(none_sizes[f:l_ + 1].sum())
         out.append(
             Reservation(
                 start=int(snap.start[f]),
@@ -180,8 +178,8 @@ def find_reservations(
                 vma_count=l_ - f + 1,
                 committed=int(spans[k]) - reserved,
                 reserved=reserved,
-                writable_vmas=int(cwr_n[l_ + 1] - cwr_n[f]),
-                none_vmas=int(cnone_n[l_ + 1] - cnone_n[f]),
+                writable_vmas=int(np.count_nonzero(writable[f:l_ + 1])),
+                none_vmas=int(np.count_nonzero(no_access[f:l_ + 1])),
                 first_index=f,
             )
         )
