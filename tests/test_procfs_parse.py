@@ -226,6 +226,18 @@ def test_rollup_status_and_numa():
     assert pol[0x7FFC00000000] == "local"
     assert pol[0xFFFFFFFFFF600000] is None  # the gate VMA has no numa_maps line
 
+    # The usual case: numa_maps has every VMA of maps but the gate VMA, in order. The
+    # policies are taken by position, as the matching by start would give them.
+    lines = [line for line in numa.splitlines(keepends=True) if "7777777000" not in line]
+    by_start = parse_text(MAPS)
+    assert attach_numa(by_start, parse_numa_text("".join(lines[:1] + lines[2:]))) == 0
+    snap = parse_text(MAPS)
+    starts = "".join(f"{snap.vma(i).start:08x} bind:{i}\n" for i in range(len(snap) - 1))
+    assert attach_numa(snap, parse_numa_text(starts)) == 0
+    assert [snap.vma(i).policy for i in range(len(snap))] == [
+        *(f"bind:{i}" for i in range(len(snap) - 1)), None]
+    assert by_start.vma(0).policy == "default" and by_start.vma(1).policy is None
+
 
 BAD = [
     ("00400000-0040b000 r-xp 00000000 08:01 12\nhello world\n", 2, "mapping line"),

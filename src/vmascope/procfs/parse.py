@@ -137,9 +137,12 @@ def attach_numa(snap: Snapshot, res: Mapping[str, Any]) -> int:
     starts = _col(res, "start", np.uint64)
     pol = _col(res, "name_id", np.int32)
     policy_id = np.full(len(snap), -1, dtype=np.int32)
-    if len(starts) == len(snap) and np.array_equal(starts, snap.start):
-        # the usual case: the same VMAs in both reads
-        snap.policy_id = pol.astype(np.int32)
+    k = len(starts)
+    if k <= len(snap) and np.array_equal(starts, snap.start[:k]):
+        # the usual case: the same VMAs in both reads, but the [vsyscall] page at the
+        # top of maps (the gate area is no VMA of the mm: numa_maps leaves it out)
+        policy_id[:k] = pol
+        snap.policy_id = policy_id
         snap.policies = list(res["names"])
         return 0
     if len(snap) and len(starts):
