@@ -206,16 +206,14 @@ CHANGES: tuple[Change, ...] = (
            "MADV_COLLAPSE (25) exists: EINVAL on a VMA that holds no 2 MiB aligned range or "
            "is VM_NOHUGEPAGE (whatever transparent_hugepage/enabled says), ENOMEM for a "
            "hole; it changes no VMA. Before: EINVAL (unknown advice)",
-           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
-                     "7.3-rc7"),
+           verified=LAB,
            note="the commit id was not looked up; 6.1 is where the lab sees it first (5.10 "
                 "does not have it, and no 5.15-6.0 kernel was checked)"),
     Change("uffd_wp_shmem", True, (5, 19), "b1f9e876862d",
            "mm/uffd: enable write protection for shmem & hugetlbfs",
            "UFFDIO_REGISTER with the write-protect mode accepts shmem (a shared anonymous "
            "mapping, a memfd); before, EINVAL (anonymous private memory only)",
-           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
-                     "7.3-rc7"),
+           verified=LAB,
            note="the lab sees the change between 5.10 and 6.1; no 5.11-6.0 kernel was "
                 "checked"),
     Change("uffd_pgoff_fix", True, (6, 3), None,
@@ -223,8 +221,7 @@ CHANGES: tuple[Change, ...] = (
            "UFFDIO_REGISTER/UNREGISTER propose the merge with the page offset of the "
            "range; before, with the VMA's own vm_pgoff, so a range starting inside a VMA "
            "never merged with the next VMA",
-           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
-                     "7.3-rc7"),
+           verified=LAB,
            note="the commit id was not looked up; the lab sees 6.1.176 without the fix "
                 "and 6.12.117 with it, 6.3 is assumed"),
     Change("uffd_keep_modes", True, (7, 3), None,
@@ -244,8 +241,7 @@ CHANGES: tuple[Change, ...] = (
            "guard_install) on private anonymous memory that is not writable. The checks "
            "are made VMA by VMA: what the call did to the VMAs before the sealed one "
            "(mprotect's changes, munmap's split at the start) stays; before: ENOSYS",
-           verified=("5.10.223", "6.1.176", "6.12.117", "6.18.44", "7.2.13", "7.3.4",
-                     "7.3-rc7"),
+           verified=LAB,
            note="6.10 and 6.11 checked the whole range before changing anything "
                 "(can_modify_mm); the per-VMA checks the lab sees on 6.12.117 are "
                 "modelled from 6.10 on (no lab kernel is a 6.10 or 6.11)"),

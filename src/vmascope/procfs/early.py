@@ -31,7 +31,6 @@ class EarlyRead:
     released throughout)."""
 
     def __init__(self, pid: int, name: str) -> None:
-        self.pid, self.name = pid, name
         self.parser = Parser(KNOWN_VMFLAGS, numa=(name == "numa_maps"), keep=True)
         self.error: BaseException | None = None  # the read's (a parse error: the parser's)
         self._fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)

@@ -38,11 +38,12 @@ def stream_json_with_vmas(pid: int | str, out: Any, *, top: int, smaps: bool = T
 
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     first = [True]
+    writer = _RowWriter(dumps)
 
     def rows(piece: Any) -> None:
         # nothing is written before the first VMAs: an error in reading the metadata
         # (no such pid, a kernel thread) leaves standard output empty
-        text = _RowWriter(piece, dumps)(0, len(piece))
+        text = writer(piece, 0, len(piece))
         out.write('{"vmas":[' + text if first[0] else "," + text)
         first[0] = False
 
@@ -144,35 +145,40 @@ def write_json_with_vmas(snap: Any, top: list[tuple[str, int]], out: Any,
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     head = dumps(summary_json(snap, top, vmas=False))
     out.write(head[:-1] + (',"vmas":[' if head != "{}" else '"vmas":['))
-    rows = _RowWriter(snap, dumps)
+    rows = _RowWriter(dumps)
     for lo in range(0, len(snap), chunk):
         if lo:
             out.write(",")
-        out.write(rows(lo, min(len(snap), lo + chunk)))
+        out.write(rows(snap, lo, min(len(snap), lo + chunk)))
     out.write("]}\n")
 
 
 class _RowWriter:
-    """Rows lo..hi of one snapshot as JSON text, by the C row writer: the segments (key,
-    kind, column) of ``Snapshot.vma_json``'s object, with the JSON text of every name,
-    protection, flag and policy made once."""
+    """Rows lo..hi of a snapshot as JSON text, by the C row writer: the segments (key,
+    kind, column) of ``Snapshot.vma_json``'s object. The JSON text of every name,
+    protection, flag, policy and smaps key is made once: the pieces of a stream share
+    these tables, which only grow (new names, flags and keys are appended)."""
 
-    def __init__(self, snap: Any, dumps: Any) -> None:
+    def __init__(self, dumps: Any) -> None:
         from ..model import _PERMS_TABLE
         from . import _rows as r
 
-        self.snap, self.dumps, self.r = snap, dumps, r
-        # index 0 is "no name" / "no policy" (id -1)
-        self.names = ["null", *map(dumps, snap.names)]
-        self.policies = ["null", *map(dumps, snap.policies)]
+        self.dumps, self.r = dumps, r
+        # index 0 is "no name" / "no policy" / no protection (id -1)
         self.perms = ["null", *map(dumps, _PERMS_TABLE)]
-        self.flags = [dumps(f) for f in snap.flag_names]
-        self.smaps_keys = [dumps(k) + ":" for k in snap.smaps]
+        self._texts: dict[str, list[str]] = {}
 
-    def __call__(self, lo: int, hi: int) -> str:
+    def _table(self, kind: str, values: list[Any], first: list[str],
+               suffix: str = "") -> list[str]:
+        """The JSON texts of ``values`` after ``first``, extended by what is new."""
+        texts = self._texts.setdefault(kind, list(first))
+        texts.extend(self.dumps(v) + suffix for v in values[len(texts) - len(first):])
+        return texts
+
+    def __call__(self, snap: Any, lo: int, hi: int) -> str:
         import numpy as np
 
-        snap, r = self.snap, self.r
+        r = self.r
 
         def col(a: Any) -> Any:
             return np.ascontiguousarray(a[lo:hi], dtype=np.int64 if a.dtype.kind == "i"
@@ -186,18 +192,21 @@ class _RowWriter:
             (',"offset":', r.UDEC, col(snap.offset), None),
             (',"dev":', r.DEV, col(snap.dev), None),
             (',"inode":', r.UDEC, col(snap.inode), None),
-            (',"name":', r.TABLE, col(snap.name_id), self.names)]
+            (',"name":', r.TABLE, col(snap.name_id),
+             self._table("names", snap.names, ["null"]))]
         if snap.vmflags is not None:
-            segs.append((',"flags":', r.FLAGS, col(snap.vmflags), self.flags))
+            segs.append((',"flags":', r.FLAGS, col(snap.vmflags),
+                         self._table("flags", snap.flag_names, [])))
         if snap.anon_vma is not None:
             segs.append((',"anon_vma":', r.NULLABLE, col(snap.anon_vma), None))
         if snap.policy_id is not None:
-            segs.append((',"policy":', r.TABLE, col(snap.policy_id), self.policies))
+            segs.append((',"policy":', r.TABLE, col(snap.policy_id),
+                         self._table("policies", snap.policies, ["null"])))
         if snap.kview is not None:
             segs.append((',"kernel":', r.TEXT, [self.dumps(kview_json(snap.kview_of(i)))
                                                 for i in range(lo, hi)], None))
         if snap.smaps:
             segs.append(("", r.SMAPS, tuple(col(c) for c in snap.smaps.values()),
-                         self.smaps_keys))
+                         self._table("smaps", list(snap.smaps), [], ":")))
         segs.append(("}", r.END, None, None))
         return r.rows(hi - lo, segs)
