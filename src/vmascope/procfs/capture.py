@@ -134,7 +134,7 @@ def _capture(pid: int, path: str | os.PathLike[str], smaps: bool, numa: bool, le
             w.section("smaps_rollup", rollup.result())
         check_alive(pid)
         main = counted[names[0]]
-        check_has_mappings(pid, main)
+        check_has_mappings(pid, int(main["n"]))
         if kview_recs is not None:
             _check_kview(pid, kview_recs, main)
             w.section("kview", kview_recs.tobytes())

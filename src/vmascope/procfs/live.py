@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .. import host
@@ -55,39 +56,61 @@ def host_meta(meta: SnapshotMeta) -> SnapshotMeta:
     return meta
 
 
-def check_has_mappings(pid: int, res: dict) -> None:
+def check_has_mappings(pid: int, count: int) -> None:
     """A user process always has mappings (its stack, the vDSO): none means it was
     exiting (its mm already released, not yet a zombie) while the text was read."""
-    if int(res["n"]) == 0:
+    if count == 0:
         raise ProcessNotFound(pid, "exited while being read: no mappings left")
+
+
+def _begin(pid: int | str, smaps: bool) -> tuple[int, SnapshotMeta, Background | None]:
+    """A live read's start: the pid, the metadata (its time: now), and with smaps the
+    read of smaps_rollup (4.14), on the other core while smaps streams; it needs the same
+    access as smaps, whose read reports any failure with the right message."""
+    pid = as_pid(pid)
+    started = time.time()
+    meta = host_meta(meta_from_raw(pid, read_raw_meta(pid), source="live"))
+    meta.time = started
+    return pid, meta, Background(pid, "smaps_rollup") if smaps else None
+
+
+def _end(pid: int, meta: SnapshotMeta, rollup: Background | None, count: int) -> None:
+    """A live read's end: smaps_rollup into the metadata, and the process still there
+    with its mappings."""
+    if rollup is not None:
+        meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
+    check_alive(pid)
+    check_has_mappings(pid, count)
+
+
+@contextlib.contextmanager
+def _exits_while_read(pid: int) -> Iterator[None]:
+    """The process was there when its metadata was read: if a read finds it gone, it
+    exited while being read."""
+    try:
+        yield
+    except ProcessNotFound:
+        raise ProcessNotFound(pid, "exited while being read") from None
 
 
 def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snapshot:
     """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot."""
-    pid = as_pid(pid)
-    started = time.time()
-    raw = read_raw_meta(pid)
-    meta = host_meta(meta_from_raw(pid, raw, source="live"))
-    meta.time = started
+    pid, meta, rollup = _begin(pid, smaps)
     name = "smaps" if smaps else "maps"
-    # smaps_rollup (4.14) is read on the other core while smaps streams; it needs the
-    # same access as smaps, whose read reports any failure with the right message.
-    rollup = Background(pid, "smaps_rollup") if smaps else None
     # numa_maps walks the page tables as smaps does: read on the other core meanwhile
     numa_read = _NumaRead(pid) if numa and host.has_numa_maps() else None
     parser = TextParser(proc_path(pid, name))
     try:
-        parse_proc(pid, name, parser)
+        with _exits_while_read(pid):
+            parse_proc(pid, name, parser)
     except BaseException:
         if numa_read is not None:
             numa_read.join()  # the smaps error is the one to report
         raise
-    nres = numa_read.result() if numa_read is not None else None
+    with _exits_while_read(pid):
+        nres = numa_read.result() if numa_read is not None else None
     res = parser.finish()
-    if rollup is not None:
-        meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
-    check_alive(pid)
-    check_has_mappings(pid, res)
+    _end(pid, meta, rollup, int(res["n"]))
     return snapshot_from_result(res, meta, numa=nres)
 
 
@@ -106,12 +129,8 @@ def stream_process(pid: int | str, rows: Callable[[Snapshot], object], *,
     """Read /proc/PID/smaps (or maps) handing each piece of complete VMAs, as it is
     parsed, to ``rows`` as a Snapshot of those VMAs (its names: every name seen so far):
     memory stays a piece's worth however many VMAs there are."""
-    pid = as_pid(pid)
-    started = time.time()
-    meta = host_meta(meta_from_raw(pid, read_raw_meta(pid), source="live"))
-    meta.time = started
+    pid, meta, rollup = _begin(pid, smaps)
     name = "smaps" if smaps else "maps"
-    rollup = Background(pid, "smaps_rollup") if smaps else None
     parser = TextParser(proc_path(pid, name))
     names: list[str] = []
     total = [0, 0]  # VMAs, bytes
@@ -128,14 +147,12 @@ def stream_process(pid: int | str, rows: Callable[[Snapshot], object], *,
         parser.feed(view)
         piece(parser.take(len(names)))
 
-    stream_proc(pid, name, [feed])
+    with _exits_while_read(pid):
+        stream_proc(pid, name, [feed])
     res = parser.finish()
     res["names"] = res["names"][len(names):]
     piece(res)
-    check_alive(pid)
-    check_has_mappings(pid, {"n": total[0]})
-    if rollup is not None:
-        meta.smaps_rollup = parse_rollup(os.fsdecode(rollup.result()))
+    _end(pid, meta, rollup, total[0])
     counts = [int(res["anon_count"]), *map(int, res["name_counts"])]
     return Streamed(meta, total[0], total[1], rank_backings(counts, names))
 
