@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     # a million VMAs take seconds: on a terminal, what it is doing meanwhile
     with display(args.format == "json") as bar:
         if replayed is not None and args.target == TRACE_TARGET:
+            task = bar.add_task(f"{args.trace}: the last snapshot", total=None, state="")
             snap = replayed[0].trace.last or replayed[0].snapshot
         elif target.isdigit() and not os.path.exists(target):
             task = bar.add_task(f"pid {target}: reading /proc/{target}/smaps", total=None,
@@ -76,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if args.max_map_count:
             snap.meta.max_map_count = args.max_map_count
         release, _ = resolve_kernel(snap, args.kernel)
-        if replayed is None or args.target != TRACE_TARGET:
-            bar.update(task, state=f"analysing {len(snap):,} VMAs")
+        bar.update(task, state=f"analysing {len(snap):,} VMAs")
         analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
     analysis.trace = replayed
     if getattr(args, "previous", None):
