@@ -181,15 +181,47 @@ def test_cli_prefetch_chooses_the_file_the_command_reads(monkeypatch):
     from vmascope.cli import prefetch
 
     seen = []
-    monkeypatch.setattr(early, "start", lambda pid, names: seen.append((pid, names)))
+    monkeypatch.setattr(early, "start", lambda pid, names, keep: seen.append((pid, names, keep)))
+    monkeypatch.delenv("VMASCOPE_KERNEL_VIEW", raising=False)
     for argv in (["snapshot", "42"], ["snapshot", "--pid", "42", "--json"],
                  ["snapshot", "42", "--json", "--vmas"], ["analyse", "--top", "3", "42"],
                  ["snapshot", "42", "-o", "x.vmasnap"], ["analyze", "--trace", "t", "42"],
                  ["check", "42"], ["snapshot", "not-a-pid"]):
         prefetch(argv)
     prefetch(["snapshot", "42", "--smaps"])
-    assert seen == [(42, ("maps",)), (42, ("maps",)), (42, ("smaps", "numa_maps")),
-                    (42, ("smaps",))]
+    # the summary only counts; the kernel view and the policies need every VMA
+    prefetch(["snapshot", "42", "--kernel-view"])
+    prefetch(["snapshot", "42", "--numa"])
+    monkeypatch.setenv("VMASCOPE_KERNEL_VIEW", "1")
+    prefetch(["snapshot", "42"])
+    prefetch(["snapshot", "42", "--no-kernel-view"])
+    assert seen == [(42, ("maps",), False), (42, ("maps",), False),
+                    (42, ("smaps", "numa_maps"), True), (42, ("smaps",), True),
+                    (42, ("maps",), True), (42, ("maps",), True), (42, ("maps",), True),
+                    (42, ("maps",), False)]
+
+
+def test_an_early_count_is_not_taken_for_a_read_that_keeps_the_vmas(many):
+    """A read that keeps the VMAs never adopts a parser that only counted them (and the
+    other way round): it reads the file itself."""
+    from vmascope.procfs.text import TextParser
+
+    early.start(many.pid, ("maps",), False)
+    try:
+        full = TextParser("maps")
+        assert reader_mod.parse_proc(many.pid, "maps", full) is full
+        res = full.finish()
+        assert res["n"] > 1000 and memoryview(res["start"]).nbytes == res["n"] * 8
+    finally:
+        ahead = early.take(many.pid, "maps", False)
+        assert ahead is not None  # still there: the keeping read did not take it
+        counted = TextParser("maps", keep=False)
+        counted.adopt(ahead.wait())
+        got = counted.finish()
+    assert got["n"] == res["n"] and "start" not in got
+    assert got["total_size"] == sum(
+        e - s for s, e in zip(memoryview(res["start"]).cast("Q"),
+                              memoryview(res["end"]).cast("Q")))
 
 
 def test_process_exiting_mid_capture_leaves_no_file(many, monkeypatch, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -114,20 +115,49 @@ def test_live_stream_is_the_document_of_a_whole_read(fragmented: int, smaps: boo
     assert ("smaps" in doc["vmas"][0]) == smaps
 
 
+def test_counted_summary_is_the_summary_of_a_whole_read(fragmented: int) -> None:
+    """`snapshot PID` counts while maps is parsed and keeps no VMA: its JSON is the
+    summary of the whole snapshot (the process stopped meanwhile), time apart, and its
+    text shows the same figures."""
+    from conftest import stopped
+
+    from vmascope.procfs.live import read_process
+
+    with stopped(fragmented):
+        doc = json.loads(subprocess.run(
+            [VMASCOPE, "snapshot", str(fragmented), "--json", "--max-map-count", "99999"],
+            capture_output=True, text=True, check=True).stdout)
+        text = subprocess.run([VMASCOPE, "snapshot", str(fragmented), "--top", "3"],
+                              capture_output=True, text=True, check=True).stdout
+        snap = read_process(fragmented, smaps=False, numa=False)
+    snap.meta.max_map_count = 99999
+    whole = json.loads(json.dumps(summary_json(snap, snap.backing_counts()[:10],
+                                               vmas=False)))
+    for d in (doc, whole):
+        del d["meta"]["time"]
+    assert doc["map_count"] > 20000 and doc == whole
+    top = whole["top_backings"]
+    assert top[0]["backing"] == "[anon]" and len(top) == 10
+    assert f"mappings {whole['map_count']} of max_map_count" in text
+    rows = [m.groups() for m in re.finditer(r"^ *(\d+) +\d+\.\d +(\S+)", text, re.M)]
+    assert [int(c) for c, _ in rows] == [b["vmas"] for b in top[:3]]
+    assert rows[0][1] == "[anon]"
+
+
 def test_live_stream_keeps_a_pieces_worth_of_columns(fragmented: int, monkeypatch) -> None:
     """The parser hands its rows over as the text comes: no piece holds the process."""
-    from vmascope.procfs import live
+    from vmascope.procfs import parse
 
     sizes: list[int] = []
     sink = _Sink()
-    real = live.snapshot_from_result
+    real = parse.snapshot_from_result
 
     def counting(res, *a, **kw):
         snap = real(res, *a, **kw)
         sizes.append(len(snap))
         return snap
 
-    monkeypatch.setattr(live, "snapshot_from_result", counting)
+    monkeypatch.setattr(parse, "snapshot_from_result", counting)
     stream_json_with_vmas(fragmented, sink, top=10)
     assert sum(sizes) > 20000 and len(sizes) > 5
     assert max(sizes) < sum(sizes) / 4

@@ -27,15 +27,14 @@ read by ``procfs.kview``; identities renumbered per capture, 0 none).
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from .kconst import KNOWN_VMFLAGS, PAGE_SHIFT, PAGE_SIZE
-
-SCHEMA_VERSION = 1
+from .kconst import KNOWN_VMFLAGS, PAGE_SHIFT
+from .meta import (SCHEMA_VERSION, SnapshotMeta, headroom,  # noqa: F401 - re-exported
+                   rank_backings, summary_head)
 
 PERM_READ = 1
 PERM_WRITE = 2
@@ -183,57 +182,7 @@ class Vma:
         return head.ljust(73) + self.name if len(head) < 73 else head + " " + self.name
 
 
-@dataclasses.dataclass(slots=True)
-class SnapshotMeta:
-    pid: int | None = None
-    comm: str | None = None
-    cmdline: list[str] | None = None
-    kernel_release: str | None = None
-    page_size: int = PAGE_SIZE
-    max_map_count: int | None = None
-    time: float = dataclasses.field(default_factory=time.time)
-    source: str = "unknown"  # live | file | maps-dump | smaps-dump | simulated | lab
-    status: dict[str, str] = dataclasses.field(default_factory=dict)
-    smaps_rollup: dict[str, int] = dataclasses.field(default_factory=dict)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SnapshotMeta:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
 _U64 = np.dtype(np.uint64)
-
-
-def rank_backings(counts: Sequence[int] | np.ndarray, names: Sequence[str]
-                  ) -> list[tuple[str, int]]:
-    """(backing, VMA count), most VMAs first, ties in name order: ``counts[0]`` is the
-    unnamed VMAs ('[anon]'), ``counts[i]`` those named ``names[i - 1]``."""
-    counts = np.asarray(counts, dtype=np.int64)
-    out = []
-    for idx in np.argsort(-counts, kind="stable"):
-        c = int(counts[idx])
-        if c == 0:
-            break
-        out.append(("[anon]" if idx == 0 else names[idx - 1], c))
-    return out
-
-
-def headroom(meta: SnapshotMeta, count: int) -> tuple[int, int | None, float | None]:
-    """(map_count, max_map_count, percent used) of ``count`` VMAs."""
-    mmc = meta.max_map_count
-    return count, mmc, None if not mmc else 100.0 * count / mmc
-
-
-def summary_head(meta: SnapshotMeta, count: int) -> dict[str, Any]:
-    """The keys every JSON form of a snapshot starts with."""
-    count, mmc, pct = headroom(meta, count)
-    return {"schema_version": SCHEMA_VERSION, "meta": meta.to_json(), "map_count": count,
-            "max_map_count": mmc, "percent_used": None if pct is None else round(pct, 3)}
 
 
 class Snapshot:

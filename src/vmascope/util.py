@@ -20,6 +20,14 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> contextlib.A
     return safe_write(path, mode)
 
 
+def kernel_view_wanted(option: bool | None) -> bool:
+    """Whether to read the kernel view: the option when given, else the setting
+    VMASCOPE_KERNEL_VIEW (1, yes, on: read it wherever it is available)."""
+    if option is not None:
+        return option
+    return os.environ.get("VMASCOPE_KERNEL_VIEW", "").strip().lower() in ("1", "yes", "on")
+
+
 def cache_dir(*parts: str) -> Path:
     """$VMASCOPE_CACHE or $XDG_CACHE_HOME/vmascope or ~/.cache/vmascope, created."""
     base = os.environ.get("VMASCOPE_CACHE")

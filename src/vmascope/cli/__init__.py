@@ -89,15 +89,22 @@ def prefetch(argv: Sequence[str]) -> None:
     capture = argv[0] == "snapshot" and ("-o" in argv or "--output" in argv)
     if pid is None or not pid.isdigit() or os.path.exists(pid) or capture or "--trace" in argv:
         return
+    from ..util import kernel_view_wanted
+
+    keep = True
     if argv[0] == "snapshot":
         if "--vmas" in words:
             return  # the VMAs are written as they are parsed: nothing to read ahead
         names: tuple[str, ...] = ("smaps",) if "--smaps" in words else ("maps",)
+        # the summary of maps only counts; the kernel view and policies need the VMAs
+        view = (True if "--kernel-view" in words
+                else False if "--no-kernel-view" in words else None)
+        keep = "--smaps" in words or "--numa" in words or kernel_view_wanted(view)
     else:
         names = ("smaps", "numa_maps")
     from ..procfs import early
 
-    early.start(int(pid), names)
+    early.start(int(pid), names, keep)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -69,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
         if not _is_pid(args.target):
             raise UsageError("-o captures a live process: TARGET must be a pid")
         return _capture(args)
-    from ..procfs.load import load_target
-
     if _is_pid(args.target):
         # The summary needs only maps; smaps (and numa_maps) only when asked for.
         smaps = (args.smaps or args.vmas) and not args.no_smaps
@@ -81,9 +79,13 @@ def run(args: argparse.Namespace) -> int:
             stream_json_with_vmas(args.target, sys.stdout, top=args.top, smaps=smaps,
                                   max_map_count=args.max_map_count)
             return 0
+        if not smaps and not args.numa and not _kernel_view_wanted(args):
+            return _summary(args)
         snap = read_live(args.target, args.kernel_view, smaps=smaps,
                          numa=args.numa and not args.no_numa)
     else:
+        from ..procfs.load import load_target
+
         snap = load_target(args.target)
     if args.max_map_count:
         snap.meta.max_map_count = args.max_map_count
@@ -103,9 +105,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _kernel_view_wanted(args: argparse.Namespace) -> bool:
-    from ..procfs import kview
+    from ..util import kernel_view_wanted
 
-    return bool(kview.wanted(args.kernel_view))
+    return kernel_view_wanted(args.kernel_view)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    """The summary of a live process from its maps, counted as they are parsed (no VMA
+    is kept): the count, the size and the top backings."""
+    from ..procfs.live import summarize_process
+    from ..report.snapshot import counted_json, print_counts
+
+    console = None
+    if not args.json:  # made (rich loaded) while the kernel prints maps, not after
+        from rich.console import Console
+        from rich.table import Table  # noqa: F401 - the summary's table
+
+        console = Console(highlight=False, soft_wrap=False)
+    done = summarize_process(args.target)
+    if args.max_map_count:
+        done.meta.max_map_count = args.max_map_count
+    top = done.backings[: args.top]
+    if console is None:
+        print_json(counted_json(done, top))
+        return 0
+    print_counts(done.meta, done.count, done.total_size, top, console)
+    return 0
 
 
 def _capture(args: argparse.Namespace) -> int:

@@ -136,6 +136,7 @@ typedef struct {
     uint32_t *htab;
     size_t hcap;
     int64_t anon_count;
+    uint64_t total_size; /* bytes of every VMA parsed (maps/smaps), kept or not */
     int64_t last_id;
 
     /* partial line carried between chunks */
@@ -420,6 +421,7 @@ static int parse_header(Parser *p, const char *s, const char *e) {
     }
     if (reserve_row(p) < 0)
         return p->err_line ? -1 : set_oom(p);
+    p->total_size += end - start;
     if (p->keep) {
         size_t i = p->n;
         p->start[i] = start;
@@ -1072,6 +1074,7 @@ static PyObject *Parser_finish(PyObject *obj, PyObject *Py_UNUSED(ignored)) {
     if (put(d, "field_lines", PyLong_FromLongLong(p->field_lines)) < 0) goto fail;
     if (put(d, "skipped_lines", PyLong_FromLongLong(p->skipped_lines)) < 0) goto fail;
     if (put(d, "anon_count", PyLong_FromLongLong(p->anon_count)) < 0) goto fail;
+    if (put(d, "total_size", PyLong_FromUnsignedLongLong(p->total_size)) < 0) goto fail;
     if (put(d, "names", names_list(p)) < 0) goto fail;
     {
         PyObject *counts = PyList_New((Py_ssize_t)p->nnames);

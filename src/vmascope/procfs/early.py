@@ -23,15 +23,15 @@ from ..kconst import KNOWN_VMFLAGS
 from ._fastparse import Parser
 
 _lock = threading.Lock()
-_started: dict[tuple[int, str], EarlyRead] = {}
+_started: dict[tuple[int, str, bool], EarlyRead] = {}
 
 
 class EarlyRead:
     """/proc/PID/NAME read and parsed by the C parser's ``feed_fd`` in a thread (the GIL
     released throughout)."""
 
-    def __init__(self, pid: int, name: str) -> None:
-        self.parser = Parser(KNOWN_VMFLAGS, numa=(name == "numa_maps"), keep=True)
+    def __init__(self, pid: int, name: str, keep: bool = True) -> None:
+        self.parser = Parser(KNOWN_VMFLAGS, numa=(name == "numa_maps"), keep=keep)
         self.error: BaseException | None = None  # the read's (a parse error: the parser's)
         self._fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -57,19 +57,21 @@ class EarlyRead:
         return self.parser
 
 
-def start(pid: int, names: tuple[str, ...]) -> None:
-    """Begin reading and parsing /proc/PID/NAME for each name; a file that cannot be
-    opened is left to the command's own read."""
+def start(pid: int, names: tuple[str, ...], keep: bool = True) -> None:
+    """Begin reading and parsing /proc/PID/NAME for each name, keeping the VMAs or (keep
+    False, for a summary) only counting them; a file that cannot be opened is left to the
+    command's own read."""
     for name in names:
         try:
-            early = EarlyRead(pid, name)
+            early = EarlyRead(pid, name, keep)
         except OSError:
             continue
         with _lock:
-            _started[(pid, name)] = early
+            _started[(pid, name, keep)] = early
 
 
-def take(pid: int, name: str) -> EarlyRead | None:
-    """The read started for /proc/PID/NAME, handed over once (None: there is none)."""
+def take(pid: int, name: str, keep: bool = True) -> EarlyRead | None:
+    """The read started for /proc/PID/NAME by a parser that keeps the VMAs (or not),
+    handed over once (None: there is none)."""
     with _lock:
-        return _started.pop((pid, name), None)
+        return _started.pop((pid, name, keep), None)

@@ -29,6 +29,7 @@ from ..errors import KernelViewUnavailable, ProcessNotFound
 from ..model import (KV_ABSENT, KV_DEGREE, KVIEW_FIELDS, PERM_EXEC, PERM_READ, PERM_SHARED,
                      PERM_WRITE, Snapshot)
 from ..native import build_bpf_tool
+from ..util import kernel_view_wanted as wanted
 
 NATIVE = Path(__file__).with_name("native")
 BPF_SOURCE = NATIVE / "kview.bpf.c"
@@ -134,14 +135,6 @@ def read_consistent(pid: int, read: Callable[[], Snapshot], tries: int = TRIES) 
             return attach(snap, cols)
     raise KernelViewUnavailable(f"no kernel view: pid {pid} kept changing its mappings "
                                 f"({tries} tries)")
-
-
-def wanted(option: bool | None) -> bool:
-    """Whether to read the kernel view: the option when given, else the setting
-    VMASCOPE_KERNEL_VIEW (1, yes, on: read it wherever it is available)."""
-    if option is not None:
-        return option
-    return os.environ.get("VMASCOPE_KERNEL_VIEW", "").strip().lower() in ("1", "yes", "on")
 
 
 __all__ = ["ABSENT", "FIELDS", "RECORD", "align", "attach", "read_consistent",

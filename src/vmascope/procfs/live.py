@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+from typing import TYPE_CHECKING
+
 from .. import host
 from ..errors import ProcessNotFound
-from ..model import Snapshot, SnapshotMeta, rank_backings
-from .parse import TextParser, parse_rollup, parse_status, snapshot_from_result
+from ..meta import SnapshotMeta, rank_backings
+from .text import TextParser, parse_rollup, parse_status
 from .reader import (
     Background,
     as_pid,
@@ -22,6 +24,9 @@ from .reader import (
     read_small,
     stream_proc,
 )
+
+if TYPE_CHECKING:
+    from ..model import Snapshot
 
 
 def read_raw_meta(pid: int) -> dict[str, bytes]:
@@ -95,6 +100,8 @@ def _exits_while_read(pid: int) -> Iterator[None]:
 
 def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snapshot:
     """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot."""
+    from .parse import snapshot_from_result
+
     pid, meta, rollup = _begin(pid, smaps)
     name = "smaps" if smaps else "maps"
     # numa_maps walks the page tables as smaps does: read on the other core meanwhile
@@ -129,6 +136,8 @@ def stream_process(pid: int | str, rows: Callable[[Snapshot], object], *,
     """Read /proc/PID/smaps (or maps) handing each piece of complete VMAs, as it is
     parsed, to ``rows`` as a Snapshot of those VMAs (its names: every name seen so far):
     memory stays a piece's worth however many VMAs there are."""
+    from .parse import snapshot_from_result
+
     pid, meta, rollup = _begin(pid, smaps)
     name = "smaps" if smaps else "maps"
     parser = TextParser(proc_path(pid, name))
@@ -155,6 +164,21 @@ def stream_process(pid: int | str, rows: Callable[[Snapshot], object], *,
     _end(pid, meta, rollup, total[0])
     counts = [int(res["anon_count"]), *map(int, res["name_counts"])]
     return Streamed(meta, total[0], total[1], rank_backings(counts, names))
+
+
+def summarize_process(pid: int | str) -> Streamed:
+    """What the summary of ``snapshot PID`` shows, counted while /proc/PID/maps is parsed:
+    the VMA count, their total size and (backing, VMAs). No VMA is kept, so the parse
+    writes next to nothing beside the kernel's text generation."""
+    pid, meta, _ = _begin(pid, smaps=False)
+    parser = TextParser(proc_path(pid, "maps"), keep=False)
+    with _exits_while_read(pid):
+        parse_proc(pid, "maps", parser)
+    res = parser.finish()
+    count = int(res["n"])
+    _end(pid, meta, None, count)
+    counts = [int(res["anon_count"]), *map(int, res["name_counts"])]
+    return Streamed(meta, count, int(res["total_size"]), rank_backings(counts, res["names"]))
 
 
 class _NumaRead:

@@ -17,78 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ..errors import ParseError
-from ..model import KNOWN_VMFLAGS, Snapshot, SnapshotMeta
-from . import _fastparse
+from ..model import Snapshot, SnapshotMeta
+from .text import (TextParser, parse_kb_fields, parse_rollup,  # noqa: F401 - re-exported
+                   parse_status)
 
 DELETED_SUFFIX = " (deleted)"
-
-
-class TextParser:
-    """Streaming parser of maps/smaps (``kind="maps"``) or numa_maps (``kind="numa"``) text.
-
-    ``feed`` takes chunks as they are read (a chunk may end mid-line); ``finish`` returns
-    the parse result. With ``keep=False`` only counts are kept (map count, VMAs per
-    name): memory stays flat however long the text is.
-    """
-
-    def __init__(self, source: str, *, kind: str = "maps", keep: bool = True) -> None:
-        if kind not in ("maps", "numa"):
-            raise ValueError(kind)
-        self.source = source
-        self.kind = kind
-        self._p = _fastparse.Parser(KNOWN_VMFLAGS, numa=(kind == "numa"), keep=keep)
-
-    def adopt(self, raw: Any) -> None:
-        """Take over a C parser that was fed elsewhere (``procfs.early``)."""
-        self._p = raw
-
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        try:
-            self._p.feed(chunk)
-        except _fastparse.ParseFailure as exc:
-            line, expected = exc.args
-            raise ParseError(self.source, int(line), str(expected)) from None
-
-    def take(self, names_from: int = 0) -> dict[str, Any]:
-        """The rows parsed so far but the last (whose smaps fields may still come), as
-        ``finish`` gives them, with the names from index ``names_from`` on; the parser
-        goes on with the rest."""
-        return dict(self._p.take(names_from))
-
-    def feed_fd(self, fd: int) -> int:
-        """Read ``fd`` to its end and parse it (OSError from the read); the byte count."""
-        try:
-            return int(self._p.feed_fd(fd))
-        except _fastparse.ParseFailure as exc:
-            line, expected = exc.args
-            raise ParseError(self.source, int(line), str(expected)) from None
-
-    def finish(self) -> dict[str, Any]:
-        try:
-            return dict(self._p.finish())
-        except _fastparse.ParseFailure as exc:
-            line, expected = exc.args
-            raise ParseError(self.source, int(line), str(expected)) from None
-
-    @property
-    def count(self) -> int:
-        return int(self._p.count)
-
-    @property
-    def max_bytes(self) -> int:
-        """If not 0, the most memory the columns may take (the parser refuses text that
-        would need more); by default they may take 16 bytes per byte of text + 16 MiB."""
-        return int(self._p.max_bytes)
-
-    @max_bytes.setter
-    def max_bytes(self, value: int) -> None:
-        self._p.max_bytes = int(value)
 
 
 def _col(res: Mapping[str, Any], key: str, dtype: Any) -> np.ndarray:
@@ -207,31 +145,3 @@ def split_deleted(name: str) -> tuple[str, bool]:
     if name.endswith(DELETED_SUFFIX):
         return name[: -len(DELETED_SUFFIX)], True
     return name, False
-
-
-def parse_status(text: str) -> dict[str, str]:
-    """/proc/PID/status as {field: value} (values as printed, whitespace trimmed)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def parse_kb_fields(lines: Iterable[str]) -> dict[str, int]:
-    """``Key: N kB`` lines (smaps_rollup) -> {Key: bytes}; plain numbers kept as is."""
-    out: dict[str, int] = {}
-    for line in lines:
-        key, sep, value = line.partition(":")
-        parts = value.split()
-        if not sep or not parts or not parts[0].isdigit():
-            continue
-        n = int(parts[0])
-        out[key.strip()] = n * 1024 if parts[1:] == ["kB"] else n
-    return out
-
-
-def parse_rollup(text: str) -> dict[str, int]:
-    """/proc/PID/smaps_rollup (a header line, then kB fields) -> {field: bytes}."""
-    return parse_kb_fields(text.splitlines()[1:])

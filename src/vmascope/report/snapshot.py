@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import kview_json
 from .fmt import human_bytes
 
 
@@ -33,7 +32,6 @@ def stream_json_with_vmas(pid: int | str, out: Any, *, top: int, smaps: bool = T
     whole process)."""
     import json
 
-    from ..model import summary_head
     from ..procfs.live import stream_process
 
     dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -50,9 +48,7 @@ def stream_json_with_vmas(pid: int | str, out: Any, *, top: int, smaps: bool = T
     done = stream_process(pid, rows, smaps=smaps)
     if max_map_count:
         done.meta.max_map_count = max_map_count
-    tail = summary_head(done.meta, done.count)
-    tail.update(_summary_tail(done.meta, done.count, done.backings[:top], done.total_size))
-    out.write("]," + dumps(tail)[1:] + "\n")
+    out.write("]," + dumps(counted_json(done, done.backings[:top]))[1:] + "\n")
 
 
 def kview_summary(snap: Any) -> dict[str, int]:
@@ -67,11 +63,30 @@ def kview_summary(snap: Any) -> dict[str, int]:
 
 
 def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
+    print_counts(snap.meta, len(snap), int(snap.sizes().sum()), top, console,
+                 kview_summary(snap) if snap.kview is not None else None)
+
+
+def counted_json(done: Any, top: list[tuple[str, int]]) -> dict[str, Any]:
+    """The summary's JSON from counts alone (``procfs.live.Streamed``): the document
+    ``summary_json(snap, top, vmas=False)`` gives for the whole snapshot."""
+    from ..meta import summary_head
+
+    out = summary_head(done.meta, done.count)
+    out.update(_summary_tail(done.meta, done.count, top, done.total_size))
+    return out
+
+
+def print_counts(meta: Any, count: int, total_size: int, top: list[tuple[str, int]],
+                 console: Any, kview: dict[str, int] | None = None) -> None:
+    """The text summary: who, the map count against the limit, the size, the top
+    backings (and what the kernel view counts, when it was read)."""
     from rich.table import Table
     from rich.text import Text
 
-    m = snap.meta
-    count, mmc, pct = snap.headroom()
+    m = meta
+    mmc = m.max_map_count
+    pct = None if not mmc else 100.0 * count / mmc
     who = f"pid {m.pid}" if m.pid is not None else "dump"
     if m.comm:
         who += f" ({m.comm})"
@@ -90,11 +105,10 @@ def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
         )
     else:
         console.print(f"mappings [bold]{count}[/] (max_map_count unknown for this source)")
-    console.print(f"mapped {human_bytes(int(snap.sizes().sum()), spaced=True)}")
-    if snap.kview is not None:
-        k = kview_summary(snap)
-        console.print(f"kernel view: {k['anon_vmas']} anon_vmas, {k['open_files']} open "
-                      f"files, {k['fork_chains']} VMAs with a fork chain")
+    console.print(f"mapped {human_bytes(total_size, spaced=True)}")
+    if kview is not None:
+        console.print(f"kernel view: {kview['anon_vmas']} anon_vmas, {kview['open_files']} "
+                      f"open files, {kview['fork_chains']} VMAs with a fork chain")
     if top:
         table = Table(title="Top backings by VMA count", title_justify="left", box=None)
         table.add_column("VMAs", justify="right")
@@ -107,7 +121,7 @@ def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
 
 
 def capture_json(res: Any, top: int) -> dict[str, Any]:
-    from ..model import SCHEMA_VERSION
+    from ..meta import SCHEMA_VERSION
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -177,6 +191,8 @@ class _RowWriter:
 
     def __call__(self, snap: Any, lo: int, hi: int) -> str:
         import numpy as np
+
+        from ..model import kview_json
 
         r = self.r
 
