@@ -1,4 +1,5 @@
-"""Builds the small C extensions: the /proc text parser and the JSON row writer."""
+"""Builds the small C extensions: the /proc text parser, the trace op lines and the JSON row
+writer."""
 
 from setuptools import Extension, setup
 
@@ -9,6 +10,11 @@ setup(
             sources=["src/vmascope/procfs/_fastparse.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-pthread"],
             extra_link_args=["-pthread"],
+        ),
+        Extension(
+            "vmascope.ops._oplines",
+            sources=["src/vmascope/ops/_oplines.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
         ),
         Extension(
             "vmascope.report._rows",

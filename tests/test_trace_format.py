@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from vmascope.errors import ParseError
+from vmascope.kconst import TASK_SIZE
 from vmascope.ops.language import format_op, parse_line
 from vmascope.trace.convert import Converter
 from vmascope.trace.events import Event, FileRef
-from vmascope.trace.format import (Annotation, TraceWriter, _FastParser, parse_annotation,
-                                   parse_trace, read_trace)
+from vmascope.trace.format import (Annotation, TraceWriter, _FastParser, _OpBlock,
+                                   parse_annotation, parse_trace, read_trace)
 
 PID = 4242
 NEG = lambda e: (1 << 64) - e  # noqa: E731  a negative argument as the kernel sees it
@@ -262,6 +263,45 @@ def test_the_fast_parser_agrees_with_the_language() -> None:
         got_op = fast(line, 5)
         assert got_op == want and want == got_op and hash(got_op) == hash(want)
         assert format_op(got_op) == format_op(want)
+
+
+def test_the_c_op_reader_agrees_with_the_language() -> None:
+    """A block of op lines read in C (ops._oplines) gives the ops, line numbers and notes
+    the language's parser gives line by line; a line it does not take (any other shape)
+    gets the language's own result or error, at the same line."""
+    rnd = random.Random(11)
+    shapes = ["touch {a} write", "touch {a} read", "mprotect {a} {n} {p}", "munmap {a} {n}",
+              "madvise {a} {n} dontneed", "madvise {a} {n} free", "mseal {a} {n}",
+              "mlock {a} {n}", "munlock {a} {n}", "mmap {a} {n} {p} private,anonymous",
+              "touch {A} write", "touch 0x{big} read", "munmap {a} 0x{big}",
+              "touch {a}  write", "touch {a} write ", "touch {a}\twrite", "mprotect {a} {n}",
+              "madvise {a} {n} nosuch", "touch 0x_1000 read", "touch {top} read",
+              "munmap {a} 0x", "mprotect {a} {n} rw", "touch {a} write\r"]
+    notes = ["", "  # t=0.1 tid=5 at=0x401000", "  # ", " # one space", "#x", "  #x",
+             "   # three spaces"]
+    block = _OpBlock("x")
+    for _ in range(4000):
+        body = rnd.choice(shapes).format(
+            a=hex(rnd.randrange(0, 1 << 47) & ~0xFFF), A=hex(rnd.randrange(1 << 47)).upper(),
+            n=hex(rnd.randrange(1, 1 << 30)), p=rnd.choice(["---", "r--", "rw-", "r-x", "rwx"]),
+            big="0" * 17 + "1000", top=hex(TASK_SIZE))
+        line = body + rnd.choice(notes)
+        gap = rnd.randrange(3)
+        want_body, sep, want_note = line.partition("  # ")
+        if not sep and "#" in line:
+            want_body, sep, want_note = line.partition("#")
+        try:
+            want = parse_line(want_body.strip(), "x", 7 + gap)
+        except ParseError as exc:
+            with pytest.raises(ParseError) as got:
+                block("\n" * gap + line + "\n", 7, {})
+            assert str(got.value) == str(exc)
+            continue
+        ops, got_notes = block("\n" * gap + line + "\nmunmap 0x1000 0x1000\n", 7, {})
+        assert len(ops) == 2 and ops[1].line == 8 + gap
+        assert ops[0] == want and hash(ops[0]) == hash(want) and ops[0].line == 7 + gap
+        assert got_notes == [want_note, ""]
+        assert format_op(ops[0]) == format_op(want)
 
 
 # -- attribution of a replay to call sites (trace/sites.py) ----------------------------------

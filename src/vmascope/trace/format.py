@@ -47,6 +47,7 @@ import zstandard
 
 from ..errors import ParseError, UsageError
 from ..model import Snapshot
+from ..ops._oplines import ops_block
 from ..ops.language import MADVICE, TASK_SIZE, Op, check_script, parse_line
 
 MAGIC_LINE = "#!vmascope-trace"
@@ -298,14 +299,32 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     return parse_trace(_decompressed(data, source), source)
 
 
-def _snapshot_from(lines: list[str], source: str, lineno: int) -> Snapshot:
+def _snapshot_from(payload: str, source: str, lineno: int) -> Snapshot:
     from ..procfs.load import load_stream
 
     try:
-        raw = base64.b64decode("".join(lines), validate=True)
+        raw = base64.b64decode(payload, validate=True)
     except ValueError:
         raise ParseError(source, lineno, "base64 lines (#=...) of a snapshot file") from None
     return load_stream(io.BytesIO(raw), f"{source}:{lineno}")
+
+
+def _whole_snapshot(text: str, at: int) -> tuple[str, int, int] | None:
+    """The snapshot whose "#=" lines start at ``at`` when it is well formed: (its base64
+    text, where its "#snapshot end" line starts, the count of its lines); None otherwise
+    (the lines are then read one by one, which names the first wrong one)."""
+    stop = text.find("\n#snapshot end", at - 1)
+    if stop < 0:
+        return None
+    body = text[at:stop + 1]  # its "#=" lines, each with its newline
+    lines = body.count("\n")
+    if lines and (not body.startswith("#=") or body.count("\n#=") != lines - 1):
+        return None
+    payload = body.replace("\n#=", "")[2:-1] if lines else ""
+    return (payload, stop + 1, lines) if _BASE64.fullmatch(payload) else None
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
@@ -314,11 +333,11 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ParseError(source, line, "UTF-8 text (a vmascope trace)") from None
-    lines = text.split("\n")
-    if not lines[0].startswith(MAGIC_LINE):
+    first = text.partition("\n")[0]
+    if not first.startswith(MAGIC_LINE):
         raise ParseError(source, 1, f"a vmascope trace starting with {MAGIC_LINE!r}")
     try:
-        version = int(lines[0].split()[1])
+        version = int(first.split()[1])
     except (IndexError, ValueError):
         raise ParseError(source, 1, f"{MAGIC_LINE} VERSION") from None
     if version > VERSION:
@@ -330,59 +349,77 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
     skipped: list[tuple[str, str]] = []
     symbols: dict[int, str] = {}
     files: dict[str, str] = {}
-    parse_fast = _FastParser(source)
+    op_block = _OpBlock(source)
     restarts = 0
     in_snap: str | None = None
     snap_lines: list[str] = []
     snap_start = 0
-    for lineno, line in enumerate(lines, 1):
-        if not line:
+
+    def end_snapshot(payload: str) -> None:
+        nonlocal in_snap, restarts, ops, notes, skipped, files
+        assert in_snap is not None
+        snaps[in_snap] = _snapshot_from(payload, source, snap_start)
+        if in_snap == "first" and (ops or skipped):
+            # the target exec'd another program: the trace starts again
+            restarts += 1
+            ops, notes, skipped, files = [], [], [], {}
+        in_snap = None
+
+    # A '#' line at a time (header, snapshots, symbols, skipped events), a well-formed
+    # snapshot at once, and the op lines between two '#' lines as one block (_OpBlock).
+    pos, lineno, n = 0, 1, len(text)
+    while pos < n:
+        if text[pos] != "#":
+            nxt = text.find("\n#", pos)
+            end = n if nxt < 0 else nxt + 1
+            block = text[pos:end]
+            if in_snap is not None and block.strip("\n"):
+                ahead = len(block) - len(block.lstrip("\n"))
+                raise ParseError(source, lineno + block.count("\n", 0, ahead),
+                                 "#= lines or #snapshot end")
+            block_ops, block_notes = op_block(block, lineno, files)
+            ops.extend(block_ops)
+            notes.extend(block_notes)
+            lineno += block.count("\n")
+            pos = end
             continue
-        if line[0] == "#":
-            if in_snap is not None:
-                if line.startswith("#="):
-                    snap_lines.append(line[2:].strip())
-                    continue
-                if line.startswith("#snapshot end"):
-                    snaps[in_snap] = _snapshot_from(snap_lines, source, snap_start)
-                    if in_snap == "first" and (ops or skipped):
-                        # the target exec'd another program: the trace starts again
-                        restarts += 1
-                        ops, notes, skipped, files = [], [], [], {}
-                    in_snap, snap_lines = None, []
-                    continue
-                raise ParseError(source, lineno, "#= lines or #snapshot end")
-            if line.startswith("#snapshot "):
-                in_snap = line.split()[1]
-                snap_start = lineno
-                continue
-            if line.startswith("#- "):
-                body, _, note = line[3:].partition("  # ")
-                skipped.append((body.strip(), note))
-                continue
-            if line.startswith("#sym "):
-                parts = line.split(None, 2)
-                try:
-                    symbols[int(parts[1], 16)] = parts[2] if len(parts) > 2 else "?"
-                except (ValueError, IndexError):
-                    raise ParseError(source, lineno, "#sym ADDR NAME") from None
-                continue
-            m = _HEADER.match(line)
-            if m:
-                header[m.group(1)] = m.group(2)
-            continue
+        end = text.find("\n", pos)
+        end = n if end < 0 else end
+        line = text[pos:end]
+        here = lineno
+        pos, lineno = end + 1, lineno + 1
         if in_snap is not None:
-            raise ParseError(source, lineno, "#= lines or #snapshot end")
-        body, sep, note = line.partition("  # ")
-        if not sep and "#" in line:
-            body, sep, note = line.partition("#")
-        op = parse_fast(body, lineno)
-        ops.append(op)
-        notes.append(note)
-        if op.kind == "memfd" and "file=" in note:
-            m = _FILE_NOTE.search(note)
-            if m and op.name:
-                files[op.name] = m.group(1)
+            if line.startswith("#="):
+                snap_lines.append(line[2:].strip())
+                continue
+            if line.startswith("#snapshot end"):
+                end_snapshot("".join(snap_lines))
+                snap_lines = []
+                continue
+            raise ParseError(source, here, "#= lines or #snapshot end")
+        if line.startswith("#snapshot "):
+            in_snap = line.split()[1]
+            snap_start = here
+            whole = _whole_snapshot(text, pos)
+            if whole is not None:  # on to its "#snapshot end" line
+                payload, pos, lines = whole
+                snap_lines = [payload]
+                lineno += lines
+            continue
+        if line.startswith("#- "):
+            body, _, note = line[3:].partition("  # ")
+            skipped.append((body.strip(), note))
+            continue
+        if line.startswith("#sym "):
+            parts = line.split(None, 2)
+            try:
+                symbols[int(parts[1], 16)] = parts[2] if len(parts) > 2 else "?"
+            except (ValueError, IndexError):
+                raise ParseError(source, here, "#sym ADDR NAME") from None
+            continue
+        hm = _HEADER.match(line)
+        if hm:
+            header[hm.group(1)] = hm.group(2)
     if in_snap is not None:
         raise ParseError(source, snap_start, "#snapshot end (the trace is cut short)")
     problem = check_script(ops)
@@ -391,6 +428,32 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
     return Trace(header=header, first=snaps.get("first"), last=snaps.get("last"), ops=ops,
                  notes=notes, skipped=skipped, symbols=symbols, files=files, source=source,
                  restarts=restarts)
+
+
+class _OpBlock:
+    """Op lines (no '#' line among them) into ops and their notes: the C reader
+    (``ops._oplines``) takes the lines of the recorder's exact shape; every other line
+    goes through :class:`_FastParser` and, failing that, the op language's own parser."""
+
+    def __init__(self, source: str) -> None:
+        self.parse = _FastParser(source)
+        self.advice = {a: a for a in MADVICE}
+
+    def __call__(self, text: str, lineno: int, files: dict[str, str]
+                 ) -> tuple[list[Op], list[str]]:
+        ops, notes, slow = ops_block(text, lineno, _TraceOp, TASK_SIZE, self.advice)
+        for i, n, line in slow:
+            body, sep, note = line.partition("  # ")
+            if not sep and "#" in line:
+                body, sep, note = line.partition("#")
+            op = self.parse(body, n)
+            ops[i] = op
+            notes[i] = note
+            if op.kind == "memfd" and "file=" in note:
+                fm = _FILE_NOTE.search(note)
+                if fm and op.name:
+                    files[op.name] = fm.group(1)
+        return ops, notes
 
 
 class _TraceOp(Op):
