@@ -41,7 +41,7 @@ def main() -> int:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from vmascope import host
-    from vmascope.trace.format import read_trace
+    from vmascope.trace.parse import read_trace
     from vmascope.trace.replay import replay
     from vmascope.trace.sites import SiteNamer, attribute
 

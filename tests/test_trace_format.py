@@ -13,8 +13,8 @@ from vmascope.kconst import TASK_SIZE
 from vmascope.ops.language import format_op, parse_line
 from vmascope.trace.convert import Converter
 from vmascope.trace.events import Event, FileRef
-from vmascope.trace.format import (Annotation, TraceWriter, _FastParser, _OpBlock,
-                                   parse_annotation, parse_trace, read_trace)
+from vmascope.trace.format import Annotation, TraceWriter, parse_annotation
+from vmascope.trace.parse import _FastParser, _OpBlock, parse_trace, read_trace
 
 PID = 4242
 NEG = lambda e: (1 << 64) - e  # noqa: E731  a negative argument as the kernel sees it
@@ -302,6 +302,46 @@ def test_the_c_op_reader_agrees_with_the_language() -> None:
         assert ops[0] == want and hash(ops[0]) == hash(want) and ops[0].line == 7 + gap
         assert got_notes == [want_note, ""]
         assert format_op(ops[0]) == format_op(want)
+
+
+def test_compare_counts_the_vmas_both_have_and_where_they_differ() -> None:
+    """The model's end state against the real one, on random states: a VMA counts as
+    reproduced when both have its start, end and permissions (the vsyscall page left
+    out, the stack matched by its end); every other VMA lies in a differing region."""
+    from vmascope.model import Snapshot, SnapshotMeta, Vma
+    from vmascope.trace.replay import VSYSCALL, compare
+
+    rnd = random.Random(5)
+    for _ in range(200):
+        real, model, addr = [], [], 0x10000
+        for _v in range(rnd.randrange(0, 40)):
+            addr += rnd.randrange(0, 3) * 0x1000
+            end = addr + rnd.randrange(1, 5) * 0x1000
+            perms = rnd.choice(["rw-p", "r--p", "---p", "rw-s"])
+            real.append(Vma(addr, end, perms))
+            fate = rnd.random()
+            if fate < 0.6:
+                model.append(Vma(addr, end, perms))
+            elif fate < 0.75 and end - addr > 0x1000:  # split in two
+                model += [Vma(addr, addr + 0x1000, perms), Vma(addr + 0x1000, end, perms)]
+            elif fate < 0.9:
+                model.append(Vma(addr, end, "rwxp"))
+            addr = end
+        stack = rnd.random() < 0.5
+        if stack:  # grown by faults: same end, a lower start
+            real.append(Vma(0x7FFF0000 - 0x3000, 0x7FFF0000, "rw-p", name="[stack]"))
+            model.append(Vma(0x7FFF0000 - 0x1000, 0x7FFF0000, "rw-p", name="[stack]"))
+        real.append(Vma(VSYSCALL, VSYSCALL + 0x1000, "--xp", name="[vsyscall]"))
+        r = Snapshot.from_vmas(real, SnapshotMeta())
+        m = Snapshot.from_vmas(model, SnapshotMeta())
+        c = compare(r, m, limit=1000)
+        rk = {(v.start, v.end, v.perms) for v in real if v.start != VSYSCALL}
+        mk = {(v.start, v.end, v.perms) for v in model}
+        both = rk & mk
+        assert (c.real, c.model, c.matched) == (len(rk), len(mk), len(both) + stack)
+        alone = [k for k in (rk | mk) - both if not (stack and k[1] == 0x7FFF0000)]
+        assert sum(g.real + g.model for g in c.regions) == len(alone)
+        assert all(any(g.start <= k[0] and k[1] <= g.end for g in c.regions) for k in alone)
 
 
 # -- attribution of a replay to call sites (trace/sites.py) ----------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from vmascope.trace.format import read_trace
+from vmascope.trace.parse import read_trace
 from vmascope.trace.replay import replay
 from vmascope.trace.sites import SiteNamer, attribute
 

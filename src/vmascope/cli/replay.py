@@ -37,7 +37,7 @@ def load_and_replay(path: str, kernel: str | None, max_map_count: int | None,
     from .. import host
     from ..errors import UsageError
     from ..report.progress import display
-    from ..trace.format import read_trace
+    from ..trace.parse import read_trace
     from ..trace.replay import replay
     from ..trace.sites import SiteNamer, attribute
 

@@ -77,9 +77,32 @@ class Replay:
     faults: list[tuple[int, str]]  # touches the model refused (index, signal)
     refusals: list[tuple[int, int, tuple[str, ...]]]  # (op, address, reason codes)
     samples: list[tuple[int, int]]  # (op index, map_count)
-    sample_born: list[dict[int, int]]  # per sample: born op -> VMAs alive
     comparison: Comparison | None
+    # The op that made each VMA's start, as VMAs came (born_in: PRESENT for those there
+    # at the start) and went (born_out); per sample, how far each log had got.
+    born_in: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    born_out: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    marks: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+
+    def sampled_ops(self) -> np.ndarray:
+        """The ops (sorted) that made a VMA alive at one of the samples or before."""
+        return np.unique(self.born_in[:self.marks[-1][0]] if self.marks else self.born_in[:0])
+
+    def alive_by(self, column: Callable[[np.ndarray], np.ndarray], ncols: int) -> np.ndarray:
+        """Per sample (a row each), the VMAs alive by column of the op that made them;
+        ``column`` maps ops (of :meth:`sampled_ops`) to 0 .. ncols - 1."""
+        s = len(self.marks)
+        out = np.zeros((s, ncols), np.int64)
+        for k, (log, sign) in enumerate(((self.born_in, 1), (self.born_out, -1))):
+            upto = np.array([m[k] for m in self.marks], np.int64)
+            first = np.searchsorted(upto, np.arange(len(log)), side="right")
+            keep = first < s  # an entry counts from the first sample taken after it
+            if not keep.any():
+                continue
+            flat = first[keep] * ncols + column(log[keep])
+            out += sign * np.bincount(flat, minlength=s * ncols).reshape(s, ncols).cumsum(0)
+        return out
 
 
 def _file_names(snap: Snapshot, files: dict[str, str]) -> Snapshot:
@@ -112,7 +135,8 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
     epoch = release if isinstance(release, Epoch) else epoch_for(release)
     mm = MM.from_snapshot(trace.first, epoch, max_map_count=max_map_count)
     mm.refusals = []
-    mm.born_count = {PRESENT: mm.map_count}
+    mm.keep_born = True
+    mm.born_in = [PRESENT] * mm.map_count
     ops = trace.ops
     n = len(ops)
     every = max(1, n // samples) if samples else 0
@@ -120,7 +144,7 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
     errors: list[tuple[int, str]] = []
     faults: list[tuple[int, str]] = []
     taken: list[tuple[int, int]] = []
-    born_at: list[dict[int, int]] = []
+    marks: list[tuple[int, int]] = []
     step = max(1, n // 100)
     for i, op in enumerate(ops):
         mm.cur_op = i
@@ -135,7 +159,7 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
                 errors.append((i, exc.errno))
         if every and (i % every == every - 1 or i == n - 1):
             taken.append((i, mm.map_count))
-            born_at.append(mm.born_count.copy())
+            marks.append((len(mm.born_in), len(mm.born_out)))
         if progress is not None and i % step == 0:
             progress(i, n)
     mm.cur_op = -1
@@ -146,30 +170,41 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
     born = np.fromiter((v.born for v in mm), np.int64, count=mm.map_count)
     comparison = compare(trace.last, snap) if trace.last is not None else None
     return Replay(trace=trace, epoch=epoch, snapshot=snap, born=born, errors=errors,
-                  faults=faults, refusals=mm.refusals, samples=taken, sample_born=born_at,
-                  comparison=comparison, seconds=time.perf_counter() - t0)
+                  faults=faults, refusals=mm.refusals, samples=taken, comparison=comparison,
+                  born_in=np.array(mm.born_in, np.int64),
+                  born_out=np.array(mm.born_out, np.int64), marks=marks,
+                  seconds=time.perf_counter() - t0)
 
 
-def _keys(snap: Snapshot) -> tuple[dict[tuple[int, int, int], int], int | None]:
-    """(start, end, perms) -> index, without the vsyscall page; and the [stack]'s index."""
+def _kept(snap: Snapshot) -> tuple[np.ndarray, int | None]:
+    """The indexes of the VMAs compared (all but the vsyscall page), and the [stack]'s."""
     keep = np.flatnonzero(snap.start != VSYSCALL)
-    keys = dict(zip(zip(snap.start[keep].tolist(), snap.end[keep].tolist(),
-                        snap.perms[keep].tolist()), keep.tolist()))
     stack = None
     if "[stack]" in snap.names:
         hits = np.flatnonzero(snap.name_id == snap.names.index("[stack]"))
         stack = int(hits[0]) if len(hits) else None
-    return keys, stack
+    return keep, stack
 
 
 def compare(real: Snapshot, model: Snapshot, limit: int = 20) -> Comparison:
     """How much of the real end state the model reproduces, and where it does not."""
-    rk, rstack = _keys(real)
-    mk, mstack = _keys(model)
-    matched_keys = rk.keys() & mk.keys()
-    bad_real = [i for k, i in rk.items() if k not in matched_keys]
-    bad_model = [i for k, i in mk.items() if k not in matched_keys]
-    matched = len(matched_keys)
+    rk, rstack = _kept(real)
+    mk, mstack = _kept(model)
+    # VMAs never overlap, so a start names one VMA on each side: a VMA both have is one
+    # start both have with the same end and permissions.
+    rs, ms = real.start[rk], model.start[mk]
+    same = np.zeros(len(rk), bool)  # per compared real VMA: the model has it
+    hit = np.zeros(len(model), bool)  # per model VMA: the real state has it
+    if len(ms):
+        order = np.argsort(ms, kind="stable")
+        at = np.minimum(np.searchsorted(ms, rs, sorter=order), len(ms) - 1)
+        mi = mk[order[at]]
+        same = ((model.start[mi] == rs) & (model.end[mi] == real.end[rk])
+                & (model.perms[mi] == real.perms[rk]))
+        hit[mi[same]] = True
+    matched = int(same.sum())
+    bad_real = rk[~same].tolist()
+    bad_model = mk[~hit[mk]].tolist()
     if (rstack is not None and mstack is not None and rstack in bad_real
             and int(real.end[rstack]) == int(model.end[mstack])):
         matched += 1  # the stack grew by faults the recorder does not keep

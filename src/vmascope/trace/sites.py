@@ -147,7 +147,7 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
     from ..analysis.budget import CAUSES, NONE
 
     namer = namer or SiteNamer(rep.trace)
-    sampled = sorted(set().union(*rep.sample_born))
+    sampled = rep.sampled_ops().tolist()
     namer.prepare(set(rep.born.tolist()) | {i for i, _a, _c in rep.refusals} | set(sampled))
     cause = boundary_causes(rep)
     sites: dict[str, Site] = {}
@@ -196,12 +196,9 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
     cols = names + ["other"]
     col_of = np.array([cols.index(k) if (k := namer.site(o)[0]) in names else len(names)
                        for o in sampled], dtype=np.int64)
-    for (i, n), born_counts in zip(rep.samples, rep.sample_born):
-        keys = np.fromiter(born_counts.keys(), np.int64, count=len(born_counts))
-        vals = np.fromiter(born_counts.values(), np.int64, count=len(born_counts))
-        sums = np.bincount(col_of[np.searchsorted(ops_seen, keys)], weights=vals,
-                           minlength=len(cols))
-        by = {cols[c]: int(v) for c, v in enumerate(sums) if v}
+    alive = rep.alive_by(lambda born: col_of[np.searchsorted(ops_seen, born)], len(cols))
+    for (i, n), sums in zip(rep.samples, alive.tolist()):
+        by = {cols[c]: v for c, v in enumerate(sums) if v}
         t = rep.trace.annotation(i).t
         timeline.append((t if t is not None else float(i), n, by))
     return Attribution(sites=ordered, refusals=len(rep.refusals),

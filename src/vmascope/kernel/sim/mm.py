@@ -250,7 +250,11 @@ class MM:
         # (SVma.born), and when kept (not None) every refused merge: (op, address, codes).
         self.cur_op = -1
         self.refusals: list[tuple[int, int, tuple[str, ...]]] | None = None
-        self.born_count: dict[int, int] | None = None  # when kept: born op -> live VMAs
+        # When kept (replay): the op that made each VMA's start, logged as VMAs come
+        # (born_in) and go (born_out); the VMAs alive at any moment by the op that made them.
+        self.keep_born = False
+        self.born_in: list[int] = []
+        self.born_out: list[int] = []
 
     def drop_resident(self, start: int, end: int) -> None:
         """Pages in [start, end) are no longer resident (unmapped, zapped)."""
@@ -328,8 +332,8 @@ class MM:
         self._by_start[v.start] = v
         self.map_count += 1
         v.born = self.cur_op
-        if self.born_count is not None:
-            self._count(v.born, 1)
+        if self.keep_born:
+            self.born_in.append(v.born)
 
     def prev_of(self, addr: int) -> SVma | None:
         """The last VMA that starts below addr."""
@@ -347,8 +351,8 @@ class MM:
         self._index.remove(v.start)
         del self._by_start[v.start]
         self.map_count -= 1
-        if self.born_count is not None:
-            self._count(v.born, -1)
+        if self.keep_born:
+            self.born_out.append(v.born)
         if v.anon_vma is not None:
             v.anon_vma.num_active_vmas -= 1
         if self._last is v:
@@ -360,19 +364,10 @@ class MM:
         del self._by_start[old]
         self._by_start[start] = v
         v.start = start
-        if self.born_count is not None:
-            self._count(v.born, -1)
-            self._count(self.cur_op, 1)
+        if self.keep_born:
+            self.born_out.append(v.born)
+            self.born_in.append(self.cur_op)
         v.born = self.cur_op
-
-    def _count(self, op: int, n: int) -> None:
-        c = self.born_count
-        assert c is not None
-        left = c.get(op, 0) + n
-        if left:
-            c[op] = left
-        else:
-            del c[op]
 
     def note(self, text: str) -> None:
         self.log.append("  " + text)
