@@ -17,7 +17,6 @@ the process) carry :data:`ABSENT` in ``bits``.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
