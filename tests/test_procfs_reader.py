@@ -178,7 +178,7 @@ def test_early_read_that_cannot_start_leaves_the_error_to_the_command():
 
 
 def test_cli_prefetch_chooses_the_file_the_command_reads(monkeypatch):
-    from vmascope.cli import prefetch
+    from vmascope._prefetch import prefetch
 
     seen = []
     monkeypatch.setattr(early, "start", lambda pid, names, keep: seen.append((pid, names, keep)))

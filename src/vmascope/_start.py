@@ -133,10 +133,11 @@ def entry() -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) is signal.SIG_DFL:
                 signal.signal(sig, _on_terminate)
-        from .cli import main, prefetch
-        from .output import run_cli
+        from ._prefetch import prefetch
 
-        prefetch(sys.argv[1:])
+        prefetch(sys.argv[1:])  # before the CLI's modules load
+        from .cli import main
+        from .output import run_cli
 
         code = run_cli(main)
         # The command is done and its output written: a signal from now on would only
