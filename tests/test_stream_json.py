@@ -144,6 +144,32 @@ def test_counted_summary_is_the_summary_of_a_whole_read(fragmented: int) -> None
     assert rows[0][1] == "[anon]"
 
 
+def _loaded_by(args: list[str]) -> tuple[str, list[str]]:
+    """(stdout, the heavy modules loaded) of ``vmascope ARGS`` run as the console script."""
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: sys.stderr.write('\\nloaded:' + ''.join(' ' + m for m in "
+             "('numpy', 'vmascope.model', 'vmascope.analysis') if m in sys.modules)))\n"
+             f"sys.argv = ['vmascope', *{args!r}]\n"
+             "from vmascope._start import entry\n"
+             "entry()\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, proc.stderr.strip().splitlines()[-1].split()[1:]
+
+
+def test_the_summary_loads_no_numpy() -> None:
+    """`snapshot PID` only counts, and its imports run beside the kernel's text
+    generation: it loads neither numpy nor the Snapshot model (a read that keeps the
+    VMAs, here with their policies, does)."""
+    pid = str(os.getpid())
+    text, loaded = _loaded_by(["snapshot", pid])
+    assert "mappings" in text and loaded == []
+    text, loaded = _loaded_by(["snapshot", pid, "--json"])
+    assert json.loads(text)["map_count"] > 0 and loaded == []
+    text, loaded = _loaded_by(["snapshot", pid, "--json", "--numa"])
+    assert json.loads(text)["map_count"] > 0 and "numpy" in loaded
+
+
 def test_live_stream_keeps_a_pieces_worth_of_columns(fragmented: int, monkeypatch) -> None:
     """The parser hands its rows over as the text comes: no piece holds the process."""
     from vmascope.procfs import parse
