@@ -17,7 +17,11 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/vmascope/*/*.c)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# The modules' bytecode, compiled ahead (as a non-editable install would be), also where
+# the environment says PYTHONDONTWRITEBYTECODE: every command would otherwise compile
+# the modules it imports, 25-45 ms at each start. Up-to-date files are left as they are.
 venv: $(VENV)/.installed
+	@$(PY) -m compileall -q src/vmascope >/dev/null
 
 apt:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -56,3 +60,4 @@ fuzz: venv apt
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/vmascope/*.so src/vmascope/*/*.so
+	find src -name __pycache__ -type d -prune -exec rm -rf {} +
