@@ -673,3 +673,54 @@ def test_take_between_chunks_gives_the_rows_of_a_whole_parse(seed: int) -> None:
         got = np.concatenate([s.smaps.get(key, np.full(len(s), -1)) for s in pieces if len(s)])
         assert (got == col).all(), key
     assert want.smaps["Swap"][0] == -1 and (want.smaps["Swap"][1:] >= 0).all()
+
+
+@pytest.mark.parametrize("chunk", [7, 4096, 1 << 20])
+def test_kept_fields_are_those_of_a_whole_parse(chunk: int) -> None:
+    """A parser told which smaps fields to keep (``fields``, as ``analyze`` does) parses
+    and checks every field but keeps columns of those only: the same columns as a whole
+    parse, also when its rows are handed over piece by piece."""
+    from vmascope.procfs.parse import TextParser, snapshot_from_result
+
+    with open(f"/proc/{os.getpid()}/smaps", "rb") as fh:
+        text = fh.read()
+    cut = text.index(b"\nSwap:")  # a kept field missing from the first VMA only
+    text = text[:cut] + text[text.index(b"\n", cut + 1):]
+    whole = TextParser("w")
+    whole.feed(text)
+    wres = whole.finish()
+    want = snapshot_from_result(wres)
+    p = TextParser("f", fields=("Swap", "Rss", "NoSuchField"))
+    names: list[str] = []
+    pieces = []
+    for pos in range(0, len(text), chunk):
+        p.feed(text[pos:pos + chunk])
+        res = p.take(len(names))
+        names.extend(res["names"])
+        pieces.append(snapshot_from_result({**res, "names": list(names)}))
+    res = p.finish()
+    assert res["field_lines"] == wres["field_lines"] and res["field_names"] == ["Rss", "Swap"]
+    res["names"] = res["names"][len(names):]
+    names.extend(res["names"])
+    pieces.append(snapshot_from_result({**res, "names": list(names)}))
+    kept = [s for s in pieces if len(s)]
+    assert all(set(s.smaps) <= {"Rss", "Swap"} for s in kept)  # Swap: once it was seen
+    for key in ("Rss", "Swap"):
+        got = np.concatenate([s.smaps.get(key, np.full(len(s), -1)) for s in kept])
+        assert (got == want.smaps[key]).all(), key
+    assert (np.concatenate([s.vmflags for s in kept]) == want.vmflags).all()
+
+
+def test_a_field_not_kept_is_still_checked() -> None:
+    from vmascope.procfs.parse import TextParser
+
+    text = (b"10000-11000 rw-p 00000000 00:00 0 \nRss:      4 kB\n"
+            b"Pss:      99999999999999999999 kB\n")
+    for fields in (None, ("Rss",)):
+        p = TextParser("t.smaps", fields=fields)
+        with pytest.raises(ParseError) as err:
+            p.feed(text)
+            p.finish()
+        assert err.value.line == 3 and "63 bits" in str(err.value)
+    with pytest.raises(ValueError):
+        TextParser("t", fields=("x" * 60,))

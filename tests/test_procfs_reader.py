@@ -181,7 +181,10 @@ def test_cli_prefetch_chooses_the_file_the_command_reads(monkeypatch):
     from vmascope._prefetch import prefetch
 
     seen = []
-    monkeypatch.setattr(early, "start", lambda pid, names, keep: seen.append((pid, names, keep)))
+    monkeypatch.setattr(early, "start",
+                        lambda pid, names, keep, fields: seen.append((pid, names, keep)
+                                                                     + ((fields,) if fields
+                                                                        else ())))
     monkeypatch.delenv("VMASCOPE_KERNEL_VIEW", raising=False)
     for argv in (["snapshot", "42"], ["snapshot", "--pid", "42", "--json"],
                  ["snapshot", "42", "--json", "--vmas"], ["analyse", "--top", "3", "42"],
@@ -196,7 +199,8 @@ def test_cli_prefetch_chooses_the_file_the_command_reads(monkeypatch):
     prefetch(["snapshot", "42"])
     prefetch(["snapshot", "42", "--no-kernel-view"])
     assert seen == [(42, ("maps",), False), (42, ("maps",), False),
-                    (42, ("smaps", "numa_maps"), True), (42, ("smaps",), True),
+                    (42, ("smaps", "numa_maps"), True, ("Anonymous", "Swap")),
+                    (42, ("smaps",), True),
                     (42, ("maps",), True), (42, ("maps",), True), (42, ("maps",), True),
                     (42, ("maps",), False)]
 

@@ -170,6 +170,28 @@ def test_the_summary_loads_no_numpy() -> None:
     assert json.loads(text)["map_count"] > 0 and "numpy" in loaded
 
 
+def test_analyze_keeps_two_smaps_fields_and_says_the_same(fragmented: int) -> None:
+    """`analyze PID` keeps of smaps only the fields the explanations read: its report is
+    the one of a read that keeps them all (the process stopped meanwhile), time apart."""
+    from conftest import stopped
+
+    from vmascope import host
+    from vmascope.analysis import analyze
+    from vmascope.procfs.live import read_process
+    from vmascope.report import render
+
+    with stopped(fragmented):
+        doc = json.loads(subprocess.run([VMASCOPE, "analyze", str(fragmented), "--json"],
+                                        capture_output=True, text=True, check=True).stdout)
+        snap = read_process(fragmented)
+    assert "Rss" in snap.smaps and len(snap.smaps) > 10
+    whole = json.loads(render(analyze(snap, epoch=host.epoch_for(snap.meta.kernel_release)),
+                              "json", width=80))
+    for d in (doc, whole):
+        del d["process"]["time"]
+    assert doc["map_count"] > 20000 and doc == whole
+
+
 def test_live_stream_keeps_a_pieces_worth_of_columns(fragmented: int, monkeypatch) -> None:
     """The parser hands its rows over as the text comes: no piece holds the process."""
     from vmascope.procfs import parse

@@ -38,7 +38,7 @@ def prefetch(argv: Sequence[str]) -> None:
         return
     from .util import kernel_view_wanted
 
-    keep = True
+    keep, fields = True, None
     if argv[0] == "snapshot":
         if "--vmas" in words:
             return  # the VMAs are written as they are parsed: nothing to read ahead
@@ -48,7 +48,9 @@ def prefetch(argv: Sequence[str]) -> None:
                 else False if "--no-kernel-view" in words else None)
         keep = "--smaps" in words or "--numa" in words or kernel_view_wanted(view)
     else:
-        names = ("smaps", "numa_maps")
+        from .kconst import ANALYSIS_SMAPS_FIELDS
+
+        names, fields = ("smaps", "numa_maps"), ANALYSIS_SMAPS_FIELDS
     from .procfs import early
 
-    early.start(int(pid), names, keep)
+    early.start(int(pid), names, keep, fields)

@@ -15,6 +15,11 @@ KNOWN_VMFLAGS: tuple[str, ...] = (
     "hg", "nh", "mg", "um", "uw", "ui", "ss", "sl", "lf", "sd", "mt", "dp", "gu",
 )
 
+# The smaps fields the explanations read per VMA (whether a side holds anonymous or
+# swapped pages: analysis/explain.py, kernel/pairs.py). ``analyze`` keeps only these as
+# columns: at 2M VMAs the other twenty-odd would take about 370 MB.
+ANALYSIS_SMAPS_FIELDS: tuple[str, ...] = ("Anonymous", "Swap")
+
 # include/linux/mm.h DEFAULT_MAX_MAP_COUNT (USHRT_MAX - MAPCOUNT_ELF_CORE_MARGIN).
 DEFAULT_MAX_MAP_COUNT = 65530
 

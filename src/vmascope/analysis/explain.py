@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..kconst import PAGE_SHIFT
+from ..kconst import ANALYSIS_SMAPS_FIELDS, PAGE_SHIFT
 from ..kernel.epochs import Epoch, epoch_for
 from ..kernel.pairs import explain_pair
 from ..kernel.rules import Reason
@@ -145,7 +145,7 @@ def vma_columns(snap: Snapshot) -> list[np.ndarray]:
         cols.append(snap.vmflags)
     if snap.policy_id is not None:
         cols.append(snap.policy_id)
-    for field in ("Anonymous", "Swap"):
+    for field in ANALYSIS_SMAPS_FIELDS:
         col = snap.smaps.get(field)
         if col is not None:
             cols.append(_page_state(col))

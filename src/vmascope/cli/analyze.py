@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import host
     from ..analysis.explain import resolve_kernel
+    from ..kconst import ANALYSIS_SMAPS_FIELDS
 
     replayed = None
     if args.trace:
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         elif target.isdigit() and not os.path.exists(target):
             task = bar.add_task(f"pid {target}: reading /proc/{target}/smaps", total=None,
                                 state="")
-            snap = read_live(target, args.kernel_view)
+            # only the smaps fields the explanations read (the rest: 370 MB at 2M VMAs)
+            snap = read_live(target, args.kernel_view, fields=ANALYSIS_SMAPS_FIELDS)
         else:
             task = bar.add_task(f"{args.target}: loading", total=None, state="")
             snap = vmascope.load(args.target)

@@ -13,6 +13,9 @@
  *   smaps:  a maps line, then "Key:   N kB" / "Key:   N" lines and "VmFlags: xx yy "
  *   numa:   START POLICY [key=value ...]
  *
+ * Parser(fields=(...)) keeps columns of those smaps fields only (the others are parsed
+ * and checked all the same), keep=False no columns at all: only the counts.
+ *
  * feed_fd(fd) reads a file to its end and parses it with the GIL released throughout: a
  * second thread read()s into a small ring of reused buffers while the calling thread
  * parses the previous ones, so the kernel's text generation and the parse run on two
@@ -99,10 +102,17 @@ typedef struct {
     char key[MAX_KEY];
     size_t keylen;
     int64_t *col;
+    int drop;         /* not one of the fields asked for: parsed and checked, not kept */
 } Field;
+
+#define MAX_ONLY 16
 
 typedef struct {
     PyObject_HEAD
+    /* The smaps fields to keep as columns (only_set 0: every field); set once, kept
+       across resets. */
+    char only[MAX_ONLY][MAX_KEY];
+    int nonly, only_set;
     int numa;         /* 1: numa_maps lines */
     int keep;         /* 1: keep columns; 0: only count (validation, per-name counts) */
     int busy;
@@ -118,6 +128,7 @@ typedef struct {
     /* smaps fields */
     Field fields[MAX_FIELDS];
     int nfields;
+    int nkept;        /* fields with a column */
     int expect;
     int64_t field_lines;
     int64_t skipped_lines;
@@ -286,7 +297,7 @@ static size_t row_bytes(const Parser *p) {
     if (p->numa)
         return sizeof(uint64_t) + sizeof(int32_t);
     return 4 * sizeof(uint64_t) + sizeof(uint8_t) + sizeof(uint32_t) + sizeof(int32_t) +
-           (p->have_vmflags ? sizeof(uint64_t) : 0) + (size_t)p->nfields * sizeof(int64_t);
+           (p->have_vmflags ? sizeof(uint64_t) : 0) + (size_t)p->nkept * sizeof(int64_t);
 }
 
 static size_t col_budget(const Parser *p) {
@@ -329,7 +340,8 @@ static int reserve_row(Parser *p) {
         if (p->have_vmflags)
             GROW(p->vmflags);
         for (int i = 0; i < p->nfields; i++)
-            GROW(p->fields[i].col);
+            if (!p->fields[i].drop)
+                GROW(p->fields[i].col);
     }
 #undef GROW
     p->cap = nc;
@@ -434,7 +446,8 @@ static int parse_header(Parser *p, const char *s, const char *e) {
         if (p->have_vmflags)
             p->vmflags[i] = 0;
         for (int f = 0; f < p->nfields; f++)
-            p->fields[f].col[i] = -1;
+            if (!p->fields[f].drop)
+                p->fields[f].col[i] = -1;
     }
     p->n++;
     p->in_block = 1;
@@ -517,10 +530,14 @@ static int field_slot(Parser *p, const char *k, size_t kl) {
     }
     if (p->nfields >= MAX_FIELDS)
         return set_err(p, "expected at most 128 distinct smaps fields");
-    if (p->keep) {
-        p->nfields++; /* the row with this field */
+    int drop = p->only_set;
+    for (int i = 0; drop && i < p->nonly; i++)
+        if (strlen(p->only[i]) == kl && memcmp(p->only[i], k, kl) == 0)
+            drop = 0;
+    if (p->keep && !drop) {
+        p->nkept++; /* the row with this field */
         int over = over_budget(p, p->cap);
-        p->nfields--;
+        p->nkept--;
         if (over)
             return set_err(p, "expected smaps text in which mappings have their fields "
                               "(a new field after too many bare mapping lines to hold in "
@@ -531,13 +548,16 @@ static int field_slot(Parser *p, const char *k, size_t kl) {
     f->key[kl] = 0;
     f->keylen = kl;
     f->col = NULL;
-    if (p->keep) {
+    f->drop = drop;
+    if (p->keep && !drop) {
         f->col = malloc((p->cap ? p->cap : 1) * sizeof(int64_t));
         if (f->col == NULL)
             return set_oom(p);
         for (size_t i = 0; i < p->n; i++)
             f->col[i] = -1;
     }
+    if (!drop)
+        p->nkept++;
     p->expect = p->nfields + 1;
     return p->nfields++;
 }
@@ -596,7 +616,7 @@ static int parse_field(Parser *p, const char *s, const char *e, size_t kl, int s
         p->expect = slot + 1;
     else if ((slot = field_slot(p, s, kl)) < 0)
         return -1;
-    if (p->keep)
+    if (p->keep && !p->fields[slot].drop)
         p->fields[slot].col[p->n - 1] = (int64_t)v;
     return 0;
 }
@@ -767,10 +787,10 @@ static void Parser_dealloc(PyObject *obj) {
 
 static int Parser_init(PyObject *obj, PyObject *args, PyObject *kw) {
     Parser *p = (Parser *)obj;
-    static char *kwlist[] = {"flag_names", "numa", "keep", NULL};
-    PyObject *flags = NULL;
+    static char *kwlist[] = {"flag_names", "numa", "keep", "fields", NULL};
+    PyObject *flags = NULL, *only = NULL;
     int numa = 0, keep = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|Opp", kwlist, &flags, &numa, &keep))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OppO", kwlist, &flags, &numa, &keep, &only))
         return -1;
     free_state(p);
     Py_ssize_t off = offsetof(Parser, numa);
@@ -778,6 +798,27 @@ static int Parser_init(PyObject *obj, PyObject *args, PyObject *kw) {
     p->numa = numa;
     p->keep = keep;
     p->last_id = -1;
+    p->nonly = p->only_set = 0;
+    if (only != NULL && only != Py_None) {
+        PyObject *seq = PySequence_Fast(only, "fields must be a sequence of str");
+        if (seq == NULL)
+            return -1;
+        Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+        for (Py_ssize_t i = 0; i < k; i++) {
+            Py_ssize_t len;
+            const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(seq, i), &len);
+            if (s == NULL || len < 1 || len >= MAX_KEY || p->nonly >= MAX_ONLY) {
+                Py_DECREF(seq);
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "bad fields");
+                return -1;
+            }
+            memcpy(p->only[p->nonly], s, (size_t)len);
+            p->only[p->nonly++][len] = 0;
+        }
+        Py_DECREF(seq);
+        p->only_set = 1;
+    }
     if (flags != NULL && flags != Py_None) {
         PyObject *seq = PySequence_Fast(flags, "flag_names must be a sequence of str");
         if (seq == NULL)
@@ -1008,13 +1049,15 @@ static PyObject *flag_names_list(Parser *p) {
 }
 
 static PyObject *field_names_list(Parser *p) {
-    PyObject *lst = PyList_New(p->nfields);
-    for (int i = 0; lst != NULL && i < p->nfields; i++) {
+    PyObject *lst = PyList_New(p->nkept);
+    for (int i = 0, j = 0; lst != NULL && i < p->nfields; i++) {
+        if (p->fields[i].drop)
+            continue;
         PyObject *s = PyUnicode_FromString(p->fields[i].key);
         if (s == NULL)
             Py_CLEAR(lst);
         else
-            PyList_SET_ITEM(lst, i, s);
+            PyList_SET_ITEM(lst, j++, s);
     }
     return lst;
 }
@@ -1109,13 +1152,15 @@ static PyObject *Parser_finish(PyObject *obj, PyObject *Py_UNUSED(ignored)) {
                 if (put(d, "vmflags", TAKE(p->vmflags, n)) < 0) { p->vmflags = NULL; goto fail; }
                 p->vmflags = NULL;
             }
-            PyObject *cols = PyList_New(p->nfields);
+            PyObject *cols = PyList_New(p->nkept);
             if (cols == NULL) goto fail;
-            for (int i = 0; i < p->nfields; i++) {
+            for (int i = 0, j = 0; i < p->nfields; i++) {
+                if (p->fields[i].drop)
+                    continue;
                 PyObject *c = TAKE(p->fields[i].col, n);
                 p->fields[i].col = NULL;
                 if (c == NULL) { Py_DECREF(cols); goto fail; }
-                PyList_SET_ITEM(cols, i, c);
+                PyList_SET_ITEM(cols, j++, c);
             }
             if (put(d, "fields", cols) < 0) goto fail;
         }
@@ -1168,12 +1213,14 @@ static PyObject *Parser_take(PyObject *obj, PyObject *args) {
     if (put(d, "flag_names", flag_names_list(p)) < 0) goto fail;
     if (put(d, "field_names", field_names_list(p)) < 0) goto fail;
     {
-        PyObject *cols = PyList_New(p->nfields);
+        PyObject *cols = PyList_New(p->nkept);
         if (cols == NULL) goto fail;
-        for (int i = 0; i < p->nfields; i++) {
+        for (int i = 0, j = 0; i < p->nfields; i++) {
+            if (p->fields[i].drop)
+                continue;
             PyObject *c = SPLIT(p->fields[i].col);
             if (c == NULL) { Py_DECREF(cols); goto fail; }
-            PyList_SET_ITEM(cols, i, c);
+            PyList_SET_ITEM(cols, j++, c);
         }
         if (put(d, "fields", cols) < 0) goto fail;
     }
@@ -1275,7 +1322,8 @@ static PyTypeObject ParserType = {
     .tp_basicsize = sizeof(Parser),
     .tp_dealloc = Parser_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Parser(flag_names=(), numa=False, keep=True): streaming /proc text parser.",
+    .tp_doc = "Parser(flag_names=(), numa=False, keep=True, fields=None): streaming /proc "
+              "text parser (fields: the smaps fields to keep as columns; None: all).",
     .tp_methods = Parser_methods,
     .tp_getset = Parser_getset,
     .tp_init = Parser_init,

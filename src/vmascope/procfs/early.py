@@ -23,15 +23,17 @@ from ..kconst import KNOWN_VMFLAGS
 from ._fastparse import Parser
 
 _lock = threading.Lock()
-_started: dict[tuple[int, str, bool], EarlyRead] = {}
+_started: dict[tuple[int, str, bool, tuple[str, ...] | None], EarlyRead] = {}
 
 
 class EarlyRead:
     """/proc/PID/NAME read and parsed by the C parser's ``feed_fd`` in a thread (the GIL
     released throughout)."""
 
-    def __init__(self, pid: int, name: str, keep: bool = True) -> None:
-        self.parser = Parser(KNOWN_VMFLAGS, numa=(name == "numa_maps"), keep=keep)
+    def __init__(self, pid: int, name: str, keep: bool = True,
+                 fields: tuple[str, ...] | None = None) -> None:
+        self.parser = Parser(KNOWN_VMFLAGS, numa=(name == "numa_maps"), keep=keep,
+                             fields=fields)
         self.error: BaseException | None = None  # the read's (a parse error: the parser's)
         self._fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -57,21 +59,24 @@ class EarlyRead:
         return self.parser
 
 
-def start(pid: int, names: tuple[str, ...], keep: bool = True) -> None:
+def start(pid: int, names: tuple[str, ...], keep: bool = True,
+          fields: tuple[str, ...] | None = None) -> None:
     """Begin reading and parsing /proc/PID/NAME for each name, keeping the VMAs or (keep
-    False, for a summary) only counting them; a file that cannot be opened is left to the
-    command's own read."""
+    False, for a summary) only counting them, and of smaps only ``fields`` (None: all);
+    a file that cannot be opened is left to the command's own read."""
     for name in names:
+        only = fields if name == "smaps" else None
         try:
-            early = EarlyRead(pid, name, keep)
+            early = EarlyRead(pid, name, keep, only)
         except OSError:
             continue
         with _lock:
-            _started[(pid, name, keep)] = early
+            _started[(pid, name, keep, only)] = early
 
 
-def take(pid: int, name: str, keep: bool = True) -> EarlyRead | None:
-    """The read started for /proc/PID/NAME by a parser that keeps the VMAs (or not),
-    handed over once (None: there is none)."""
+def take(pid: int, name: str, keep: bool = True,
+         fields: tuple[str, ...] | None = None) -> EarlyRead | None:
+    """The read started for /proc/PID/NAME by a parser of the same kind (keeping the
+    VMAs or not, the same smaps fields), handed over once (None: there is none)."""
     with _lock:
-        return _started.pop((pid, name, keep), None)
+        return _started.pop((pid, name, keep, fields), None)

@@ -96,15 +96,17 @@ def _exits_while_read(pid: int) -> Iterator[None]:
         raise ProcessNotFound(pid, "exited while being read") from None
 
 
-def read_process(pid: int | str, smaps: bool = True, numa: bool = True) -> Snapshot:
-    """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot."""
+def read_process(pid: int | str, smaps: bool = True, numa: bool = True,
+                 fields: tuple[str, ...] | None = None) -> Snapshot:
+    """Read /proc/PID (smaps or maps, numa_maps, status, ...) into a Snapshot;
+    ``fields``: the smaps fields to keep (None: all)."""
     from .parse import snapshot_from_result
 
     pid, meta, rollup = _begin(pid, smaps)
     name = "smaps" if smaps else "maps"
     # numa_maps walks the page tables as smaps does: read on the other core meanwhile
     numa_read = _NumaRead(pid) if numa and host.has_numa_maps() else None
-    parser = TextParser(proc_path(pid, name))
+    parser = TextParser(proc_path(pid, name), fields=fields)
     try:
         with _exits_while_read(pid):
             parse_proc(pid, name, parser)

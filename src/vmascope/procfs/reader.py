@@ -149,7 +149,7 @@ def parse_proc(pid: int, name: str, parser: Any) -> Any:
     """/proc/PID/NAME parsed by ``parser`` (a ``parse.TextParser``): the parser of the read
     ``procfs.early`` began at start-up if there is one, else this one (``feed_fd``: read
     and parsed on two cores in C). Returns the parser that holds the text."""
-    ahead = early.take(pid, name, parser.keep)
+    ahead = early.take(pid, name, parser.keep, parser.fields)
     path = proc_path(pid, name)
     if ahead is None:
         fd = open_proc(pid, name)

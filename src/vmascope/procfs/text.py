@@ -17,16 +17,20 @@ class TextParser:
 
     ``feed`` takes chunks as they are read (a chunk may end mid-line); ``finish`` returns
     the parse result. With ``keep=False`` only counts are kept (map count, VMAs per
-    name): memory stays flat however long the text is.
+    name): memory stays flat however long the text is. ``fields``: the smaps fields kept
+    as columns (None: all of them); the others are still parsed and checked.
     """
 
-    def __init__(self, source: str, *, kind: str = "maps", keep: bool = True) -> None:
+    def __init__(self, source: str, *, kind: str = "maps", keep: bool = True,
+                 fields: tuple[str, ...] | None = None) -> None:
         if kind not in ("maps", "numa"):
             raise ValueError(kind)
         self.source = source
         self.kind = kind
         self.keep = keep
-        self._p = _fastparse.Parser(KNOWN_VMFLAGS, numa=(kind == "numa"), keep=keep)
+        self.fields = fields
+        self._p = _fastparse.Parser(KNOWN_VMFLAGS, numa=(kind == "numa"), keep=keep,
+                                    fields=fields)
 
     def adopt(self, raw: Any) -> None:
         """Take over a C parser that was fed elsewhere (``procfs.early``)."""
