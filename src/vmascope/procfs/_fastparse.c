@@ -785,6 +785,42 @@ static void Parser_dealloc(PyObject *obj) {
     Py_TYPE(obj)->tp_free(obj);
 }
 
+/* Each str of the sequence obj (NULL or None: none) handed to add, which refuses it
+   with a negative return: ValueError "bad WHAT" for a refused, empty or too long one. */
+static int each_str(Parser *p, PyObject *obj, const char *what, size_t maxlen,
+                    int (*add)(Parser *, const char *, size_t)) {
+    if (obj == NULL || obj == Py_None)
+        return 0;
+    PyObject *seq = PySequence_Fast(obj, "expected a sequence of str");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(seq, i), &len);
+        if (s == NULL || len < 1 || (size_t)len > maxlen || add(p, s, (size_t)len) < 0) {
+            Py_DECREF(seq);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "bad %s", what);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static int add_only(Parser *p, const char *s, size_t len) {
+    if (p->nonly >= MAX_ONLY)
+        return -1;
+    memcpy(p->only[p->nonly], s, len);
+    p->only[p->nonly++][len] = 0;
+    return 0;
+}
+
+static int add_flag(Parser *p, const char *s, size_t len) {
+    return p->nflags >= MAX_FLAGS || flag_index(p, s, len) < 0 ? -1 : 0;
+}
+
 static int Parser_init(PyObject *obj, PyObject *args, PyObject *kw) {
     Parser *p = (Parser *)obj;
     static char *kwlist[] = {"flag_names", "numa", "keep", "fields", NULL};
@@ -798,49 +834,11 @@ static int Parser_init(PyObject *obj, PyObject *args, PyObject *kw) {
     p->numa = numa;
     p->keep = keep;
     p->last_id = -1;
-    p->nonly = p->only_set = 0;
-    if (only != NULL && only != Py_None) {
-        PyObject *seq = PySequence_Fast(only, "fields must be a sequence of str");
-        if (seq == NULL)
-            return -1;
-        Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
-        for (Py_ssize_t i = 0; i < k; i++) {
-            Py_ssize_t len;
-            const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(seq, i), &len);
-            if (s == NULL || len < 1 || len >= MAX_KEY || p->nonly >= MAX_ONLY) {
-                Py_DECREF(seq);
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_ValueError, "bad fields");
-                return -1;
-            }
-            memcpy(p->only[p->nonly], s, (size_t)len);
-            p->only[p->nonly++][len] = 0;
-        }
-        Py_DECREF(seq);
-        p->only_set = 1;
-    }
-    if (flags != NULL && flags != Py_None) {
-        PyObject *seq = PySequence_Fast(flags, "flag_names must be a sequence of str");
-        if (seq == NULL)
-            return -1;
-        Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
-        for (Py_ssize_t i = 0; i < k; i++) {
-            Py_ssize_t len;
-            const char *s = PyUnicode_AsUTF8AndSize(PySequence_Fast_GET_ITEM(seq, i), &len);
-            if (s == NULL || len < 1 || len > 7 || p->nflags >= MAX_FLAGS) {
-                Py_DECREF(seq);
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_ValueError, "bad flag_names");
-                return -1;
-            }
-            if (flag_index(p, s, (size_t)len) < 0) {
-                Py_DECREF(seq);
-                PyErr_SetString(PyExc_ValueError, "bad flag_names");
-                return -1;
-            }
-        }
-        Py_DECREF(seq);
-    }
+    p->nonly = 0;
+    p->only_set = only != NULL && only != Py_None;
+    if (each_str(p, only, "fields", MAX_KEY - 1, add_only) < 0 ||
+        each_str(p, flags, "flag_names", 7, add_flag) < 0)
+        return -1;
     return 0;
 }
 
