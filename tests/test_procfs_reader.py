@@ -119,15 +119,16 @@ def _killing(real, proc):
     return stream
 
 
-@pytest.mark.parametrize("kind", ["maps", "numa"])
+@pytest.mark.parametrize("kind", ["maps", "numa", "summary"])
 def test_process_exiting_mid_read(many, monkeypatch, kind):
     """Killed while smaps (kind "maps") or numa_maps, read meanwhile in a thread, is
-    read: either way the process exited while being read."""
+    read, or while the summary counts maps: each time the process exited while being
+    read."""
     from vmascope.procfs.parse import TextParser
 
     def feed_fd(self, fd):  # the C read loop, with the process killed after one chunk
         self.feed(os.read(fd, 1 << 16))
-        if self.kind == kind:
+        if self.kind == kind or (kind == "summary" and not self.keep):
             os.killpg(many.pid, signal.SIGKILL)
             many.wait(timeout=10)
         while chunk := os.read(fd, 1 << 20):
@@ -135,7 +136,10 @@ def test_process_exiting_mid_read(many, monkeypatch, kind):
 
     monkeypatch.setattr(TextParser, "feed_fd", feed_fd)
     with pytest.raises(ProcessNotFound, match="exited"):
-        live.read_process(many.pid)
+        if kind == "summary":
+            live.summarize_process(many.pid)
+        else:
+            live.read_process(many.pid)
 
 
 def test_process_exiting_mid_stream(many, monkeypatch):
