@@ -106,16 +106,6 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
     snap_lines: list[str] = []
     snap_start = 0
 
-    def end_snapshot(payload: str) -> None:
-        nonlocal in_snap, restarts, ops, notes, skipped, files
-        assert in_snap is not None
-        snaps[in_snap] = _snapshot_from(payload, source, snap_start)
-        if in_snap == "first" and (ops or skipped):
-            # the target exec'd another program: the trace starts again
-            restarts += 1
-            ops, notes, skipped, files = [], [], [], {}
-        in_snap = None
-
     # A '#' line at a time (header, snapshots, symbols, skipped events), a well-formed
     # snapshot at once, and the op lines between two '#' lines as one block (_OpBlock).
     pos, lineno, n = 0, 1, len(text)
@@ -125,9 +115,8 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
             end = n if nxt < 0 else nxt + 1
             block = text[pos:end]
             if in_snap is not None and block.strip("\n"):
-                ahead = len(block) - len(block.lstrip("\n"))
-                raise ParseError(source, lineno + block.count("\n", 0, ahead),
-                                 "#= lines or #snapshot end")
+                ahead = len(block) - len(block.lstrip("\n"))  # empty lines before it
+                raise ParseError(source, lineno + ahead, "#= lines or #snapshot end")
             block_ops, block_notes = op_block(block, lineno, files)
             ops.extend(block_ops)
             notes.extend(block_notes)
@@ -144,8 +133,12 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
                 snap_lines.append(line[2:].strip())
                 continue
             if line.startswith("#snapshot end"):
-                end_snapshot("".join(snap_lines))
-                snap_lines = []
+                snaps[in_snap] = _snapshot_from("".join(snap_lines), source, snap_start)
+                if in_snap == "first" and (ops or skipped):
+                    # the target exec'd another program: the trace starts again
+                    restarts += 1
+                    ops, notes, skipped, files = [], [], [], {}
+                in_snap, snap_lines = None, []
                 continue
             raise ParseError(source, here, "#= lines or #snapshot end")
         if line.startswith("#snapshot "):
@@ -236,13 +229,13 @@ def _op(**fields: Any) -> Op:
 _PROTS = {p: (4 if p[2] == "x" else 0) | (2 if p[1] == "w" else 0) | (1 if p[0] == "r" else 0)
           for p in ("---", "r--", "rw-", "r-x", "rwx", "-w-", "-wx", "--x")}
 _MAX_LEN = 1 << 64
-_SIMPLE = {"munmap": 3, "mprotect": 4, "madvise": 4, "mlock": 3, "munlock": 3, "mseal": 3}
 
 
 class _FastParser:
-    """The op lines a recorder writes, parsed without the general parser where the line
-    has the recorder's exact shape (lower-case hex numbers, canonical words, values the
-    general parser would accept); any other line goes through
+    """The op lines the C reader leaves (``ops._oplines`` takes touch, mprotect, madvise,
+    munmap and the mlock family): an anonymous mmap of the recorder's exact shape
+    (lower-case hex numbers, canonical words, values the general parser would accept)
+    without the general parser; any other line goes through
     :func:`vmascope.ops.language.parse_line`, so an edited trace is checked like any
     script."""
 
@@ -264,39 +257,17 @@ class _FastParser:
         w = body.split()
         if not w:
             raise ParseError(self.source, lineno, "an op")
-        kind = w[0]
-        n = len(w)
-        if n >= 2 and "_" not in body:  # int(x, 16) takes 0x1_0; the language does not
+        # int(x, 16) takes 0x1_0; the language does not
+        if (len(w) == 5 and w[0] == "mmap" and "_" not in body and w[1][:2] == "0x"
+                and w[2][:2] == "0x" and w[3] in _PROTS):
+            flags = self._mmap_flags(w[4])
             try:
-                if kind == "touch":
-                    if n == 3 and w[1][:2] == "0x" and w[2] in ("write", "read"):
-                        addr = int(w[1], 16)
-                        if addr < TASK_SIZE:
-                            return _op(kind="touch", addr=addr, write=w[2] == "write",
-                                       line=lineno)
-                elif (_SIMPLE.get(kind) == n and w[1][:2] == "0x" and w[2][:2] == "0x"):
-                    addr, length = int(w[1], 16), int(w[2], 16)
-                    if addr < TASK_SIZE and length < _MAX_LEN:
-                        if kind == "mprotect":
-                            prot = _PROTS.get(w[3])
-                            if prot is not None:
-                                return _op(kind=kind, addr=addr, length=length, prot=prot,
-                                           line=lineno)
-                        elif kind == "madvise":
-                            if w[3] in MADVICE:
-                                return _op(kind=kind, addr=addr, length=length,
-                                           advice=w[3], line=lineno)
-                        else:
-                            return _op(kind=kind, addr=addr, length=length, line=lineno)
-                elif (kind == "mmap" and n == 5 and w[1][:2] == "0x" and w[2][:2] == "0x"
-                      and w[3] in _PROTS):
-                    flags = self._mmap_flags(w[4])
-                    addr, length = int(w[1], 16), int(w[2], 16)
-                    if (flags is not None and "anonymous" in flags and addr < TASK_SIZE
-                            and length < _MAX_LEN):
-                        return _op(kind="mmap", addr=addr, length=length,
-                                   prot=_PROTS[w[3]], flags=flags, line=lineno)
+                addr, length = int(w[1], 16), int(w[2], 16)
             except ValueError:
-                pass
+                flags = None
+            if (flags is not None and "anonymous" in flags and addr < TASK_SIZE
+                    and length < _MAX_LEN):
+                return _op(kind="mmap", addr=addr, length=length, prot=_PROTS[w[3]],
+                           flags=flags, line=lineno)
         return parse_line(body.strip(), self.source, lineno)
 
