@@ -142,14 +142,13 @@ def stream_process(pid: int | str, rows: Callable[[Snapshot], object], *,
     name = "smaps" if smaps else "maps"
     parser = TextParser(proc_path(pid, name))
     names: list[str] = []
-    total = [0, 0]  # VMAs, bytes
+    count = [0]
 
     def piece(res: dict[str, Any]) -> None:
         names.extend(res["names"])
         if res["n"]:
             snap = snapshot_from_result({**res, "names": names}, meta)
-            total[0] += len(snap)
-            total[1] += int(snap.sizes().sum())
+            count[0] += len(snap)
             rows(snap)
 
     def feed(view: memoryview) -> None:
@@ -161,9 +160,8 @@ def stream_process(pid: int | str, rows: Callable[[Snapshot], object], *,
     res = parser.finish()
     res["names"] = res["names"][len(names):]
     piece(res)
-    _end(pid, meta, rollup, total[0])
-    counts = [int(res["anon_count"]), *map(int, res["name_counts"])]
-    return Streamed(meta, total[0], total[1], rank_backings(counts, names))
+    _end(pid, meta, rollup, count[0])
+    return _streamed(meta, count[0], res, names)
 
 
 def summarize_process(pid: int | str) -> Streamed:
@@ -177,8 +175,15 @@ def summarize_process(pid: int | str) -> Streamed:
     res = parser.finish()
     count = int(res["n"])
     _end(pid, meta, None, count)
+    return _streamed(meta, count, res, res["names"])
+
+
+def _streamed(meta: SnapshotMeta, count: int, res: dict[str, Any],
+              names: list[str]) -> Streamed:
+    """The end of a read that kept no whole process: the parser's finish (``res``, its
+    total size and VMAs per name over the whole text) and every name in order."""
     counts = [int(res["anon_count"]), *map(int, res["name_counts"])]
-    return Streamed(meta, count, int(res["total_size"]), rank_backings(counts, res["names"]))
+    return Streamed(meta, count, int(res["total_size"]), rank_backings(counts, names))
 
 
 class _NumaRead:

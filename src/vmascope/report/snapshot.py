@@ -84,9 +84,10 @@ def print_counts(meta: Any, count: int, total_size: int, top: list[tuple[str, in
     from rich.table import Table
     from rich.text import Text
 
+    from ..meta import headroom
+
     m = meta
-    mmc = m.max_map_count
-    pct = None if not mmc else 100.0 * count / mmc
+    count, mmc, pct = headroom(meta, count)
     who = f"pid {m.pid}" if m.pid is not None else "dump"
     if m.comm:
         who += f" ({m.comm})"
