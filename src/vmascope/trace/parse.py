@@ -19,6 +19,7 @@ import zstandard
 from ..errors import ParseError
 from ..model import Snapshot
 from ..ops._oplines import ops_block
+from ..util import gc_paused
 from ..ops.language import MADVICE, TASK_SIZE, Op, check_script, parse_line
 from .format import MAGIC_LINE, VERSION, Trace
 
@@ -79,6 +80,12 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
+    """A trace from its (uncompressed) bytes. ParseError naming the line on bad input."""
+    with gc_paused():  # an Op per line, no garbage cycles
+        return _parse_trace(data, source)
+
+
+def _parse_trace(data: bytes, source: str) -> Trace:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -138,6 +145,7 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
                     # the target exec'd another program: the trace starts again
                     restarts += 1
                     ops, notes, skipped, files = [], [], [], {}
+                    op_block.others = []
                 in_snap, snap_lines = None, []
                 continue
             raise ParseError(source, here, "#= lines or #snapshot end")
@@ -166,7 +174,7 @@ def parse_trace(data: bytes, source: str = "<trace>") -> Trace:
             header[hm.group(1)] = hm.group(2)
     if in_snap is not None:
         raise ParseError(source, snap_start, "#snapshot end (the trace is cut short)")
-    problem = check_script(ops)
+    problem = check_script(op_block.others)
     if problem:
         raise ParseError(source, problem[0] or None, problem[1])
     return Trace(header=header, first=snaps.get("first"), last=snaps.get("last"), ops=ops,
@@ -182,6 +190,9 @@ class _OpBlock:
     def __init__(self, source: str) -> None:
         self.parse = _FastParser(source)
         self.advice = {a: a for a in MADVICE}
+        # In order, the ops not of the C reader's kinds: the only ones check_script
+        # looks at (memfd, mmap, fork, exit).
+        self.others: list[Op] = []
 
     def __call__(self, text: str, lineno: int, files: dict[str, str]
                  ) -> tuple[list[Op], list[str]]:
@@ -192,6 +203,7 @@ class _OpBlock:
                 body, sep, note = line.partition("#")
             op = self.parse(body, n)
             ops[i] = op
+            self.others.append(op)
             notes[i] = note
             if op.kind == "memfd" and "file=" in note:
                 fm = _FILE_NOTE.search(note)

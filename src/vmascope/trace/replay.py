@@ -28,6 +28,7 @@ from ..kernel.sim.memory import handle_mm_fault
 from ..kernel.sim.mm import MM, OpFailed
 from ..kernel.sim.result import SYSCALLS, snapshot_of
 from ..model import Snapshot, SnapshotMeta
+from ..util import gc_paused
 from .format import Trace
 
 SAMPLES = 120  # points of the map_count timeline
@@ -123,6 +124,12 @@ def replay(trace: Trace, kernel: str | Epoch | None = None, *,
            max_map_count: int | None = None, samples: int = SAMPLES,
            progress: Callable[[int, int], None] | None = None) -> Replay:
     """Run the trace on the model of ``kernel`` (default: the kernel it was recorded on)."""
+    with gc_paused():  # tens of thousands of VMAs and ops, no garbage cycles
+        return _replay(trace, kernel, max_map_count, samples, progress)
+
+
+def _replay(trace: Trace, kernel: str | Epoch | None, max_map_count: int | None,
+            samples: int, progress: Callable[[int, int], None] | None) -> Replay:
     import time
 
     from ..errors import ParseError
