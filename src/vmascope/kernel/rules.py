@@ -362,7 +362,7 @@ def anon_vma_compatible(a: Any, b: Any) -> bool:
 
 def reusable_anon_vma(old: Any, a: Any, b: Any) -> Any:
     """mm/rmap.c reusable_anon_vma: old's anon_vma if compatible and its chain is singular."""
-    if anon_vma_compatible(a, b) and old.anon_vma is not None and len(old.chain) == 1:
+    if old.anon_vma is not None and len(old.chain) == 1 and anon_vma_compatible(a, b):
         return old.anon_vma
     return None
 

@@ -79,6 +79,23 @@ class SVma:
         self.next: SVma | None = None
         self.born = -1  # the op that made the boundary at start (MM.cur_op at the time)
 
+    def split_off(self, addr: int) -> SVma:
+        """The part [addr, end) of this VMA as a new VMA with the same attributes, the
+        anon_vma and its chain shared (not yet linked: MM.insert). This one is unchanged."""
+        new = _new_vma(SVma)
+        new.start = addr
+        new.end = self.end
+        new.pgoff = self.pgoff + ((addr - self.start) >> PAGE_SHIFT)
+        new.flags = self.flags
+        new.file = self.file
+        new.anon_vma = self.anon_vma
+        new.chain = self.chain
+        new.anon_name = self.anon_name
+        new.policy = self.policy
+        new.uffd = self.uffd
+        new.born = -1
+        return new
+
     def copy(self) -> SVma:
         c = SVma(self.start, self.end, self.pgoff, self.flags, self.file, self.anon_name,
                  self.policy)
@@ -87,6 +104,9 @@ class SVma:
 
     def __repr__(self) -> str:
         return f"[{self.start:#x},{self.end:#x})"
+
+
+_new_vma = object.__new__
 
 
 class ShmemFile:
@@ -222,7 +242,7 @@ class MM:
         self._index = _StartIndex()
         self._by_start: dict[int, SVma] = {}
         self.head: SVma | None = None  # the lowest VMA (the list is linked by prev/next)
-        self._last: SVma | None = None
+        self._last: SVma | None = None  # the VMA found last, in the tree (unlink clears it)
         self.next_anon_id = 1
         self.next_inode = 1
         self.soft_dirty = F.VM_SOFTDIRTY if epoch.soft_dirty else 0
@@ -294,28 +314,37 @@ class MM:
             yield v
             v = v.next
 
+    def _near(self, addr: int) -> SVma | None:
+        """find_vma's answer when it is the last VMA found or the one after it (a
+        program's next call or fault is mostly there), else None: the index decides."""
+        last = self._last
+        if last is None or last.start > addr:
+            return None
+        if addr < last.end:
+            return last
+        nxt = last.next
+        return nxt if nxt is not None and addr < nxt.end else None
+
     def find_vma(self, addr: int) -> SVma | None:
         """The first VMA with end > addr (the kernel's find_vma)."""
+        v = self._near(addr)
+        if v is not None:
+            self._last = v
+            return v
         s = self._index.find_le(addr)
         if s is None:
             return self.head
         v = self._by_start[s]
-        return v if v.end > addr else v.next
+        if v.end <= addr:
+            v = v.next
+        if v is not None:
+            self._last = v
+        return v
 
     def vma_lookup(self, addr: int) -> SVma | None:
         """The VMA containing addr, or None."""
-        last = self._last
-        if last is not None and last.start <= addr < last.end and self._by_start.get(
-                last.start) is last:
-            return last
-        s = self._index.find_le(addr)
-        if s is None:
-            return None
-        v = self._by_start[s]
-        if v.end > addr:
-            self._last = v
-            return v
-        return None
+        v = self.find_vma(addr)
+        return v if v is not None and v.start <= addr else None
 
     def insert(self, v: SVma, prev: SVma | None) -> None:
         """Link v after prev (None: at the head) and index it. map_count += 1."""

@@ -54,13 +54,9 @@ def split_vma(mm: MM, v: SVma, addr: int, check: bool = True) -> SVma:
             mm.note(f"split {v} at {addr:#x} refused: map_count {mm.map_count} >= "
                     f"max_map_count {mm.max_map_count} (split_vma)")
         raise OpFailed("ENOMEM")
-    new = SVma(addr, v.end, v.pgoff + ((addr - v.start) >> PAGE_SHIFT), v.flags, v.file,
-               v.anon_name, v.policy)
-    new.uffd = v.uffd
+    new = v.split_off(addr)
     av = v.anon_vma
     if av is not None:
-        new.anon_vma = av
-        new.chain = v.chain
         av.num_active_vmas += 1
     v.end = addr
     mm.insert(new, v)
