@@ -8,6 +8,7 @@ cannot (anon_vma identities, vm_pgoff of anonymous memory).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,16 +90,12 @@ def run_ops(mm: MM, ops: Sequence[Op]) -> tuple[list[OpError], list[Fault]]:
     return errors, faults
 
 
-_PERM_BITS: dict[int, int] = {}
-
-
-def _perm_bits(flags: int) -> int:
-    hit = _PERM_BITS.get(flags & (F.VM_READ | F.VM_WRITE | F.VM_EXEC | F.VM_MAYSHARE))
-    if hit is None:
-        hit = ((1 if flags & F.VM_READ else 0) | (2 if flags & F.VM_WRITE else 0)
-               | (4 if flags & F.VM_EXEC else 0) | (8 if flags & F.VM_MAYSHARE else 0))
-        _PERM_BITS[flags & (F.VM_READ | F.VM_WRITE | F.VM_EXEC | F.VM_MAYSHARE)] = hit
-    return hit
+def _perms(flags: np.ndarray) -> np.ndarray:
+    """maps' permission bits (r 1, w 2, x 4, s 8) from the model's flag words."""
+    out = np.zeros(len(flags), np.uint8)
+    for bit, flag in ((1, F.VM_READ), (2, F.VM_WRITE), (4, F.VM_EXEC), (8, F.VM_MAYSHARE)):
+        out |= np.where(flags & np.uint64(flag), np.uint8(bit), np.uint8(0))
+    return out
 
 
 def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = None,
@@ -109,56 +106,63 @@ def snapshot_of(mm: MM, meta: SnapshotMeta, *, lo: int = 0, hi: int | None = Non
     snapshot's VmFlags column as they are. ``kernel_view``: give it the model's own
     kernel view (:func:`model_view`), to be compared with the BPF reader's.
     """
-    vs = [v for v in mm if v.end > lo and (hi is None or v.start < hi)]
+    vs = list(mm) if lo == 0 and hi is None else [
+        v for v in mm if v.end > lo and (hi is None or v.start < hi)]
     n = len(vs)
-
-    def col(values: Any, dtype: Any) -> np.ndarray:
-        return np.fromiter(values, dtype=dtype, count=n)
-
+    get = operator.attrgetter
+    start, end, pgoff, flags = (np.fromiter(map(get(a), vs), np.uint64, count=n)
+                                for a in ("start", "end", "pgoff", "flags"))
+    anon_vma = np.fromiter([-1 if a is None else a.id for a in map(get("anon_vma"), vs)],
+                           np.int64, count=n)
+    # Names, inodes and policies, where a VMA has any (most have none).
+    inode = np.zeros(n, np.uint64)
+    name_id = np.full(n, -1, np.int32)
     names: list[str] = []
     name_index: dict[str, int] = {}
-    policies: list[str] = []
-    policy_index: dict[Any, int] = {}
-
-    def name_id(v: Any) -> int:
+    named = set()
+    for attr in ("file", "anon_name"):
+        values = list(map(get(attr), vs))
+        if values.count(None) != n:
+            named.update(i for i, x in enumerate(values) if x is not None)
+    if mm.start_brk is not None and mm.brk is not None:
+        named.update(np.flatnonzero((start <= mm.brk) & (end >= mm.start_brk)).tolist())
+    for i in sorted(named):
+        v = vs[i]
+        inode[i] = getattr(v.file, "inode", 0)
         name = mm.vma_name(v)
-        if name is None:
-            return -1
-        nid = name_index.get(name)
-        if nid is None:
-            nid = name_index[name] = len(names)
-            names.append(name)
-        return nid
-
-    def policy_id(v: Any) -> int:
-        pid = policy_index.get(v.policy)
-        if pid is None:
-            pid = policy_index[v.policy] = len(policies)
-            policies.append(policy_text(v.policy))
-        return pid
-
-    inode = col((getattr(v.file, "inode", 0) for v in vs), np.uint64)
+        if name is not None:
+            nid = name_index.get(name)
+            if nid is None:
+                nid = name_index[name] = len(names)
+                names.append(name)
+            name_id[i] = nid
+    pols = list(map(get("policy"), vs))
+    policy_id = np.zeros(n, np.int32)
+    policies = ["default"] if n else []
+    if pols.count(None) != n:  # numbered as they come
+        policy_index: dict[Any, int] = {}
+        policies = []
+        for i, pol in enumerate(pols):
+            pid = policy_index.get(pol)
+            if pid is None:
+                pid = policy_index[pol] = len(policies)
+                policies.append(policy_text(pol))
+            policy_id[i] = pid
     smaps = {}
     if mm.resident is not None:  # Anonymous (bytes), from the pages the model keeps
         pages = np.fromiter(sorted(mm.resident), dtype=np.int64, count=len(mm.resident))
-        lo_p = np.fromiter((v.start >> PAGE_SHIFT for v in vs), np.int64, count=n)
-        hi_p = np.fromiter((v.end >> PAGE_SHIFT for v in vs), np.int64, count=n)
+        lo_p, hi_p = (start >> PAGE_SHIFT).astype(np.int64), (end >> PAGE_SHIFT).astype(np.int64)
         smaps["Anonymous"] = (np.searchsorted(pages, hi_p) - np.searchsorted(pages, lo_p)
                               ) << PAGE_SHIFT
     flag_names = KNOWN_VMFLAGS if mm.epoch.lf_mnemonic else tuple(
         "??" if m == "lf" else m for m in KNOWN_VMFLAGS)  # smaps before 6.2 (8614d6c5eda0)
     return Snapshot(
-        start=col((v.start - shift for v in vs), np.uint64),
-        end=col((v.end - shift for v in vs), np.uint64),
-        perms=col((_perm_bits(v.flags) for v in vs), np.uint8),
-        offset=col((v.pgoff << PAGE_SHIFT for v in vs), np.uint64),
-        dev=(inode != 0).astype(np.uint32), inode=inode,
-        name_id=col((name_id(v) for v in vs), np.int32), names=names, meta=meta,
-        vmflags=col((v.flags & ~F.VM_PKEY_MASK for v in vs), np.uint64),
-        flag_names=flag_names,
-        policy_id=col((policy_id(v) for v in vs), np.int32), policies=policies,
-        anon_vma=col((-1 if v.anon_vma is None else v.anon_vma.id for v in vs), np.int64),
-        smaps=smaps, kview=model_view(vs) if kernel_view else None)
+        start=start - np.uint64(shift), end=end - np.uint64(shift), perms=_perms(flags),
+        offset=pgoff << np.uint64(PAGE_SHIFT), dev=(inode != 0).astype(np.uint32),
+        inode=inode, name_id=name_id, names=names, meta=meta,
+        vmflags=flags & np.uint64(~F.VM_PKEY_MASK & (1 << 64) - 1), flag_names=flag_names,
+        policy_id=policy_id, policies=policies, anon_vma=anon_vma, smaps=smaps,
+        kview=model_view(vs) if kernel_view else None)
 
 
 def model_view(vs: Sequence[SVma]) -> dict[str, np.ndarray]:
