@@ -158,6 +158,9 @@ static PyObject *op_of(const char *b, const char *e, long lineno, PyTypeObject *
     }
     if (put(op, k_line, PyLong_FromLong(lineno)) < 0)
         goto fail;
+    /* It holds numbers and strings only, and is frozen: it can be in no reference
+     * cycle, so the garbage collector need not walk the tens of thousands of them. */
+    PyObject_GC_UnTrack(op);
     return op;
 fail:
     Py_DECREF(op);

@@ -152,23 +152,27 @@ def _replay(trace: Trace, kernel: str | Epoch | None, max_map_count: int | None,
     faults: list[tuple[int, str]] = []
     taken: list[tuple[int, int]] = []
     marks: list[tuple[int, int]] = []
-    step = max(1, n // 100)
-    for i, op in enumerate(ops):
-        mm.cur_op = i
-        if op.kind == "touch":
-            sig = handle_mm_fault(mm, op)
-            if sig is not None:
-                faults.append((i, sig))
-        else:
-            try:
-                handlers[op.kind](mm, op)
-            except OpFailed as exc:
-                errors.append((i, exc.errno))
-        if every and (i % every == every - 1 or i == n - 1):
-            taken.append((i, mm.map_count))
+    # The ops in runs between two samples (or a hundredth of them, without samples).
+    run = every or max(1, n // 100)
+    for lo in range(0, n, run):
+        if progress is not None:
+            progress(lo, n)
+        hi = min(n, lo + run)
+        for i in range(lo, hi):
+            op = ops[i]
+            mm.cur_op = i
+            if op.kind == "touch":
+                sig = handle_mm_fault(mm, op)
+                if sig is not None:
+                    faults.append((i, sig))
+            else:
+                try:
+                    handlers[op.kind](mm, op)
+                except OpFailed as exc:
+                    errors.append((i, exc.errno))
+        if every:
+            taken.append((hi - 1, mm.map_count))
             marks.append((len(mm.born_in), len(mm.born_out)))
-        if progress is not None and i % step == 0:
-            progress(i, n)
     mm.cur_op = -1
     meta = SnapshotMeta(kernel_release=epoch.release, max_map_count=mm.max_map_count,
                         source="simulated", comm=trace.header.get("comm"))
@@ -176,6 +180,7 @@ def _replay(trace: Trace, kernel: str | Epoch | None, max_map_count: int | None,
     snap = _file_names(snapshot_of(mm, meta), trace.files)
     born = np.fromiter((v.born for v in mm), np.int64, count=mm.map_count)
     comparison = compare(trace.last, snap) if trace.last is not None else None
+    mm.dispose()  # its VMAs are freed here, not left to the garbage collector
     return Replay(trace=trace, epoch=epoch, snapshot=snap, born=born, errors=errors,
                   faults=faults, refusals=mm.refusals, samples=taken, comparison=comparison,
                   born_in=np.array(mm.born_in, np.int64),

@@ -32,8 +32,12 @@ class OpFailed(Exception):
 
 def prot_bits(prot: int) -> int:
     """PROT_* bits -> VM_READ|VM_WRITE|VM_EXEC."""
-    return ((F.VM_READ if prot & PROT_READ else 0) | (F.VM_WRITE if prot & PROT_WRITE else 0)
-            | (F.VM_EXEC if prot & PROT_EXEC else 0))
+    return _PROT_BITS[prot & (PROT_READ | PROT_WRITE | PROT_EXEC)]
+
+
+_PROT_BITS = [(F.VM_READ if p & PROT_READ else 0) | (F.VM_WRITE if p & PROT_WRITE else 0)
+              | (F.VM_EXEC if p & PROT_EXEC else 0)
+              for p in range((PROT_READ | PROT_WRITE | PROT_EXEC) + 1)]
 
 
 # -- kernel objects ---------------------------------------------------------------------------
@@ -42,14 +46,25 @@ def prot_bits(prot: int) -> int:
 class AnonVma:
     """struct anon_vma: the counters the reuse rules look at."""
 
-    __slots__ = ("id", "root", "parent", "num_children", "num_active_vmas")
+    __slots__ = ("id", "_root", "_parent", "num_children", "num_active_vmas")
 
     def __init__(self, ident: int, parent: AnonVma | None = None) -> None:
         self.id = ident
-        self.parent: AnonVma = parent if parent is not None else self
-        self.root: AnonVma = self.parent.root if parent is not None else self
+        # A root anon_vma is its own root and parent, as in the kernel; that is kept as
+        # None, so that an anon_vma is no reference cycle of its own (freed at once, not
+        # by the garbage collector).
+        self._parent = parent
+        self._root = None if parent is None else parent.root
         self.num_children = 0
         self.num_active_vmas = 0
+
+    @property
+    def parent(self) -> AnonVma:
+        return self if self._parent is None else self._parent
+
+    @property
+    def root(self) -> AnonVma:
+        return self if self._root is None else self._root
 
     def __repr__(self) -> str:
         return f"av{self.id}"
@@ -275,6 +290,22 @@ class MM:
         self.keep_born = False
         self.born_in: list[int] = []
         self.born_out: list[int] = []
+
+    def dispose(self) -> None:
+        """Unlink every VMA from its neighbours (here and in the fork children), so that
+        dropping the mm frees its VMAs at once rather than leaving one reference cycle of
+        them all to the garbage collector. The mm is empty afterwards."""
+        for child in self.children:
+            child.dispose()
+        v = self.head
+        while v is not None:
+            nxt = v.next
+            v.prev = v.next = None
+            v = nxt
+        self.head = self._last = None
+        self._index = _StartIndex()
+        self._by_start = {}
+        self.map_count = 0
 
     def drop_resident(self, start: int, end: int) -> None:
         """Pages in [start, end) are no longer resident (unmapped, zapped)."""
