@@ -12,10 +12,19 @@ from ...kconst import PAGE_MASK, PAGE_SHIFT, page_align
 from ...ops.language import Op
 from .. import rules as R
 from .. import vmflags as F
+from ..vmflags import (PKEY_SHIFT, VM_ACCOUNT, VM_LOCKED, VM_LOCKONFAULT, VM_PKEY_MASK,
+                       VM_SHARED, VM_WRITE)
 from .mm import MM, OpFailed, prot_bits
 from .rmap import anon_vma_prepare
 from .util import vm_enough_memory
 from .vma import check_modify, vma_modify
+
+
+# The VM_MAY* bits a protection needs (VM_READ|VM_WRITE|VM_EXEC -> VM_MAYREAD|...).
+_NEED_MAY = {bits: ((F.VM_MAYREAD if bits & F.VM_READ else 0)
+                    | (F.VM_MAYWRITE if bits & F.VM_WRITE else 0)
+                    | (F.VM_MAYEXEC if bits & F.VM_EXEC else 0))
+             for bits in {prot_bits(p) for p in range(8)}}
 
 
 def do_mprotect_pkey(mm: MM, op: Op) -> None:
@@ -37,25 +46,24 @@ def do_mprotect_pkey(mm: MM, op: Op) -> None:
     if v is None or v.start > start:
         raise OpFailed("ENOMEM")
     prot = prot_bits(op.prot)
+    need_may = _NEED_MAY[prot]
     nstart = start
     while True:
-        if (prot & F.VM_READ and not v.flags & F.VM_MAYREAD) or (
-                prot & F.VM_WRITE and not v.flags & F.VM_MAYWRITE) or (
-                prot & F.VM_EXEC and not v.flags & F.VM_MAYEXEC):
+        oldflags = v.flags
+        if need_may & ~oldflags:
             raise OpFailed("EACCES")
-        tmp = min(v.end, end)
+        tmp = v.end if v.end < end else end
         check_modify(v)  # mprotect_fixup: even when nothing would change
-        newflags = R.mprotect_newflags(ep, v.flags, prot, v.file is None,
+        newflags = R.mprotect_newflags(ep, oldflags, prot, v.file is None,
                                        v.anon_vma is not None)
         if pkey != -1:  # else the VMA keeps its key
-            newflags = (newflags & ~F.VM_PKEY_MASK) | (pkey << F.PKEY_SHIFT)
-        if newflags & F.VM_ACCOUNT and not v.flags & F.VM_ACCOUNT:
+            newflags = (newflags & ~VM_PKEY_MASK) | (pkey << PKEY_SHIFT)
+        if newflags & VM_ACCOUNT and not oldflags & VM_ACCOUNT:
             vm_enough_memory(mm, (tmp - nstart) >> PAGE_SHIFT)  # mprotect_fixup's charge
-        oldflags = v.flags
-        if newflags != v.flags:
+        if newflags != oldflags:
             v = vma_modify(mm, v, nstart, tmp, flags=newflags)
-        if (oldflags & (F.VM_WRITE | F.VM_SHARED | F.VM_LOCKED) == F.VM_LOCKED
-                and newflags & F.VM_WRITE and not newflags & F.VM_LOCKONFAULT):
+        if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED
+                and newflags & VM_WRITE and not newflags & VM_LOCKONFAULT):
             # mprotect_fixup: a private VM_LOCKED VMA that becomes writable is populated
             # with write faults at once (populate_vma_page_range breaks COW; not with
             # VM_LOCKONFAULT), so it gets its anon_vma here, as the
