@@ -165,76 +165,78 @@ def linear_page_index(v: SVma, addr: int) -> int:
 
 
 class _StartIndex:
-    """Sorted VMA start addresses in blocks: O(log n) search, cheap insert and remove."""
+    """The VMAs sorted by start address, in blocks (the start addresses beside them):
+    O(log n) search, cheap insert and remove."""
 
     LOAD = 256
 
-    __slots__ = ("_lists", "_maxes")
+    __slots__ = ("_keys", "_vmas", "_maxes")
 
     def __init__(self) -> None:
-        self._lists: list[list[int]] = []
-        self._maxes: list[int] = []
+        self._keys: list[list[int]] = []
+        self._vmas: list[list[SVma]] = []
+        self._maxes: list[int] = []  # the last start address of each block
 
-    def find_le(self, x: int) -> int | None:
+    def find_le(self, x: int) -> SVma | None:
+        """The VMA with the greatest start <= x."""
         maxes = self._maxes
         if not maxes:
             return None
         i = bisect_left(maxes, x)
         if i == len(maxes):
-            return maxes[-1]
-        lst = self._lists[i]
-        j = bisect_right(lst, x)
+            return self._vmas[-1][-1]
+        j = bisect_right(self._keys[i], x)
         if j:
-            return lst[j - 1]
-        return maxes[i - 1] if i else None
+            return self._vmas[i][j - 1]
+        return self._vmas[i - 1][-1] if i else None
 
-    def first(self) -> int | None:
-        return self._lists[0][0] if self._lists else None
-
-    def add(self, x: int) -> None:
-        maxes, lists = self._maxes, self._lists
+    def add(self, v: SVma) -> None:
+        x = v.start
+        maxes, keys, vmas = self._maxes, self._keys, self._vmas
         if not maxes:
-            lists.append([x])
+            keys.append([x])
+            vmas.append([v])
             maxes.append(x)
             return
         i = bisect_left(maxes, x)
         if i == len(maxes):
             i -= 1
-            lst = lists[i]
-            lst.append(x)
+            ks = keys[i]
+            ks.append(x)
+            vmas[i].append(v)
             maxes[i] = x
         else:
-            lst = lists[i]
-            insort(lst, x)
-        if len(lst) > 2 * self.LOAD:
-            half = lst[self.LOAD:]
-            del lst[self.LOAD:]
-            lists.insert(i + 1, half)
-            maxes.insert(i, lst[-1])
+            ks = keys[i]
+            j = bisect_right(ks, x)
+            ks.insert(j, x)
+            vmas[i].insert(j, v)
+        if len(ks) > 2 * self.LOAD:
+            vs = vmas[i]
+            keys.insert(i + 1, ks[self.LOAD:])
+            vmas.insert(i + 1, vs[self.LOAD:])
+            del ks[self.LOAD:], vs[self.LOAD:]
+            maxes.insert(i, ks[-1])
 
     def remove(self, x: int) -> None:
-        maxes, lists = self._maxes, self._lists
+        maxes, keys = self._maxes, self._keys
         i = bisect_left(maxes, x)
-        lst = lists[i]
-        j = bisect_left(lst, x)
-        del lst[j]
-        if not lst:
-            del lists[i]
-            del maxes[i]
-        elif j == len(lst):
-            maxes[i] = lst[-1]
+        ks = keys[i]
+        j = bisect_left(ks, x)
+        del ks[j], self._vmas[i][j]
+        if not ks:
+            del keys[i], self._vmas[i], maxes[i]
+        elif j == len(ks):
+            maxes[i] = ks[-1]
 
     def replace(self, old: int, new: int) -> None:
-        """Change a key without changing its rank."""
+        """Change a start address without changing its rank."""
         maxes = self._maxes
         i = bisect_left(maxes, old)
-        lst = self._lists[i]
-        j = bisect_left(lst, old)
-        lst[j] = new
-        if j == len(lst) - 1:
+        ks = self._keys[i]
+        j = bisect_left(ks, old)
+        ks[j] = new
+        if j == len(ks) - 1:
             maxes[i] = new
-
-
 
 
 class MM:
@@ -255,7 +257,6 @@ class MM:
         self.guards: set[int] = set()  # page numbers with a guard marker
         self.children: list[MM] = []
         self._index = _StartIndex()
-        self._by_start: dict[int, SVma] = {}
         self.head: SVma | None = None  # the lowest VMA (the list is linked by prev/next)
         self._last: SVma | None = None  # the VMA found last, in the tree (unlink clears it)
         self.next_anon_id = 1
@@ -304,7 +305,6 @@ class MM:
             v = nxt
         self.head = self._last = None
         self._index = _StartIndex()
-        self._by_start = {}
         self.map_count = 0
 
     def drop_resident(self, start: int, end: int) -> None:
@@ -345,28 +345,22 @@ class MM:
             yield v
             v = v.next
 
-    def _near(self, addr: int) -> SVma | None:
-        """find_vma's answer when it is the last VMA found or the one after it (a
-        program's next call or fault is mostly there), else None: the index decides."""
-        last = self._last
-        if last is None or last.start > addr:
-            return None
-        if addr < last.end:
-            return last
-        nxt = last.next
-        return nxt if nxt is not None and addr < nxt.end else None
-
     def find_vma(self, addr: int) -> SVma | None:
         """The first VMA with end > addr (the kernel's find_vma)."""
-        v = self._near(addr)
-        if v is not None:
-            self._last = v
-            return v
-        s = self._index.find_le(addr)
-        if s is None:
-            return self.head
-        v = self._by_start[s]
-        if v.end <= addr:
+        # The VMA found last, or the one after it (a program's next call or fault is
+        # mostly there); else the index.
+        v = self._last
+        if v is not None and v.start <= addr:
+            if addr < v.end:
+                return v
+            v = v.next
+            if v is not None and addr < v.end:
+                self._last = v
+                return v
+        v = self._index.find_le(addr)
+        if v is None:
+            v = self.head
+        elif v.end <= addr:
             v = v.next
         if v is not None:
             self._last = v
@@ -388,8 +382,7 @@ class MM:
             self.head = v
         if nxt is not None:
             nxt.prev = v
-        self._index.add(v.start)
-        self._by_start[v.start] = v
+        self._index.add(v)
         self.map_count += 1
         v.born = self.cur_op
         if self.keep_born:
@@ -397,8 +390,7 @@ class MM:
 
     def prev_of(self, addr: int) -> SVma | None:
         """The last VMA that starts below addr."""
-        s = self._index.find_le(addr - 1) if addr else None
-        return None if s is None else self._by_start[s]
+        return self._index.find_le(addr - 1) if addr else None
 
     def unlink(self, v: SVma) -> None:
         """Remove v from the tree; map_count -= 1; drop its anon_vma link."""
@@ -409,7 +401,6 @@ class MM:
         if v.next is not None:
             v.next.prev = v.prev
         self._index.remove(v.start)
-        del self._by_start[v.start]
         self.map_count -= 1
         if self.keep_born:
             self.born_out.append(v.born)
@@ -421,8 +412,6 @@ class MM:
     def set_start(self, v: SVma, start: int) -> None:
         old = v.start
         self._index.replace(old, start)
-        del self._by_start[old]
-        self._by_start[start] = v
         v.start = start
         if self.keep_born:
             self.born_out.append(v.born)
@@ -440,8 +429,7 @@ class MM:
         v = self.head
         if v is None:
             return None
-        s = self._index.find_le(TASK_SIZE)
-        return None if s is None else self._by_start[s]
+        return self._index.find_le(TASK_SIZE)
 
     def vma_name(self, v: SVma) -> str | None:
         if isinstance(v.file, MemFile):
