@@ -28,7 +28,7 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
         return "SIGSEGV"
     if mm.guards and (addr >> PAGE_SHIFT) in mm.guards:
         return "SIGSEGV"
-    if beyond_eof(v, addr):
+    if v.file is not None and beyond_eof(v, addr):
         if op.write and not flags & F.VM_SHARED:
             # do_cow_fault prepares the anon_vma before the file's fault says SIGBUS (the
             # kernel view shows it on 6.1, 6.12, 6.18 and 7.2)
@@ -40,7 +40,7 @@ def handle_mm_fault(mm: MM, op: Op) -> str | None:
         # after the anon_vma is prepared (do_anonymous_page and do_cow_fault for a write,
         # the huge-page path for a read too): the VMA gets one, no page.
         sig = "SIGBUS"
-    else:
+    elif mm.present is not None or mm.resident is not None:  # the pages, when kept
         map_page(mm, v, addr)
         if mm.resident is not None and op.write and not flags & F.VM_SHARED:  # files: COW
             fault_in(mm, v, addr)
