@@ -10,7 +10,7 @@ import time
 import pytest
 import zstandard
 
-from vmascope.errors import SnapshotFormatError
+from vmascope.errors import ParseError, SnapshotFormatError
 from vmascope.procfs import snapfile
 from vmascope.procfs.load import load_stream
 
@@ -160,3 +160,42 @@ def test_small_sections_are_capped():
     data = _bomb("status", 9 << 20, b"x")
     with pytest.raises(SnapshotFormatError, match="times its size|larger than 8 MiB"):
         load(data)
+
+
+SMAPS_FIELDS = b"".join(b"%-16s %8d kB\n" % (k, 0) for k in (
+    b"Size:", b"KernelPageSize:", b"MMUPageSize:", b"Rss:", b"Pss:", b"Pss_Dirty:",
+    b"Shared_Clean:", b"Shared_Dirty:", b"Private_Clean:", b"Private_Dirty:",
+    b"Referenced:", b"Anonymous:", b"KSM:", b"LazyFree:", b"AnonHugePages:",
+    b"ShmemPmdMapped:", b"FilePmdMapped:", b"Shared_Hugetlb:", b"Private_Hugetlb:",
+    b"Swap:", b"SwapPss:", b"Locked:")) + b"THPeligible:           0\n"
+
+
+def test_a_heap_of_alike_vmas_loads(monkeypatch):
+    """A fragmented heap compresses to a few bytes a VMA while its columns take ~225 bytes
+    a VMA: a snapshot file of 2,000,000 such VMAs (written by ``snapshot -o``) was
+    refused as a bomb. Without the constant allowance, only the bound per byte of the
+    file counts here: the old bound (48) refuses these 30,000 VMAs, the new one loads
+    them."""
+    from vmascope.procfs import load as load_mod
+
+    n = 30_000
+    smaps = b"".join(b"7f%010x-7f%010x %s 00000000 00:00 0 \n" % (
+        2 * i * 4096, (2 * i + 1) * 4096, b"rw-p" if i % 2 else b"---p")
+        + SMAPS_FIELDS.replace(b"Size:                   0", b"Size:                   4")
+        + (b"VmFlags: rd wr mr mw me ac \n" if i % 2 else b"VmFlags: mr mw me nr \n")
+        for i in range(n))
+    buf = io.BytesIO()
+    w = snapfile.SnapshotWriter(buf)
+    w.json_section("meta.json", {"meta": {"pid": 7}, "sections": ["smaps"]})
+    w.section("smaps", smaps)
+    w.json_section("end.json", {"map_count": n, "sections": {"smaps": len(smaps)}})
+    w.close()
+    data = buf.getvalue()
+    monkeypatch.setattr(load_mod, "COL_BYTES_SLACK", 0)
+    monkeypatch.setattr(load_mod, "COL_BYTES_PER_FILE_BYTE", 48)
+    with pytest.raises(ParseError, match="bounded memory"):
+        load(data)
+    monkeypatch.undo()
+    monkeypatch.setattr(load_mod, "COL_BYTES_SLACK", 0)
+    snap = load(data)
+    assert len(snap) == n and int(snap.end[-1] - snap.start[0]) == (2 * n - 1) * 4096
