@@ -103,6 +103,9 @@ typedef struct {
     size_t keylen;
     int64_t *col;
     int drop;         /* not one of the fields asked for: parsed and checked, not kept */
+    /* the key and its ':' as two 8-byte words and their masks (keys up to 15 bytes),
+       for fast_field */
+    uint64_t w[2], m[2];
 } Field;
 
 #define MAX_ONLY 16
@@ -149,6 +152,10 @@ typedef struct {
     int64_t anon_count;
     uint64_t total_size; /* bytes of every VMA parsed (maps/smaps), kept or not */
     int64_t last_id;
+
+    /* whether a carriage return may be in the lines being parsed (0: the chunk has none,
+       so no line needs looking at for one) */
+    int maybe_cr;
 
     /* partial line carried between chunks */
     char *carry;
@@ -547,6 +554,16 @@ static int field_slot(Parser *p, const char *k, size_t kl) {
     memcpy(f->key, k, kl);
     f->key[kl] = 0;
     f->keylen = kl;
+    memset(f->w, 0, sizeof f->w);
+    memset(f->m, 0, sizeof f->m);
+    if (kl < 16) {
+        char word[16] = {0}, mask[16] = {0};
+        memcpy(word, k, kl);
+        word[kl] = ':';
+        memset(mask, 0xff, kl + 1);
+        memcpy(f->w, word, 16);
+        memcpy(f->m, mask, 16);
+    }
     f->col = NULL;
     f->drop = drop;
     if (p->keep && !drop) {
@@ -648,9 +665,9 @@ static int parse_line(Parser *p, const char *s, const char *e) {
     p->line++;
     if (e - s > MAX_LINE)
         return set_err(p, "expected lines shorter than 65536 bytes");
-    if (e > s && e[-1] == '\r')
+    if (p->maybe_cr && e > s && e[-1] == '\r')
         e--;
-    if (cr_inside(s, e, p->numa))
+    if (p->maybe_cr && cr_inside(s, e, p->numa))
         return set_err(p, "expected lines ending in a newline, found a carriage return "
                           "followed by another line (CR-only line endings?)");
     /* Fast path: smaps prints its fields in the same order in every block. */
@@ -686,6 +703,61 @@ static int parse_line(Parser *p, const char *s, const char *e) {
                       "an smaps field 'Name: value'");
 }
 
+/* The smaps field the parser expects next, in the kernel's own shape ("Rss:", spaces, a
+   decimal number, " kB" or nothing, '\n'), parsed where it starts at s without looking
+   for the line's end first: the position after its '\n', or NULL when the line is
+   anything else (parse_line then takes it, and says what is wrong with it). */
+static const char *fast_field(Parser *p, const char *s, const char *e) {
+    const Field *f = &p->fields[p->expect];
+    size_t kl = f->keylen;
+    if (kl >= 16 || e - s < 24)
+        return NULL;
+    uint64_t a, b2;
+    memcpy(&a, s, 8);
+    memcpy(&b2, s + 8, 8);
+    if (((a & f->m[0]) ^ f->w[0]) | ((b2 & f->m[1]) ^ f->w[1]))
+        return NULL;
+    const char *q = s + kl + 1;
+    /* the spaces before the value, eight at a time */
+    const uint64_t spaces = 0x2020202020202020ULL;
+    while (e - q >= 8) {
+        uint64_t w;
+        memcpy(&w, q, 8);
+        if (w != spaces) {
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+            q += __builtin_clzll(w ^ spaces) / 8; /* the first non-space byte */
+#else
+            q += __builtin_ctzll(w ^ spaces) / 8;
+#endif
+            break;
+        }
+        q += 8;
+    }
+    while (q < e && *q == ' ')
+        q++;
+    uint64_t v = 0;
+    const char *b = q;
+    while (q < e && *q >= '0' && *q <= '9' && q - b < 18) /* 18 digits: no overflow */
+        v = v * 10 + (uint64_t)(*q++ - '0');
+    if (q == b || q == e || (*q >= '0' && *q <= '9'))
+        return NULL;
+    if (*q == ' ') {
+        if (e - q < 4 || q[1] != 'k' || q[2] != 'B' || q[3] != '\n' ||
+            v > (uint64_t)INT64_MAX / 1024)
+            return NULL;
+        v *= 1024;
+        q += 3;
+    }
+    if (*q != '\n' || q - s > MAX_LINE)
+        return NULL;
+    p->line++;
+    p->field_lines++;
+    if (p->keep && !f->drop)
+        f->col[p->n - 1] = (int64_t)v;
+    p->expect++;
+    return q + 1;
+}
+
 /* Parse whole lines of buf[0:n]; a trailing partial line is kept in carry. */
 static int parse_chunk(Parser *p, const char *buf, size_t n) {
     const char *s = buf, *e = buf + n;
@@ -709,12 +781,22 @@ static int parse_chunk(Parser *p, const char *buf, size_t n) {
         p->carry_len += take;
         if (nl == NULL)
             return 0;
+        p->maybe_cr = 1;
         if (parse_line(p, p->carry, p->carry + p->carry_len) < 0)
             return -1;
         p->carry_len = 0;
         s = nl + 1;
     }
+    p->maybe_cr = memchr(s, '\r', (size_t)(e - s)) != NULL;
+    int fast = !p->numa && !p->maybe_cr;
     while (s < e) {
+        if (fast && p->in_block && p->expect < p->nfields) {
+            const char *next = fast_field(p, s, e);
+            if (next != NULL) {
+                s = next;
+                continue;
+            }
+        }
         const char *nl = memchr(s, '\n', (size_t)(e - s));
         if (nl == NULL)
             break;
@@ -1102,6 +1184,7 @@ static PyObject *Parser_finish(PyObject *obj, PyObject *Py_UNUSED(ignored)) {
         /* last line without a newline */
         size_t len = p->carry_len;
         p->carry_len = 0;
+        p->maybe_cr = 1;
         parse_line(p, p->carry, p->carry + len);
     }
     if (p->err_line || p->oom)
