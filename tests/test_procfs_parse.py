@@ -556,6 +556,10 @@ def mutated_kernel_smaps(draw):
          b"Rss:            9007199254740992 kB\n", [])  # 2^63 / 1024: too big as bytes
 @example(b"7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n"
          b"Rss:            999999999999999999 kB\nRss:           1000000000000000000\n", [])
+@example(b"".join(b"7f000000%d000-7f000000%d000 rw-p 00000000 00:00 0 \nVmFlags: %s\n"
+                  % (i, i + 1, f) for i, f in enumerate(
+                      [b"rd wr mr ", b"mr mw ", b"rd wr mr ", b"mr mw ", b"rd wr mr",
+                       b"mr mw ", b"mr\x01mw "])), [])  # remembered texts, then a bad one
 def test_kernel_shaped_smaps_agree_with_reference(data, cuts):
     # The fields of the kernel's shape take a shorter way through the C parser; it gives
     # what the reference gives, or fails at the same line, mutated or not.

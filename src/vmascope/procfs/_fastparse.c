@@ -109,6 +109,7 @@ typedef struct {
 } Field;
 
 #define MAX_ONLY 16
+#define VF_CACHE 96 /* VmFlags texts up to this long are remembered */
 
 typedef struct {
     PyObject_HEAD
@@ -135,6 +136,12 @@ typedef struct {
     int expect;
     int64_t field_lines;
     int64_t skipped_lines;
+
+    /* the last two VmFlags texts and their bits (a fragmented heap repeats one or two) */
+    char vf_text[2][VF_CACHE];
+    size_t vf_len[2];
+    uint64_t vf_bits[2];
+    int vf_next;
 
     /* VmFlags mnemonics */
     char flag_names[MAX_FLAGS][8];
@@ -486,6 +493,21 @@ static int flag_index(Parser *p, const char *s, size_t n) {
 
 static int parse_vmflags(Parser *p, const char *q, const char *e) {
     uint64_t bits = 0;
+    size_t len = (size_t)(e - q);
+    int hit = -1;
+    for (int i = 0; i < 2 && len <= VF_CACHE; i++)
+        if (p->vf_len[i] == len && len && memcmp(p->vf_text[i], q, len) == 0)
+            hit = i;
+    if (hit >= 0) { /* the same text as a VMA before: the same (checked) mnemonics */
+        bits = p->vf_bits[hit];
+        q = e;
+    } else if (len && len <= VF_CACHE) {
+        int slot = p->vf_next;
+        p->vf_next ^= 1;
+        p->vf_len[slot] = 0; /* filled in once the text has been checked */
+        hit = -2 - slot;
+    }
+    const char *text = q;
     while (q < e) {
         while (q < e && *q == ' ')
             q++;
@@ -506,6 +528,12 @@ static int parse_vmflags(Parser *p, const char *q, const char *e) {
         if (idx < 0)
             return -1;
         bits |= (uint64_t)1 << idx;
+    }
+    if (hit <= -2) {
+        int slot = -2 - hit;
+        memcpy(p->vf_text[slot], text, len);
+        p->vf_len[slot] = len;
+        p->vf_bits[slot] = bits;
     }
     if (p->keep) {
         if (!p->have_vmflags) {
