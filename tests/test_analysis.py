@@ -374,6 +374,45 @@ def test_group_kinds_survives_hash_collisions(monkeypatch: pytest.MonkeyPatch) -
         assert rows[int(rep[k])] == r
 
 
+def test_group_kinds_of_some_rows_keep_their_order_among_all() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(1, 400))
+        cols = [rng.integers(0, 4, n).astype(np.uint64), rng.integers(0, 3, n).astype(np.int32),
+                np.full(n, 7, np.uint8), rng.integers(0, 2, n).astype(bool)]
+        rows = np.unique(rng.integers(0, n, int(rng.integers(1, n + 1))))
+        # a column alike on those rows only: it still orders the kinds as among all rows
+        alike = rng.integers(0, 5, n).astype(np.uint64)
+        alike[rows] = 1
+        cols.append(alike)
+        _, every = group_kinds(cols)
+        rep, some = group_kinds(cols, rows)
+        # the same grouping of those rows, numbered in the same order
+        assert some.tolist() == np.unique(every[rows], return_inverse=True)[1].tolist()
+        assert every[rows[rep]].tolist() == sorted(set(every[rows].tolist()))
+
+
+def test_few_pairs_are_explained_as_from_all_vmas(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With few look-alike pairs only their VMAs are grouped: the explanation (kinds,
+    # their numbering, counts, examples) is the one of grouping every VMA.
+    from vmascope.analysis.explain import why_not_merged
+
+    for seed in range(6):
+        s = _random_snapshot(random.Random(seed), 2000)
+        mask = lookalike_pairs(s)
+        keep = np.zeros_like(mask)
+        keep[np.flatnonzero(mask)[::9]] = True  # a ninth of them: few
+        assert 0 < 4 * keep.sum() < len(s)
+        some = why_not_merged(s, keep, kernel="6.18")
+        monkeypatch.setattr(explain_mod, "FEW_PAIRS", 0)
+        every = why_not_merged(s, keep, kernel="6.18")
+        monkeypatch.undo()
+        assert some.pair_kind.tolist() == every.pair_kind.tolist()
+        assert some.pair_index.tolist() == every.pair_index.tolist()
+        assert some.kind_reasons == every.kind_reasons
+        assert [vars(r) for r in some.reasons] == [vars(r) for r in every.reasons]
+
+
 def test_signature_ignores_addresses_only() -> None:
     # Two pairs that differ only in address (and size) are one kind; a pair differing in
     # the Anonymous state of one side is another.

@@ -173,8 +173,16 @@ def pair_kinds(snap: Snapshot, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if len(prev) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return prev, empty, empty
-    _, vkind = group_kinds(vma_columns(snap))
+    # Only the VMAs of the pairs need a group, when they are few; the groups keep the
+    # order they have among all VMAs, so the kinds are numbered as from all of them.
+    n = len(snap)
+    rows = np.union1d(prev, prev + 1) if FEW_PAIRS * len(prev) < n else None
+    _, vkind = group_kinds(vma_columns(snap), rows)
     groups = int(vkind.max()) + 1
+    if rows is not None:  # as if for every VMA
+        full = np.zeros(n, dtype=np.int64)
+        full[rows] = vkind
+        vkind = full
     off, start, end = snap.offset, snap.start, snap.end
     if snap.kview is not None:  # the real page offsets, anonymous memory's too
         off = snap.kview["pgoff"] << np.uint64(PAGE_SHIFT)
@@ -190,8 +198,14 @@ def pair_kinds(snap: Snapshot, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return prev, rep, kind.reshape(-1)
 
 
-def group_kinds(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(representative row per kind, kind per row) for rows given as columns.
+FEW_PAIRS = 4  # pairs are few when there are FEW_PAIRS times as many VMAs
+
+
+def group_kinds(cols: Sequence[np.ndarray], rows: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(representative row per kind, kind per row) for rows given as columns; with
+    ``rows`` (sorted indexes), for those rows only, the kinds in the order they have
+    among all rows.
 
     A 64-bit hash of each row is sorted once; the result is then checked column by
     column, and on a (practically impossible) collision the exact row sort is used.
@@ -201,6 +215,9 @@ def group_kinds(cols: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     # Columns with one value everywhere cannot separate rows: leave them out.
     cols = [c for c in cols if not (c == c[0]).all()]
+    if rows is not None:
+        cols = [c[rows] for c in cols]
+        n = len(rows)
     if not cols:
         return np.zeros(1, dtype=np.int64), np.zeros(n, dtype=np.int64)
     h = np.zeros(n, dtype=np.uint64)
