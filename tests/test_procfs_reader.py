@@ -237,3 +237,54 @@ def test_process_exiting_mid_capture_leaves_no_file(many, monkeypatch, tmp_path)
     with pytest.raises(ProcessNotFound):
         capture_mod.capture(many.pid, tmp_path / "x.vmasnap")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_numa_maps_is_read_at_a_lower_priority_than_smaps(many, monkeypatch):
+    """numa_maps, read beside smaps (early or by read_process), runs BESIDE_NICE above
+    the nice value of the thread that started it; smaps and the command keep theirs."""
+    from vmascope.procfs.parse import TextParser
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, int] = {}
+    real_fd = TextParser.feed_fd
+
+    def feed_fd(self, fd):  # the reads in process: note each thread's nice value
+        seen[self.kind] = os.getpriority(os.PRIO_PROCESS, 0)
+        return real_fd(self, fd)
+
+    monkeypatch.setattr(TextParser, "feed_fd", feed_fd)
+    live.read_process(many.pid, smaps=True, numa=True)
+    want = min(19, base + early.BESIDE_NICE)
+    assert seen == {"maps": base, "numa": want}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base
+
+    real_run = early.EarlyRead._run
+    ran: dict[str, int] = {}
+
+    def run(self):  # the early reads: note the nice value the C reader starts with
+        real_feed = self.parser.feed_fd
+        numa = self._beside
+
+        class Probe:
+            def __getattr__(self, name):
+                return getattr(real_parser, name)
+
+            def feed_fd(self, fd):
+                ran["numa_maps" if numa else "smaps"] = os.getpriority(os.PRIO_PROCESS, 0)
+                return real_feed(fd)
+
+        real_parser = self.parser
+        self.parser = Probe()
+        try:
+            real_run(self)
+        finally:
+            self.parser = real_parser
+
+    monkeypatch.setattr(early.EarlyRead, "_run", run)
+    early.start(many.pid, ("smaps", "numa_maps"))
+    for name in ("smaps", "numa_maps"):
+        got = early.take(many.pid, name)
+        assert got is not None
+        got.wait()
+    assert ran == {"smaps": base, "numa_maps": want}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base

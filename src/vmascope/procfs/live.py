@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import host
 from ..errors import ProcessNotFound
 from ..meta import SnapshotMeta, rank_backings
+from .early import yield_to_main_read
 from .text import TextParser, parse_rollup, parse_status
 from .reader import (
     Background,
@@ -201,6 +202,7 @@ class _NumaRead:
         self._thread.start()
 
     def _run(self) -> None:
+        yield_to_main_read()
         try:
             nparser = TextParser(proc_path(self._pid, "numa_maps"), kind="numa")
             self._out = parse_proc(self._pid, "numa_maps", nparser).finish()
