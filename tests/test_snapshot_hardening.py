@@ -199,3 +199,26 @@ def test_a_heap_of_alike_vmas_loads(monkeypatch):
     monkeypatch.setattr(load_mod, "COL_BYTES_SLACK", 0)
     snap = load(data)
     assert len(snap) == n and int(snap.end[-1] - snap.start[0]) == (2 * n - 1) * 4096
+
+
+def test_a_snapshot_file_loads_with_only_some_smaps_fields():
+    """The recorder keeps only the fields it reads of its snapshots: the others are
+    still checked, not kept; the rows are those of a whole load."""
+    smaps = b"".join(b"7f%010x-7f%010x rw-p 00000000 00:00 0 \n" % (2 * i * 4096, (2 * i + 1) * 4096)
+                     + SMAPS_FIELDS.replace(b"Rss:                    0", b"Rss:                    4")
+                     + b"VmFlags: rd wr mr mw me ac \n" for i in range(50))
+    buf = io.BytesIO()
+    w = snapfile.SnapshotWriter(buf)
+    w.json_section("meta.json", {"meta": {"pid": 7}, "sections": ["smaps"]})
+    w.section("smaps", smaps)
+    w.json_section("end.json", {"map_count": 50, "sections": {"smaps": len(smaps)}})
+    w.close()
+    data = buf.getvalue()
+    whole = load(data)
+    some = load_stream(io.BytesIO(data), "f.vmasnap", fields=("Rss", "Anonymous"),
+                       kernel_view=False)
+    assert set(whole.smaps) > {"Rss", "Anonymous", "Swap"}
+    assert set(some.smaps) == {"Rss", "Anonymous"}
+    assert some.smaps["Rss"].tolist() == whole.smaps["Rss"].tolist() == [4096] * 50
+    assert some.start.tolist() == whole.start.tolist()
+    assert (some.vmflags == whole.vmflags).all()

@@ -31,7 +31,8 @@ COL_BYTES_PER_FILE_BYTE = 256
 COL_BYTES_SLACK = 48 << 20
 
 
-def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
+def _load_snapshot_file(fh: IO[bytes], source: str, fields: tuple[str, ...] | None = None,
+                        kernel_view: bool = True) -> Snapshot:
     meta_json: dict[str, Any] | None = None
     raw: dict[str, bytes] = {}
     main: dict[str, Any] | None = None
@@ -54,8 +55,10 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
             else:
                 end = obj
         elif name == "kview":
-            kview_data = read_small_section(chunks, name, source, limit=MAX_KVIEW_SECTION)
-            seen[name] = len(kview_data)
+            data = read_small_section(chunks, name, source, limit=MAX_KVIEW_SECTION)
+            seen[name] = len(data)
+            if kernel_view:
+                kview_data = data
         elif name in _META_SECTIONS:
             raw[name] = read_small_section(chunks, name, source)
             seen[name] = len(raw[name])
@@ -70,7 +73,8 @@ def _load_snapshot_file(fh: IO[bytes], source: str) -> Snapshot:
                 seen[name] = size
                 continue
             kind = "numa" if name == "numa_maps" else "maps"
-            parser = TextParser(f"{source}[{name}]", kind=kind)
+            parser = TextParser(f"{source}[{name}]", kind=kind,
+                                fields=fields if kind == "maps" else None)
             for chunk in chunks:
                 parser.max_bytes = (COL_BYTES_PER_FILE_BYTE * body[0].bytes_in
                                     + COL_BYTES_SLACK)
@@ -164,11 +168,14 @@ def _load_text(fh: IO[bytes], source: str, first: bytes) -> Snapshot:
     return snapshot_from_result(res, meta)
 
 
-def load_stream(fh: IO[bytes], source: str) -> Snapshot:
-    """A snapshot file or maps/smaps text from an open binary stream."""
+def load_stream(fh: IO[bytes], source: str, *, fields: tuple[str, ...] | None = None,
+                kernel_view: bool = True) -> Snapshot:
+    """A snapshot file or maps/smaps text from an open binary stream. Of a snapshot
+    file, only the smaps ``fields`` (None: all) are kept, and its kernel view only with
+    ``kernel_view`` (it is checked either way)."""
     head = fh.read(len(MAGIC))
     if head == MAGIC:
-        return _load_snapshot_file(_Prefixed(head, fh), source)
+        return _load_snapshot_file(_Prefixed(head, fh), source, fields, kernel_view)
     if head and MAGIC.startswith(head):
         raise SnapshotFormatError(source, None, "truncated snapshot file (ends inside its header)")
     if head[:4] == ZSTD_MAGIC or head[:2] == GZIP_MAGIC:

@@ -20,8 +20,12 @@ def _anon_private(snap: Snapshot, i: int) -> bool:
     return name is None or name in ("[heap]", "[stack]") or name.startswith("[anon:")
 
 
+# The smaps fields the inference reads (the recorder keeps only these of its snapshots).
+FAULT_FIELDS = ("Anonymous", "Rss")
+
+
 def _holds_pages(snap: Snapshot, i: int) -> bool:
-    for field in ("Anonymous", "Rss"):
+    for field in FAULT_FIELDS:
         col = snap.smaps.get(field)
         if col is not None and int(col[i]) >= 0:
             return int(col[i]) > 0

@@ -258,11 +258,15 @@ def record(out: str | os.PathLike[str], *, argv: list[str] | None = None,
 
 
 def _decode(data: bytes, source: str) -> Snapshot:
+    """A snapshot the recorder took, with what it reads of it: the mappings (the files,
+    the symbols) and the resident pages (strace's fault inference); no other smaps
+    field and no kernel view (at 2M VMAs that would be some 700 MB a snapshot)."""
     import io
 
     from ..procfs.load import load_stream
+    from .faults import FAULT_FIELDS
 
-    return load_stream(io.BytesIO(data), source)
+    return load_stream(io.BytesIO(data), source, fields=FAULT_FIELDS, kernel_view=False)
 
 
 def snapshot_facts(snap: Snapshot) -> tuple[bool, dict[tuple[int, int], str]]:
