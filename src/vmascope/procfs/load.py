@@ -171,8 +171,9 @@ def _load_text(fh: IO[bytes], source: str, first: bytes) -> Snapshot:
 def load_stream(fh: IO[bytes], source: str, *, fields: tuple[str, ...] | None = None,
                 kernel_view: bool = True) -> Snapshot:
     """A snapshot file or maps/smaps text from an open binary stream. Of a snapshot
-    file, only the smaps ``fields`` (None: all) are kept, and its kernel view only with
-    ``kernel_view`` (it is checked either way)."""
+    file, only the smaps ``fields`` (None: all) are kept (the others are parsed and
+    checked all the same), and its kernel view only with ``kernel_view`` (without, the
+    section is read within its size bound but not matched with the VMAs)."""
     head = fh.read(len(MAGIC))
     if head == MAGIC:
         return _load_snapshot_file(_Prefixed(head, fh), source, fields, kernel_view)

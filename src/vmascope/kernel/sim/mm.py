@@ -112,9 +112,10 @@ class SVma:
         return new
 
     def copy(self) -> SVma:
-        c = SVma(self.start, self.end, self.pgoff, self.flags, self.file, self.anon_name,
-                 self.policy)
-        c.uffd = self.uffd
+        """The same range and attributes as a new VMA without an anon_vma, not linked."""
+        c = self.split_off(self.start)
+        c.anon_vma, c.chain = None, ()
+        c.prev = c.next = None
         return c
 
     def __repr__(self) -> str:
