@@ -126,7 +126,7 @@ def test_process_exiting_mid_read(many, monkeypatch, kind):
     read."""
     from vmascope.procfs.parse import TextParser
 
-    def feed_fd(self, fd):  # the C read loop, with the process killed after one chunk
+    def feed_fd(self, fd, cpus=None):  # the C read loop, the process killed after a chunk
         self.feed(os.read(fd, 1 << 16))
         if self.kind == kind or (kind == "summary" and not self.keep):
             os.killpg(many.pid, signal.SIGKILL)
@@ -248,9 +248,9 @@ def test_numa_maps_is_read_at_a_lower_priority_than_smaps(many, monkeypatch):
     seen: dict[str, int] = {}
     real_fd = TextParser.feed_fd
 
-    def feed_fd(self, fd):  # the reads in process: note each thread's nice value
+    def feed_fd(self, fd, cpus=None):  # the reads in process: each thread's nice value
         seen[self.kind] = os.getpriority(os.PRIO_PROCESS, 0)
-        return real_fd(self, fd)
+        return real_fd(self, fd, cpus)
 
     monkeypatch.setattr(TextParser, "feed_fd", feed_fd)
     live.read_process(many.pid, smaps=True, numa=True)
@@ -269,9 +269,9 @@ def test_numa_maps_is_read_at_a_lower_priority_than_smaps(many, monkeypatch):
             def __getattr__(self, name):
                 return getattr(real_parser, name)
 
-            def feed_fd(self, fd):
+            def feed_fd(self, fd, cpus=None):
                 ran["numa_maps" if numa else "smaps"] = os.getpriority(os.PRIO_PROCESS, 0)
-                return real_feed(fd)
+                return real_feed(fd, cpus)
 
         real_parser = self.parser
         self.parser = Probe()
@@ -288,3 +288,112 @@ def test_numa_maps_is_read_at_a_lower_priority_than_smaps(many, monkeypatch):
         got.wait()
     assert ran == {"smaps": base, "numa_maps": want}
     assert os.getpriority(os.PRIO_PROCESS, 0) == base
+
+
+@pytest.fixture
+def cpus():
+    """This thread's CPUs, given back after the test whatever it did."""
+    had = os.sched_getaffinity(0)
+    yield had
+    os.sched_setaffinity(0, had)
+
+
+def _tasks() -> set[int]:
+    return {int(t) for t in os.listdir("/proc/self/task")}
+
+
+class _PipeOs:
+    """``os`` for procfs.early, whose /proc files are pipes: each read blocks until the
+    test closes the file's writing end (``ends[name]``)."""
+
+    def __init__(self) -> None:
+        self.ends: dict[str, int] = {}
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def open(self, path, flags, *args):
+        r, w = os.pipe()
+        self.ends[path.rsplit("/", 1)[1]] = w
+        return r
+
+
+def test_the_smaps_read_has_a_cpu_to_itself_while_it_lasts(monkeypatch, cpus):
+    """The early read of smaps keeps the command's other threads (its own, the smaps
+    parse, numa_maps's read and parse) off one CPU, which smaps's reading thread may
+    use; the command's thread gets its CPUs back when that read ends."""
+    import threading
+    import time
+
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to keep free")
+    rest = cpus - {max(cpus)}
+    fake = _PipeOs()
+    monkeypatch.setattr(early, "os", fake)
+    before = _tasks()
+    early.start(4242, ("smaps", "numa_maps"))
+    smaps, numa = early.take(4242, "smaps"), early.take(4242, "numa_maps")
+    assert smaps is not None and numa is not None
+    python = {threading.get_native_id(), smaps._thread.native_id, numa._thread.native_id}
+    try:
+        deadline = time.monotonic() + 10
+        while len(_tasks() - before - python) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the two C reading threads, blocked on their pipes
+        readers = _tasks() - before - python
+        assert len(readers) == 2
+        assert {t: os.sched_getaffinity(t) for t in python} == dict.fromkeys(python, rest)
+        assert sorted(map(sorted, map(os.sched_getaffinity, readers))) == sorted(
+            [sorted(cpus), sorted(rest)])  # smaps's reader: every CPU; numa's: the rest
+    finally:
+        os.close(fake.ends.pop("smaps"))  # the smaps text ends (empty)
+        smaps.wait()
+    assert os.sched_getaffinity(0) == cpus  # given back at the end of the smaps read
+    os.close(fake.ends.pop("numa_maps"))
+    numa.wait()
+    assert os.sched_getaffinity(0) == cpus
+
+
+def test_with_one_cpu_nothing_is_kept_free(monkeypatch):
+    class OneCpu:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def sched_getaffinity(self, pid):
+            return {0}
+
+        def sched_setaffinity(self, pid, cpus):
+            raise AssertionError("no CPU to keep free")
+
+    monkeypatch.setattr(early, "os", OneCpu())
+    assert early.keep_off_one_cpu() is None
+
+
+def test_read_process_keeps_its_threads_off_the_cpu_of_the_smaps_read(many, monkeypatch,
+                                                                     cpus):
+    """Without an early read: the smaps parse (the calling thread) and numa_maps's read
+    keep off one CPU, smaps's reading thread gets every CPU, and the caller gets its
+    CPUs back, also when the read fails."""
+    from vmascope.procfs.parse import TextParser
+
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to keep free")
+    rest = cpus - {max(cpus)}
+    seen: dict[str, tuple[set[int], object]] = {}
+    real_fd = TextParser.feed_fd
+
+    def feed_fd(self, fd, reader_cpus=None):
+        seen[self.kind] = (os.sched_getaffinity(0), reader_cpus)
+        return real_fd(self, fd, reader_cpus)
+
+    monkeypatch.setattr(TextParser, "feed_fd", feed_fd)
+    live.read_process(many.pid, smaps=True, numa=True)
+    assert seen == {"maps": (rest, cpus), "numa": (rest, None)}
+    assert os.sched_getaffinity(0) == cpus
+
+    def failing(self, fd, reader_cpus=None):
+        raise OSError(errno.EIO, "read failed")
+
+    monkeypatch.setattr(TextParser, "feed_fd", failing)
+    with pytest.raises(VmascopeError):
+        live.read_process(many.pid, smaps=True, numa=False)
+    assert os.sched_getaffinity(0) == cpus

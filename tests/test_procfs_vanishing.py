@@ -24,7 +24,7 @@ def test_empty_maps_text_of_a_live_pid_is_a_process_that_exited(monkeypatch, tmp
     monkeypatch.setattr(reader_mod, "stream_proc", lambda pid, name, sinks: 0)
     monkeypatch.setattr(capture_mod, "stream_proc", lambda pid, name, sinks: 0)
     monkeypatch.setattr(live, "stream_proc", lambda pid, name, sinks: 0)
-    monkeypatch.setattr(TextParser, "feed_fd", lambda self, fd: 0)
+    monkeypatch.setattr(TextParser, "feed_fd", lambda self, fd, cpus=None: 0)
     with pytest.raises(ProcessNotFound, match="exited while being read"):
         live.read_process(os.getpid())
     with pytest.raises(ProcessNotFound, match="exited while being read"):

@@ -19,11 +19,13 @@
  * feed_fd(fd) reads a file to its end and parses it with the GIL released throughout: a
  * second thread read()s into a small ring of reused buffers while the calling thread
  * parses the previous ones, so the kernel's text generation and the parse run on two
- * cores, and nothing in Python runs per chunk.
+ * cores, and nothing in Python runs per chunk. feed_fd(fd, cpus) lets the reading thread
+ * run on those CPUs (the caller keeps its other threads off one of them).
  *
  * Errors carry the 1-based line number and what was expected; the Python side turns
  * them into vmascope.errors.ParseError.
  */
+#define _GNU_SOURCE /* sched_setaffinity, cpu_set_t */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
@@ -32,6 +34,7 @@
 #include <errno.h>
 #include <string.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #define MAX_LINE (1 << 16)
@@ -1029,12 +1032,15 @@ typedef struct {
     size_t len[RING];
     unsigned long long filled, parsed; /* buffers handed over, buffers given back */
     int eof, err, stop;
+    const cpu_set_t *cpus; /* where the reading thread runs (NULL: where it was started) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } Ring;
 
 static void *ring_reader(void *arg) {
     Ring *r = arg;
+    if (r->cpus != NULL)
+        (void)sched_setaffinity(0, sizeof *r->cpus, r->cpus); /* a hint: failure is fine */
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (r->filled - r->parsed == RING && !r->stop)
@@ -1061,10 +1067,11 @@ static void *ring_reader(void *arg) {
 
 /* Returns bytes parsed, or -1 (parse error in p), -2 (read error in *err), -3 (no
  * memory or thread). */
-static long long parse_fd(Parser *p, int fd, int *err) {
+static long long parse_fd(Parser *p, int fd, const cpu_set_t *cpus, int *err) {
     Ring r;
     memset(&r, 0, sizeof r);
     r.fd = fd;
+    r.cpus = cpus;
     for (int i = 0; i < RING; i++) {
         r.buf[i] = malloc(RING_CHUNK);
         if (r.buf[i] == NULL) {
@@ -1118,18 +1125,48 @@ out:
     return rc < 0 ? rc : total;
 }
 
-static PyObject *Parser_feed_fd(PyObject *obj, PyObject *arg) {
+/* A Python iterable of CPU numbers into *set; -1 with an exception set. */
+static int cpus_from(PyObject *seq, cpu_set_t *set) {
+    CPU_ZERO(set);
+    PyObject *it = PyObject_GetIter(seq), *item;
+    if (it == NULL)
+        return -1;
+    while ((item = PyIter_Next(it)) != NULL) {
+        long cpu = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (cpu == -1 && PyErr_Occurred())
+            break;
+        if (cpu < 0 || cpu >= CPU_SETSIZE) {
+            PyErr_Format(PyExc_ValueError, "CPU %ld out of range", cpu);
+            break;
+        }
+        CPU_SET((int)cpu, set);
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *Parser_feed_fd(PyObject *obj, PyObject *args) {
     Parser *p = (Parser *)obj;
-    int fd = PyObject_AsFileDescriptor(arg);
+    PyObject *fdobj, *cpuobj = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O:feed_fd", &fdobj, &cpuobj))
+        return NULL;
+    int fd = PyObject_AsFileDescriptor(fdobj);
     if (fd < 0)
         return NULL;
+    cpu_set_t cpuset, *cpus = NULL;
+    if (cpuobj != Py_None) {
+        if (cpus_from(cpuobj, &cpuset) < 0)
+            return NULL;
+        cpus = &cpuset;
+    }
     if (check_usable(p) < 0)
         return NULL;
     long long rc;
     int err = 0;
     p->busy = 1;
     Py_BEGIN_ALLOW_THREADS
-    rc = parse_fd(p, fd, &err);
+    rc = parse_fd(p, fd, cpus, &err);
     Py_END_ALLOW_THREADS
     p->busy = 0;
     if (rc == -1)
@@ -1392,8 +1429,9 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef Parser_methods[] = {
     {"take", Parser_take, METH_VARARGS,
      "take(names_from=0) -> dict: the rows parsed so far but the last, moved out."},
-    {"feed_fd", Parser_feed_fd, METH_O,
-     "feed_fd(fd) -> bytes: read fd to its end and parse it (GIL released; see above)."},
+    {"feed_fd", Parser_feed_fd, METH_VARARGS,
+     "feed_fd(fd, cpus=None) -> bytes: read fd to its end and parse it (GIL released; "
+     "the reading thread on those CPUs; see above)."},
     {"feed", Parser_feed, METH_O,
      "feed(chunk): parse the complete lines of a bytes-like chunk (GIL released)."},
     {"finish", Parser_finish, METH_NOARGS,

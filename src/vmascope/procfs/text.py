@@ -49,10 +49,11 @@ class TextParser:
         goes on with the rest."""
         return dict(self._p.take(names_from))
 
-    def feed_fd(self, fd: int) -> int:
-        """Read ``fd`` to its end and parse it (OSError from the read); the byte count."""
+    def feed_fd(self, fd: int, cpus: frozenset[int] | None = None) -> int:
+        """Read ``fd`` to its end and parse it (OSError from the read), the reading
+        thread on ``cpus`` (None: where this one runs); the byte count."""
         try:
-            return int(self._p.feed_fd(fd))
+            return int(self._p.feed_fd(fd, cpus))
         except _fastparse.ParseFailure as exc:
             line, expected = exc.args
             raise ParseError(self.source, int(line), str(expected)) from None
