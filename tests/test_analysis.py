@@ -203,6 +203,86 @@ def test_fragmentation_runs_ideal_and_histogram() -> None:
     assert max(hist) == 16
 
 
+def _lookalike_by_rule(a: Vma, b: Vma) -> bool:
+    # The rule of fragmentation.py's docstring, pair by pair.
+    def is_anon(v: Vma) -> bool:
+        return v.inode == 0 and (v.name is None or v.name.startswith("[anon:"))
+
+    continuous = b.offset == a.offset + a.size
+    if is_anon(a) and is_anon(b):
+        backing = continuous or a.offset == b.offset == 0
+    else:
+        backing = (a.name, a.dev, a.inode) == (b.name, b.dev, b.inode) and continuous
+    return a.end == b.start and a.perms == b.perms and backing
+
+
+def _mixed_snapshot(rng: random.Random, n: int, perms: tuple[str, ...]) -> Snapshot:
+    # anon (named or not), a file in pieces, [heap]; gaps, offset jumps, other inodes
+    vmas, addr, off = [], BASE, 0
+    for _ in range(n):
+        pages = rng.choice((1, 1, 2))
+        if rng.random() < 0.05:
+            addr += P
+        kind = rng.random()
+        if kind < 0.5:
+            v = Vma(addr, addr + pages * P, rng.choice(perms),
+                    offset=rng.choice((0, 0, 0, P)),
+                    name=rng.choice((None, None, "[anon:a]")))
+        elif kind < 0.9:
+            off = rng.choice((off, off, 0, off + P))
+            v = Vma(addr, addr + pages * P, rng.choice(perms), off, 0x801,
+                    rng.choice((9, 9, 10)), LIB)
+            off += pages * P
+        else:
+            v = Vma(addr, addr + pages * P, rng.choice(perms), name="[heap]")
+        vmas.append(v)
+        addr += pages * P
+    return snap_of(vmas)
+
+
+@pytest.mark.parametrize("perms", [("rw-p",), ("rw-p", "r--p"), ("rw-p", "---p", "r--p", "rw-s")])
+def test_lookalike_pairs_on_every_pair_and_on_candidates_only(
+        monkeypatch: pytest.MonkeyPatch, perms: tuple[str, ...]) -> None:
+    # The test of every pair and the test of the contiguous same-permission pairs only
+    # (taken when those are few) give the pairs the rule gives.
+    import importlib
+
+    frag_mod = importlib.import_module("vmascope.analysis.fragmentation")  # not the function
+
+    for seed in range(8):
+        s = _mixed_snapshot(random.Random(seed), 600, perms)
+        expect = [_lookalike_by_rule(s.vma(k), s.vma(k + 1)) for k in range(len(s) - 1)]
+        assert 20 < sum(expect) < len(expect) - 20
+        for share in (0.0, 2.0):  # never / always the candidates only
+            monkeypatch.setattr(frag_mod, "FEW_CANDIDATES", share)
+            assert lookalike_pairs(s).tolist() == expect, (seed, share)
+
+
+def test_size_buckets_are_floor_log2_of_pages() -> None:
+    from vmascope.analysis.fragmentation import HIST_BUCKETS, size_buckets
+
+    rng = random.Random(5)
+    sizes = [0, 1, P - 1, P, P + 1, 2 * P - 1, 2 * P, 3 * P, (1 << 47) - P, 1 << 47]
+    sizes += [(1 << k) + d for k in range(12, 48) for d in (-P, -1, 0, 1, P) if (1 << k) + d >= 0]
+    sizes += [rng.randrange(1 << 47) for _ in range(2000)]
+    got = size_buckets(np.array(sizes, dtype=np.int64)).tolist()
+    expect = [min(max((x // P).bit_length() - 1, 0), HIST_BUCKETS - 1) for x in sizes]
+    assert got == expect
+
+
+def test_in_pairs_are_the_vmas_of_the_runs() -> None:
+    from vmascope.analysis.attribution import in_pairs, run_bounds
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(0, 60))
+        pairs = rng.random(max(n - 1, 0)) < rng.random()
+        expect = np.zeros(n, dtype=bool)
+        for first, end in zip(*run_bounds(pairs)):
+            expect[first:end + 1] = True  # pairs first..end-1: VMAs first..end
+        assert in_pairs(pairs, n).tolist() == expect.tolist()
+
+
 def test_empty_and_single_snapshot() -> None:
     a = analyze(snap_of([]))
     assert a.headroom.map_count == 0 and a.fragmentation.ideal_count == 0

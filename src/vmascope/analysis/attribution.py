@@ -131,6 +131,16 @@ def run_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
 
 
+def in_pairs(pairs: np.ndarray, n: int) -> np.ndarray:
+    """Bool per VMA of n: part of a pair marked in ``pairs`` (pair k: VMAs k and k + 1),
+    that is, inside one of the runs :func:`run_bounds` finds."""
+    out = np.zeros(n, dtype=bool)
+    if n >= 2:
+        out[:-1] = pairs
+        out[1:] |= pairs
+    return out
+
+
 def find_reservations(
     snap: Snapshot, classes: np.ndarray | None = None, limit: int | None = 50
 ) -> tuple[list[Reservation], int, int]:
@@ -149,11 +159,7 @@ def find_reservations(
     ps, pe = run_bounds(link)
     first = ps
     last = pe  # inclusive VMA index
-    covered = np.zeros(n, dtype=bool)
-    if len(first):
-        marks = np.bincount(first, minlength=n + 1) - np.bincount(last + 1, minlength=n + 1)
-        covered = np.cumsum(marks[:n]) > 0
-    singles = np.flatnonzero(anon & no_access & ~covered)
+    singles = np.flatnonzero(anon & no_access & ~in_pairs(link, n))
     first = np.concatenate([first, singles])
     last = np.concatenate([last, singles])
     if len(first) == 0:

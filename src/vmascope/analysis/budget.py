@@ -206,18 +206,15 @@ def classify(snap: Snapshot, link: np.ndarray, why: WhyNotMerged | None,
     # Assigned from the last cause in the order to the first, so the first that applies
     # wins.
     anon_name = snap.name_id[:-1] != snap.name_id[1:]  # only reachable inside anon links
+    spec = np.zeros(n - 1, dtype=bool)
+    anon = np.zeros(n - 1, dtype=bool)
     if why is not None and len(why.pair_index):
+        # the look-alike pairs' verdicts, by their kinds
         k_anon, k_certain, k_special = _kind_codes(why)
-        kind_of = np.full(n - 1, -1, dtype=np.int64)
-        kind_of[why.pair_index] = why.pair_kind
-        known = kind_of >= 0
-        kk = np.where(known, kind_of, 0)
-        spec = known & k_special[kk]
-        anon = known & k_anon[kk]
-        certain = anon & k_certain[kk]
-    else:
-        spec = np.zeros(n - 1, dtype=bool)
-        anon = spec
+        at, kind = why.pair_index, why.pair_kind
+        spec[at] = k_special[kind]
+        anon[at] = k_anon[kind]
+        certain[at] = k_anon[kind] & k_certain[kind]
     if snap.vmflags is not None:
         sbits = _flag_bits(snap, _SPECIAL_FLAGS)
         fl = snap.vmflags

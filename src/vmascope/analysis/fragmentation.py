@@ -21,13 +21,19 @@ import dataclasses
 
 import numpy as np
 
-from ..kconst import PAGE_SIZE
+from ..kconst import PAGE_SHIFT, PAGE_SIZE
 from ..model import Snapshot, bits_to_perms
-from .attribution import BACKING_LABELS, NAMED_ANON, PLAIN_ANON, backing_classes, run_bounds
+from .attribution import (BACKING_LABELS, NAMED_ANON, PLAIN_ANON, backing_classes, in_pairs,
+                          run_bounds)
 
 
 # Size histogram buckets: [4 KiB, 8 KiB), [8 KiB, 16 KiB), ... , the last one open-ended.
 HIST_BUCKETS = 30  # 4 KiB << 29 = 2 TiB
+
+
+# Below this share of contiguous, same-permission neighbours, the other tests run on
+# those pairs only (a checkerboard of guard pages: almost none), not on every pair.
+FEW_CANDIDATES = 1 / 8
 
 
 def lookalike_pairs(snap: Snapshot, classes: np.ndarray | None = None) -> np.ndarray:
@@ -37,23 +43,29 @@ def lookalike_pairs(snap: Snapshot, classes: np.ndarray | None = None) -> np.nda
         return np.zeros(0, dtype=bool)
     if classes is None:
         classes = backing_classes(snap)
-    start, end, off = snap.start, snap.end, snap.offset
-    anon = (classes == PLAIN_ANON) | (classes == NAMED_ANON)
-    anon &= snap.inode == 0
-    both_anon = anon[:-1] & anon[1:]
-    size_prev = end[:-1] - start[:-1]
-    continuous = off[1:] == off[:-1] + size_prev
-    zero_offsets = (off[:-1] == 0) & (off[1:] == 0)
-    same_backing = (
-        (snap.name_id[:-1] == snap.name_id[1:])
-        & (snap.dev[:-1] == snap.dev[1:])
-        & (snap.inode[:-1] == snap.inode[1:])
-    )
-    return (
-        (end[:-1] == start[1:])
-        & (snap.perms[:-1] == snap.perms[1:])
-        & ((both_anon & (continuous | zero_offsets)) | (~both_anon & same_backing & continuous))
-    )
+    out = (snap.end[:-1] == snap.start[1:]) & (snap.perms[:-1] == snap.perms[1:])
+    first = np.flatnonzero(out) if out.sum() < FEW_CANDIDATES * (n - 1) else None
+    second = None if first is None else first + 1
+    # (first, second): the candidate pairs' VMAs (all of them: None)
+
+    def sides(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if first is None:
+            return col[:-1], col[1:]
+        return col[first], col[second]
+
+    anon = ((classes == PLAIN_ANON) | (classes == NAMED_ANON)) & (snap.inode == 0)
+    a0, a1 = sides(anon)
+    both_anon = a0 & a1
+    (s0, _), (e0, _), (o0, o1) = sides(snap.start), sides(snap.end), sides(snap.offset)
+    continuous = o1 == o0 + (e0 - s0)
+    zero_offsets = (o0 == 0) & (o1 == 0)
+    (n0, n1), (d0, d1), (i0, i1) = sides(snap.name_id), sides(snap.dev), sides(snap.inode)
+    same_backing = (n0 == n1) & (d0 == d1) & (i0 == i1)
+    alike = (both_anon & (continuous | zero_offsets)) | (~both_anon & same_backing & continuous)
+    if first is None:
+        return out & alike
+    out[first] = alike
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +140,13 @@ class Fragmentation:
 
 
 def size_buckets(sizes: np.ndarray) -> np.ndarray:
-    """Bucket index per size: floor(log2(size / 4 KiB)), clipped to [0, HIST_BUCKETS)."""
-    pages = np.maximum(sizes // PAGE_SIZE, 1).astype(np.float64)
-    _, exp = np.frexp(pages)  # pages = m * 2**exp with m in [0.5, 1): floor(log2) = exp - 1
-    return np.clip(exp - 1, 0, HIST_BUCKETS - 1)
+    """Bucket index per size: floor(log2(size / 4 KiB)), clipped to [0, HIST_BUCKETS).
+
+    floor(log2(x)) is the exponent field of x as a float64, exact for x < 2**53; a size
+    OR 4 KiB has the same floor(log2) as the size, or 12 if the size is smaller."""
+    exps = (sizes | PAGE_SIZE).astype(np.float64).view(np.int64) >> 52
+    exps -= 1023 + PAGE_SHIFT
+    return np.minimum(exps, HIST_BUCKETS - 1, out=exps)
 
 
 def histogram(sizes: np.ndarray, in_runs: np.ndarray) -> list[HistogramBin]:
@@ -163,10 +178,7 @@ def fragmentation(
     sizes = (snap.end - snap.start).astype(np.int64)
     ps, pe = run_bounds(pairs)  # pair runs [ps, pe) cover VMAs ps..pe
     counts = pe - ps + 1
-    in_runs = np.zeros(n, dtype=bool)
-    if len(ps):
-        marks = np.bincount(ps, minlength=n + 1) - np.bincount(pe + 1, minlength=n + 1)
-        in_runs = np.cumsum(marks[:n]) > 0
+    in_runs = in_pairs(pairs, n)
     n_pairs = int(pairs.sum())
     lengths, length_counts = np.unique(counts, return_counts=True)
     order = np.lexsort((ps, -counts))
