@@ -55,3 +55,32 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+# mallopt(3) parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+REUSE_UP_TO = 256 << 20  # bytes: freed blocks up to this size stay for reuse
+
+
+def reuse_freed_arrays() -> None:
+    """Tune the allocator for a command that makes and frees many large numpy arrays:
+    ``analyze`` at 2M VMAs makes about a hundred of 2-64 MB. By default glibc maps each
+    one afresh and unmaps it when freed, and numpy asks for transparent huge pages on
+    each, so the kernel faults in and zeroes (and may compact for) hundreds of MB again
+    and again. With freed blocks of up to REUSE_UP_TO kept for reuse and no huge-page
+    advice, the analysis of a 2M-VMA process went from 0.32-0.43 s to 0.28-0.33 s.
+    The memory stays with the process until it exits: for one-shot commands only."""
+    import ctypes
+
+    import numpy as np
+
+    advise = getattr(getattr(np, "_core", np), "multiarray", None)
+    if hasattr(advise, "_set_madvise_hugepage"):
+        advise._set_madvise_hugepage(False)
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc's mallopt only (musl's is a stub)
+        libc.mallopt(_M_MMAP_THRESHOLD, REUSE_UP_TO)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * REUSE_UP_TO)
+    except (OSError, AttributeError):
+        pass

@@ -48,6 +48,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import vmascope
 
+    from ..util import reuse_freed_arrays
+
+    reuse_freed_arrays()  # a million VMAs make many large temporary arrays
+
     from ..analysis import analyze
     from ..report import render
 
@@ -71,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         elif target.isdigit() and not os.path.exists(target):
             task = bar.add_task(f"pid {target}: reading /proc/{target}/smaps", total=None,
                                 state="")
-            # only the smaps fields the explanations read (the rest: 370 MB at 2M VMAs)
-            snap = read_live(target, args.kernel_view, fields=ANALYSIS_SMAPS_FIELDS)
+            # only the smaps fields the explanations read (the rest: 370 MB at 2M VMAs),
+            # and no smaps_rollup: no part of the analysis shows it
+            snap = read_live(target, args.kernel_view, fields=ANALYSIS_SMAPS_FIELDS,
+                             rollup=False)
         else:
             task = bar.add_task(f"{args.target}: loading", total=None, state="")
             snap = vmascope.load(args.target)
