@@ -183,17 +183,19 @@ def pair_kinds(snap: Snapshot, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarra
         full = np.zeros(n, dtype=np.int64)
         full[rows] = vkind
         vkind = full
-    off, start, end = snap.offset, snap.start, snap.end
+    nxt = prev + 1
+    off = snap.offset
     if snap.kview is not None:  # the real page offsets, anonymous memory's too
         off = snap.kview["pgoff"] << np.uint64(PAGE_SHIFT)
-    offcode = (off[1:] == off[:-1] + (end[:-1] - start[:-1]))[pairs].astype(np.int64)
-    offcode |= ((off[:-1] == 0) & (off[1:] == 0))[pairs].astype(np.int64) << 1
-    key = (vkind[prev] * groups + vkind[prev + 1]) * 4 + offcode
+    o0, o1 = off[prev], off[nxt]
+    offcode = (o1 == o0 + (snap.end[prev] - snap.start[prev])).astype(np.int64)
+    offcode |= ((o0 == 0) & (o1 == 0)).astype(np.int64) << 1
+    key = (vkind[prev] * groups + vkind[nxt]) * 4 + offcode
     if snap.anon_vma is not None:
-        key = key * 2 + (snap.anon_vma[:-1] == snap.anon_vma[1:])[pairs]
+        key = key * 2 + (snap.anon_vma[prev] == snap.anon_vma[nxt])
     if snap.kview is not None:
         for col in (snap.kview["file"], snap.kview["uffd"]):
-            key = key * 2 + (col[:-1] == col[1:])[pairs]
+            key = key * 2 + (col[prev] == col[nxt])
     _, rep, kind = np.unique(key, return_index=True, return_inverse=True)
     return prev, rep, kind.reshape(-1)
 
@@ -214,7 +216,7 @@ def group_kinds(cols: Sequence[np.ndarray], rows: np.ndarray | None = None
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     # Columns with one value everywhere cannot separate rows: leave them out.
-    cols = [c for c in cols if not (c == c[0]).all()]
+    cols = [c for c in cols if c.min() != c.max()]
     if rows is not None:
         cols = [c[rows] for c in cols]
         n = len(rows)
