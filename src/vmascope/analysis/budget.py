@@ -301,11 +301,13 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
         classes = backing_classes(snap)
     link = links(snap, classes)
     cause, certain = classify(snap, link, why, classes)
-    if n == 0:
-        rid = np.zeros(0, dtype=np.int64)
-    else:
-        rid = np.concatenate([[0], np.cumsum(~link)]).astype(np.int64)
-    ideal = int(rid[-1]) + 1 if n else 0
+    breaks = ~link  # a new reservation begins after boundary k
+    rid = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        np.cumsum(breaks, out=rid[1:])
+    firsts = (np.concatenate(([0], np.flatnonzero(breaks) + 1)) if n
+              else np.zeros(0, dtype=np.int64))
+    ideal = len(firsts)
     keys = boundary_keys(snap, cause)
     totals = cause_totals(snap, cause, certain, keys=keys)
     anon_counts = dict.fromkeys(CAUSES, 0)
@@ -314,8 +316,7 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
                       & ((classes[:-1] == PLAIN_ANON) | (classes[:-1] == NAMED_ANON)))
         per = np.bincount((keys[anon_first] >> 8).astype(np.int64), minlength=len(CAUSES) + 1)
         anon_counts = {name: int(per[i + 1]) for i, name in enumerate(CAUSES)}
-    counts = np.bincount(rid, minlength=ideal) if n else np.zeros(0, dtype=np.int64)
-    firsts = np.flatnonzero(np.concatenate([[True], ~link])) if n else rid
+    counts = np.diff(firsts, append=n)
     spans = np.zeros(0, dtype=np.uint64)
     if n:
         lasts = firsts + counts - 1
