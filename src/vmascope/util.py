@@ -6,9 +6,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from pathlib import Path
 from collections.abc import Iterator
-from typing import IO
+
+# typing.TYPE_CHECKING without importing typing (type checkers know the name): the
+# console script's early read of /proc starts after this module, before the rest
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import IO
 
 
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> contextlib.AbstractContextManager[IO]:
@@ -37,6 +42,8 @@ def cache_dir(*parts: str) -> Path:
     if not base:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         base = os.path.join(xdg, "vmascope")
+    from pathlib import Path
+
     p = Path(base, *parts)
     p.mkdir(parents=True, exist_ok=True)
     return p

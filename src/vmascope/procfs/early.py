@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 from ..kconst import KNOWN_VMFLAGS
 from ._fastparse import Parser
@@ -109,7 +108,7 @@ class EarlyRead:
             if self._cpus is not None:
                 restore_cpus(*self._cpus)
 
-    def wait(self) -> Any:
+    def wait(self) -> Parser:
         """The parser, fed with the whole file (its ``finish`` raises a parse error);
         OSError if the read failed."""
         self._thread.join()
