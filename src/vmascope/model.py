@@ -370,7 +370,9 @@ class Snapshot:
         return _PERMS_TABLE[int(self.perms[i])]
 
     def sizes(self) -> np.ndarray:
-        return self.end - self.start
+        """Each VMA's size in bytes, as int64 (the unsigned difference seen as signed: no
+        copy; a VMA is far below 2**63 bytes)."""
+        return (self.end - self.start).view(np.int64)
 
     def nbytes(self) -> int:
         """Memory held by the columns (for the compactness checks)."""

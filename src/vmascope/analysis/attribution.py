@@ -151,7 +151,7 @@ def find_reservations(
     anon = private_anon_mask(snap, classes)
     # Pair k links VMA k and k+1: both private anon and address-contiguous.
     link = anon[:-1] & anon[1:] & (snap.start[1:] == snap.end[:-1])
-    sizes = (snap.end - snap.start).astype(np.int64)
+    sizes = snap.sizes()
     no_access = (snap.perms & (PERM_READ | PERM_WRITE | PERM_EXEC)) == 0
     writable = (snap.perms & PERM_WRITE) != 0
     # Runs of linked pairs [s, e) cover VMAs s..e; single anonymous VMAs count as
@@ -193,7 +193,7 @@ def find_reservations(
 
 
 def by_backing(snap: Snapshot, classes: np.ndarray) -> list[BackingRow]:
-    sizes = (snap.end - snap.start).astype(np.int64)
+    sizes = snap.sizes()
     counts = np.bincount(classes, minlength=len(BACKING_LABELS))
     nbytes = np.bincount(classes, weights=sizes, minlength=len(BACKING_LABELS))
     return [

@@ -175,7 +175,7 @@ def fragmentation(
         classes = backing_classes(snap)
     if pairs is None:
         pairs = lookalike_pairs(snap, classes)
-    sizes = (snap.end - snap.start).astype(np.int64)
+    sizes = snap.sizes()
     ps, pe = run_bounds(pairs)  # pair runs [ps, pe) cover VMAs ps..pe
     counts = pe - ps + 1
     in_runs = in_pairs(pairs, n)

@@ -151,7 +151,7 @@ def thread_stacks(snap: Snapshot, classes: np.ndarray, b: Budget) -> list[Patter
     n = len(snap)
     if n < 2:
         return []
-    size = (snap.end - snap.start).astype(np.int64)
+    size = snap.sizes()
     # a stack: rw-p, at least STACK_MIN, right above its guard: ---p, at most GUARD_MAX
     # (the few VMAs that large first, then the rest of the test on them only)
     stack = np.flatnonzero(size[1:] >= STACK_MIN) + 1
