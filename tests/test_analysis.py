@@ -493,6 +493,31 @@ def test_few_pairs_are_explained_as_from_all_vmas(monkeypatch: pytest.MonkeyPatc
         assert [vars(r) for r in some.reasons] == [vars(r) for r in every.reasons]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_pair_kinds_are_the_pairs_alike_in_all_explain_pair_reads(seed: int) -> None:
+    # Two look-alike pairs are one kind exactly when their two VMAs' columns, their
+    # offsets' continuity (the left VMA's offset plus its size) and both-zero offsets
+    # are the same: a partition checked against one built pair by pair.
+    rng = random.Random(seed)
+    s = _mixed_snapshot(rng, 1500, ("rw-p", "r--p"))
+    pairs = lookalike_pairs(s)
+    prev, _, kind = pair_kinds(s, pairs)
+    cols = explain_mod.vma_columns(s)
+
+    def signature(k: int) -> tuple[object, ...]:
+        a, b = s.vma(k), s.vma(k + 1)
+        return (tuple(int(c[k]) for c in cols), tuple(int(c[k + 1]) for c in cols),
+                b.offset == a.offset + a.size, a.offset == b.offset == 0)
+
+    by_signature: dict[tuple[object, ...], set[int]] = {}
+    by_kind: dict[int, set[int]] = {}
+    for k, kd in zip(prev.tolist(), kind.tolist()):
+        by_signature.setdefault(signature(k), set()).add(k)
+        by_kind.setdefault(kd, set()).add(k)
+    assert len(by_kind) > 3
+    assert sorted(map(sorted, by_kind.values())) == sorted(map(sorted, by_signature.values()))
+
+
 def test_signature_ignores_addresses_only() -> None:
     # Two pairs that differ only in address (and size) are one kind; a pair differing in
     # the Anonymous state of one side is another.
