@@ -397,3 +397,40 @@ def test_read_process_keeps_its_threads_off_the_cpu_of_the_smaps_read(many, monk
     with pytest.raises(VmascopeError):
         live.read_process(many.pid, smaps=True, numa=False)
     assert os.sched_getaffinity(0) == cpus
+
+
+def test_an_early_read_holds_the_cpus_it_keeps_free(monkeypatch):
+    """On a host of three CPUs (simulated): while the early read of smaps lasts, the
+    command's own read finds its CPUs held and keeps none free itself, so the command's
+    thread gets all three back when the early read ends, not the two it had meanwhile."""
+    import threading
+
+    class ThreeCpus(_PipeOs):
+        def __init__(self) -> None:
+            super().__init__()
+            self.masks: dict[int, set[int]] = {}
+
+        def sched_getaffinity(self, tid):
+            return set(self.masks.get(tid or threading.get_native_id(), {0, 1, 2}))
+
+        def sched_setaffinity(self, tid, cpus):
+            self.masks[tid or threading.get_native_id()] = set(cpus)
+
+    fake = ThreeCpus()
+    monkeypatch.setattr(early, "os", fake)
+    me = threading.get_native_id()
+    early.start(4243, ("smaps",))
+    read = early.take(4243, "smaps")
+    assert read is not None
+    try:
+        assert fake.sched_getaffinity(0) == {0, 1}
+        assert early.keep_off_one_cpu() is None  # held: the early read gives them back
+        assert fake.sched_getaffinity(0) == {0, 1}
+    finally:
+        os.close(fake.ends.pop("smaps"))
+        read.wait()
+    assert fake.sched_getaffinity(0) == {0, 1, 2}
+    kept = early.keep_off_one_cpu()  # no early read now: the command's own split
+    assert kept == {0, 1, 2} and fake.sched_getaffinity(0) == {0, 1}
+    early.restore_cpus(me, kept)
+    assert fake.sched_getaffinity(0) == {0, 1, 2}

@@ -33,6 +33,10 @@ _started: dict[tuple[int, str, bool, tuple[str, ...] | None], EarlyRead] = {}
 BESIDE_NICE = 5
 
 
+# Threads whose CPUs an early read holds: it gives them back when it ends.
+_holding: set[int] = set()
+
+
 def keep_off_one_cpu() -> frozenset[int] | None:
     """Keep the calling thread, and the threads it starts from now on, off one of the
     CPUs it may run on, so that the thread reading the longest chain's file (smaps, or
@@ -41,9 +45,17 @@ def keep_off_one_cpu() -> frozenset[int] | None:
     (``analyze`` at 2M VMAs: its read of smaps ended at 2.0 s instead of 1.85 s).
 
     Returns the CPUs the thread had, for the reading thread (``feed_fd(fd, cpus)``) and
-    :func:`restore_cpus`; None with fewer than two, or where they cannot be read or set.
-    The reading thread is not tied to the CPU left free: on a busy host it runs wherever
-    the scheduler finds room."""
+    :func:`restore_cpus`; None with fewer than two, where they cannot be read or set, or
+    while an early read holds them (it gives them back itself). The reading thread is
+    not tied to the CPU left free: on a busy host it runs wherever the scheduler finds
+    room."""
+    with _lock:
+        if threading.get_native_id() in _holding:
+            return None
+        return _keep_off()
+
+
+def _keep_off() -> frozenset[int] | None:
     try:
         cpus = frozenset(os.sched_getaffinity(0))
         if len(cpus) < 2:
@@ -63,6 +75,13 @@ def restore_cpus(tid: int, cpus: frozenset[int] | None) -> None:
         os.sched_setaffinity(tid, cpus)
     except OSError:
         pass
+
+
+def _give_back(tid: int, cpus: frozenset[int]) -> None:
+    """The end of an early read's hold on thread ``tid``'s CPUs."""
+    with _lock:
+        restore_cpus(tid, cpus)
+        _holding.discard(tid)
 
 
 def yield_to_main_read() -> None:
@@ -106,7 +125,7 @@ class EarlyRead:
         finally:
             os.close(self._fd)
             if self._cpus is not None:
-                restore_cpus(*self._cpus)
+                _give_back(*self._cpus)
 
     def wait(self) -> Parser:
         """The parser, fed with the whole file (its ``finish`` raises a parse error);
@@ -123,15 +142,19 @@ def start(pid: int, names: tuple[str, ...], keep: bool = True,
     False, for a summary) only counting them, and of smaps only ``fields`` (None: all);
     a file that cannot be opened is left to the command's own read. The first name's read
     has a CPU to itself while it lasts (:func:`keep_off_one_cpu`)."""
-    kept = keep_off_one_cpu()
-    cpus = None if kept is None else (threading.get_native_id(), kept)
+    tid = threading.get_native_id()
+    with _lock:
+        kept = None if tid in _holding else _keep_off()
+        if kept is not None:
+            _holding.add(tid)
+    cpus = None if kept is None else (tid, kept)
     for name in names:
         only = fields if name == "smaps" else None
         try:
             early = EarlyRead(pid, name, keep, only, cpus)
         except OSError:
             if cpus is not None:
-                restore_cpus(*cpus)  # no read to give them back at its end
+                _give_back(*cpus)  # no read to give them back at its end
             continue
         finally:
             cpus = None  # only the first
