@@ -43,14 +43,17 @@ def backing_classes(snap: Snapshot) -> np.ndarray:
     return table[snap.name_id]
 
 
-def private_anon_mask(snap: Snapshot, classes: np.ndarray | None = None) -> np.ndarray:
-    """VMAs that are private, anonymous (no inode) and unnamed or anon-named."""
+def private_anon_mask(snap: Snapshot, classes: np.ndarray | None = None,
+                      at: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """VMAs that are private, anonymous (no inode) and unnamed or anon-named; of the
+    VMAs ``at`` (indexes or a slice) only, when given."""
     if classes is None:
         classes = backing_classes(snap)
+    c = classes[at]
     return (
-        ((classes == PLAIN_ANON) | (classes == NAMED_ANON))
-        & ((snap.perms & PERM_SHARED) == 0)
-        & (snap.inode == 0)
+        ((c == PLAIN_ANON) | (c == NAMED_ANON))
+        & ((snap.perms[at] & PERM_SHARED) == 0)
+        & (snap.inode[at] == 0)
     )
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..model import Snapshot, bits_to_perms
-from .attribution import FILE, NAMED_ANON, PLAIN_ANON, backing_classes
+from .attribution import FILE, NAMED_ANON, PLAIN_ANON, backing_classes, private_anon_mask
 
 if TYPE_CHECKING:
     from .explain import WhyNotMerged
@@ -152,16 +152,18 @@ class Budget:
                 "reservations": [r.to_json() for r in self.reservations]}
 
 
-def links(snap: Snapshot, classes: np.ndarray | None = None) -> np.ndarray:
-    """Bool per boundary k: VMAs k and k + 1 belong to the same reservation."""
+def links(snap: Snapshot, classes: np.ndarray | None = None,
+          panon: np.ndarray | None = None) -> np.ndarray:
+    """Bool per boundary k: VMAs k and k + 1 belong to the same reservation (``panon``:
+    :func:`.attribution.private_anon_mask`, when the caller has it)."""
     n = len(snap)
     if n < 2:
         return np.zeros(0, dtype=bool)
     if classes is None:
         classes = backing_classes(snap)
     contiguous = snap.end[:-1] == snap.start[1:]
-    panon = (((classes == PLAIN_ANON) | (classes == NAMED_ANON))
-             & ((snap.perms & 8) == 0) & (snap.inode == 0))
+    if panon is None:
+        panon = private_anon_mask(snap, classes)
     same_name = snap.name_id[:-1] == snap.name_id[1:]
     has_inode = snap.inode != 0
     same_file = (has_inode[:-1] & same_name & (snap.inode[:-1] == snap.inode[1:])
@@ -299,7 +301,8 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
     n = len(snap)
     if classes is None:
         classes = backing_classes(snap)
-    link = links(snap, classes)
+    panon = private_anon_mask(snap, classes)
+    link = links(snap, classes, panon)
     cause, certain = classify(snap, link, why, classes)
     breaks = ~link  # a new reservation begins after boundary k
     rid = np.zeros(n, dtype=np.int64)
@@ -312,9 +315,7 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
     totals = cause_totals(snap, cause, certain, keys=keys)
     anon_counts = dict.fromkeys(CAUSES, 0)
     if n > 1:
-        anon_first = ((snap.inode[:-1] == 0) & ((snap.perms[:-1] & 8) == 0)
-                      & ((classes[:-1] == PLAIN_ANON) | (classes[:-1] == NAMED_ANON)))
-        per = np.bincount((keys[anon_first] >> 8).astype(np.int64), minlength=len(CAUSES) + 1)
+        per = np.bincount((keys[panon[:-1]] >> 8).astype(np.int64), minlength=len(CAUSES) + 1)
         anon_counts = {name: int(per[i + 1]) for i, name in enumerate(CAUSES)}
     counts = np.diff(firsts, append=n)
     spans = np.zeros(0, dtype=np.uint64)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..model import PERM_READ, PERM_SHARED, PERM_WRITE, Snapshot, bits_to_perms, perms_to_bits
-from .attribution import NAMED_ANON, PLAIN_ANON, backing_classes
+from ..model import PERM_READ, PERM_WRITE, Snapshot, bits_to_perms, perms_to_bits
+from .attribution import backing_classes, private_anon_mask
 from .budget import HOLE, PROTECTION, VMFLAGS, Budget
 
 if TYPE_CHECKING:
@@ -140,13 +140,6 @@ def lookalike_runs(b: Budget, frag: Fragmentation | None) -> list[Pattern]:
         longest.start if longest else None, longest.end if longest else None)]
 
 
-def _private_anon(snap: Snapshot, classes: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Per VMA of ``at`` (indexes): private anonymous memory."""
-    c = classes[at]
-    return (((c == PLAIN_ANON) | (c == NAMED_ANON))
-            & ((snap.perms[at] & PERM_SHARED) == 0) & (snap.inode[at] == 0))
-
-
 def thread_stacks(snap: Snapshot, classes: np.ndarray, b: Budget) -> list[Pattern]:
     n = len(snap)
     if n < 2:
@@ -157,8 +150,8 @@ def thread_stacks(snap: Snapshot, classes: np.ndarray, b: Budget) -> list[Patter
     stack = np.flatnonzero(size[1:] >= STACK_MIN) + 1
     guard = stack - 1
     perms = snap.perms
-    hit = guard[_private_anon(snap, classes, guard) & (perms[guard] == 0)
-                & (size[guard] <= GUARD_MAX) & _private_anon(snap, classes, stack)
+    hit = guard[private_anon_mask(snap, classes, guard) & (perms[guard] == 0)
+                & (size[guard] <= GUARD_MAX) & private_anon_mask(snap, classes, stack)
                 & (perms[stack] == (PERM_READ | PERM_WRITE))
                 & (snap.end[guard] == snap.start[stack])]
     if len(hit) == 0:
@@ -223,12 +216,12 @@ def malloc_arenas(snap: Snapshot, classes: np.ndarray, b: Budget) -> list[Patter
     start, end, perms = snap.start, snap.end, snap.perms
     # a heap starts on an ARENA boundary (few VMAs do: the rest is tested on those only)
     aligned = np.flatnonzero((start & np.uint64(ARENA - 1)) == 0)
-    head = aligned[_private_anon(snap, classes, aligned)
+    head = aligned[private_anon_mask(snap, classes, aligned)
                    & (perms[aligned] == (PERM_READ | PERM_WRITE))]
     full = head[end[head] - start[head] == np.uint64(ARENA)]
     head = head[head < n - 1]
     tail = head + 1  # its PROT_NONE rest up to ARENA
-    with_tail = head[_private_anon(snap, classes, tail) & (perms[tail] == 0)
+    with_tail = head[private_anon_mask(snap, classes, tail) & (perms[tail] == 0)
                      & (start[tail] == end[head])
                      & (end[tail] == start[head] + np.uint64(ARENA))]
     total = len(with_tail) + len(full)
