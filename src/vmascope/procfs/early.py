@@ -37,7 +37,7 @@ BESIDE_NICE = 5
 _holding: set[int] = set()
 
 
-def keep_off_one_cpu() -> frozenset[int] | None:
+def keep_off_one_cpu(hold: bool = False) -> frozenset[int] | None:
     """Keep the calling thread, and the threads it starts from now on, off one of the
     CPUs it may run on, so that the thread reading the longest chain's file (smaps, or
     maps) has a CPU where no other thread of the command runs: on two cores the parse,
@@ -46,24 +46,24 @@ def keep_off_one_cpu() -> frozenset[int] | None:
 
     Returns the CPUs the thread had, for the reading thread (``feed_fd(fd, cpus)``) and
     :func:`restore_cpus`; None with fewer than two, where they cannot be read or set, or
-    while an early read holds them (it gives them back itself). The reading thread is
-    not tied to the CPU left free: on a busy host it runs wherever the scheduler finds
+    while an early read holds them (it gives them back itself). ``hold``: an early read
+    takes them, and gives them back with :func:`_give_back`. The reading thread is not
+    tied to the CPU left free: on a busy host it runs wherever the scheduler finds
     room."""
+    tid = threading.get_native_id()
     with _lock:
-        if threading.get_native_id() in _holding:
+        if tid in _holding:
             return None
-        return _keep_off()
-
-
-def _keep_off() -> frozenset[int] | None:
-    try:
-        cpus = frozenset(os.sched_getaffinity(0))
-        if len(cpus) < 2:
+        try:
+            cpus = frozenset(os.sched_getaffinity(0))
+            if len(cpus) < 2:
+                return None
+            os.sched_setaffinity(0, cpus - {max(cpus)})
+        except (AttributeError, OSError):
             return None
-        os.sched_setaffinity(0, cpus - {max(cpus)})
-    except (AttributeError, OSError):
-        return None
-    return cpus
+        if hold:
+            _holding.add(tid)
+        return cpus
 
 
 def restore_cpus(tid: int, cpus: frozenset[int] | None) -> None:
@@ -142,12 +142,8 @@ def start(pid: int, names: tuple[str, ...], keep: bool = True,
     False, for a summary) only counting them, and of smaps only ``fields`` (None: all);
     a file that cannot be opened is left to the command's own read. The first name's read
     has a CPU to itself while it lasts (:func:`keep_off_one_cpu`)."""
-    tid = threading.get_native_id()
-    with _lock:
-        kept = None if tid in _holding else _keep_off()
-        if kept is not None:
-            _holding.add(tid)
-    cpus = None if kept is None else (tid, kept)
+    kept = keep_off_one_cpu(hold=True)
+    cpus = None if kept is None else (threading.get_native_id(), kept)
     for name in names:
         only = fields if name == "smaps" else None
         try:

@@ -89,6 +89,17 @@ def _end(pid: int, meta: SnapshotMeta, rollup: Background | None, count: int) ->
 
 
 @contextlib.contextmanager
+def _one_cpu_free() -> Iterator[frozenset[int] | None]:
+    """This thread and those it starts inside keep off one CPU, for the reading thread
+    given the CPUs yielded (``early.keep_off_one_cpu``); given back at the end."""
+    cpus = keep_off_one_cpu()
+    try:
+        yield cpus
+    finally:
+        restore_cpus(threading.get_native_id(), cpus)
+
+
+@contextlib.contextmanager
 def _exits_while_read(pid: int) -> Iterator[None]:
     """The process was there when its metadata was read: if a read finds it gone, it
     exited while being read."""
@@ -110,8 +121,7 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True,
     name = "smaps" if smaps else "maps"
     # the read of smaps gets a CPU of its own; numa_maps walks the page tables as smaps
     # does: read meanwhile, beside the parse
-    cpus = keep_off_one_cpu()
-    try:
+    with _one_cpu_free() as cpus:
         numa_read = _NumaRead(pid) if numa and host.has_numa_maps() else None
         parser = TextParser(proc_path(pid, name), fields=fields)
         try:
@@ -121,8 +131,6 @@ def read_process(pid: int | str, smaps: bool = True, numa: bool = True,
             if numa_read is not None:
                 numa_read.join()  # the smaps error is the one to report
             raise
-    finally:
-        restore_cpus(threading.get_native_id(), cpus)
     with _exits_while_read(pid):
         nres = numa_read.result() if numa_read is not None else None
     res = parser.finish()
@@ -179,12 +187,8 @@ def summarize_process(pid: int | str) -> Streamed:
     writes next to nothing beside the kernel's text generation."""
     pid, meta, _ = _begin(pid, smaps=False)
     parser = TextParser(proc_path(pid, "maps"), keep=False)
-    cpus = keep_off_one_cpu()
-    try:
-        with _exits_while_read(pid):
-            parse_proc(pid, "maps", parser, cpus)
-    finally:
-        restore_cpus(threading.get_native_id(), cpus)
+    with _one_cpu_free() as cpus, _exits_while_read(pid):
+        parse_proc(pid, "maps", parser, cpus)
     res = parser.finish()
     count = int(res["n"])
     _end(pid, meta, None, count)
