@@ -497,18 +497,19 @@ static int flag_index(Parser *p, const char *s, size_t n) {
 static int parse_vmflags(Parser *p, const char *q, const char *e) {
     uint64_t bits = 0;
     size_t len = (size_t)(e - q);
-    int hit = -1;
-    for (int i = 0; i < 2 && len <= VF_CACHE; i++)
-        if (p->vf_len[i] == len && len && memcmp(p->vf_text[i], q, len) == 0)
-            hit = i;
-    if (hit >= 0) { /* the same text as a VMA before: the same (checked) mnemonics */
-        bits = p->vf_bits[hit];
-        q = e;
-    } else if (len && len <= VF_CACHE) {
-        int slot = p->vf_next;
-        p->vf_next ^= 1;
-        p->vf_len[slot] = 0; /* filled in once the text has been checked */
-        hit = -2 - slot;
+    int fill = -1; /* the slot to remember this text in, once it has been checked */
+    if (len && len <= VF_CACHE) {
+        for (int i = 0; i < 2; i++)
+            if (p->vf_len[i] == len && memcmp(p->vf_text[i], q, len) == 0) {
+                bits = p->vf_bits[i]; /* as a VMA before: the same (checked) mnemonics */
+                q = e;
+                break;
+            }
+        if (q < e) {
+            fill = p->vf_next;
+            p->vf_next ^= 1;
+            p->vf_len[fill] = 0;
+        }
     }
     const char *text = q;
     while (q < e) {
@@ -532,11 +533,10 @@ static int parse_vmflags(Parser *p, const char *q, const char *e) {
             return -1;
         bits |= (uint64_t)1 << idx;
     }
-    if (hit <= -2) {
-        int slot = -2 - hit;
-        memcpy(p->vf_text[slot], text, len);
-        p->vf_len[slot] = len;
-        p->vf_bits[slot] = bits;
+    if (fill >= 0) {
+        memcpy(p->vf_text[fill], text, len);
+        p->vf_len[fill] = len;
+        p->vf_bits[fill] = bits;
     }
     if (p->keep) {
         if (!p->have_vmflags) {
