@@ -62,6 +62,84 @@ def test_stream_fd_passes_read_errors_to_the_caller():
         os.close(fd)
 
 
+def _feed_fd_from_pipe(data: bytes, piece: int, **kw):
+    """TextParser.feed_fd on a pipe written ``piece`` bytes at a time by a thread: the
+    finish() dict, or the ParseError."""
+    import threading
+
+    from vmascope.errors import ParseError
+    from vmascope.procfs.text import TextParser
+
+    r, w = os.pipe()
+
+    def write() -> None:
+        try:
+            for i in range(0, len(data), piece):
+                os.write(w, data[i : i + piece])
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(w)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        p = TextParser("pipe", **kw)
+        try:
+            assert p.feed_fd(r) == len(data)  # every byte read and parsed
+            return p.finish()
+        except ParseError as exc:
+            return exc.line
+    finally:
+        os.close(r)
+        t.join()
+
+
+def _whole(data: bytes, **kw):
+    from vmascope.errors import ParseError
+    from vmascope.procfs.text import TextParser
+
+    p = TextParser("whole", **kw)
+    try:
+        p.feed(data)
+        return p.finish()
+    except ParseError as exc:
+        return exc.line
+
+
+def _same(a, b) -> None:
+    """Two parse results (or error lines) are equal, columns compared byte for byte."""
+    def plain(v):
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v if isinstance(v, (int, str, bool)) else bytes(v)
+
+    assert type(a) is type(b)
+    if isinstance(b, int):
+        assert a == b
+    else:
+        assert {k: plain(v) for k, v in a.items()} == {k: plain(v) for k, v in b.items()}
+
+
+_BARE = b"".join(b"7f%010x-7f%010x rw-p 00000000 00:00 0 \n" % (2 * i, 2 * i + 1)
+                 for i in range(0x1000, 0x1000 + 3000))  # about 150 KB of maps lines
+_BLOCK = (b"7fff00000000-7fff00001000 rw-p 00000000 00:00 0 \nSize:               4 kB\n"
+          b"Rss:                4 kB\nVmFlags: rd wr mr mw me ac \n")
+
+
+@pytest.mark.parametrize("piece", [1000, 4096, 65536])
+@pytest.mark.parametrize("keep", [True, False])
+def test_feed_fd_gives_a_whole_parse_however_late_smaps_fields_come(piece, keep):
+    # The reading thread parses maps text itself, and hands the text over to the
+    # caller once smaps fields show: the result is the whole parse's, also when the
+    # fields come after many reads of bare lines, and errors are at the same line.
+    for data in (_BARE, _BLOCK * 2000, _BARE + _BLOCK * 2000, _BARE + _BLOCK * 50 + _BARE,
+                 _BARE + _BLOCK * 50 + b"Rss: x\n" + _BARE,  # a line skipped
+                 _BARE[:70000] + b"7f-\n" + _BARE,  # an error before the fields
+                 _BARE + _BLOCK * 900 + b"7f-\n" + _BARE):  # and after them
+        _same(_feed_fd_from_pipe(data, piece, keep=keep), _whole(data, keep=keep))
+
+
 def test_translate():
     e = translate(OSError(errno.ESRCH, "x"), 5, "/proc/5/smaps")
     assert isinstance(e, ProcessNotFound) and "exited while being read" in str(e)
