@@ -170,6 +170,51 @@ def test_the_summary_loads_no_numpy() -> None:
     assert json.loads(text)["map_count"] > 0 and "numpy" in loaded
 
 
+def _ends(args: list[str], extra: str = "") -> subprocess.CompletedProcess:
+    """``vmascope ARGS`` as the console script, with an object whose finaliser writes
+    "teardown" to stderr when the interpreter tears its modules down; ``extra`` runs
+    first."""
+    probe = ("import os, sys\n"
+             "class Marker:\n"
+             "    def __del__(self):\n"
+             "        os.write(2, b'teardown')\n"
+             "sys.modules['vmascope'] = __import__('vmascope')\n"
+             "sys.modules['vmascope'].marker = Marker()\n"
+             f"{extra}"
+             f"sys.argv = ['vmascope', *{args!r}]\n"
+             "from vmascope._start import entry\n"
+             "entry()\n")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_report_leaves_without_the_interpreters_teardown() -> None:
+    """After a snapshot or an analysis, with nothing registered to run at exit and no
+    thread to wait for, the process ends once its output is flushed: the interpreter's
+    teardown (30 ms after analyze at 2M VMAs) is skipped, and the output is whole."""
+    pid = str(os.getpid())
+    proc = _ends(["snapshot", pid, "--json"])
+    assert proc.returncode == 0 and json.loads(proc.stdout)["map_count"] > 0
+    assert "teardown" not in proc.stderr
+    proc = _ends(["analyze", pid, "--format", "json"])
+    assert proc.returncode == 0 and json.loads(proc.stdout)["map_count"] > 0
+    assert "teardown" not in proc.stderr
+    # the usual exit: another verb, an atexit callback, a thread to wait for, an error
+    proc = _ends(["kernels", "list", "--json"])
+    assert proc.returncode == 0 and proc.stderr.endswith("teardown")
+    proc = _ends(["snapshot", pid, "--json"],
+                 "import atexit\natexit.register(lambda: os.write(2, b'callback '))\n")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["map_count"] > 0
+    assert proc.stderr.endswith("callback teardown")
+    proc = _ends(["snapshot", pid, "--json"],
+                 "import threading, time\n"
+                 "threading.Thread(target=lambda: (time.sleep(1), os.write(2, b'joined '))"
+                 ").start()\n")
+    assert proc.returncode == 0 and proc.stderr.endswith("joined teardown")
+    proc = _ends(["snapshot", "0"])
+    assert proc.returncode != 0 and "vmascope: error:" in proc.stderr
+
+
 def test_analyze_keeps_two_smaps_fields_and_says_the_same(fragmented: int) -> None:
     """`analyze PID` keeps of smaps only the fields the explanations read: its report is
     the one of a read that keeps them all (the process stopped meanwhile), time apart."""

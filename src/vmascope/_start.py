@@ -106,6 +106,35 @@ def _interrupted_exit() -> None:
     _exit_now(130)
 
 
+# Commands that read and report, and write only through closed files and stdout: they
+# may leave without the interpreter's teardown (see _leave).
+_QUICK_EXIT = frozenset({"snapshot", "analyze", "analyse"})
+
+
+def _leave(code: int) -> None:
+    """End the process once the command is done and its output written. After a
+    command of _QUICK_EXIT, the interpreter's own teardown (every module and object
+    freed one at a time: about 30 ms after ``analyze`` of 2M VMAs) is skipped when
+    nothing could need it: no atexit callback is registered (weakref.finalize, an
+    embedding program's), no thread but daemons is left to wait for, and standard
+    output and error flush cleanly. Otherwise the usual exit, which reports what it
+    finds."""
+    import atexit
+    import threading
+
+    ncallbacks = getattr(atexit, "_ncallbacks", None)
+    if (sys.argv[1:2] and sys.argv[1] in _QUICK_EXIT and ncallbacks is not None
+            and ncallbacks() == 0 and all(t.daemon or t is threading.main_thread()
+                                          for t in threading.enumerate())):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)
+        os._exit(code)
+    sys.exit(code)
+
+
 def entry() -> None:
     if sys.argv[1:] == ["--version"]:  # the quickest answer: no parser, no imports
         from . import __version__
@@ -165,4 +194,4 @@ def entry() -> None:
         if code == 0:  # the interrupt was lost in a callback: it still ends the command
             _interrupted_exit()
         _exit_now(code)
-    sys.exit(code)
+    _leave(code)

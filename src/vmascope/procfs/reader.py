@@ -148,8 +148,8 @@ def stream_proc(pid: int, name: str, sinks: Sequence[Sink], chunk: int = CHUNK) 
 def parse_proc(pid: int, name: str, parser: Any, cpus: frozenset[int] | None = None) -> Any:
     """/proc/PID/NAME parsed by ``parser`` (a ``parse.TextParser``): the parser of the read
     ``procfs.early`` began at start-up if there is one, else this one (``feed_fd``: read
-    and parsed on two cores in C, the reading thread on ``cpus``). Returns the parser
-    that holds the text."""
+    and parsed in C, the reading thread on ``cpus``). Returns the parser that holds the
+    text."""
     ahead = early.take(pid, name, parser.keep, parser.fields)
     path = proc_path(pid, name)
     if ahead is None:

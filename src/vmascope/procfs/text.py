@@ -50,8 +50,13 @@ class TextParser:
         return dict(self._p.take(names_from))
 
     def feed_fd(self, fd: int, cpus: frozenset[int] | None = None) -> int:
-        """Read ``fd`` to its end and parse it (OSError from the read), the reading
-        thread on ``cpus`` (None: where this one runs); the byte count."""
+        """Read ``fd`` to its end and parse it (OSError from the read); the byte count.
+
+        A thread of its own reads, first on the highest of ``cpus`` (the one
+        ``early.keep_off_one_cpu`` keeps the others off), then on any of them (None:
+        where this one runs). It parses maps and numa_maps text itself, while each read
+        is in its cache; once smaps fields show, it only reads, into a ring of buffers
+        this thread parses."""
         try:
             return int(self._p.feed_fd(fd, cpus))
         except _fastparse.ParseFailure as exc:
