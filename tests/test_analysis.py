@@ -555,3 +555,34 @@ def test_run_reasons_and_json_runs() -> None:
     assert a.why.run_reasons(3, 2) == ["vmflags"]
     runs = a.to_json()["fragmentation"]["runs"]
     assert [(r["vma_count"], r["reasons"]) for r in runs] == [(3, ["anon_vma"]), (2, ["vmflags"])]
+
+
+@pytest.mark.parametrize("anon_share", [0.0, 0.5, 0.97, 1.0])
+def test_by_backing_counts_every_class_on_either_path(monkeypatch: pytest.MonkeyPatch,
+                                                       anon_share: float) -> None:
+    # VMAs and bytes per backing class, counted on every VMA or on those outside the
+    # commonest class only (taken when those are few), are the plain per-class sums.
+    import importlib
+
+    from vmascope.analysis.attribution import BACKING_LABELS, backing_classes, by_backing
+
+    attr_mod = importlib.import_module("vmascope.analysis.attribution")
+    for seed in range(6):
+        rng = random.Random(seed)
+        vmas, addr = [], 0x10000000
+        for _ in range(3000):
+            pages = rng.choice((1, 1, 2, 7, 300))
+            name = (None if rng.random() < anon_share else
+                    rng.choice(("[heap]", "[stack]", "[anon:x]", "/lib/a.so", "[vdso]", None)))
+            vmas.append(Vma(addr, addr + pages * P, "rw-p", name=name))
+            addr += (pages + 1) * P
+        s = snap_of(vmas)
+        classes = backing_classes(s)
+        expect = {}
+        for c, v in zip(classes.tolist(), vmas):
+            n, b = expect.get(BACKING_LABELS[c], (0, 0))
+            expect[BACKING_LABELS[c]] = (n + 1, b + v.end - v.start)
+        for share in (0.0, 2.0):  # never / always the VMAs outside the commonest only
+            monkeypatch.setattr(attr_mod, "FEW_CANDIDATES", share)
+            got = {r.backing: (r.vma_count, r.bytes) for r in by_backing(s, classes)}
+            assert got == expect, (seed, share)

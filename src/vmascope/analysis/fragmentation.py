@@ -23,17 +23,12 @@ import numpy as np
 
 from ..kconst import PAGE_SHIFT, PAGE_SIZE
 from ..model import Snapshot, bits_to_perms
-from .attribution import (BACKING_LABELS, NAMED_ANON, PLAIN_ANON, backing_classes, in_pairs,
-                          run_bounds)
+from .attribution import (BACKING_LABELS, FEW_CANDIDATES, NAMED_ANON, PLAIN_ANON,
+                          backing_classes, in_pairs, run_bounds)
 
 
 # Size histogram buckets: [4 KiB, 8 KiB), [8 KiB, 16 KiB), ... , the last one open-ended.
 HIST_BUCKETS = 30  # 4 KiB << 29 = 2 TiB
-
-
-# Below this share of contiguous, same-permission neighbours, the other tests run on
-# those pairs only (a checkerboard of guard pages: almost none), not on every pair.
-FEW_CANDIDATES = 1 / 8
 
 
 def lookalike_pairs(snap: Snapshot, classes: np.ndarray | None = None) -> np.ndarray:

@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import vmascope
 
-    from ..util import reuse_freed_arrays
+    from ..util import gc_paused, reuse_freed_arrays
 
     reuse_freed_arrays()  # a million VMAs make many large temporary arrays
 
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             snap.meta.max_map_count = args.max_map_count
         release, _ = resolve_kernel(snap, args.kernel)
         bar.update(task, state=f"analysing {len(snap):,} VMAs")
-        analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
+        with gc_paused():  # tens of arrays and few objects: a collection only walks
+            analysis = analyze(snap, kernel=args.kernel, epoch=host.epoch_for(release))
     analysis.trace = replayed
     if getattr(args, "previous", None):
         from ..analysis.limit import recommend
