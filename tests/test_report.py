@@ -94,6 +94,31 @@ def test_html_is_self_contained(analysis) -> None:  # type: ignore[no-untyped-de
     assert "unmerged split" in html and "distinct anon_vmas" in html
 
 
+def test_html_needs_jinja2_only() -> None:
+    # The report extra is jinja2 alone: the HTML report renders with no plotting library
+    # installed (its pictures are SVG written by vmascope), and without jinja2 it says
+    # what to install.
+    import sys
+
+    probe = ("import sys\n"
+             "sys.modules['matplotlib'] = None\n"  # as if it were not installed
+             "{}\n"
+             "from vmascope.analysis import analyze\n"
+             "from vmascope.report import render\n"
+             "import test_report\n"
+             "print(render(analyze(test_report.gc_like_snapshot()), 'html')[:15])\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.run([sys.executable, "-c", probe.format("")], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("<!DOCTYPE html>")
+    proc = subprocess.run([sys.executable, "-c", probe.format("sys.modules['jinja2'] = None")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert "the HTML report needs jinja2 (it is missing): pip install 'vmascope[report]'" in (
+        proc.stderr)
+
+
 def _find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)

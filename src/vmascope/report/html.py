@@ -251,11 +251,9 @@ class HtmlReporter:
     def render(self, a: Analysis) -> str:
         try:
             import jinja2
-            import matplotlib  # noqa: F401
         except ImportError as exc:
             raise UsageError(
-                f"the HTML report needs jinja2 and matplotlib ({exc.name} is missing): "
-                "pip install 'vmascope[report]'"
+                "the HTML report needs jinja2 (it is missing): pip install 'vmascope[report]'"
             ) from exc
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(TEMPLATES)),
