@@ -14,6 +14,10 @@ median of K):
 * vmascope snapshot PID --json --vmas  vs cat smaps           (<= 2x; peak memory flat)
 * vmascope analyze PID --format html   vs analyze PID (text)  (<= 1.5x)
 * vmascope --version                                          (< 150 ms)
+
+The ratio targets are set at 2M VMAs; at fewer (``--vmas 200000``) the ratios are shown
+and not judged, Python's start-up being most of the time there (but for the HTML one,
+set at any size).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parse import SYSCTL, build_fragment, fragmented, map_count_at_least  # noqa: E402
 
 VMASCOPE = str(Path(sys.executable).parent / "vmascope")
+TARGET_VMAS = 2_000_000  # the speed targets are set at this many VMAs
 
 
 def run(argv: list[str]) -> tuple[float, int]:
@@ -57,17 +62,21 @@ def paired(ref: list[str], ours: list[str], repeat: int) -> tuple[float, float, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vmas", type=int, default=2_000_000)
+    ap.add_argument("--vmas", type=int, default=TARGET_VMAS)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     exe = build_fragment()
     rows: list[tuple[str, str, str, str]] = []
 
     def row(what: str, ours: float, ref_name: str, ref: float, ok: bool, target: str,
-            faster: bool = False) -> None:
+            faster: bool = False, at_2m: bool = True) -> None:
+        """``at_2m``: the target is set at 2M VMAs (below, start-up weighs more: shown,
+        not judged)."""
         ratio = f"{ref / ours:.1f}x faster" if faster else f"{ours / ref:.2f}x"
-        rows.append((what, f"{ours:.2f} s", f"{ref_name} {ref:.2f} s: {ratio}",
-                     "PASS" if ok else f"MISS ({target})"))
+        verdict = "PASS" if ok else f"MISS ({target})"
+        if at_2m and args.vmas < TARGET_VMAS:
+            verdict = f"- ({target} at 2M)"
+        rows.append((what, f"{ours:.2f} s", f"{ref_name} {ref:.2f} s: {ratio}", verdict))
 
     with map_count_at_least(args.vmas + 100_000) as old:
         print(f"vm.max_map_count {old} -> {Path(SYSCTL).read_text().strip()} for the run")
@@ -95,7 +104,7 @@ def main() -> int:
             ref, ours, _ = paired([VMASCOPE, "analyze", p],
                                   [VMASCOPE, "analyze", p, "--format", "html"], args.repeat)
             row("analyze PID --format html", ours, "analyze (text)", ref, ours <= 1.5 * ref,
-                "<= 1.5x")
+                "<= 1.5x", at_2m=False)
     times = sorted(run([VMASCOPE, "--version"])[0] for _ in range(11))
     rows.append(("vmascope --version", f"{times[5] * 1000:.0f} ms", "median of 11",
                  "PASS" if times[5] < 0.150 else "MISS (< 150 ms)"))
