@@ -963,7 +963,8 @@ static int fast_header(Parser *p, const char *s, const char *e, const char **nex
             name = q;
     }
     p->line++;
-    if (add_row(p, start, end, (uint8_t)perms, off, (uint32_t)dev, ino, name, (size_t)(nl - q)) < 0)
+    if (add_row(p, start, end, (uint8_t)perms, off, (uint32_t)dev, ino, name,
+                (size_t)(nl - q)) < 0)
         return -1;
     *next = nl + 1;
     return 1;
