@@ -586,3 +586,13 @@ def test_by_backing_counts_every_class_on_either_path(monkeypatch: pytest.Monkey
             monkeypatch.setattr(attr_mod, "FEW_CANDIDATES", share)
             got = {r.backing: (r.vma_count, r.bytes) for r in by_backing(s, classes)}
             assert got == expect, (seed, share)
+
+
+def test_distinct_reservations_of_sorted_ids() -> None:
+    from vmascope.analysis.patterns import _distinct
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 50, 5000):
+        for high in (1, 3, 1000):
+            ids = np.sort(rng.integers(0, high, n))
+            assert _distinct(ids) == len(np.unique(ids)), (n, high)
