@@ -68,7 +68,8 @@ def managed(argv: Sequence[str], **kwargs: Any) -> Iterator[subprocess.Popen[byt
 
 
 def kill_all() -> None:
-    """Kill every live lab process group (signal handlers and atexit call this)."""
+    """Kill every live lab process group (signal handlers, and a run that fails, call
+    this)."""
     with _lock:
         victims = list(_live.values())
     for proc in victims:
