@@ -780,9 +780,9 @@ def test_a_field_not_kept_is_still_checked() -> None:
         TextParser("t", fields=("x" * 60,))
 
 
-# Lines in the kernel's own shape take a shorter way through the C parser when at least
-# 96 bytes of text follow them (a chunk's last lines take the long way): addresses at
-# fixed places for the commonest width, eight digits at a time for the others.
+# Lines in the kernel's commonest shape (12-digit addresses, an 8-digit offset, a 2:2
+# device) take a shorter way through the C parser when at least 96 bytes of text follow
+# them (a chunk's last lines take the long way); other widths take the long way.
 KERNEL_LINES = [
     b"7f1c2a400000-7f1c2a600000 rw-p 00000000 00:00 0 ",
     b"55d0c0a00000-55d0c0a21000 r-xp 0001f000 fd:01 2359321" + b" " * 19 + b"/usr/bin/x y",

@@ -832,37 +832,6 @@ static inline uint64_t hex_value8(uint64_t w) {
     return ((v & 0xFFFFFFFFULL) << 16) | (v >> 32);
 }
 
-/* The lowercase hexadecimal digits at the head of s[0:8]: how many (0-8), and in *val
-   the number they make. */
-static inline unsigned hex_head8(const char *s, uint64_t *val) {
-    uint64_t w = load8(s);
-    uint64_t non = ~hex_mask(w) & HIGH;
-    unsigned n = non ? (unsigned)__builtin_ctzll(non) / 8 : 8;
-    if (n == 0)
-        return 0;
-    *val = hex_value8(n < 8 ? w & ((1ULL << (8 * n)) - 1) : w) >> (4 * (8 - n));
-    return n;
-}
-
-/* A lowercase hexadecimal number of lo..hi digits (hi <= 16) at s, s[0:24] readable,
-   ended by the character end: the position after that character, or NULL. */
-static inline const char *hex_field(const char *s, uint64_t *val, unsigned lo, unsigned hi,
-                                    char end) {
-    uint64_t v = 0, v2 = 0;
-    unsigned n = hex_head8(s, &v);
-    if (n == 8) {
-        unsigned n2 = hex_head8(s + 8, &v2);
-        if (n2 == 8 && hex_head8(s + 16, &v2) > 0)
-            return NULL;
-        v = n2 ? (v << (4 * n2)) | v2 : v;
-        n += n2;
-    }
-    if (n < lo || n > hi || s[n] != end)
-        return NULL;
-    *val = v;
-    return s + n + 1;
-}
-
 /* The permissions at q ("rwxp", each letter or '-'; the last 's' or 'p') as bits, or
    -1. */
 static inline int perm_bits(const char *q) {
@@ -911,32 +880,18 @@ static inline const char *common_shape(const char *s, uint64_t *start, uint64_t 
     return s + 46;
 }
 
-#define HEADER_SPAN 96 /* a mapping line's fields take at most 87 bytes */
+#define HEADER_SPAN 96 /* fast_header reads at most the first 68 bytes of a line */
 
-/* A mapping line in the very shape the kernel prints it (show_map_vma: lowercase hex,
-   addresses and offset of 8-16 digits, a device of 2-3:2-5 digits, a decimal inode of
-   at most 19 digits, then '\n', or spaces and a name), at s with at least HEADER_SPAN
-   bytes after it, in a chunk with no '\r': 1 with *next after its '\n', 0 when the line
+/* A mapping line in the commonest shape the kernel prints (show_map_vma; see
+   common_shape), a decimal inode of at most 19 digits, then '\n', or spaces and a name,
+   at s with at least HEADER_SPAN bytes after it, in a chunk with no '\r': 1 with *next after its '\n', 0 when the line
    is anything else (parse_line takes it, and says what is wrong with it), -1 on an
    error adding its row. The rows are the ones parse_header makes. */
 static int fast_header(Parser *p, const char *s, const char *e, const char **next) {
     uint64_t start, end, off, dev, ino = 0;
     int perms;
     const char *q = common_shape(s, &start, &end, &perms, &off, &dev);
-    if (q == NULL) {
-        uint64_t major, minor;
-        q = hex_field(s, &start, 8, 16, '-');
-        if (q == NULL || (q = hex_field(q, &end, 8, 16, ' ')) == NULL)
-            return 0;
-        if ((perms = perm_bits(q)) < 0 || q[4] != ' ')
-            return 0;
-        q = hex_field(q + 5, &off, 8, 16, ' ');
-        if (q == NULL || (q = hex_field(q, &major, 2, 3, ':')) == NULL ||
-            (q = hex_field(q, &minor, 2, 5, ' ')) == NULL)
-            return 0;
-        dev = (major << 20) | minor;
-    }
-    if (end <= start)
+    if (q == NULL || end <= start)
         return 0;
     const char *b = q;
     while (*q >= '0' && *q <= '9' && q - b < 20)
@@ -1301,21 +1256,19 @@ static void *alone_reader(void *arg) {
         return NULL;
     }
     for (;;) {
-        ssize_t n = read(a->fd, buf, ALONE_CHUNK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            a->err = errno;
+        int eof;
+        size_t n = fill_buf(a->fd, buf, ALONE_CHUNK, 0, &eof, &a->err); /* one read */
+        if (a->err) {
             a->rc = -2;
             break;
         }
         if (n == 0)
             break;
-        if (parse_chunk(a->p, buf, (size_t)n) < 0) {
+        if (parse_chunk(a->p, buf, n) < 0) {
             a->rc = -1;
             break;
         }
-        a->total += n;
+        a->total += (long long)n;
         if (a->p->field_lines > 0) {
             a->handoff = 1;
             break;
