@@ -47,8 +47,9 @@ def keep_off_one_cpu(hold: bool = False) -> frozenset[int] | None:
     Returns the CPUs the thread had, for the reading thread (``feed_fd(fd, cpus)``) and
     :func:`restore_cpus`; None with fewer than two, where they cannot be read or set, or
     while an early read holds them (it gives them back itself). ``hold``: an early read
-    takes them, and gives them back with :func:`_give_back`. The reading thread is not
-    tied to the CPU left free: on a busy host it runs wherever the scheduler finds
+    takes them, and gives them back with :func:`_give_back`. The reading thread moves to
+    the CPU left free (the highest: ``move_to_free_cpu`` in the C parser finds it so),
+    then may run on all of them: on a busy host it goes wherever the scheduler finds
     room."""
     tid = threading.get_native_id()
     with _lock:
