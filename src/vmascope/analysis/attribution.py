@@ -209,10 +209,11 @@ def by_backing(snap: Snapshot, classes: np.ndarray) -> list[BackingRow]:
     guess = int(np.bincount(classes[::SAMPLE_EVERY], minlength=k).argmax())
     others = np.flatnonzero(classes != guess)
     if len(others) < FEW_CANDIDATES * len(classes):
-        counts = np.bincount(classes[others], minlength=k)
-        nbytes = np.bincount(classes[others], weights=sizes[others], minlength=k)
+        cls, osz = classes[others], sizes[others]
+        counts = np.bincount(cls, minlength=k)
+        nbytes = np.bincount(cls, weights=osz, minlength=k)
         counts[guess] = len(classes) - len(others)
-        nbytes[guess] = int(sizes.sum()) - int(sizes[others].sum())
+        nbytes[guess] = int(sizes.sum()) - int(osz.sum())
     else:
         counts = np.bincount(classes, minlength=k)
         nbytes = np.bincount(classes, weights=sizes, minlength=k)
@@ -228,7 +229,7 @@ def top_files(snap: Snapshot, classes: np.ndarray, limit: int = 10) -> list[Back
     if not is_file.any():
         return []
     ids = snap.name_id[is_file].astype(np.int64)
-    sizes = (snap.end - snap.start)[is_file].astype(np.int64)
+    sizes = snap.sizes()[is_file]
     counts = np.bincount(ids, minlength=len(snap.names))
     nbytes = np.bincount(ids, weights=sizes, minlength=len(snap.names))
     order = np.lexsort((-nbytes, -counts))[:limit]
