@@ -903,6 +903,55 @@ def test_a_notice_of_strace_inside_a_call_s_line() -> None:
     ]
 
 
+def test_a_notice_of_strace_after_a_space_of_the_cut_line() -> None:
+    """The cut can come after a space ("wait4(17218, strace: ..."): the space is the
+    call's, and the line goes on where it stopped (strace 6.x on stderr, seen on mapcalls)."""
+    log = """
+    rt_sigprocmask(SIG_SETMASK, [], strace: Process 18402 attached
+    NULL, 8) = 0
+    [pid 18402] munmap(0x7f0000001000, 4096) = 0
+    [pid 18401] munmap(0x7f0000002000, 4096) = 0
+    [pid 18401] wait4(18403, strace: Process 18403 attached
+     <unfinished ...>
+    [pid 18403] munmap(0x7f0000003000, 4096) = 0
+    """
+    stats = ParseStats()
+    events = parse(log, stats=stats)
+    assert [(e.call, e.tid, e.args) for e in events] == [
+        ("munmap", 18402, (0x7F0000001000, 4096)),
+        ("munmap", 18401, (0x7F0000002000, 4096)),
+        ("munmap", 18403, (0x7F0000003000, 4096)),
+    ]
+    assert stats.skipped == 4 and stats.unknown == 0  # 2 notices, rt_sigprocmask, wait4
+
+
+def test_an_exit_cut_by_another_thread_s_line_ends_with_the_thread() -> None:
+    """strace prints "exit(0 <unfinished ...>" when another tracee's line comes before the
+    thread is gone, and no resumed line after: the notice ends the call."""
+    log = """
+    [pid   701] munmap(0x7f0000001000, 4096) = 0
+    [pid   701] exit(0 <unfinished ...>
+    [pid   700] munmap(0x7f0000002000, 4096) = 0
+    [pid   701] +++ exited with 0 +++
+    [pid   702] exit_group(7 <unfinished ...>
+    [pid   700] wait4(702,  <unfinished ...>
+    [pid   702] +++ exited with 7 +++
+    <... wait4 resumed>NULL, 0, NULL) = 702
+    exit_group(0)                           = ?
+    +++ exited with 0 +++
+    """
+    stats = ParseStats()
+    events = parse(log, stats=stats, tgids={700: 700, 701: 700, 702: 702})
+    assert [(e.call, e.pid, e.tid, e.args, e.ret, e.inferred) for e in events] == [
+        ("munmap", 700, 701, (0x7F0000001000, 4096), 0, False),
+        ("munmap", 700, 700, (0x7F0000002000, 4096), 0, False),
+        ("exit", 700, 701, (0,), None, False),  # where the call ended
+        ("exit_group", 702, 702, (7,), None, False),
+        ("exit_group", 700, 700, (0,), None, False),
+    ]
+    assert stats.unfinished == 0
+
+
 def test_the_unprefixed_thread_resumes_its_clone_after_the_child_s_first_line() -> None:
     log = """
     clone3({flags=CLONE_VM|CLONE_THREAD, exit_signal=0, stack=0x7f0000000000, stack_size=0x8000, tls=0x7f0000007000}strace: Process 601 attached

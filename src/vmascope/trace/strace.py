@@ -322,6 +322,13 @@ class StraceParser:
         if m.group("super") is not None:
             self.stats.skipped += 1
             return
+        pend = self.pending.get(tid)
+        if pend is not None and pend.name in ("exit", "exit_group"):
+            # "exit(0 <unfinished ...>" and no resumed line: the thread is gone, its
+            # call ended there ("= ?", as strace prints it when not cut)
+            del self.pending[tid]
+            self._call(pend.lineno, tid, pend.name, pend.text + ") = ?")
+            yield from self._flush_last()
         g = None if tid is None else self._tgid_of(tid)
         if tid in self.exited_call or (g is not None and g in self.group_exit):
             self.stats.skipped += 1

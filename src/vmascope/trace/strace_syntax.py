@@ -323,10 +323,11 @@ RESULT = re.compile(
 EXIT = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG[A-Z0-9+-]+)"
                    r"(?: \(core dumped\))?|(?P<super>superseded by execve.*?)) \+\+\+\s*$")
 # "mmap(...strace: Process 12 attached": the notice, written to stderr while a call's
-# line was half printed, and the rest of the line follows on the next one
+# line was half printed, and the rest of the line follows on the next one (what was
+# printed before it is kept as it is, a trailing space included: "wait4(12, strace: ...")
 # ("/usr/bin/strace: ..." when strace was run by its path)
 NOTE_INSIDE = re.compile(
-    r"^(.*?\S)(?:(?:/[\w.+-]+)*/)?strace: Process \d+ (?:attached|detached)\s*$")
+    r"^(\s*\S.*?)(?:(?:/[\w.+-]+)*/)?strace: Process \d+ (?:attached|detached)\s*$")
 STRACE_NOTE = re.compile(
     r"^(?:(?:\S*/)?strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming"
     r"|\[ Process PID=\d+ runs in )")
