@@ -61,7 +61,7 @@ from .events import CALLS, Event, FileRef
 from .strace_syntax import (
     CALL, CLONE_ARG_NAMES, EXIT, LINE, MASK32, MASK64, NOTE_INSIDE, PROCESS_CALLS, RESULT,
     RAW_CLONE3_FLAGS, RESUMED, SIGNATURES, STRACE_NOTE, UNFINISHED, Frame, Malformed, Modules,
-    Pending, UnknownSymbol, frame, split_args, struct_fields, value,
+    Pending, UnknownSymbol, frame, result_value, split_args, struct_fields, value,
 )
 
 
@@ -389,7 +389,7 @@ class StraceParser:
             self.last_kept = False
             return
         try:
-            ret = self._ret(res)
+            ret = result_value(res)
             args, text_arg, path = self._args(name, args_text)
         except UnknownSymbol as e:
             self.stats.unknown += 1
@@ -427,23 +427,6 @@ class StraceParser:
     @staticmethod
     def _raw_clone3(parts: list[str]) -> bool:
         return bool(parts) and not parts[0].lstrip().startswith("{")
-
-    @staticmethod
-    def _ret(res: re.Match[str]) -> int | None:
-        val = res.group("val")
-        if val == "?":
-            return None
-        v = int(val, 16) if val.startswith(("0x", "0X")) else int(val)
-        if v >= 1 << 63:
-            v -= 1 << 64
-        if v == -1 and res.group("err"):
-            num = uapi.errno_number(res.group("err"))
-            if num is None:
-                raise UnknownSymbol(res.group("err"))
-            return -num
-        if v == -1 and res.group("errnum"):
-            return -int(res.group("errnum"))
-        return v
 
     def _args(self, name: str, parts: list[str]) -> tuple[tuple[int, ...], str | None, str | None]:
         sig = SIGNATURES[name]

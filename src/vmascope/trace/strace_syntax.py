@@ -331,3 +331,21 @@ NOTE_INSIDE = re.compile(
 STRACE_NOTE = re.compile(
     r"^(?:(?:\S*/)?strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming"
     r"|\[ Process PID=\d+ runs in )")
+
+
+def result_value(res: re.Match[str]) -> int | None:
+    """The number a RESULT match stands for: None for '?', -errno for an error."""
+    val = res.group("val")
+    if val == "?":
+        return None
+    v = int(val, 16) if val.startswith(("0x", "0X")) else int(val)
+    if v >= 1 << 63:
+        v -= 1 << 64
+    if v == -1 and res.group("err"):
+        num = uapi.errno_number(res.group("err"))
+        if num is None:
+            raise UnknownSymbol(res.group("err"))
+        return -num
+    if v == -1 and res.group("errnum"):
+        return -int(res.group("errnum"))
+    return v
