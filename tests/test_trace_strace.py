@@ -914,6 +914,10 @@ def test_a_notice_of_strace_after_a_space_of_the_cut_line() -> None:
     [pid 18401] wait4(18403, strace: Process 18403 attached
      <unfinished ...>
     [pid 18403] munmap(0x7f0000003000, 4096) = 0
+    [pid 18401] clone(child_stack=NULL, flags=SIGCHLD <unfinished ...>
+    /usr/bin/strace: Process 18404 attached
+    [pid 18404] munmap(0x7f0000004000, 4096) = 0
+    [pid 18401] <... clone resumed>, child_tidptr=0x7f0000000010) = 18404
     """
     stats = ParseStats()
     events = parse(log, stats=stats)
@@ -921,8 +925,10 @@ def test_a_notice_of_strace_after_a_space_of_the_cut_line() -> None:
         ("munmap", 18402, (0x7F0000001000, 4096)),
         ("munmap", 18401, (0x7F0000002000, 4096)),
         ("munmap", 18403, (0x7F0000003000, 4096)),
+        ("munmap", 18404, (0x7F0000004000, 4096)),
+        ("clone", 18401, (17, 0, 0, 0x7F0000000010, 0)),  # flags: SIGCHLD
     ]
-    assert stats.skipped == 4 and stats.unknown == 0  # 2 notices, rt_sigprocmask, wait4
+    assert stats.skipped == 5 and stats.unknown == 0  # 3 notices, rt_sigprocmask, wait4
 
 
 def test_an_exit_cut_by_another_thread_s_line_ends_with_the_thread() -> None:
@@ -964,6 +970,31 @@ def test_the_unprefixed_thread_resumes_its_clone_after_the_child_s_first_line() 
     events = parse(log)
     assert [(e.call, e.pid, e.tid) for e in events] == [
         ("clone3", 600, 600), ("munmap", 600, 601), ("munmap", 600, 600)]
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_the_new_thread_maps_before_the_unprefixed_thread_resumes_its_clone(
+        before: bool) -> None:
+    """The child's calls that the log keeps do not make it the thread of the lines before
+    (seen under load: the whole thread ran before its parent's clone3 returned), with or
+    without an earlier call of the parent to hold."""
+    log = """
+    munmap(0x7f0000009000, 4096) = 0""" * before + """
+    clone3({flags=CLONE_VM|CLONE_THREAD, exit_signal=0, stack=0x7f0000000000, stack_size=0x8000, tls=0x7f0000007000}strace: Process 801 attached
+     <unfinished ...>
+    [pid   801] mmap(NULL, 28672, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000010000
+    [pid   801] munmap(0x7f0000010000, 28672) = 0
+    [pid   801] exit(0)                     = ?
+    [pid   800] <... clone3 resumed> => {parent_tid=[0]}, 88) = 801
+    [pid   801] +++ exited with 0 +++
+    munmap(0x7f0000002000, 4096) = 0
+    """
+    stats = ParseStats()
+    events = parse(log, stats=stats)
+    assert [(e.call, e.pid, e.tid) for e in events] == [("munmap", 800, 800)] * before + [
+        ("mmap", 800, 801), ("munmap", 800, 801), ("exit", 800, 801),
+        ("clone3", 800, 800), ("munmap", 800, 800)]
+    assert stats.unfinished == 0
 
 
 def test_a_target_killed_while_recorded_leaves_its_exit(tmp_path: Path,

@@ -230,9 +230,9 @@ class StraceParser:
         m = RESUMED.match(body)
         if pend is not None and m and m.group("name") == pend.name:
             return tid
-        if None in self.pending_clone and tid not in self.tgid and \
-                self.first_child in (None, tid):
-            self.first_child = tid
+        if None in self.pending_clone and tid not in self.tgid and self.first_child is None:
+            self.first_child = tid  # that clone's child: its process is known on release
+            self.orphans[tid] = self.pending_clone[None]
             return None
         return tid
 
@@ -349,7 +349,7 @@ class StraceParser:
         yield from self._emit(ev, tid)
 
     def _emit(self, ev: Event, tid: int | None) -> Iterator[Event]:
-        if tid is None or self.held:  # keep the order until the held ones are known
+        if tid is None or self.held or tid in self.orphans:  # keep the order until known
             self.held.append(ev)
             return
         self.stats.events += 1

@@ -325,9 +325,10 @@ EXIT = re.compile(r"^\+\+\+ (?:exited with (?P<code>-?\d+)|killed by (?P<sig>SIG
 # "mmap(...strace: Process 12 attached": the notice, written to stderr while a call's
 # line was half printed, and the rest of the line follows on the next one (what was
 # printed before it is kept as it is, a trailing space included: "wait4(12, strace: ...")
-# ("/usr/bin/strace: ..." when strace was run by its path)
+# ("/usr/bin/strace: ..." when strace was run by its path). Alone on its line, the
+# notice leaves nothing to carry over.
 NOTE_INSIDE = re.compile(
-    r"^(\s*\S.*?)(?:(?:/[\w.+-]+)*/)?strace: Process \d+ (?:attached|detached)\s*$")
+    r"^(.*?)(?:(?:/[\w.+-]+)*/)?strace: Process \d+ (?:attached|detached)\s*$")
 STRACE_NOTE = re.compile(
     r"^(?:(?:\S*/)?strace: |Process \d+ (?:attached|detached)|\?\?\?|<\.\.\. resuming"
     r"|\[ Process PID=\d+ runs in )")
