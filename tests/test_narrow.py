@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from rich.console import Console
 
 from vmascope.lab import session
@@ -78,6 +79,60 @@ def test_kernels_list_at_80_columns_cuts_nothing() -> None:
     assert len(f"6.12: {ROWS[1]['path']}") <= 80 < len(f"newest: {ROWS[2]['path']}")
     assert f"\n6.12: {ROWS[1]['path']}\n" in text
     assert f"\nnewest:\n  {ROWS[2]['path']}\n" in text
+
+
+# the whole matrix, with versions as long as Debian's own: a backport's and a release
+# candidate's version, a backports suite name
+VERSIONS = {"5.10": ("5.10.223-1", "5.10.0-32-cloud-amd64"),
+            "6.1": ("6.1.176-1", "6.1.0-50-cloud-amd64"),
+            "6.12": ("6.12.117-1", "6.12.117+deb13-cloud-amd64"),
+            "stable": ("7.3.4-1~bpo13+1", "7.3.4+deb13-cloud-amd64"),
+            "newest": ("7.2.13-1", "7.2.13+deb14-cloud-amd64"),
+            "next": ("7.3~rc7-1~exp1", "7.3-cloud-amd64")}
+
+
+def _matrix_rows(cache: str) -> list[dict]:
+    from vmascope.lab.kernels import SUITES
+
+    rows = [ROWS[0]]
+    for name, suite in SUITES.items():
+        version, release = VERSIONS[name]
+        rows.append({"name": name, "suite": suite, "fetched": name != "next",
+                     "version": version if name != "next" else None,
+                     "release": release if name != "next" else None,
+                     "path": f"{cache}/{suite}-vmlinuz-{release}" if name != "next" else None})
+    return rows
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_kernels_list_of_the_whole_matrix_cuts_nothing(width: int) -> None:
+    rows = _matrix_rows("/root/.cache/vmascope/kernels")
+    text = _render(print_kernels, rows, width=width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width and "…" not in text, text
+    for r in rows:  # every name, suite, version, release and path, whole, on a line
+        for key in ("name", "suite", "version", "release", "path"):
+            if r[key]:
+                assert any(r[key] in line.split() or r[key] == line.strip()
+                           or f"{r[key]} (" in line or f"({r[key]})" in line
+                           for line in lines), (key, r[key], text)
+    # the kernel that is not fetched says so, in the table or in its block
+    nxt = next(line for line in lines if "next" in line.split()
+               or line.startswith("next"))
+    assert "no" in nxt.split() or "not fetched" in nxt, text
+
+
+def test_kernels_list_stacks_per_kernel_when_the_table_would_not_fit() -> None:
+    rows = _matrix_rows("/root/.cache/vmascope/kernels")
+    text = _render(print_kernels, rows, width=80)
+    assert "┃" not in text  # no table: a block per kernel
+    assert "\nstable (trixie-backports)\n  version  7.3.4-1~bpo13+1\n" \
+        "  release  7.3.4+deb13-cloud-amd64\n  path:\n" \
+        "  /root/.cache/vmascope/kernels/trixie-backports-vmlinuz-7.3.4+deb13-cloud-amd64\n" \
+        in text, text
+    assert "\nnext (experimental), not fetched\n" in text
+    wide = _render(print_kernels, rows, width=160)
+    assert "┃ name" in wide and "\nstable (trixie-backports)" not in wide
 
 
 def test_kernels_list_command_at_80_columns(tmp_path: Path) -> None:

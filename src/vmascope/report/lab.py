@@ -210,16 +210,23 @@ def print_diff(diff: Any, console: Any) -> None:
 
 
 def print_kernels(rows: Sequence[dict[str, Any]], console: Any) -> None:
+    """``kernels list``: a table when it fits the terminal (the paths under it when only
+    they do not), else a block per kernel; nothing is cut, a long path folds."""
     from rich.table import Table
-
     from rich.text import Text
 
     cols = ("name", "suite", "fetched", "version", "release", "path")
     cells = [(r["name"], r["suite"] or "-", "yes" if r["fetched"] else "no",
               r["version"] or "-", r["release"] or "-", r["path"] or "-") for r in rows]
     widths = [max(len(c[i]) for c in [cols, *cells]) for i in range(len(cols))]
-    # the paths go under the table when the table with them would not fit
-    below = sum(widths) + 3 * len(cols) + 1 > console.width
+
+    def fits(n: int) -> bool:  # a rich table of the first n columns: 3 per cell + 1
+        return sum(widths[:n]) + 3 * n + 1 <= console.width
+
+    if not fits(len(cols) - 1):
+        _print_kernel_blocks(cells, console)
+        return
+    below = not fits(len(cols))  # the paths go under the table
     shown = cols[:-1] if below else cols
     table = Table(title="lab kernels")
     for col in shown:
@@ -235,4 +242,25 @@ def print_kernels(rows: Sequence[dict[str, Any]], console: Any) -> None:
             if len(line) > console.width:  # the path on a line of its own
                 console.print(Text(f"{c[0]}:"))
                 line = f"  {c[-1]}"
+            console.print(Text(line), overflow="fold")
+
+
+def _print_kernel_blocks(cells: Sequence[tuple[str, ...]], console: Any) -> None:
+    """Too narrow for the table: a block per kernel, its name and suite on the first line
+    and a labelled line for each of version, release and path (a value too long for its
+    label's line on a line of its own)."""
+    from rich.text import Text
+
+    console.print(Text("lab kernels", style="bold"))
+    for name, suite, fetched, version, release, path in cells:
+        head = name if suite == "-" else f"{name} ({suite})"
+        console.print(Text(head + ("" if fetched == "yes" else ", not fetched"),
+                           style="bold"), overflow="fold")
+        for label, value in (("version", version), ("release", release), ("path", path)):
+            if value == "-":
+                continue
+            line = f"  {label:<8} {value}"
+            if len(line) > console.width:  # the value on a line of its own
+                console.print(Text(f"  {label}:"))
+                line = f"  {value}"
             console.print(Text(line), overflow="fold")
