@@ -252,6 +252,51 @@ def bpf_build_problem() -> str | None:
 _INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
 
 
+CAP_SYS_PTRACE = 19
+
+
+def _ids(status: str, key: str) -> set[int]:
+    """The real, effective, saved (and fs) ids of a /proc/PID/status ``Uid:``/``Gid:``."""
+    for line in status.splitlines():
+        if line.startswith(key):
+            return {int(v) for v in line.split()[1:4]}  # not the fs id
+    return set()
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def read_access_advice(pid: int) -> str:
+    """Why the kernel refuses this process /proc/PID/maps and what to do, for the one-line
+    error. Reading another process's mappings is a ptrace *read* check (mm_access with
+    PTRACE_MODE_READ_FSCREDS, kernel/ptrace.c): the reader must have the target's uid and
+    gid and the target must be dumpable, or the reader needs CAP_SYS_PTRACE; then the
+    security modules decide. Yama's ptrace_scope restricts attaching only, not this."""
+    status = _read(proc_path(str(pid), "status")) or ""
+    uids, gids = _ids(status, "Uid:"), _ids(status, "Gid:")
+    elsewhere = ("a security module (SELinux, AppArmor), a sandbox or a user namespace above "
+                 "this one protects it")
+    if _has_cap(CAP_SYS_PTRACE):
+        return f"refused even with CAP_SYS_PTRACE: {elsewhere}"
+    if os.geteuid() == 0:
+        return ("refused to root without CAP_SYS_PTRACE: add it (in a container: "
+                f"--cap-add SYS_PTRACE), or {elsewhere}")
+    if not uids or not gids:
+        return "run as root, or as the process owner (the kernel's ptrace read check)"
+    if uids == {os.geteuid()} and gids == {os.getegid()}:
+        return ("it is not dumpable (a set-uid program, or prctl PR_SET_DUMPABLE 0): "
+                "only root may read it")
+    owner = _user(min(uids)) if len(uids) == 1 else "uids " + ",".join(map(str, sorted(uids)))
+    return (f"it runs as {owner}: run as root or as its owner "
+            "(the kernel's ptrace read check)")
+
+
 def can_use_tracefs() -> bool:
     """tracefs needs root (CAP_SYS_ADMIN to mount it) and the kernel's tracing support."""
     return _has_cap(CAP_SYS_ADMIN) and sys_path("kernel", "tracing").exists()
@@ -261,6 +306,6 @@ __all__ = [
     "KernelFacts", "bpf_build_problem", "bpf_record_problem", "can_set_brk", "can_use_bpf",
     "can_use_tracefs", "debian_version", "effective_caps", "epoch_for", "has_numa_maps",
     "kernel_config", "kernel_facts", "kernel_view_problem", "machine_thp", "max_map_count",
-    "page_size", "proc_path", "release", "set_max_map_count", "set_roots", "sys_path",
-    "thp_enabled",
+    "page_size", "proc_path", "read_access_advice", "release", "set_max_map_count",
+    "set_roots", "sys_path", "thp_enabled",
 ]

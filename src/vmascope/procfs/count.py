@@ -78,7 +78,9 @@ def read_count(pid: int, *, cmdline: bool = False, proc_root: str = "/proc",
         alive = _read_small(f"{base}/stat")
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM):
-            raise AccessDenied(pid, f"{base}/maps") from None
+            from .. import host
+
+            raise AccessDenied(pid, f"{base}/maps", host.read_access_advice(pid)) from None
         return None  # ENOENT, ESRCH: it exited; anything else: it is going
     close = stat.rfind(b")")
     state = alive[alive.rfind(b")") + 2:alive.rfind(b")") + 3]

@@ -1,7 +1,7 @@
 """Reading /proc/PID files: large reads, errors translated once.
 
 ``OSError`` becomes :class:`ProcessNotFound` (ENOENT, ESRCH: no such pid, or it exited
-while being read) or :class:`AccessDenied` (EACCES, EPERM: root or ptrace access needed).
+while being read) or :class:`AccessDenied` (EACCES, EPERM; ``host.read_access_advice`` says why).
 Big files (maps, smaps, numa_maps) are read by a thread into a few reused buffers while
 the caller's sinks (parser, compressor) consume the previous buffer: the kernel's seq_file
 text generation runs on one core, parsing and compression on the other.
@@ -47,7 +47,9 @@ def translate(exc: OSError, pid: int, path: str) -> VmascopeError:
     if exc.errno in (errno.ENOENT, errno.ESRCH):
         return ProcessNotFound(pid, "exited while being read" if exc.errno == errno.ESRCH else "")
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return AccessDenied(pid, path)
+        from .. import host
+
+        return AccessDenied(pid, path, host.read_access_advice(pid))
     return VmascopeError(f"pid {pid}: cannot read {path}: {exc.strerror}")
 
 
