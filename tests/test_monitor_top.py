@@ -142,3 +142,34 @@ def test_top_in_a_terminal_sorts_and_quits(tmp_path: Path) -> None:
         # q ends it, with status 0
         screen = t.wait_for(lambda s: "EXIT=" in s)
         assert "EXIT=0" in screen, screen
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160])
+def test_the_table_cuts_no_header_and_no_cause(width: int) -> None:
+    """Every header whole, and every cause a whole label (a short one when narrow), never
+    an internal key or a cut word."""
+    import io
+
+    from rich.console import Console
+
+    from vmascope.analysis.budget import CAUSE_LABELS, CAUSE_SHORT, CAUSES
+    from vmascope.monitor.reading import Reading
+    from vmascope.monitor.top import Row
+    from vmascope.report.top import table
+
+    rows = [Row(1000 + i, f"proc{i}", 60_000 - i, 91.0, 7 << 30, 1200.0,
+                "/usr/lib/x86_64-linux-gnu/libjvm.so" if i % 2 else "anonymous",
+                59_000 - i, cause) for i, cause in enumerate(CAUSES)]
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None).print(
+        table(Reading(0.0, 0.1, 65530, []), rows, "P", 2.0, width=width))
+    lines = buf.getvalue().splitlines()
+    assert max(map(len, lines)) <= width
+    header = lines[1].split()
+    wide = width >= 110
+    assert header == ["PID", "COMMAND", "VMAS", "%LIM", "/MIN", "RSS",
+                      *(["BIGGEST", "RESERVATION"] if wide else ["RESERVATION"]), "CAUSE"]
+    labels = CAUSE_LABELS if wide else CAUSE_SHORT
+    for cause, line in zip(CAUSES, lines[2:]):
+        assert line.rstrip().endswith(" " + labels[cause]), (cause, line)
+        assert "libjvm.so" in line or "anonymous" in line, line

@@ -54,6 +54,12 @@ CAUSE_LABELS: dict[str, str] = {
     "special": "special mapping",
     "unexplained": "no visible reason",
 }
+# The same, at most 11 characters: a narrow table's column (``top`` at 80 columns).
+CAUSE_SHORT: dict[str, str] = {
+    "protection": "protection", "vmflags": "VmFlags", "anon_vma": "anon_vma",
+    "file_offset": "file/offset", "anon_name": "anon name", "hole": "hole",
+    "mempolicy": "NUMA policy", "special": "special", "unexplained": "no reason",
+}
 # Colours for the pictures (stacked bar, strip), one per cause.
 CAUSE_COLOURS: dict[str, str] = {
     "protection": "#4c72b0", "vmflags": "#dd8452", "anon_vma": "#c44e52",
@@ -345,5 +351,5 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
                   anon_counts=anon_counts, firsts=firsts, counts=counts)
 
 
-__all__ = ["CAUSES", "CAUSE_COLOURS", "CAUSE_LABELS", "Budget", "BudgetReservation",
+__all__ = ["CAUSES", "CAUSE_COLOURS", "CAUSE_LABELS", "CAUSE_SHORT", "Budget", "BudgetReservation",
            "CauseTotals", "budget", "classify", "links"]

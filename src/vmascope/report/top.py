@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ..analysis.budget import CAUSE_LABELS
+from ..analysis.budget import CAUSE_LABELS, CAUSE_SHORT
 from ..monitor.reading import Reading
 from ..monitor.top import SORTS, Row
 
@@ -49,7 +49,9 @@ def table(reading: Reading, rows: Sequence[Row], sort: str, delay: float,
     t.add_column("/MIN", justify="right", no_wrap=True)
     t.add_column("RSS", justify="right", no_wrap=True)
     spare = max(20, width - 52)
-    t.add_column("BIGGEST RESERVATION", no_wrap=True, ratio=3, overflow="crop")
+    wide = width >= 110  # room for the long header and the causes' whole labels
+    t.add_column("BIGGEST RESERVATION" if wide else "RESERVATION", no_wrap=True, ratio=3,
+                 overflow="crop")
     t.add_column("CAUSE", no_wrap=True, ratio=2, overflow="crop")
     for r in rows:
         pct = f"{r.percent:.1f}" if r.percent is not None else "?"
@@ -57,9 +59,7 @@ def table(reading: Reading, rows: Sequence[Row], sort: str, delay: float,
                  "yellow" if (r.percent or 0) >= 70 else "")
         growth = "" if r.growth_per_min is None else f"{r.growth_per_min:+.0f}"
         big = (f"{r.biggest_count} {_short(r.biggest, spare)}" if r.biggest else "")
-        cause = r.cause or ""
-        if cause and width >= 110:
-            cause = CAUSE_LABELS.get(cause, cause)
+        cause = (CAUSE_LABELS if wide else CAUSE_SHORT).get(r.cause, r.cause) if r.cause else ""
         t.add_row(str(r.pid), _short(r.comm, 15), str(r.map_count), Text(pct, style),
                   growth, _size(r.rss_bytes), big, _short(cause, spare // 2))
     foot = [Text(line[:width], "dim") for line in note_lines(reading, width)]
