@@ -143,7 +143,14 @@ CASES: list[tuple[str, int, str]] = [
     ("snapshot {pid} -o /dev/null", OUTPUT, "is a character device"),
     ("snapshot {d}/dump.txt -o {d}/out/x.vmasnap", USAGE, "TARGET must be a pid"),
     ("simulate", USAGE, "SCRIPT"),
-    ("simulate {d}/no-such.ops", USAGE, "no such file"),
+    ("simulate {d}/no-such.ops", USAGE,
+     "no-such.ops: no such file (expected an op script file or a scenario's name)"),
+    ("simulate {d}", USAGE, "is a directory, expected an op script file"),
+    ("simulate sed", USAGE, "sed: no such script file, and an unknown scenario (did you "
+     "mean seed? `vmascope lab scenarios` lists them)"),
+    ("lab run merge-mprotect-unfaulted-lft", USAGE, "did you mean "
+     "merge-mprotect-unfaulted-left?"),
+    ("replay {d}/no-such.trace", USAGE, "no-such.trace: no such file (expected a trace file)"),
     ("simulate /dev/zero", USAGE, "is a device"),
     ("simulate {d}/unknown.ops", MALFORMED, "unknown.ops:2: unknown operation"),
     ("simulate {d}/float.jsonl", MALFORMED, "float.jsonl:1:"),

@@ -202,3 +202,30 @@ def test_verify_on_the_host_agrees() -> None:
 def test_every_merge_script_is_a_scenario_with_its_expectation() -> None:
     files = sorted(p.stem for p in scenarios.MERGE_DIR.glob("*.ops"))
     assert files == sorted(scenarios.MERGE) == sorted(scenarios.MERGE_EXPECT_616)
+
+
+def test_simulate_takes_the_lab_s_scenarios_and_matches_the_real_kernel() -> None:
+    """`vmascope simulate NAME` runs a scenario where the lab's executor puts it: its VMAs
+    are those the running kernel made for `lab run NAME` (arena-relative there)."""
+    from vmascope.lab.executor import ARENA_BASE
+
+    names = ["seed", "seed-hack", *scenarios.MERGE]
+    lab = cli("lab", "run", *names, "--json")
+    assert lab.returncode == 0, lab.stderr
+    real = {run["script"]: run["kernels"][0]["real"] for run in json.loads(lab.stdout)}
+    sim = cli("simulate", *names, "--json")
+    assert sim.returncode == 0, sim.stderr
+    docs = [json.loads(line) for line in sim.stdout.splitlines()]
+    assert [d["script"] for d in docs] == names
+
+    def shape(vmas: list[dict], base: int) -> list[tuple[int, int, str]]:
+        return [(int(v["start"], 16) - base, int(v["end"], 16) - base, v["perms"])
+                for v in vmas]
+
+    for d in docs:
+        r = real[d["script"]]
+        assert shape(d["vmas"], ARENA_BASE) == shape(r["vmas"], 0), d["script"]
+        assert [e["errno"] for e in d["errors"]] == [e["errno"] for e in r["errors"]]
+    # a file of the same text is absolute: the seed's mprotects miss its mapping
+    out = cli("simulate", "-", "--json", stdin=scenarios.text("seed"))
+    assert out.returncode == 0 and json.loads(out.stdout)["errors"], out.stdout

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..kconst import DEFAULT_MAX_MAP_COUNT
 
-from ..errors import ParseError, UsageError
+from ..errors import UsageError
 from .common import add_format, add_output, add_verb, print_json
 
 
@@ -16,8 +16,9 @@ def register(subparsers: Any) -> None:
     p = add_verb(subparsers, "simulate", "run op scripts in the kernel VMA simulator",
                  "Simulate op scripts (docs/op-language.md) on a model of a kernel's VMA "
                  "bookkeeping and print the resulting VMAs, errors and faults.", run=run)
-    p.add_argument("scripts", nargs="+", metavar="SCRIPT",
-                   help="an op script (text or JSONL); - reads standard input")
+    p.add_argument("scripts", nargs="+", metavar="SCRIPT|SCENARIO",
+                   help="an op script (text or JSONL), - for standard input, or a scenario: "
+                   "seed, seed-hack, merge-..., exhaust (see `vmascope lab scenarios`)")
     p.add_argument("--kernel", metavar="RELEASE",
                    help="kernel release to model, e.g. 6.1, 6.12.117, 6.18, 7.2.13 "
                    "(default: the running kernel)")
@@ -36,23 +37,11 @@ def register(subparsers: Any) -> None:
                    "setting for the running kernel, never otherwise")
 
 
-def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    from ..procfs.load import open_input
-
-    with open_input(path, path) as fh:
-        data = fh.read()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParseError(path, None, "expected a text op script (not valid UTF-8)") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import host
     from ..kernel.sim import simulate_ops
-    from ..ops.language import load_script
+    from ..lab.executor import ARENA_BASE
+    from ..lab.scenarios import load
     from ..report.simulate import outcome_json, outcome_text
 
     if args.max_map_count < 1:
@@ -65,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     parsed = []
     for path in args.scripts:
         name = "<stdin>" if path == "-" else path
-        parsed.append((name, load_script(_read(path), name)))
+        # a scenario goes where the lab's executor puts it: the lab's simulator column
+        parsed.append((name, load(path, max_map_count=args.max_map_count, base=ARENA_BASE)))
     for name, ops in parsed:
         result = simulate_ops(ops, epoch, max_map_count=args.max_map_count,
                               trace=args.trace, thp=thp, script=name)

@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import ParseError, UsageError
 from ..kconst import DEFAULT_MAX_MAP_COUNT
-from ..ops.language import Op, parse_script
+from ..ops.language import Op, load_script, parse_script
 
 # The seed's pre-step and its three workers, in the order their sleeps give:
 # second = (3 - id) % 3 + 1, so id 0 sleeps 10 s, id 2 20 s and id 1 30 s.
@@ -117,8 +119,32 @@ def get(name: str, *, max_map_count: int | None = None) -> list[Op]:
     try:
         return SCENARIOS[name]()
     except KeyError:
-        raise UsageError(f"unknown scenario {name!r}; expected a script file or one of "
-                         + ", ".join(names())) from None
+        import difflib
+
+        near = difflib.get_close_matches(name, names(), n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise UsageError(f"{name}: no such script file, and an unknown scenario ({hint}"
+                         "`vmascope lab scenarios` lists them)") from None
+
+
+def load(spec: str, *, max_map_count: int | None = None, base: int = 0) -> list[Op]:
+    """What ``simulate`` and ``lab`` accept as a script: an op script file (text or JSONL),
+    ``-`` for standard input, or a scenario's name. A scenario's addresses are relative to
+    an arena: ``base`` places it (the lab's backends place every script themselves)."""
+    if spec == "-":
+        return load_script(sys.stdin.read(), "<stdin>")
+    if not os.path.lexists(spec) and "/" not in spec:
+        ops = get(spec, max_map_count=max_map_count)
+        return [op.shifted(base) for op in ops] if base else ops
+    from ..procfs.load import open_input
+
+    with open_input(spec, spec, "an op script file or a scenario's name") as fh:
+        data = fh.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError(spec, None, "expected a text op script (not valid UTF-8)") from None
+    return load_script(text, spec)
 
 
 def text(name: str) -> str:

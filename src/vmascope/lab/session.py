@@ -7,11 +7,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import UsageError
-from ..ops.language import Op, format_op, load_script
+from ..ops.language import Op, format_op
 from ..outcome import Outcome
 from . import compare, procs, runner, scenarios, verify
 from .backends import SimulatorBackend, sim_release
@@ -19,20 +18,12 @@ from .kernels import Kernel
 
 
 def load_spec(spec: str, max_map_count: int | None) -> tuple[str, list[Op]]:
-    """A script file, ``-`` (stdin) or a scenario name -> (name, ops)."""
-    if spec == "-":
-        return "<stdin>", load_script(sys.stdin.read(), "<stdin>")
-    if os.path.exists(spec):
-        try:
-            with open(spec, encoding="utf-8") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{spec}: cannot read ({exc})") from None
-        ops = load_script(text, spec)
-        if not ops:
-            raise UsageError(f"{spec}: the script has no ops")
-        return os.path.basename(spec), ops
-    return spec, scenarios.get(spec, max_map_count=max_map_count)
+    """A script file, ``-`` (stdin) or a scenario name -> (name, ops); a script without
+    ops is refused (a run on a real kernel would show nothing)."""
+    ops = scenarios.load(spec, max_map_count=max_map_count)
+    if not ops:
+        raise UsageError(f"{spec}: the script has no ops")
+    return ("<stdin>" if spec == "-" else os.path.basename(spec)), ops
 
 
 @dataclasses.dataclass

@@ -254,20 +254,22 @@ def load_target(target: str | int | os.PathLike[str]) -> Snapshot:
         return load_stream(fh, source)
 
 
-def open_input(path: str | os.PathLike[str], source: str) -> IO[bytes]:
+def open_input(path: str | os.PathLike[str], source: str,
+               expected: str = "a pid or a file") -> IO[bytes]:
     """Open an input file for reading, binary.
 
     A regular file or a FIFO (a pipe such as ``<(zcat dump.gz)``); a FIFO is opened
     without waiting for a writer, and one that has none reads as empty (it never blocks
-    forever). A directory, device or socket is a usage error (exit 2); a file the user
-    may not read is FileAccessDenied (exit 4).
+    forever). A directory, device or socket is a usage error (exit 2) naming what was
+    ``expected``; a file the user may not read is FileAccessDenied (exit 4).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise UsageError(f"{source}: no such file (and not a pid)") from None
+        why = "and not a pid" if "pid" in expected else f"expected {expected}"
+        raise UsageError(f"{source}: no such file ({why})") from None
     except IsADirectoryError:
-        raise UsageError(f"{source}: is a directory, expected a pid or a file") from None
+        raise UsageError(f"{source}: is a directory, expected {expected}") from None
     except PermissionError:
         raise FileAccessDenied(source) from None
     except OSError as exc:
@@ -275,9 +277,9 @@ def open_input(path: str | os.PathLike[str], source: str) -> IO[bytes]:
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise UsageError(f"{source}: is a directory, expected a pid or a file")
+            raise UsageError(f"{source}: is a directory, expected {expected}")
         if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise UsageError(f"{source}: is a device or socket, expected a pid or a file")
+            raise UsageError(f"{source}: is a device or socket, expected {expected}")
         os.set_blocking(fd, True)  # a FIFO without writers reads as its end
         return _Checked(os.fdopen(fd, "rb"), source)
     except BaseException:

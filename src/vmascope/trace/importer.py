@@ -35,7 +35,7 @@ def _snapshot_file(path: str | None) -> tuple[bytes | None, Snapshot | None]:
         return None, None
     from ..procfs.load import load_stream, open_input
 
-    with open_input(Path(path), path) as fh:
+    with open_input(Path(path), path, "a snapshot file") as fh:
         data = fh.read()
     return data, load_stream(io.BytesIO(data), path)
 
@@ -48,7 +48,7 @@ def import_strace(log: str | os.PathLike[str], out: str | os.PathLike[str], *,
     from .strace import ParseStats, parse_strace
 
     source = str(log)
-    with open_input(Path(log), source) as fh:
+    with open_input(Path(log), source, "an strace log") as fh:
         data = fh.read()
     try:
         text = data.decode("utf-8")

@@ -46,7 +46,7 @@ def read_trace(path: str | os.PathLike[str]) -> Trace:
     source = str(path)
     from ..procfs.load import open_input
 
-    with open_input(Path(path), source) as fh:
+    with open_input(Path(path), source, "a trace file") as fh:
         data = fh.read()
     return parse_trace(_decompressed(data, source), source)
 
