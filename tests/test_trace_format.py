@@ -362,9 +362,13 @@ def test_sites_count_the_vmas_each_call_site_made(tmp_path: Path) -> None:
         for i in range(5):  # site b: 5 read-only pages further up
             w.op(f"mprotect {base + 0x80000 + 0x2000 * i:#x} 0x1000 r--",
                  Annotation(t=0.3 + i / 100, stack=(0x7F02, 0x401200)))
+        # site c: the page after site b's last, made r-x: the r-- page before it does
+        # not merge (a refused merge); the reservation's rest after it is not a candidate
+        w.op(f"mprotect {base + 0x80000 + 0x2000 * 4 + 0x1000:#x} 0x1000 r-x",
+             Annotation(t=0.4, stack=(0x7F02, 0x401300)))
         w.symbols({0x7F01: "libc.so.6:__mmap+0x13", 0x7F02: "libc.so.6:__mprotect+0x7",
                    0x401000: "prog:reserve+0x20", 0x401100: "prog:_ZN4heap6commitEv+0x30",
-                   0x401200: "prog:seal+0x40"})
+                   0x401200: "prog:seal+0x40", 0x401300: "prog:jit+0x50"})
     tr = read_trace(tmp_path / "t")
     rep = replay(tr)
     att = attribute(rep, SiteNamer(tr))
@@ -374,12 +378,26 @@ def test_sites_count_the_vmas_each_call_site_made(tmp_path: Path) -> None:
     # reservation's, made by the mmap): 19; site b's 5 pages 10 (both edges of each).
     commit = "prog:heap::commit+0x30" if shutil.which("c++filt") else "prog:_ZN4heap6commitEv+0x30"
     assert by[commit].vmas == 19 and by[commit].causes["protection"] == 19
-    assert by["prog:seal+0x40"].vmas == 10
+    assert by["prog:seal+0x40"].vmas == 10  # its last page's end is site c's start
+    assert by["prog:jit+0x50"].vmas == 1  # the reservation's rest, after site c's page
     assert by["prog:reserve+0x20"].vmas == 1
     assert by[AT_START].vmas == 2
     assert sum(s.vmas for s in att.sites) == len(rep.snapshot)
     assert att.timeline[-1][1] == len(rep.snapshot)
     assert sum(att.timeline[-1][2].values()) == len(rep.snapshot)
+    # each refused merge counts once at its site, whatever its number of reasons; the
+    # report's per-site counts add up to its total
+    assert att.refusals == len(rep.refusals) > 0
+    assert by["prog:jit+0x50"].refusals == 1
+    assert by["prog:jit+0x50"].refused["perms"] == 1
+    assert sum(s.refusals for s in att.sites) == att.refusals
+    assert all(s.refusals <= sum(s.refused.values()) for s in att.sites)
+    from vmascope.report.replay import replay_text
+
+    text = replay_text(rep, att)
+    head = f"Refused merges by call site ({att.refusals:,} in all"
+    rows = text.split(head, 1)[1].splitlines()[1:]
+    assert sum(int(r.split()[0].replace(",", "")) for r in rows if r.strip()) == att.refusals
 
 
 def test_demangling_keeps_keys_that_are_not_cpp() -> None:

@@ -90,10 +90,11 @@ def replay_text(rep: Replay, att: Attribution | None, top: int = 10) -> str:
         refused = [s for s in att.sites if s.refused]
         if refused:
             w("")
-            w(f"Refused merges by call site ({att.refusals:,} in all)")
-            for s in sorted(refused, key=lambda s: -sum(s.refused.values()))[:top]:
+            w(f"Refused merges by call site ({att.refusals:,} in all; one can have "
+              "several reasons)")
+            for s in sorted(refused, key=lambda s: (-s.refusals, s.key))[:top]:
                 why = ", ".join(f"{k} {v:,}" for k, v in s.refused.most_common(3))
-                w(_cut(f"  {sum(s.refused.values()):>7,}  {s.key}: {why}", WIDTH))
+                w(_cut(f"  {s.refusals:>7,}  {s.key}: {why}", WIDTH))
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,7 @@ class Site:
     excess: int = 0  # of them, VMAs that a merge would have saved (a boundary inside)
     causes: Counter[str] = dataclasses.field(default_factory=Counter)
     refused: Counter[str] = dataclasses.field(default_factory=Counter)  # reason -> count
+    refusals: int = 0  # merges refused at this site (one may have several reasons)
     ops: Counter[str] = dataclasses.field(default_factory=Counter)  # op kind -> VMAs
     chain: str = ""  # a short caller chain, innermost first
     example: int = -1  # an op index
@@ -38,6 +39,7 @@ class Site:
     def to_json(self) -> dict[str, Any]:
         return {"site": self.key, "vmas": self.vmas, "excess": self.excess,
                 "causes": dict(self.causes.most_common()),
+                "refusals": self.refusals,
                 "refused_merges": dict(self.refused.most_common()),
                 "ops": dict(self.ops.most_common()), "chain": self.chain,
                 "example_op": self.example}
@@ -186,6 +188,7 @@ def attribute(rep: Replay, namer: SiteNamer | None = None, top: int = 6) -> Attr
             s.excess += int(per[flat])
     for i, _addr, codes in rep.refusals:
         s = get(i)
+        s.refusals += 1
         for c in codes:
             s.refused[c] += 1
     ordered = sorted(sites.values(), key=lambda s: (-s.vmas, -s.excess, s.key))
