@@ -242,6 +242,8 @@ def test_history_plots(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, code, words", [
     (["watch", "abc"], 2, "not a target"),
+    (["watch"], 2, "expected a TARGET (a pid or comm:NAME) or --pid PID"),
+    (["watch", "--pid", "x"], 2, "--pid: not a pid: 'x'"),
     (["watch", "1", "--exec", "true"], 2, "--exec needs --alert"),
     (["watch", "1", "--db", "/nonexistent/dir/w.db"], 2, "directory does not exist"),
     (["history", "--db", "/nonexistent.db"], 2, "no such database"),
@@ -262,3 +264,50 @@ def test_history_of_an_unknown_pid_is_one_line(tmp_path: Path) -> None:
     Store(db).close()
     out = _run("history", "--db", str(db), "--pid", str(os.getpid()))
     assert out.returncode == 2 and "no samples" in out.stderr
+
+
+def test_watch_on_a_terminal_says_what_it_does_and_names_the_columns(tmp_path: Path) -> None:
+    """On a terminal: a line saying what is watched and where it goes, and the columns'
+    names above the samples (in a pipe, the samples alone: the test above)."""
+    import os
+    import pty
+
+    db = tmp_path / "w.db"
+    with mappers(1500, grow=500) as (p,):
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.run([*VMASCOPE, "watch", "--pid", str(p.pid), "--interval",
+                                   "0.3", "--count", "6", "--db", str(db)],
+                                  stdout=slave, stderr=subprocess.PIPE, timeout=120,
+                                  env={**os.environ, "COLUMNS": "80"})
+            os.close(slave)
+            slave = -1
+            chunks = []
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's other end is closed
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            if slave >= 0:
+                os.close(slave)
+            os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    lines = b"".join(chunks).decode().replace("\r\n", "\n").splitlines()
+    # the database's path, whole: after the words when the line fits, else on its own
+    one = f"watching 1 target every 0.3 s into {db} (Ctrl-C stops)"
+    start = [one] if len(one) <= 80 else ["watching 1 target every 0.3 s (Ctrl-C stops) "
+                                          "into", f"  {db}"]
+    assert lines[:len(start)] == start
+    cols, *samples = lines[len(start):]
+    assert cols.split() == ["time", "comm", "pid", "VMAs", "limit", "growth", "full", "in",
+                            "(95", "%", "band)"]
+    assert len(samples) == 6 and all(len(line) <= 80 for line in [cols, *samples])
+    # each column under its name: the pid's right edge, the growth's "/min"
+    pid_end = cols.index("pid") + 3
+    assert all(s[:pid_end].endswith(str(p.pid)) for s in samples)
+    growth_end = cols.index("growth") + len("growth")
+    assert samples[-1][:growth_end].endswith("/min"), samples[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import UsageError
 from .common import add_verb
@@ -23,7 +24,9 @@ restart. Exit codes: 0 --count samples done, 2 usage, 3 every target exited, 9 o
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(subparsers, "watch", "sample processes into SQLite, forecast, alert",
                  DESCRIPTION, run)
-    p.add_argument("targets", nargs="+", metavar="TARGET", help="a pid or comm:NAME")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="a pid or comm:NAME")
+    p.add_argument("--pid", metavar="PID", action="append", default=[], dest="pids",
+                   help="a process to sample, beside the TARGETs (may be repeated)")
     p.add_argument("--interval", type=float, default=5.0, metavar="S",
                    help="seconds between samples (5)")
     p.add_argument("--db", metavar="FILE",
@@ -43,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..monitor.store import Store, default_db
-    from ..monitor.watch import Target, Watch
+    from ..monitor.watch import Target, Watch, header
 
     if not 0.01 <= args.interval <= 86400:
         raise UsageError("--interval takes seconds between 0.01 and 86400")
@@ -55,9 +58,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count takes a number >= 1")
     if args.causes_every < 0 or args.window <= 0:
         raise UsageError("--causes-every takes a number >= 0, --window seconds > 0")
-    targets = [Target.parse(t) for t in args.targets]
-    store = Store(args.db or default_db())
+    for pid in args.pids:
+        if not pid.strip().isdigit() or int(pid) < 1:
+            raise UsageError(f"--pid: not a pid: {pid!r}")
+    if not args.targets and not args.pids:
+        raise UsageError("expected a TARGET (a pid or comm:NAME) or --pid PID")
+    targets = [Target.parse(t) for t in [*args.targets, *(p.strip() for p in args.pids)]]
+    db = args.db or default_db()
+    store = Store(db)
     try:
+        if sys.stdout.isatty():  # a pipe gets the sample lines alone
+            for text in header(len(targets), args.interval, str(db)):
+                print(text, flush=True)
         w = Watch(store=store, targets=targets, interval=args.interval,
                   alert_pct=args.alert, exec_cmd=args.exec_cmd, follow=args.follow,
                   causes_every=args.causes_every, window=args.window,

@@ -154,6 +154,17 @@ class Watch:
             time.sleep(max(0.0, self.interval - (time.monotonic() - t0)))
 
 
+def header(targets: int, interval: float, db: str) -> list[str]:
+    """What a terminal shows before the first sample: what runs, and the columns of
+    :func:`line`."""
+    what = "1 target" if targets == 1 else f"{targets} targets"
+    first = [f"watching {what} every {interval:g} s into {db} (Ctrl-C stops)"]
+    if len(first[0]) > 80:  # the database on a line of its own, whole
+        first = [f"watching {what} every {interval:g} s (Ctrl-C stops) into", f"  {db}"]
+    return [*first, f"{'time':<8} {'comm':<12} {'pid':>7} {'VMAs':>7} {'limit':>6} "
+            f"{'growth':>12} full in (95 % band)"]
+
+
 def line(p: ProcCount, limit: int | None, f: Forecast | None) -> str:
     from .forecast import fmt_eta
 
@@ -167,4 +178,4 @@ def line(p: ProcCount, limit: int | None, f: Forecast | None) -> str:
     return s[:80]
 
 
-__all__ = ["EXIT_OVER", "Target", "Watch", "resolve"]
+__all__ = ["EXIT_OVER", "Target", "Watch", "header", "line", "resolve"]
