@@ -168,3 +168,22 @@ def test_max_map_count_must_be_positive(files: Path) -> None:
     proc = _cli("analyze", str(files / "dump.txt"), "--max-map-count", "0")
     assert proc.returncode == 2
     assert proc.stderr == "vmascope: error: --max-map-count must be at least 1\n"
+
+
+def test_watch_takes_pid_beside_its_targets(tmp_path: Path) -> None:
+    """watch's targets are several: --pid adds one (repeatable) beside them."""
+    import sqlite3
+
+    pid = str(os.getpid())
+    db = tmp_path / "w.db"
+    a = _cli("watch", "--pid", pid, "--count", "1", "--interval", "0.1", "--db", str(db))
+    b = _cli("watch", pid, "--pid", str(os.getppid()), "--count", "1", "--interval", "0.1",
+             "--db", str(db))
+    assert a.returncode == b.returncode == 0, (a.stderr, b.stderr)
+    # a line per target and sample, its pid among its words (a comm may have spaces)
+    assert [pid in line.split() for line in a.stdout.splitlines()] == [True]
+    assert [(pid in w, str(os.getppid()) in w) for w in map(str.split, b.stdout.splitlines())
+            ] == [(True, False), (False, True)]
+    with sqlite3.connect(db) as con:
+        pids = [r[0] for r in con.execute("SELECT pid FROM samples ORDER BY rowid")]
+    assert pids == [int(pid), int(pid), os.getppid()]
