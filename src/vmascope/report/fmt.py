@@ -57,3 +57,42 @@ _KERNEL_SOURCE = {
 def kernel_title(why: WhyNotMerged) -> str:
     src = _KERNEL_SOURCE.get(why.kernel_source, why.kernel_source)
     return f"kernel {why.kernel} ({src}; rules of {why.epoch})"
+
+
+def elide_path(text: str, width: int) -> str:
+    """``text`` for a column ``width`` wide: whole when it fits; a path loses directories
+    from the left ("…/x86_64-linux-gnu/libc.so.6"), never its file name: a name longer
+    than the column is kept whole, to fold over lines, as is any text not a path."""
+    if len(text) <= width or not text.startswith("/"):
+        return text
+    parts = text.split("/")
+    for i in range(1, len(parts) - 1):
+        tail = "…/" + "/".join(parts[i:])
+        if len(tail) <= width:
+            return tail
+    return "…/" + parts[-1]
+
+
+class PathCell:
+    """A table cell holding a file path (or a label with one): whole when the column is
+    wide enough, else elided from the left by :func:`elide_path`: a narrow terminal shows
+    "…/libc.so.6", not a name folded in two (only a name wider than the column folds).
+    A rich renderable (rich is imported only when it renders)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _min(self) -> int:
+        name = self.text.rsplit("/", 1)[-1]
+        return min(len(self.text), len(name) + (2 if "/" in self.text else 0))
+
+    def __rich_measure__(self, console: object, options: object):  # type: ignore[no-untyped-def]
+        from rich.measure import Measurement
+
+        return Measurement(self._min(), len(self.text))
+
+    def __rich_console__(self, console: object, options: object):  # type: ignore[no-untyped-def]
+        from rich.text import Text
+
+        width = options.max_width  # type: ignore[attr-defined]
+        yield Text(elide_path(self.text, width), overflow="fold")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fmt import human_bytes
+from .fmt import PathCell, human_bytes
 
 
 def summary_json(snap: Any, top: list[tuple[str, int]], *, vmas: bool) -> dict[str, Any]:
@@ -116,8 +116,8 @@ def print_counts(meta: Any, count: int, total_size: int, top: list[tuple[str, in
         table.add_column("%", justify="right")
         table.add_column("backing", overflow="fold")
         for backing, c in top:
-            # Text, not markup: names such as [heap] or [anon:x] must print as they are
-            table.add_row(str(c), f"{100.0 * c / max(count, 1):.1f}", Text(backing))
+            # not markup: names such as [heap] or [anon:x] must print as they are
+            table.add_row(str(c), f"{100.0 * c / max(count, 1):.1f}", PathCell(backing))
         console.print(table)
 
 

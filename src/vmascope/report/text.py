@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..analysis.budget import CAUSE_LABELS as REASON_BUDGET
 from ..reasons import Code
-from .fmt import human_bytes, kernel_title, pct, process_title, size_range
+from .fmt import PathCell, human_bytes, kernel_title, pct, process_title, size_range
 
 if TYPE_CHECKING:
     from ..analysis import Analysis
@@ -99,7 +99,7 @@ def fragmentation_part(a: Analysis) -> RenderableType:
                    ("perms", "left"), ("backing", "left"))
         for r in f.runs[:MAX_ROWS]:
             t.add_row(f"{r.start:x}", f"{r.vma_count:,}", human_bytes(r.bytes), r.perms,
-                      r.backing)
+                      PathCell(r.backing))
         parts.append(t)
     if f.histogram:
         t = _table("VMA sizes", ("size", "left"), ("all VMAs", "right"), ("in runs", "right"),
@@ -183,7 +183,7 @@ def budget_part(a: Analysis) -> RenderableType:
                 break
             top = r.causes.dominant()
             t.add_row(f"{r.start:x}", f"{r.vma_count:,}", "1",
-                      r.label + (f" ({r.owner})" if r.owner else ""),
+                      PathCell(r.label + (f" ({r.owner})" if r.owner else "")),
                       REASON_BUDGET.get(top or "", "-"))
         parts.append(t)
     for p in a.patterns[:6]:
