@@ -119,7 +119,7 @@ def add_kernel_view(parser: Any, what: str) -> None:
         help=f"{what} also read each VMA's anon_vma, page offset and open file from the "
         "kernel (a BPF iterator; needs root and a kernel with BTF; built on first use). "
         "Where it cannot be read, one line says why and /proc alone is used. Default: "
-        "the setting VMASCOPE_KERNEL_VIEW=1 turns it on")
+        "off, unless the environment sets VMASCOPE_KERNEL_VIEW=1")
 
 
 def kernel_view_notice(exc: Exception) -> None:
