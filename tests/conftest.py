@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,34 @@ def read_stopped(pid: int) -> tuple[Any, int]:
         with open(f"/proc/{pid}/maps", "rb") as fh:
             lines = fh.read().count(b"\n")
     return snap, lines
+
+
+def drop_to(uid: int) -> None:
+    """This process takes uid (and the same gid), with no supplementary groups."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
+def forked(fn: Callable[[], bytes]) -> bytes:
+    """Run ``fn`` in a forked child (which may change its credentials); what it returns
+    comes back. The child must end cleanly: an exception in it fails the test."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - in the child
+        code = 99
+        try:
+            os.close(r)
+            os.write(w, fn())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return data
 
 
 def need(tool: str) -> str:

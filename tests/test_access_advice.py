@@ -15,18 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import need_root
+from conftest import drop_to, forked, need_root
 
 from vmascope import host
 
 NOBODY = 65534
 CAP_SYS_PTRACE = 19
-
-
-def _drop_to(uid: int) -> None:
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
 
 
 @contextlib.contextmanager
@@ -41,7 +35,7 @@ def _target(uid: int | None, *, exec_sleep: bool = False) -> Iterator[int]:
             os.close(r)
             signal.alarm(60)  # bounded even if the test dies
             if uid is not None:
-                _drop_to(uid)
+                drop_to(uid)
             os.write(w, b"x")
             if exec_sleep:
                 os.execv("/bin/sleep", ["sleep", "60"])
@@ -70,30 +64,18 @@ def _reader(setup: Callable[[], None], *pids: int) -> list[tuple[int, str]]:
 
     with contextlib.redirect_stdout(io.StringIO()):  # the command's modules, imported
         assert main(["snapshot", str(os.getpid())]) == 0
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - in the child
-        code = 99
-        try:
-            os.close(r)
-            setup()
-            out = []
-            for pid in pids:
-                err = io.StringIO()
-                with contextlib.redirect_stderr(err), \
-                        contextlib.redirect_stdout(io.StringIO()):
-                    rc = main(["snapshot", str(pid)])
-                out.append(json.dumps([rc, err.getvalue()]))
-            os.write(w, "\n".join(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        text = fh.read().decode()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, text
-    return [tuple(json.loads(line)) for line in text.splitlines()]
+
+    def run() -> bytes:
+        setup()
+        out = []
+        for pid in pids:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                rc = main(["snapshot", str(pid)])
+            out.append(json.dumps([rc, err.getvalue()]))
+        return "\n".join(out).encode()
+
+    return [tuple(json.loads(line)) for line in forked(run).decode().splitlines()]
 
 
 def _one_line_denial(result: tuple[int, str], pid: int) -> str:
@@ -107,7 +89,7 @@ def _one_line_denial(result: tuple[int, str], pid: int) -> str:
 def test_a_user_reading_a_root_process_is_told_whose_it_is() -> None:
     need_root()
     with _target(None) as root_proc, _target(NOBODY, exec_sleep=True) as own:
-        results = _reader(lambda: _drop_to(NOBODY), root_proc, own)
+        results = _reader(lambda: drop_to(NOBODY), root_proc, own)
     err = _one_line_denial(results[0], root_proc)
     assert "it runs as root (uid 0): run as root or as its owner" in err, err
     assert results[1][0] == 0, results[1]  # its own (dumpable) process it reads
@@ -116,7 +98,7 @@ def test_a_user_reading_a_root_process_is_told_whose_it_is() -> None:
 def test_a_process_that_is_not_dumpable_is_named_so() -> None:
     need_root()
     with _target(NOBODY) as undumpable, _target(NOBODY, exec_sleep=True) as dumpable:
-        results = _reader(lambda: _drop_to(NOBODY), undumpable, dumpable)
+        results = _reader(lambda: drop_to(NOBODY), undumpable, dumpable)
     err = _one_line_denial(results[0], undumpable)
     assert "it is not dumpable" in err and "only root may read it" in err, err
     assert results[1][0] == 0, results[1]  # the same user's dumpable process: read

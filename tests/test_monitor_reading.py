@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from conftest import need_root
+from conftest import drop_to, forked, need_root
 from monitor_util import mappers, wc_l
 
 from vmascope.monitor.reading import read_host
@@ -64,28 +64,16 @@ def test_kernel_threads_are_left_out() -> None:
 
 def test_without_root_the_reading_says_what_it_cannot_see() -> None:
     need_root()
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - in the child
-        code = 99
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: own /proc files
-            reading = read_host()
-            os.write(w, json.dumps([reading.unreadable, reading.note(), os.getpid(),
-                                    sorted({p.uid for p in reading.processes}),
-                                    [p.pid for p in reading.processes]]).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as fh:
-        data = fh.read()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def as_nobody() -> bytes:
+        drop_to(65534)
+        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: own /proc files
+        reading = read_host()
+        return json.dumps([reading.unreadable, reading.note(), os.getpid(),
+                           sorted({p.uid for p in reading.processes}),
+                           [p.pid for p in reading.processes]]).encode()
+
+    data = forked(as_nobody)
     unreadable, note, me, uids, pids = json.loads(data)
     assert unreadable >= 1  # root's processes at least (this test's own)
     assert os.getpid() not in pids and me in pids

@@ -213,7 +213,6 @@ def print_kernels(rows: Sequence[dict[str, Any]], console: Any) -> None:
     """``kernels list``: a table when it fits the terminal (the paths under it when only
     they do not), else a block per kernel; nothing is cut, a long path folds."""
     from rich.table import Table
-    from rich.text import Text
 
     cols = ("name", "suite", "fetched", "version", "release", "path")
     cells = [(r["name"], r["suite"] or "-", "yes" if r["fetched"] else "no",
@@ -236,13 +235,19 @@ def print_kernels(rows: Sequence[dict[str, Any]], console: Any) -> None:
     console.print(table)
     if below:
         for c in cells:
-            if c[-1] == "-":
-                continue
-            line = f"{c[0]}: {c[-1]}"
-            if len(line) > console.width:  # the path on a line of its own
-                console.print(Text(f"{c[0]}:"))
-                line = f"  {c[-1]}"
-            console.print(Text(line), overflow="fold")
+            if c[-1] != "-":
+                _print_labelled(console, f"{c[0]}: {c[-1]}", f"{c[0]}:", c[-1])
+
+
+def _print_labelled(console: Any, line: str, label: str, value: str) -> None:
+    """``line`` (a label and its value); wider than the terminal, the label and then the
+    value on a line of its own, folded only if it is wider still."""
+    from rich.text import Text
+
+    if len(line) > console.width:
+        console.print(Text(label))
+        line = f"  {value}"
+    console.print(Text(line), overflow="fold")
 
 
 def _print_kernel_blocks(cells: Sequence[tuple[str, ...]], console: Any) -> None:
@@ -257,10 +262,5 @@ def _print_kernel_blocks(cells: Sequence[tuple[str, ...]], console: Any) -> None
         console.print(Text(head + ("" if fetched == "yes" else ", not fetched"),
                            style="bold"), overflow="fold")
         for label, value in (("version", version), ("release", release), ("path", path)):
-            if value == "-":
-                continue
-            line = f"  {label:<8} {value}"
-            if len(line) > console.width:  # the value on a line of its own
-                console.print(Text(f"  {label}:"))
-                line = f"  {value}"
-            console.print(Text(line), overflow="fold")
+            if value != "-":
+                _print_labelled(console, f"  {label:<8} {value}", f"  {label}:", value)
