@@ -3,6 +3,7 @@ kept whole, never folded in two (a library's name is what a reader looks for).""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -76,3 +77,57 @@ def test_a_long_path_at_80_columns(tmp_path: Path) -> None:
         assert cells and all(c.endswith(f"/{lib.name}") for c in cells), out.stdout
         assert "a-folder-with-a-rather-long-name" not in out.stdout
     assert f"…/and-one-more-level/{lib.name}" in outs[0].stdout  # snapshot's Top backings
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _summary(width: int, out: io.StringIO | None = None, mmc: int | None = 65530) -> str:
+    from vmascope.meta import SnapshotMeta
+    from vmascope.report.snapshot import print_counts
+
+    out = out if out is not None else io.StringIO()
+    meta = SnapshotMeta(pid=4242, comm="java", kernel_release="6.12.117+deb13-cloud-amd64",
+                        max_map_count=mmc, source="live")
+    top = [("[anon]", 60_000), (LIBC, 5),
+           ("/opt/a-vendor/runtime/lib/server/libjvm-with-a-rather-long-name.so", 3),
+           ("[anon:a name given by prctl that runs on and on past the column]", 2)]
+    print_counts(meta, 60_010, 3 << 30, top, out, width=width)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_snapshot_summary_fits_and_cuts_no_name(width: int) -> None:
+    text = _summary(width)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= width, text
+    assert "\x1b[" not in text  # not a terminal: no styles
+    assert "mappings 60010 of max_map_count 65530: 91.6% used, 5520 left" in " ".join(lines)
+    rows = lines[lines.index(next(x for x in lines if x.strip().startswith("VMAs"))) + 1:]
+    col = rows[0].index("[anon]")
+    # every backing is in its column: a path ends with its file name; a name wider than
+    # the column folds under it, whole
+    cells: list[str] = []
+    for r in rows:  # a row with counts starts a cell; a blank-led row continues it
+        if r[:col].strip():
+            cells.append(r[col:])
+        else:
+            cells[-1] += r[col:]
+    assert cells[0] == "[anon]" and cells[1].endswith("/libc.so.6")
+    assert cells[2].endswith("/libjvm-with-a-rather-long-name.so")
+    assert cells[3] == "[anon:a name given by prctl that runs on and on past the column]"
+    if width >= 80:  # room for libc's whole path
+        assert cells[1] == LIBC
+
+
+def test_the_snapshot_summary_styles_only_a_terminal(monkeypatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    text = _summary(80, _Tty())
+    assert "mappings \x1b[1m60010\x1b[0m of" in text
+    assert "\x1b[1;31m91.6% used\x1b[0m" in text  # past 90 %: bold red
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in _summary(80, _Tty())
+    assert "mappings 60010 (max_map_count unknown for this source)" in _summary(80, mmc=None)

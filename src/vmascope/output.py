@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import stat
 import sys
@@ -99,7 +98,7 @@ def safe_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[An
         # The name is chosen before the file is created (one system call), so the
         # clean-up below knows it whenever a signal interrupts.
         for _ in range(100):
-            tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+            tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 break

@@ -98,9 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary_json(snap, top, vmas=False))
         return 0
-    from rich.console import Console
-
-    print_summary(snap, top, Console(highlight=False, soft_wrap=False))
+    print_summary(snap, top)
     return 0
 
 
@@ -116,20 +114,14 @@ def _summary(args: argparse.Namespace) -> int:
     from ..procfs.live import summarize_process
     from ..report.snapshot import counted_json, print_counts
 
-    console = None
-    if not args.json:  # made (rich loaded) while the kernel prints maps, not after
-        from rich.console import Console
-        from rich.table import Table  # noqa: F401 - the summary's table
-
-        console = Console(highlight=False, soft_wrap=False)
     done = summarize_process(args.target)
     if args.max_map_count:
         done.meta.max_map_count = args.max_map_count
     top = done.backings[: args.top]
-    if console is None:
+    if args.json:
         print_json(counted_json(done, top))
         return 0
-    print_counts(done.meta, done.count, done.total_size, top, console)
+    print_counts(done.meta, done.count, done.total_size, top)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fmt import PathCell, human_bytes
+from .fmt import human_bytes
 
 
 def summary_json(snap: Any, top: list[tuple[str, int]], *, vmas: bool) -> dict[str, Any]:
@@ -62,8 +62,8 @@ def kview_summary(snap: Any) -> dict[str, int]:
             "fork_chains": int((kv["chain"] > 1).sum())}
 
 
-def print_summary(snap: Any, top: list[tuple[str, int]], console: Any) -> None:
-    print_counts(snap.meta, len(snap), int(snap.sizes().sum()), top, console,
+def print_summary(snap: Any, top: list[tuple[str, int]], out: Any = None) -> None:
+    print_counts(snap.meta, len(snap), int(snap.sizes().sum()), top, out,
                  kview_summary(snap) if snap.kview is not None else None)
 
 
@@ -77,14 +77,35 @@ def counted_json(done: Any, top: list[tuple[str, int]]) -> dict[str, Any]:
     return out
 
 
+def _colour(out: Any) -> bool:
+    """ANSI styles on a terminal, unless NO_COLOR is set or the terminal is dumb."""
+    import os
+
+    isatty = getattr(out, "isatty", None)
+    return (bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM") != "dumb")
+
+
 def print_counts(meta: Any, count: int, total_size: int, top: list[tuple[str, int]],
-                 console: Any, kview: dict[str, int] | None = None) -> None:
+                 out: Any = None, kview: dict[str, int] | None = None, *,
+                 width: int | None = None) -> None:
     """The text summary: who, the map count against the limit, the size, the top
-    backings (and what the kernel view counts, when it was read)."""
-    from rich.table import Table
-    from rich.text import Text
+    backings (and what the kernel view counts, when it was read). Plain text, not rich:
+    the summary races ``cat maps`` (bench/bench_first.py), and rich's import was a tenth
+    of its time. ``width``: the terminal's (COLUMNS, the terminal, or 80)."""
+    import shutil
+    import sys
+    import textwrap
 
     from ..meta import headroom
+    from .fmt import elide_path
+
+    out = out or sys.stdout
+    width = width or shutil.get_terminal_size().columns
+    colour = _colour(out)
+
+    def sgr(text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if colour else text
 
     m = meta
     count, mmc, pct = headroom(meta, count)
@@ -95,30 +116,39 @@ def print_counts(meta: Any, count: int, total_size: int, top: list[tuple[str, in
     if m.kernel_release:
         bits.append(f"kernel {m.kernel_release}")
     bits.append(f"source {m.source}")
-    console.print(Text("  ".join(bits)))
-    if mmc:
-        left = mmc - count
-        style = "bold red" if pct is not None and pct >= 90 else (
-            "yellow" if pct is not None and pct >= 50 else "green")
-        console.print(
-            f"mappings [bold]{count}[/] of max_map_count {mmc}: "
-            f"[{style}]{pct:.1f}% used[/], {left} left"
-        )
+    lines = textwrap.wrap("  ".join(bits), width)
+    styles = [(f"mappings {count} ", f"mappings {sgr(str(count), '1')} ")]
+    if mmc and pct is not None:
+        code = "1;31" if pct >= 90 else "33" if pct >= 50 else "32"
+        used = f"{pct:.1f}% used"
+        styles.append((used, sgr(used, code)))
+        text = f"mappings {count} of max_map_count {mmc}: {used}, {mmc - count} left"
     else:
-        console.print(f"mappings [bold]{count}[/] (max_map_count unknown for this source)")
-    console.print(f"mapped {human_bytes(total_size, spaced=True)}")
+        text = f"mappings {count} (max_map_count unknown for this source)"
+    for line in textwrap.wrap(text, width):  # a style applies where its words stay whole
+        for plain, styled in styles:
+            line = line.replace(plain, styled, 1)
+        lines.append(line)
+    lines.append(f"mapped {human_bytes(total_size, spaced=True)}")
     if kview is not None:
-        console.print(f"kernel view: {kview['anon_vmas']} anon_vmas, {kview['open_files']} "
-                      f"open files, {kview['fork_chains']} VMAs with a fork chain")
+        lines += textwrap.wrap(f"kernel view: {kview['anon_vmas']} anon_vmas, "
+                               f"{kview['open_files']} open files, {kview['fork_chains']} "
+                               "VMAs with a fork chain", width)
     if top:
-        table = Table(title="Top backings by VMA count", title_justify="left", box=None)
-        table.add_column("VMAs", justify="right")
-        table.add_column("%", justify="right")
-        table.add_column("backing", overflow="fold")
-        for backing, c in top:
-            # not markup: names such as [heap] or [anon:x] must print as they are
-            table.add_row(str(c), f"{100.0 * c / max(count, 1):.1f}", PathCell(backing))
-        console.print(table)
+        nums = [(str(c), f"{100.0 * c / max(count, 1):.1f}") for _, c in top]
+        w1 = max(4, *(len(n) for n, _ in nums))
+        w2 = max(1, *(len(p) for _, p in nums))
+        lead = 1 + w1 + 2 + w2 + 2  # the columns before the backing
+        room = max(8, width - lead)
+        lines.append(sgr("Top backings by VMA count", "1"))
+        lines.append(sgr(f" {'VMAs':>{w1}}  {'%':>{w2}}  backing", "1"))
+        for (backing, _), (n, share) in zip(top, nums):
+            # a path loses folders from the left; a longer name folds under its column
+            name = elide_path(backing, room)
+            pieces = [name[i:i + room] for i in range(0, len(name), room)] or [""]
+            lines.append(f" {n:>{w1}}  {share:>{w2}}  {pieces[0]}")
+            lines += [" " * lead + piece for piece in pieces[1:]]
+    out.write("\n".join(lines) + "\n")
 
 
 def capture_json(res: Any, top: int) -> dict[str, Any]:
