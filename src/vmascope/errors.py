@@ -42,9 +42,8 @@ class AccessDenied(VmascopeError):
 
     exit_code = 4
 
-    def __init__(self, pid: int, path: str, advice: str | None = None) -> None:
+    def __init__(self, pid: int, path: str, advice: str) -> None:
         # the advice comes from host.read_access_advice: why, and what to do
-        advice = advice or "run as root, or as the process owner"
         super().__init__(f"pid {pid}: permission denied reading {path}: {advice}")
         self.pid = pid
         self.path = path

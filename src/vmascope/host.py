@@ -171,6 +171,7 @@ def has_numa_maps() -> bool:
 
 # -- what this process may do ------------------------------------------------------------
 
+CAP_SYS_PTRACE = 19
 CAP_SYS_ADMIN = 21
 CAP_SYS_RESOURCE = 24
 CAP_BPF = 39
@@ -252,14 +253,12 @@ def bpf_build_problem() -> str | None:
 _INCLUDE_DIRS = ("/usr/include", "/usr/local/include")
 
 
-CAP_SYS_PTRACE = 19
-
-
 def _ids(status: str, key: str) -> set[int]:
-    """The real, effective, saved (and fs) ids of a /proc/PID/status ``Uid:``/``Gid:``."""
+    """The real, effective and saved ids of a /proc/PID/status ``Uid:``/``Gid:`` line
+    (not the fs id: the ptrace check compares the reader's with these three)."""
     for line in status.splitlines():
         if line.startswith(key):
-            return {int(v) for v in line.split()[1:4]}  # not the fs id
+            return {int(v) for v in line.split()[1:4]}
     return set()
 
 
