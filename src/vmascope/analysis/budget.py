@@ -351,5 +351,5 @@ def budget(snap: Snapshot, why: WhyNotMerged | None = None,
                   anon_counts=anon_counts, firsts=firsts, counts=counts)
 
 
-__all__ = ["CAUSES", "CAUSE_COLOURS", "CAUSE_LABELS", "CAUSE_SHORT", "Budget", "BudgetReservation",
-           "CauseTotals", "budget", "classify", "links"]
+__all__ = ["CAUSES", "CAUSE_COLOURS", "CAUSE_LABELS", "CAUSE_SHORT", "Budget",
+           "BudgetReservation", "CauseTotals", "budget", "classify", "links"]
